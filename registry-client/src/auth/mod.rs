@@ -1,0 +1,187 @@
+//! Credentials and the auth handshake: what we know about a registry's
+//! user ([`Credential`]), where that comes from ([`CredentialStore`]), and the
+//! per-registry challenge and token cache ([`Authenticator`]).
+
+mod authenticator;
+pub mod challenge;
+pub mod docker_config;
+pub mod scope;
+mod token;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::BufRead;
+use std::sync::Arc;
+
+pub use authenticator::Authenticator;
+pub use challenge::Challenge;
+pub use docker_config::DockerConfig;
+pub use scope::Scopes;
+
+use crate::error::Error;
+use crate::secret::Secret;
+
+/// How to identify to one registry.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Credential {
+    #[default]
+    Anonymous,
+    /// User name and password (an ACR admin user, a scoped token, htpasswd).
+    Basic { username: String, password: Secret },
+    /// An OAuth2 refresh token (docker's `identitytoken`), exchanged at the
+    /// token endpoint with `grant_type=refresh_token`.
+    IdentityToken(Secret),
+    /// A bearer token used as it is (docker's `registrytoken`).
+    RegistryToken(Secret),
+    /// A Microsoft Entra access token, exchanged at the registry's
+    /// `/oauth2/exchange` for an ACR refresh token.
+    AcrAccessToken {
+        tenant: Option<String>,
+        token: Secret,
+    },
+}
+
+impl Credential {
+    pub fn basic(username: impl Into<String>, password: impl Into<Secret>) -> Self {
+        Credential::Basic {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+
+    /// Basic credentials from two environment variables; `None` when the
+    /// user variable is unset. The variable names, not values, go in errors.
+    pub fn basic_from_env(user_var: &str, password_var: &str) -> Result<Option<Self>, Error> {
+        let Ok(username) = std::env::var(user_var) else {
+            return Ok(None);
+        };
+        let password = std::env::var(password_var).map_err(|_| {
+            Error::config(
+                format!("credentials from ${user_var}"),
+                format!("${password_var} is not set"),
+            )
+        })?;
+        Ok(Some(Credential::basic(username, password)))
+    }
+
+    /// The first line of `input` (standard input, usually) as a secret, so
+    /// passwords never need to be command-line arguments.
+    pub fn read_secret(input: impl BufRead) -> Result<Secret, Error> {
+        let mut line = String::new();
+        let mut input = input;
+        input
+            .read_line(&mut line)
+            .map_err(|e| Error::io("reading a secret from standard input", e))?;
+        let value = line.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(Error::config(
+                "reading a secret from standard input",
+                "it was empty",
+            ));
+        }
+        Ok(Secret::new(value))
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Credential::Anonymous)
+    }
+
+    /// Who this is, for error messages (never the secret).
+    pub fn describe(&self) -> String {
+        match self {
+            Credential::Anonymous => "anonymous".into(),
+            Credential::Basic { username, .. } => format!("user {username:?}"),
+            Credential::IdentityToken(_) => "an identity (refresh) token".into(),
+            Credential::RegistryToken(_) => "a registry token".into(),
+            Credential::AcrAccessToken { .. } => "an Entra access token".into(),
+        }
+    }
+}
+
+/// A source of credentials, by registry name as written in references
+/// (`docker.io`, `myacr.azurecr.io`, `127.0.0.1:5000`). It may block (a
+/// credential helper runs a program); callers run it off the async threads.
+pub trait CredentialStore: Send + Sync + fmt::Debug {
+    fn credential(&self, registry: &str) -> Result<Credential, Error>;
+}
+
+/// Credentials given explicitly, per registry.
+#[derive(Debug, Default, Clone)]
+pub struct StaticCredentials(HashMap<String, Credential>);
+
+impl StaticCredentials {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, registry: &str, credential: Credential) -> Self {
+        self.0.insert(registry.to_string(), credential);
+        self
+    }
+
+    pub fn insert(&mut self, registry: &str, credential: Credential) {
+        self.0.insert(registry.to_string(), credential);
+    }
+}
+
+impl CredentialStore for StaticCredentials {
+    fn credential(&self, registry: &str) -> Result<Credential, Error> {
+        Ok(self.0.get(registry).cloned().unwrap_or_default())
+    }
+}
+
+/// Asks each store in turn; the first that knows the registry wins.
+#[derive(Debug, Default, Clone)]
+pub struct CredentialChain(pub Vec<Arc<dyn CredentialStore>>);
+
+impl CredentialStore for CredentialChain {
+    fn credential(&self, registry: &str) -> Result<Credential, Error> {
+        for store in &self.0 {
+            let c = store.credential(registry)?;
+            if !c.is_anonymous() {
+                return Ok(c);
+            }
+        }
+        Ok(Credential::Anonymous)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_every_credential_hides_the_secret() {
+        for c in [
+            Credential::basic("alice", "pw-SECRET"),
+            Credential::IdentityToken(Secret::new("rt-SECRET")),
+            Credential::RegistryToken(Secret::new("bt-SECRET")),
+            Credential::AcrAccessToken {
+                tenant: Some("t".into()),
+                token: Secret::new("aad-SECRET"),
+            },
+        ] {
+            let shown = format!("{c:?} {}", c.describe());
+            assert!(!shown.contains("SECRET"), "{shown}");
+        }
+        let store = StaticCredentials::new().with("r", Credential::basic("u", "p-SECRET"));
+        assert!(!format!("{store:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn secret_from_stdin_is_the_first_line() {
+        let s = Credential::read_secret(&b"pa$$word\nnext\n"[..]).unwrap();
+        assert_eq!(s.expose(), "pa$$word");
+        assert!(Credential::read_secret(&b"\n"[..]).is_err());
+    }
+
+    #[test]
+    fn chain_takes_the_first_known() {
+        let a: Arc<dyn CredentialStore> = Arc::new(StaticCredentials::new());
+        let b: Arc<dyn CredentialStore> =
+            Arc::new(StaticCredentials::new().with("r", Credential::basic("u", "p")));
+        let chain = CredentialChain(vec![a, b]);
+        assert_eq!(chain.credential("r").unwrap(), Credential::basic("u", "p"));
+        assert!(chain.credential("other").unwrap().is_anonymous());
+    }
+}

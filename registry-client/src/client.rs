@@ -1,0 +1,473 @@
+//! The client: one pooled HTTP client, the auth handshake, retries with
+//! per-host pauses, and redirects that never carry credentials to another host.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use url::Url;
+
+use crate::auth::{Authenticator, Challenge, CredentialStore, Scopes, StaticCredentials};
+use crate::error::{redact_url, ApiErrors, Error};
+use crate::retry::{parse_retry_after, HostGates, RetryPolicy};
+
+const MAX_REDIRECTS: usize = 10;
+/// How much of an error body we read for its error codes.
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
+/// How the client connects. Credentials come from `credentials`.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub user_agent: String,
+    /// Registries (host or host:port) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Loopback registries use plain HTTP unless they are listed in
+    /// `tls_registries`, as docker does.
+    pub plain_http_loopback: bool,
+    /// Loopback registries that do speak TLS.
+    pub tls_registries: Vec<String>,
+    /// Extra CA certificates (PEM) trusted besides the OS roots.
+    pub ca_files: Vec<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response; a blob stream has no total
+    /// timeout, only this one.
+    pub read_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub credentials: Arc<dyn CredentialStore>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            user_agent: format!("mirror/{}", env!("CARGO_PKG_VERSION")),
+            insecure_registries: Vec::new(),
+            plain_http_loopback: true,
+            tls_registries: Vec::new(),
+            ca_files: Vec::new(),
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+            credentials: Arc::new(StaticCredentials::new()),
+        }
+    }
+}
+
+/// An OCI Distribution API client. Cheap to clone; clones share the
+/// connection pool, tokens and host pauses.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    config: ClientConfig,
+    auth: Authenticator,
+    gates: HostGates,
+}
+
+/// A request body: replayable bytes, or a one-shot stream that is never
+/// blindly resent.
+pub(crate) enum Body {
+    Empty,
+    Bytes(Bytes),
+    Stream(Option<reqwest::Body>),
+}
+
+impl Body {
+    fn replayable(&self) -> bool {
+        !matches!(self, Body::Stream(_))
+    }
+
+    fn take(&mut self) -> Result<Option<reqwest::Body>, ()> {
+        match self {
+            Body::Empty => Ok(None),
+            Body::Bytes(b) => Ok(Some(reqwest::Body::from(b.clone()))),
+            Body::Stream(s) => s.take().map(Some).ok_or(()),
+        }
+    }
+}
+
+/// One API call: what to send, to which registry, needing which scopes.
+pub(crate) struct Call {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Body,
+    /// The registry name credentials are looked up under.
+    pub registry: String,
+    pub scopes: Scopes,
+}
+
+impl Call {
+    pub fn new(method: Method, url: Url, registry: &str, scopes: Scopes) -> Self {
+        Call {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+            registry: registry.to_string(),
+            scopes,
+        }
+    }
+
+    pub fn header(mut self, name: http::header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub fn body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(config.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .use_rustls_tls();
+        for path in &config.ca_files {
+            for cert in load_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::config("building the HTTP client", e.to_string()))?;
+        let auth = Authenticator::new(config.credentials.clone());
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                auth,
+                gates: HostGates::default(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// `https://host/` or, for insecure and loopback hosts, `http://host/`.
+    pub fn base_url(&self, api_host: &str) -> Result<Url, Error> {
+        let scheme = if self.plain_http(api_host) {
+            "http"
+        } else {
+            "https"
+        };
+        Url::parse(&format!("{scheme}://{api_host}/")).map_err(|e| Error::InvalidReference {
+            input: api_host.to_string(),
+            reason: format!("not a usable host: {e}"),
+        })
+    }
+
+    fn plain_http(&self, host: &str) -> bool {
+        let c = &self.inner.config;
+        if c.insecure_registries.iter().any(|h| h == host) {
+            return true;
+        }
+        if c.tls_registries.iter().any(|h| h == host) {
+            return false;
+        }
+        c.plain_http_loopback && is_loopback(host)
+    }
+
+    /// `/v2/<name>/<rest>` on the registry's API host.
+    pub(crate) fn api_url(&self, repo: &crate::Repository, rest: &str) -> Result<Url, Error> {
+        let base = self.base_url(repo.api_host())?;
+        base.join(&format!("v2/{}/{rest}", repo.name()))
+            .map_err(|e| Error::InvalidReference {
+                input: repo.to_string(),
+                reason: format!("cannot form an API URL: {e}"),
+            })
+    }
+
+    /// Check that the registry speaks the API and our credentials work,
+    /// by `GET /v2/`.
+    pub async fn ping(&self, registry: &str) -> Result<(), Error> {
+        let host = crate::reference::api_host(registry);
+        let url = self.base_url(host)?.join("v2/").expect("static path");
+        self.send(Call::new(Method::GET, url, registry, Scopes::new()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Send a call: auth on challenge, retries on transient failures,
+    /// redirects for GET and HEAD. Any status >= 400 is an error.
+    pub(crate) async fn send(&self, mut call: Call) -> Result<reqwest::Response, Error> {
+        let inner = &self.inner;
+        let policy = &inner.config.retry;
+        let origin = call.url.origin();
+        let mut url = call.url.clone();
+        let mut attempt = 1u32;
+        let mut answered = 0u32;
+        let mut redirects = 0usize;
+        let method_name = call.method.to_string();
+        loop {
+            let host = host_key(&url);
+            inner.gates.wait(&host).await;
+            let foreign = url.origin() != origin;
+            let mut rb = inner
+                .http
+                .request(call.method.clone(), url.clone())
+                .headers(call.headers.clone());
+            if !foreign {
+                if let Some(h) = inner
+                    .auth
+                    .header(&inner.http, &host, &call.registry, &call.scopes)
+                    .await?
+                {
+                    rb = rb.header(http::header::AUTHORIZATION, h);
+                }
+            }
+            let body = call.body.take().map_err(|_| Error::Protocol {
+                method: method_name.clone(),
+                url: redact_url(&url),
+                reason: "a streamed body cannot be sent twice".into(),
+            })?;
+            if let Some(b) = body {
+                rb = rb.body(b);
+            }
+            let result = rb.send().await;
+            let resp = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    let err = Error::Transport {
+                        method: method_name.clone(),
+                        url: redact_url(&url),
+                        source: e.without_url(),
+                    };
+                    if err.is_retryable() && call.body.replayable() && attempt < policy.max_attempts
+                    {
+                        tracing::debug!(error = %err, attempt, "retrying after a transport error");
+                        tokio::time::sleep(policy.backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !foreign {
+                let challenge = resp
+                    .headers()
+                    .get(http::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(Challenge::parse);
+                let codes = read_error_body(resp).await;
+                let refused = |reason: String| Error::Auth {
+                    registry: call.registry.clone(),
+                    method: method_name.clone(),
+                    url: redact_url(&url),
+                    reason,
+                };
+                let Some(challenge) = challenge else {
+                    return Err(refused(format!(
+                        "HTTP 401 without a challenge we can answer{}",
+                        fmt_codes(&codes)
+                    )));
+                };
+                let scope_upgrade = matches!(&challenge, Challenge::Bearer { error: Some(e), .. } if e == "insufficient_scope");
+                if answered >= 2 || (answered == 1 && !scope_upgrade) {
+                    inner.auth.forget_tokens(&host);
+                    let who = inner
+                        .auth
+                        .describe_credential(&call.registry)
+                        .unwrap_or_else(|| "the configured credentials".into());
+                    return Err(refused(format!(
+                        "the registry refused {who}{}",
+                        fmt_codes(&codes)
+                    )));
+                }
+                answered += 1;
+                inner
+                    .auth
+                    .answer(&inner.http, &host, &call.registry, challenge, &call.scopes)
+                    .await?;
+                if !call.body.replayable() {
+                    return Err(refused(
+                        "the registry asked for new credentials in the middle of a streamed upload"
+                            .into(),
+                    ));
+                }
+                continue;
+            }
+            if status.is_redirection()
+                && (call.method == Method::GET || call.method == Method::HEAD)
+            {
+                if let Some(next) = resp
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| url.join(l).ok())
+                {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(Error::Protocol {
+                            method: method_name,
+                            url: redact_url(&url),
+                            reason: format!("more than {MAX_REDIRECTS} redirects"),
+                        });
+                    }
+                    tracing::debug!(to = %redact_url(&next), "following a redirect");
+                    url = next;
+                    continue;
+                }
+            }
+            if status.as_u16() >= 400 {
+                let retry_after = resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let transient = matches!(status.as_u16(), 408 | 429 | 500..=599);
+                if let Some(ra) = retry_after {
+                    if transient {
+                        inner
+                            .gates
+                            .pause_until(&host, Instant::now() + ra.min(policy.max_retry_after));
+                    }
+                }
+                let codes = read_error_body(resp).await;
+                let err = Error::Status {
+                    method: method_name.clone(),
+                    url: redact_url(&url),
+                    status: status.as_u16(),
+                    codes,
+                    retry_after,
+                };
+                let obeyable = retry_after.is_none_or(|ra| ra <= policy.max_retry_after);
+                if transient && obeyable && call.body.replayable() && attempt < policy.max_attempts
+                {
+                    tracing::debug!(error = %err, attempt, "retrying");
+                    if retry_after.is_none() {
+                        tokio::time::sleep(policy.backoff(attempt)).await;
+                    }
+                    attempt += 1;
+                    continue;
+                }
+                return Err(err);
+            }
+            return Ok(resp);
+        }
+    }
+}
+
+/// The host and port a URL goes to: the key for pauses and auth state.
+pub(crate) fn host_key(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Error> {
+    let ctx = || format!("CA file {}", path.display());
+    let pem = std::fs::read(path).map_err(|e| Error::io(ctx(), e))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Error::config(ctx(), format!("not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::config(ctx(), "holds no certificate"));
+    }
+    Ok(certs)
+}
+
+async fn read_error_body(resp: reqwest::Response) -> ApiErrors {
+    match read_capped(resp, ERROR_BODY_LIMIT).await {
+        Ok(Some(b)) => ApiErrors::parse(&b),
+        _ => ApiErrors::default(),
+    }
+}
+
+fn fmt_codes(codes: &ApiErrors) -> String {
+    if codes.0.is_empty() {
+        String::new()
+    } else {
+        format!(" ({codes})")
+    }
+}
+
+/// Read a body of at most `limit` bytes; `None` when it is larger.
+pub(crate) async fn read_capped(
+    resp: reqwest::Response,
+    limit: u64,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Ok(None);
+    }
+    let mut out = bytes::BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_use_plain_http_by_default() {
+        let c = Client::new(ClientConfig::default()).unwrap();
+        assert_eq!(c.base_url("127.0.0.1:5000").unwrap().scheme(), "http");
+        assert_eq!(c.base_url("localhost:5000").unwrap().scheme(), "http");
+        assert_eq!(c.base_url("[::1]:5000").unwrap().scheme(), "http");
+        assert_eq!(c.base_url("myacr.azurecr.io").unwrap().scheme(), "https");
+        let c = Client::new(ClientConfig {
+            insecure_registries: vec!["reg.lan:5000".into()],
+            tls_registries: vec!["127.0.0.1:5443".into()],
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        assert_eq!(c.base_url("reg.lan:5000").unwrap().scheme(), "http");
+        assert_eq!(c.base_url("127.0.0.1:5443").unwrap().scheme(), "https");
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.pem");
+        std::fs::write(&p, "not a certificate").unwrap();
+        let err = Client::new(ClientConfig {
+            ca_files: vec![p.clone()],
+            ..ClientConfig::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains(&p.display().to_string()), "{err}");
+    }
+}

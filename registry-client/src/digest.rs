@@ -1,0 +1,410 @@
+//! Content digests (`sha256:<hex>`, `sha512:<hex>`), a hasher whose state can
+//! be saved and resumed, and the size-and-digest check every blob read ends with.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::digest::common::hazmat::SerializableState;
+use sha2::{Digest as _, Sha256, Sha512};
+
+use crate::error::Error;
+
+/// The digest algorithms the OCI image spec registers. Anything else is
+/// refused before it can become part of a path or URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+}
+
+/// A validated digest: a known algorithm and lower-case hex of the right length.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: Algorithm,
+    hex: String,
+}
+
+impl Digest {
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidDigest {
+            input: input.to_string(),
+            reason: reason.to_string(),
+        };
+        let (alg, hex) = input
+            .split_once(':')
+            .ok_or_else(|| invalid("expected <algorithm>:<hex>"))?;
+        let algorithm = match alg {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            _ => return Err(invalid("unsupported algorithm (only sha256 and sha512)")),
+        };
+        if hex.len() != algorithm.hex_len() {
+            return Err(invalid(&format!(
+                "{} needs {} hex characters, got {}",
+                algorithm.name(),
+                algorithm.hex_len(),
+                hex.len()
+            )));
+        }
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(invalid("hex must be lower-case 0-9a-f"));
+        }
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_string(),
+        })
+    }
+
+    /// The sha256 digest of `data`.
+    pub fn sha256_of(data: &[u8]) -> Self {
+        Self::of(Algorithm::Sha256, data)
+    }
+
+    pub fn of(algorithm: Algorithm, data: &[u8]) -> Self {
+        let mut h = Hasher::new(algorithm);
+        h.update(data);
+        h.finish()
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm.name(), self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Digest::parse(s)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone)]
+enum State {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+/// An incremental hasher that counts bytes and can be saved mid-stream
+/// ([`Hasher::save`]) so a resumed transfer need not re-read what it has.
+#[derive(Clone)]
+pub struct Hasher {
+    state: State,
+    len: u64,
+}
+
+impl Hasher {
+    pub fn new(algorithm: Algorithm) -> Self {
+        let state = match algorithm {
+            Algorithm::Sha256 => State::Sha256(Sha256::new()),
+            Algorithm::Sha512 => State::Sha512(Sha512::new()),
+        };
+        Hasher { state, len: 0 }
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self.state {
+            State::Sha256(_) => Algorithm::Sha256,
+            State::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match &mut self.state {
+            State::Sha256(h) => h.update(data),
+            State::Sha512(h) => h.update(data),
+        }
+        self.len += data.len() as u64;
+    }
+
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn finish(self) -> Digest {
+        let algorithm = self.algorithm();
+        let bytes: Vec<u8> = match self.state {
+            State::Sha256(h) => h.finalize().to_vec(),
+            State::Sha512(h) => h.finalize().to_vec(),
+        };
+        Digest {
+            algorithm,
+            hex: to_hex(&bytes),
+        }
+    }
+
+    /// The hasher's state as bytes: algorithm, length, and the inner state.
+    pub fn save(&self) -> SavedHasher {
+        let mut out = Vec::new();
+        out.push(match self.state {
+            State::Sha256(_) => 1u8,
+            State::Sha512(_) => 2u8,
+        });
+        out.extend_from_slice(&self.len.to_le_bytes());
+        match &self.state {
+            State::Sha256(h) => out.extend_from_slice(&h.serialize()),
+            State::Sha512(h) => out.extend_from_slice(&h.serialize()),
+        }
+        SavedHasher(out)
+    }
+
+    /// Restore a state made by [`Hasher::save`].
+    pub fn restore(saved: &SavedHasher) -> Result<Self, Error> {
+        let bad = || Error::InvalidHasherState;
+        let bytes = &saved.0;
+        if bytes.len() < 9 {
+            return Err(bad());
+        }
+        let len = u64::from_le_bytes(bytes[1..9].try_into().map_err(|_| bad())?);
+        let inner = &bytes[9..];
+        let state = match bytes[0] {
+            1 => State::Sha256(
+                Sha256::deserialize(inner.try_into().map_err(|_| bad())?).map_err(|_| bad())?,
+            ),
+            2 => State::Sha512(
+                Sha512::deserialize(inner.try_into().map_err(|_| bad())?).map_err(|_| bad())?,
+            ),
+            _ => return Err(bad()),
+        };
+        Ok(Hasher { state, len })
+    }
+}
+
+/// A saved hasher state (see [`Hasher::save`]); opaque bytes to persist.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SavedHasher(pub Vec<u8>);
+
+impl fmt::Debug for SavedHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SavedHasher({} bytes)", self.0.len())
+    }
+}
+
+/// Checks a stream of bytes against an expected digest and (optional) size.
+/// Feed it every chunk; it fails as soon as the size is exceeded and at the
+/// end if the size or digest differ, naming both values.
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    expected: Digest,
+    expected_size: Option<u64>,
+    hasher: Hasher,
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hasher({}, {} bytes)", self.algorithm().name(), self.len)
+    }
+}
+
+impl Verifier {
+    pub fn new(expected: Digest, expected_size: Option<u64>) -> Self {
+        let hasher = Hasher::new(expected.algorithm());
+        Verifier {
+            expected,
+            expected_size,
+            hasher,
+        }
+    }
+
+    /// Continue from a hasher that has already seen the first bytes.
+    pub fn resume(
+        expected: Digest,
+        expected_size: Option<u64>,
+        hasher: Hasher,
+    ) -> Result<Self, Error> {
+        if hasher.algorithm() != expected.algorithm() {
+            return Err(Error::InvalidHasherState);
+        }
+        Ok(Verifier {
+            expected,
+            expected_size,
+            hasher,
+        })
+    }
+
+    pub fn update(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.hasher.update(data);
+        if let Some(size) = self.expected_size {
+            if self.hasher.len() > size {
+                return Err(Error::SizeMismatch {
+                    digest: self.expected.clone(),
+                    expected: size,
+                    actual: self.hasher.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes seen so far.
+    pub fn offset(&self) -> u64 {
+        self.hasher.len()
+    }
+
+    /// The hasher as it stands, to save for a later resume.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+
+    pub fn expected(&self) -> &Digest {
+        &self.expected
+    }
+
+    /// Check size and digest once every byte has been seen.
+    pub fn finish(self) -> Result<Digest, Error> {
+        let len = self.hasher.len();
+        if let Some(size) = self.expected_size {
+            if len != size {
+                return Err(Error::SizeMismatch {
+                    digest: self.expected,
+                    expected: size,
+                    actual: len,
+                });
+            }
+        }
+        let actual = self.hasher.finish();
+        if actual != self.expected {
+            return Err(Error::DigestMismatch {
+                expected: self.expected,
+                actual,
+            });
+        }
+        Ok(actual)
+    }
+}
+
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ABC256: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[test]
+    fn parses_and_prints_sha256_and_sha512() {
+        let d = Digest::parse(ABC256).unwrap();
+        assert_eq!(d.algorithm(), Algorithm::Sha256);
+        assert_eq!(d.to_string(), ABC256);
+        assert_eq!(Digest::sha256_of(b"abc"), d);
+        let d512 = Digest::of(Algorithm::Sha512, b"abc");
+        assert_eq!(Digest::parse(&d512.to_string()).unwrap(), d512);
+        assert!(d512.hex().starts_with("ddaf35a193617aba"));
+    }
+
+    #[test]
+    fn refuses_unknown_algorithms_bad_hex_and_path_tricks() {
+        for bad in [
+            "md5:d41d8cd98f00b204e9800998ecf8427e",
+            "sha256:ABC",
+            "sha256:../../etc/passwd",
+            &ABC256.to_uppercase(),
+            "sha256",
+            &format!("{ABC256}0"),
+            "blake3:0000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let err = Digest::parse(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn saved_hasher_resumes_to_the_same_digest() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut h = Hasher::new(alg);
+            h.update(b"hello ");
+            let saved = h.save();
+            let mut resumed = Hasher::restore(&saved).unwrap();
+            assert_eq!(resumed.len(), 6);
+            resumed.update(b"world");
+            assert_eq!(resumed.finish(), Digest::of(alg, b"hello world"));
+        }
+        assert!(Hasher::restore(&SavedHasher(vec![1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn verifier_names_expected_and_actual_values() {
+        let expected = Digest::sha256_of(b"abc");
+        let mut v = Verifier::new(expected.clone(), Some(3));
+        v.update(b"abd").unwrap();
+        let msg = v.finish().unwrap_err().to_string();
+        assert!(msg.contains(&expected.to_string()), "{msg}");
+        assert!(
+            msg.contains(&Digest::sha256_of(b"abd").to_string()),
+            "{msg}"
+        );
+
+        let mut v = Verifier::new(expected.clone(), Some(3));
+        let err = v.update(b"abcd").unwrap_err().to_string();
+        assert!(err.contains("expected 3") && err.contains("4"), "{err}");
+
+        let mut v = Verifier::new(expected.clone(), Some(3));
+        v.update(b"ab").unwrap();
+        let err = v.finish().unwrap_err().to_string();
+        assert!(err.contains("expected 3") && err.contains("got 2"), "{err}");
+
+        let mut v = Verifier::new(expected, Some(3));
+        v.update(b"abc").unwrap();
+        v.finish().unwrap();
+    }
+}

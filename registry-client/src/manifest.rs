@@ -1,0 +1,298 @@
+//! Manifests as raw bytes: GET (verified against the digest asked for or
+//! the registry's `Docker-Content-Digest`), HEAD, PUT. Never re-serialised.
+
+use bytes::Bytes;
+use http::{header, Method};
+
+use crate::auth::Scopes;
+use crate::client::{read_capped, Body, Call, Client};
+use crate::descriptor::ManifestContent;
+use crate::digest::{Algorithm, Digest};
+use crate::error::{redact_url, Error};
+use crate::media_type::{self, manifest_accept_header};
+use crate::reference::{Reference, Repository};
+
+/// Registries and the spec agree on 4 MiB as the manifest size to support.
+pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+const DIGEST_HEADER: &str = "docker-content-digest";
+
+/// A manifest's exact bytes, with their media type and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub media_type: String,
+    pub digest: Digest,
+    pub bytes: Bytes,
+}
+
+impl Manifest {
+    /// Parse the references out of it (config, layers, children, subject).
+    pub fn content(&self) -> Result<ManifestContent, Error> {
+        serde_json::from_slice(&self.bytes).map_err(|e| Error::Protocol {
+            method: "parse".into(),
+            url: self.digest.to_string(),
+            reason: format!("manifest is not valid JSON: {e}"),
+        })
+    }
+
+    pub fn is_index(&self) -> bool {
+        media_type::is_index(&self.media_type)
+    }
+}
+
+/// What a HEAD tells about a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInfo {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl Client {
+    pub async fn get_manifest(&self, reference: &Reference) -> Result<Manifest, Error> {
+        let repo = reference.repository();
+        let url = self.api_url(repo, &format!("manifests/{}", reference.manifest_ref()))?;
+        let call = Call::new(
+            Method::GET,
+            url.clone(),
+            repo.registry(),
+            Scopes::pull(repo.name()),
+        )
+        .header(header::ACCEPT, &manifest_accept_header());
+        let resp = self.send(call).await?;
+        let content_type = header_str(&resp, header::CONTENT_TYPE.as_str());
+        let announced = header_str(&resp, DIGEST_HEADER);
+        let bytes = read_capped(resp, MAX_MANIFEST_SIZE)
+            .await
+            .map_err(|e| Error::Transport {
+                method: "GET".into(),
+                url: redact_url(&url),
+                source: e.without_url(),
+            })?
+            .ok_or_else(|| Error::TooLarge {
+                what: format!("manifest {reference}"),
+                url: redact_url(&url),
+                limit: MAX_MANIFEST_SIZE,
+            })?;
+        let media_type = media_type_of(content_type.as_deref(), &bytes);
+        if media_type::is_schema1(&media_type) || schema_version(&bytes) == Some(1) {
+            return Err(Error::Unsupported {
+                what: format!("manifest {reference}"),
+                reason: "Docker schema 1 manifests are deprecated and not supported; push the image again with a current client".into(),
+            });
+        }
+        let digest = verify_manifest_digest(reference, announced.as_deref(), &bytes)?;
+        Ok(Manifest {
+            media_type,
+            digest,
+            bytes,
+        })
+    }
+
+    /// `None` when the manifest does not exist.
+    pub async fn head_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<ManifestInfo>, Error> {
+        let repo = reference.repository();
+        let url = self.api_url(repo, &format!("manifests/{}", reference.manifest_ref()))?;
+        let call = Call::new(
+            Method::HEAD,
+            url,
+            repo.registry(),
+            Scopes::pull(repo.name()),
+        )
+        .header(header::ACCEPT, &manifest_accept_header());
+        let resp = match self.send(call).await {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let digest = header_str(&resp, DIGEST_HEADER).and_then(|d| Digest::parse(&d).ok());
+        let media_type = header_str(&resp, header::CONTENT_TYPE.as_str());
+        let size = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match (digest, media_type, size) {
+            (Some(digest), Some(media_type), Some(size)) => Ok(Some(ManifestInfo {
+                media_type,
+                digest,
+                size,
+            })),
+            // Some registries leave headers out of HEAD answers: ask with GET.
+            _ => {
+                let m = self.get_manifest(reference).await?;
+                Ok(Some(ManifestInfo {
+                    size: m.bytes.len() as u64,
+                    media_type: m.media_type,
+                    digest: m.digest,
+                }))
+            }
+        }
+    }
+
+    /// PUT the bytes as they are under a tag or digest; returns their digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &Repository,
+        tag_or_digest: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<Digest, Error> {
+        let algorithm = match Digest::parse(tag_or_digest) {
+            Ok(d) => d.algorithm(),
+            Err(_) if !tag_or_digest.contains(':') => {
+                repo.tag(tag_or_digest)?;
+                Algorithm::Sha256
+            }
+            Err(e) => return Err(e),
+        };
+        let digest = Digest::of(algorithm, &bytes);
+        if let Ok(wanted) = Digest::parse(tag_or_digest) {
+            if wanted != digest {
+                return Err(Error::DigestMismatch {
+                    expected: wanted,
+                    actual: digest,
+                });
+            }
+        }
+        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(Error::TooLarge {
+                what: format!("manifest {digest}"),
+                url: repo.to_string(),
+                limit: MAX_MANIFEST_SIZE,
+            });
+        }
+        let url = self.api_url(repo, &format!("manifests/{tag_or_digest}"))?;
+        let call = Call::new(
+            Method::PUT,
+            url.clone(),
+            repo.registry(),
+            Scopes::push(repo.name()),
+        )
+        .header(header::CONTENT_TYPE, media_type)
+        .body(Body::Bytes(bytes));
+        let resp = self.send(call).await?;
+        if let Some(got) = header_str(&resp, DIGEST_HEADER).and_then(|d| Digest::parse(&d).ok()) {
+            if got.algorithm() == digest.algorithm() && got != digest {
+                return Err(Error::Protocol {
+                    method: "PUT".into(),
+                    url: redact_url(&url),
+                    reason: format!("the registry stored the manifest as {got}, not {digest}"),
+                });
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Delete a manifest by digest (registries refuse deletion by tag).
+    pub async fn delete_manifest(&self, repo: &Repository, digest: &Digest) -> Result<(), Error> {
+        let url = self.api_url(repo, &format!("manifests/{digest}"))?;
+        self.send(Call::new(
+            Method::DELETE,
+            url,
+            repo.registry(),
+            Scopes::new().with("repository", repo.name(), &["delete"]),
+        ))
+        .await
+        .map(|_| ())
+    }
+}
+
+pub(crate) fn header_str(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+}
+
+/// The Content-Type, unless it is missing or generic; then the JSON's own
+/// `mediaType`.
+fn media_type_of(content_type: Option<&str>, bytes: &[u8]) -> String {
+    let ct = content_type
+        .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+        .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain");
+    ct.or_else(|| {
+        serde_json::from_slice::<ManifestContent>(bytes)
+            .ok()
+            .and_then(|m| m.media_type)
+    })
+    .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string())
+}
+
+fn schema_version(bytes: &[u8]) -> Option<u32> {
+    serde_json::from_slice::<ManifestContent>(bytes)
+        .ok()
+        .and_then(|m| m.schema_version)
+}
+
+/// By digest: the bytes must hash to it. By tag: they must hash to the
+/// registry's `Docker-Content-Digest` when it sends one.
+fn verify_manifest_digest(
+    reference: &Reference,
+    announced: Option<&str>,
+    bytes: &[u8],
+) -> Result<Digest, Error> {
+    if let Some(wanted) = reference.digest() {
+        let actual = Digest::of(wanted.algorithm(), bytes);
+        if &actual != wanted {
+            return Err(Error::DigestMismatch {
+                expected: wanted.clone(),
+                actual,
+            });
+        }
+        return Ok(actual);
+    }
+    if let Some(announced) = announced.and_then(|a| Digest::parse(a).ok()) {
+        let actual = Digest::of(announced.algorithm(), bytes);
+        if actual != announced {
+            return Err(Error::DigestMismatch {
+                expected: announced,
+                actual,
+            });
+        }
+        return Ok(actual);
+    }
+    Ok(Digest::sha256_of(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_type_from_header_or_body() {
+        assert_eq!(
+            media_type_of(
+                Some("application/vnd.oci.image.index.v1+json; charset=utf-8"),
+                b"{}"
+            ),
+            media_type::OCI_INDEX
+        );
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
+        assert_eq!(
+            media_type_of(Some("application/json"), body),
+            media_type::DOCKER_MANIFEST
+        );
+        assert_eq!(media_type_of(None, b"{}"), media_type::OCI_MANIFEST);
+    }
+
+    #[test]
+    fn digest_checks_name_both_values() {
+        let r = Reference::parse("r.io/a:t").unwrap();
+        let good = Digest::sha256_of(b"x");
+        assert_eq!(
+            verify_manifest_digest(&r, Some(&good.to_string()), b"x").unwrap(),
+            good
+        );
+        let err = verify_manifest_digest(&r, Some(&good.to_string()), b"y")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&good.to_string()) && err.contains(&Digest::sha256_of(b"y").to_string())
+        );
+        let pinned = r.with_digest(good.clone());
+        assert!(verify_manifest_digest(&pinned, None, b"y").is_err());
+    }
+}

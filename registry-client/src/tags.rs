@@ -1,0 +1,129 @@
+//! Tag listing, following `Link: <…>; rel="next"` pagination.
+
+use http::{header, Method};
+use url::Url;
+
+use crate::auth::Scopes;
+use crate::client::{read_capped, Call, Client};
+use crate::error::{redact_url, Error};
+use crate::reference::Repository;
+
+const TAG_PAGE_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// One page of tags and where the next one is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagPage {
+    pub tags: Vec<String>,
+    pub next: Option<Url>,
+}
+
+impl Client {
+    /// Every tag of a repository, asking `page_size` at a time if given.
+    pub async fn list_tags(
+        &self,
+        repo: &Repository,
+        page_size: Option<usize>,
+    ) -> Result<Vec<String>, Error> {
+        let mut all = Vec::new();
+        let mut next = None;
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let page = self.tags_page(repo, next.take(), page_size).await?;
+            all.extend(page.tags);
+            match page.next {
+                // A registry that hands back the same link would loop forever.
+                Some(url) if seen.insert(url.to_string()) => next = Some(url),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// One page: the first when `url` is `None`, else the page a `Link` named.
+    pub async fn tags_page(
+        &self,
+        repo: &Repository,
+        url: Option<Url>,
+        page_size: Option<usize>,
+    ) -> Result<TagPage, Error> {
+        let url = match url {
+            Some(u) => u,
+            None => {
+                let mut u = self.api_url(repo, "tags/list")?;
+                if let Some(n) = page_size {
+                    u.query_pairs_mut().append_pair("n", &n.to_string());
+                }
+                u
+            }
+        };
+        let resp = self
+            .send(Call::new(
+                Method::GET,
+                url.clone(),
+                repo.registry(),
+                Scopes::pull(repo.name()),
+            ))
+            .await?;
+        let next = resp
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_link)
+            .and_then(|l| url.join(&l).ok());
+        let body = read_capped(resp, TAG_PAGE_LIMIT)
+            .await
+            .map_err(|e| Error::Transport {
+                method: "GET".into(),
+                url: redact_url(&url),
+                source: e.without_url(),
+            })?
+            .ok_or_else(|| Error::TooLarge {
+                what: "tag list page".into(),
+                url: redact_url(&url),
+                limit: TAG_PAGE_LIMIT,
+            })?;
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let list: List = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+            method: "GET".into(),
+            url: redact_url(&url),
+            reason: format!("tag list is not valid JSON: {e}"),
+        })?;
+        Ok(TagPage {
+            tags: list.tags.unwrap_or_default(),
+            next,
+        })
+    }
+}
+
+/// The target of the `rel="next"` link in a `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_next_link() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#),
+            Some("/v2/a/tags/list?n=2&last=b".into())
+        );
+        assert_eq!(
+            next_link(r#"<https://x/prev>; rel="prev", <https://x/next>; rel="next""#),
+            Some("https://x/next".into())
+        );
+        assert_eq!(next_link("garbage"), None);
+    }
+}

@@ -1,0 +1,384 @@
+//! Blob uploads: sessions, monolithic streaming PUT, chunked PATCH that
+//! resumes from the server's upload status, finish, cancel, and
+//! cross-repository mount.
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{header, Method, StatusCode};
+use url::Url;
+
+use crate::auth::Scopes;
+use crate::client::{Body, Call, Client};
+use crate::digest::Digest;
+use crate::error::{redact_url, Error};
+use crate::manifest::header_str;
+use crate::reference::Repository;
+
+/// How many times a chunk is resumed after a failed PATCH.
+const PATCH_RESUMES: u32 = 5;
+
+/// An open upload session at a registry. `location` is what to persist to
+/// continue it in another run (see [`Client::resume_upload`]).
+#[derive(Debug)]
+pub struct UploadSession {
+    client: Client,
+    repo: Repository,
+    location: Url,
+    offset: u64,
+    min_chunk: Option<u64>,
+}
+
+/// What a mount request achieved.
+#[derive(Debug)]
+pub enum MountOutcome {
+    /// The blob is now in the target repository.
+    Mounted,
+    /// The registry could not mount and opened an upload session instead.
+    Upload(UploadSession),
+}
+
+impl Client {
+    /// Open an upload session (`POST /v2/<name>/blobs/uploads/`).
+    pub async fn start_upload(&self, repo: &Repository) -> Result<UploadSession, Error> {
+        let url = self.api_url(repo, "blobs/uploads/")?;
+        let resp = self
+            .send(Call::new(
+                Method::POST,
+                url.clone(),
+                repo.registry(),
+                Scopes::push(repo.name()),
+            ))
+            .await?;
+        self.session_from(repo, &url, resp)
+    }
+
+    /// Mount `digest` from `from` (same registry) into `repo`. The token
+    /// needs pull on `from` as well as push on `repo`.
+    pub async fn mount_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        from: &Repository,
+    ) -> Result<MountOutcome, Error> {
+        let mut url = self.api_url(repo, "blobs/uploads/")?;
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from.name());
+        let scopes = Scopes::push(repo.name()).merge(&Scopes::pull(from.name()));
+        let resp = self
+            .send(Call::new(
+                Method::POST,
+                url.clone(),
+                repo.registry(),
+                scopes,
+            ))
+            .await?;
+        if resp.status() == StatusCode::CREATED {
+            return Ok(MountOutcome::Mounted);
+        }
+        self.session_from(repo, &url, resp)
+            .map(MountOutcome::Upload)
+    }
+
+    /// Continue a session opened earlier, from its persisted location. Call
+    /// [`UploadSession::status`] to learn the offset.
+    pub fn resume_upload(&self, repo: &Repository, location: Url) -> UploadSession {
+        UploadSession {
+            client: self.clone(),
+            repo: repo.clone(),
+            location,
+            offset: 0,
+            min_chunk: None,
+        }
+    }
+
+    fn session_from(
+        &self,
+        repo: &Repository,
+        url: &Url,
+        resp: reqwest::Response,
+    ) -> Result<UploadSession, Error> {
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(Error::Protocol {
+                method: "POST".into(),
+                url: redact_url(url),
+                reason: format!(
+                    "expected 202 for a new upload session, got {}",
+                    resp.status()
+                ),
+            });
+        }
+        let location = location(url, &resp, "POST")?;
+        let min_chunk = header_str(&resp, "oci-chunk-min-length").and_then(|v| v.parse().ok());
+        Ok(UploadSession {
+            client: self.clone(),
+            repo: repo.clone(),
+            location,
+            offset: 0,
+            min_chunk,
+        })
+    }
+}
+
+impl UploadSession {
+    pub fn location(&self) -> &Url {
+        &self.location
+    }
+
+    /// Bytes the registry has (as far as this session knows).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The registry's minimum chunk size (`OCI-Chunk-Min-Length`), if any.
+    pub fn min_chunk_size(&self) -> Option<u64> {
+        self.min_chunk
+    }
+
+    fn scopes(&self) -> Scopes {
+        Scopes::push(self.repo.name())
+    }
+
+    /// Ask the registry how much it has (`GET` the session → `Range: 0-N`).
+    pub async fn status(&mut self) -> Result<u64, Error> {
+        let call = Call::new(
+            Method::GET,
+            self.location.clone(),
+            self.repo.registry(),
+            self.scopes(),
+        );
+        let resp = self.client.send(call).await?;
+        let range = header_str(&resp, header::RANGE.as_str());
+        self.location =
+            location(&self.location, &resp, "GET").unwrap_or_else(|_| self.location.clone());
+        self.offset = match range.as_deref() {
+            None => 0,
+            Some(r) => parse_range_end(r).ok_or_else(|| Error::Protocol {
+                method: "GET".into(),
+                url: redact_url(&self.location),
+                reason: format!("unreadable upload Range {r:?}"),
+            })?,
+        };
+        Ok(self.offset)
+    }
+
+    /// Send one chunk at the current offset (`PATCH`, `Content-Range:
+    /// start-end`, explicit Content-Length). The body is not resent on
+    /// failure: see [`UploadSession::upload_chunked`].
+    pub async fn patch(&mut self, chunk: Bytes) -> Result<u64, Error> {
+        if chunk.is_empty() {
+            return Ok(self.offset);
+        }
+        let start = self.offset;
+        let end = start + chunk.len() as u64 - 1;
+        let len = chunk.len().to_string();
+        let call = Call::new(
+            Method::PATCH,
+            self.location.clone(),
+            self.repo.registry(),
+            self.scopes(),
+        )
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_RANGE, &format!("{start}-{end}"))
+        .header(header::CONTENT_LENGTH, &len)
+        // A one-shot body: a failed PATCH is continued from the status.
+        .body(Body::Stream(Some(reqwest::Body::from(chunk))));
+        let resp = self.client.send(call).await?;
+        self.location = location(&self.location, &resp, "PATCH")?;
+        self.offset = end + 1;
+        if let Some(have) =
+            header_str(&resp, header::RANGE.as_str()).and_then(|r| parse_range_end(&r))
+        {
+            // distribution writes `0-0` for one byte as for none.
+            if have != self.offset && !(have == 0 && self.offset == 1) {
+                return Err(Error::Protocol {
+                    method: "PATCH".into(),
+                    url: redact_url(&self.location),
+                    reason: format!(
+                        "sent up to byte {}, the registry reports {have} bytes",
+                        self.offset
+                    ),
+                });
+            }
+        }
+        Ok(self.offset)
+    }
+
+    /// Upload a stream in chunks of `chunk_size` (raised to the registry's
+    /// minimum). Memory holds one chunk. A PATCH that fails is resumed: the
+    /// session status says how much arrived and the rest of the chunk follows.
+    pub async fn upload_chunked<S, E>(&mut self, stream: S, chunk_size: usize) -> Result<u64, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<Error>,
+    {
+        let chunk_size = chunk_size.max(self.min_chunk.unwrap_or(0) as usize).max(1);
+        let mut stream = stream;
+        let mut buf = BytesMut::with_capacity(chunk_size);
+        loop {
+            let next = stream.next().await;
+            let at_end = next.is_none();
+            if let Some(item) = next {
+                buf.extend_from_slice(&item.map_err(Into::into)?);
+            }
+            while buf.len() >= chunk_size || (at_end && !buf.is_empty()) {
+                let n = buf.len().min(chunk_size);
+                let chunk = buf.split_to(n).freeze();
+                self.patch_resuming(chunk).await?;
+            }
+            if at_end {
+                return Ok(self.offset);
+            }
+        }
+    }
+
+    async fn patch_resuming(&mut self, chunk: Bytes) -> Result<(), Error> {
+        let start = self.offset;
+        let end = start + chunk.len() as u64;
+        let mut resumes = 0;
+        loop {
+            let sent_from = self.offset;
+            let rest = chunk.slice((sent_from - start) as usize..);
+            match self.patch(rest).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if (e.is_retryable() || e.kind() == crate::ErrorKind::Protocol)
+                        && resumes < PATCH_RESUMES =>
+                {
+                    resumes += 1;
+                    tracing::debug!(error = %e, "PATCH failed; asking the registry how much arrived");
+                    tokio::time::sleep(self.client.config().retry.backoff(resumes)).await;
+                    let have = self.status().await?;
+                    if have < start || have > end {
+                        return Err(Error::Protocol {
+                            method: "PATCH".into(),
+                            url: redact_url(&self.location),
+                            reason: format!(
+                                "after a failed chunk the registry holds {have} bytes, outside the chunk {start}..{end}"
+                            ),
+                        });
+                    }
+                    if have == end {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Close the session: `PUT ?digest=`. The registry verifies the digest.
+    pub async fn finish(self, digest: &Digest) -> Result<Digest, Error> {
+        self.put(digest, Body::Empty, None).await
+    }
+
+    /// The whole blob in one streamed `PUT ?digest=` of known length.
+    pub async fn put_whole<S>(self, body: S, len: u64, digest: &Digest) -> Result<Digest, Error>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        self.put(
+            digest,
+            Body::Stream(Some(reqwest::Body::wrap_stream(body))),
+            Some(len),
+        )
+        .await
+    }
+
+    async fn put(self, digest: &Digest, body: Body, len: Option<u64>) -> Result<Digest, Error> {
+        let mut url = self.location.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let mut call = Call::new(
+            Method::PUT,
+            url.clone(),
+            self.repo.registry(),
+            self.scopes(),
+        )
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body);
+        call = call.header(header::CONTENT_LENGTH, &len.unwrap_or(0).to_string());
+        match self.client.send(call).await {
+            Ok(resp) => {
+                if let Some(got) =
+                    header_str(&resp, "docker-content-digest").and_then(|d| Digest::parse(&d).ok())
+                {
+                    if &got != digest {
+                        return Err(Error::Protocol {
+                            method: "PUT".into(),
+                            url: redact_url(&url),
+                            reason: format!("the registry committed {got}, not {digest}"),
+                        });
+                    }
+                }
+                Ok(digest.clone())
+            }
+            // A retried PUT whose first try landed finds no session: the
+            // blob being there is success.
+            Err(e) if e.is_not_found() => match self.client.head_blob(&self.repo, digest).await {
+                Ok(Some(_)) => Ok(digest.clone()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Abandon the session (`DELETE`).
+    pub async fn cancel(self) -> Result<(), Error> {
+        let call = Call::new(
+            Method::DELETE,
+            self.location.clone(),
+            self.repo.registry(),
+            self.scopes(),
+        );
+        match self.client.send(call).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The session URL from a `Location` header, resolved against the request.
+fn location(base: &Url, resp: &reqwest::Response, method: &str) -> Result<Url, Error> {
+    let loc = header_str(resp, header::LOCATION.as_str()).ok_or_else(|| Error::Protocol {
+        method: method.into(),
+        url: redact_url(base),
+        reason: "no Location header for the upload session".into(),
+    })?;
+    base.join(&loc).map_err(|e| Error::Protocol {
+        method: method.into(),
+        url: redact_url(base),
+        reason: format!("unusable upload Location: {e}"),
+    })
+}
+
+/// `0-99` (or `bytes=0-99`) → 100 bytes held. distribution writes `0-0`
+/// for an empty session, so that reads as 0.
+fn parse_range_end(r: &str) -> Option<u64> {
+    let r = r
+        .trim()
+        .trim_start_matches("bytes=")
+        .trim_start_matches("bytes ");
+    let (start, end) = r.split_once('-')?;
+    let start: u64 = start.trim().parse().ok()?;
+    let end: u64 = end.trim().parse().ok()?;
+    if start != 0 {
+        return None;
+    }
+    Some(if end == 0 { 0 } else { end + 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ranges() {
+        assert_eq!(parse_range_end("0-99"), Some(100));
+        assert_eq!(parse_range_end("bytes=0-99"), Some(100));
+        assert_eq!(parse_range_end("0-0"), Some(0));
+        assert_eq!(parse_range_end("5-9"), None);
+        assert_eq!(parse_range_end("junk"), None);
+    }
+}
