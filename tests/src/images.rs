@@ -1,0 +1,149 @@
+//! Small deterministic images for tests: blobs, configs, manifests and
+//! indexes built as bytes, and helpers that push them with registry-client.
+
+use bytes::Bytes;
+use futures::stream;
+use registry_client::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use registry_client::{Client, ClientConfig, Credential, Digest, Repository, StaticCredentials};
+use serde_json::json;
+use std::sync::Arc;
+
+/// A client for loopback registries, with optional basic credentials.
+pub fn client(registry_host: &str, credential: Option<Credential>) -> Client {
+    let mut store = StaticCredentials::new();
+    if let Some(c) = credential {
+        store.insert(registry_host, c);
+    }
+    Client::new(ClientConfig {
+        credentials: Arc::new(store),
+        ..ClientConfig::default()
+    })
+    .expect("client")
+}
+
+pub fn repo(host: &str, name: &str) -> Repository {
+    Repository::new(host, name).expect("repository")
+}
+
+/// `len` deterministic pseudo-random bytes (xorshift), different per seed.
+pub fn blob(seed: u64, len: usize) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// Push a blob in one monolithic streamed PUT; returns its digest.
+pub async fn push_blob(client: &Client, repo: &Repository, data: Bytes) -> Digest {
+    let digest = Digest::sha256_of(&data);
+    let len = data.len() as u64;
+    let session = client.start_upload(repo).await.expect("start upload");
+    session
+        .put_whole(stream::iter([Ok::<_, std::io::Error>(data)]), len, &digest)
+        .await
+        .expect("put blob");
+    digest
+}
+
+/// An image: its manifest bytes and the blobs it names.
+#[derive(Debug, Clone)]
+pub struct TestImage {
+    pub media_type: &'static str,
+    pub manifest: Bytes,
+    pub digest: Digest,
+    pub config: Bytes,
+    pub layers: Vec<Bytes>,
+}
+
+/// A single-platform image with layers of the given sizes. `docker` picks
+/// the Docker v2 schema 2 media types instead of OCI's.
+pub fn image(seed: u64, layer_sizes: &[usize], docker: bool) -> TestImage {
+    let layers: Vec<Bytes> = layer_sizes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| blob(seed * 1000 + i as u64, *n))
+        .collect();
+    let config = Bytes::from(
+        serde_json::to_vec(&json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": {"seed": seed.to_string()}},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| Digest::sha256_of(l).to_string()).collect::<Vec<_>>()},
+        }))
+        .unwrap(),
+    );
+    let (media_type, config_type, layer_type) = if docker {
+        (
+            DOCKER_MANIFEST,
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        )
+    } else {
+        (
+            OCI_MANIFEST,
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        )
+    };
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": config_type, "digest": Digest::sha256_of(&config).to_string(), "size": config.len()},
+        "layers": layers.iter().map(|l| json!({"mediaType": layer_type, "digest": Digest::sha256_of(l).to_string(), "size": l.len()})).collect::<Vec<_>>(),
+    });
+    // Pretty-printed on purpose: a client that re-serialises would change the digest.
+    let manifest = Bytes::from(serde_json::to_vec_pretty(&manifest).unwrap());
+    TestImage {
+        media_type,
+        digest: Digest::sha256_of(&manifest),
+        manifest,
+        config,
+        layers,
+    }
+}
+
+/// An index over images for the given platforms (`os/arch`).
+pub fn index(children: &[(&TestImage, &str)], docker: bool) -> (Bytes, Digest, &'static str) {
+    let media_type = if docker {
+        DOCKER_MANIFEST_LIST
+    } else {
+        OCI_INDEX
+    };
+    let manifests: Vec<_> = children
+        .iter()
+        .map(|(img, platform)| {
+            let (os, arch) = platform.split_once('/').unwrap();
+            json!({"mediaType": img.media_type, "digest": img.digest.to_string(), "size": img.manifest.len(), "platform": {"os": os, "architecture": arch}})
+        })
+        .collect();
+    let bytes = Bytes::from(
+        serde_json::to_vec_pretty(
+            &json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}),
+        )
+        .unwrap(),
+    );
+    (bytes.clone(), Digest::sha256_of(&bytes), media_type)
+}
+
+/// Push an image's blobs and manifest under `reference` (tag or digest).
+pub async fn push_image(
+    client: &Client,
+    repo: &Repository,
+    reference: &str,
+    img: &TestImage,
+) -> Digest {
+    push_blob(client, repo, img.config.clone()).await;
+    for l in &img.layers {
+        push_blob(client, repo, l.clone()).await;
+    }
+    client
+        .put_manifest(repo, reference, img.media_type, img.manifest.clone())
+        .await
+        .expect("put manifest")
+}
