@@ -1,0 +1,234 @@
+//! Blobs against the real registry: HEAD, ranged GET, chunked and
+//! monolithic uploads, mounts.
+
+use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
+use mirror_tests::images::{blob, client, push_blob, repo};
+use mirror_tests::Registry;
+use registry_client::{BlobRead, Digest, ErrorKind, Hasher, MountOutcome};
+
+async fn read_all(mut s: registry_client::BlobStream) -> Result<Vec<u8>, registry_client::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = s.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn head_reports_size_or_absence() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/head");
+    let data = blob(1, 12345);
+    let d = push_blob(&c, &r, data.clone()).await;
+    assert_eq!(c.head_blob(&r, &d).await.unwrap(), Some(12345));
+    assert_eq!(
+        c.head_blob(&r, &Digest::sha256_of(b"absent"))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn ranged_get_from_an_offset_is_verified_to_the_end() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/range");
+    let data = blob(2, 3 * 1024 * 1024 + 17);
+    let d = push_blob(&c, &r, data.clone()).await;
+
+    let offset = 1_000_003;
+    let mut held = Hasher::new(d.algorithm());
+    held.update(&data[..offset]);
+    let s = c
+        .get_blob(
+            &r,
+            &d,
+            BlobRead {
+                size: Some(data.len() as u64),
+                resume: Some(held),
+            },
+        )
+        .await
+        .unwrap();
+    let rest = read_all(s).await.unwrap();
+    assert_eq!(&rest[..], &data[offset..]);
+    assert!(reg.log().contains("206") || reg.count_requests("GET", &format!("/blobs/{d}")) == 1);
+
+    // A resume whose held bytes are wrong fails at the end, naming both digests.
+    let mut wrong = Hasher::new(d.algorithm());
+    wrong.update(&vec![0u8; offset]);
+    let s = c
+        .get_blob(
+            &r,
+            &d,
+            BlobRead {
+                size: Some(data.len() as u64),
+                resume: Some(wrong),
+            },
+        )
+        .await
+        .unwrap();
+    let err = read_all(s).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity);
+    assert!(err.to_string().contains(&d.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn a_wrong_size_in_the_descriptor_fails_the_read() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/size");
+    let data = blob(3, 4096);
+    let d = push_blob(&c, &r, data).await;
+    let s = c
+        .get_blob(
+            &r,
+            &d,
+            BlobRead {
+                size: Some(4000),
+                resume: None,
+            },
+        )
+        .await
+        .unwrap();
+    let err = read_all(s).await.unwrap_err().to_string();
+    assert!(
+        err.contains("expected 4000") && err.contains(&d.to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn chunked_upload_with_status_and_finish() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/chunked");
+    let data = blob(4, 5 * 1024 * 1024 + 3);
+    let d = Digest::sha256_of(&data);
+    let mut s = c.start_upload(&r).await.unwrap();
+    let chunks = stream::iter(
+        data.chunks(64 * 1024)
+            .map(|c| Ok::<_, registry_client::Error>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let sent = s.upload_chunked(chunks, 1024 * 1024).await.unwrap();
+    assert_eq!(sent, data.len() as u64);
+    assert_eq!(s.status().await.unwrap(), data.len() as u64);
+    s.finish(&d).await.unwrap();
+    assert_eq!(c.head_blob(&r, &d).await.unwrap(), Some(data.len() as u64));
+    // Six PATCHes of at most 1 MiB each.
+    assert_eq!(
+        reg.count_requests("PATCH", "/v2/blobs/chunked/blobs/uploads/"),
+        6
+    );
+    let back = read_all(c.get_blob(&r, &d, BlobRead::default()).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(back, data);
+}
+
+#[tokio::test]
+async fn finishing_with_the_wrong_digest_commits_nothing() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/wrong");
+    let data = blob(5, 1000);
+    let claimed = Digest::sha256_of(b"something else");
+    let s = c.start_upload(&r).await.unwrap();
+    let err = s
+        .put_whole(
+            stream::iter([Ok(data.clone())]),
+            data.len() as u64,
+            &claimed,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("DIGEST_INVALID"), "{err}");
+    assert_eq!(c.head_blob(&r, &claimed).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn mount_from_a_sibling_repository() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let from = repo(&reg.host(), "base/image");
+    let to = repo(&reg.host(), "app/image");
+    let data = blob(6, 2048);
+    let d = push_blob(&c, &from, data).await;
+    match c.mount_blob(&to, &d, &from).await.unwrap() {
+        MountOutcome::Mounted => {}
+        MountOutcome::Upload(_) => panic!("the registry holds the blob; the mount should succeed"),
+    }
+    assert_eq!(c.head_blob(&to, &d).await.unwrap(), Some(2048));
+}
+
+#[tokio::test]
+async fn mount_of_a_missing_blob_continues_as_an_upload() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let from = repo(&reg.host(), "empty/source");
+    let to = repo(&reg.host(), "app/target");
+    let data = blob(7, 4096);
+    let d = Digest::sha256_of(&data);
+    let session = match c.mount_blob(&to, &d, &from).await.unwrap() {
+        MountOutcome::Upload(s) => s,
+        MountOutcome::Mounted => panic!("nothing to mount"),
+    };
+    session
+        .put_whole(stream::iter([Ok(data.clone())]), data.len() as u64, &d)
+        .await
+        .unwrap();
+    assert_eq!(c.head_blob(&to, &d).await.unwrap(), Some(4096));
+}
+
+#[tokio::test]
+async fn an_upload_session_can_be_resumed_from_its_location_and_cancelled() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/resume");
+    let data = blob(8, 3000);
+    let d = Digest::sha256_of(&data);
+    let mut s = c.start_upload(&r).await.unwrap();
+    s.patch(data.slice(..1000)).await.unwrap();
+    let location = s.location().clone();
+    drop(s);
+
+    // Another process (or run) picks the session up from the saved URL.
+    let mut again = c.resume_upload(&r, location);
+    assert_eq!(again.status().await.unwrap(), 1000);
+    again.patch(data.slice(1000..)).await.unwrap();
+    again.finish(&d).await.unwrap();
+    assert_eq!(c.head_blob(&r, &d).await.unwrap(), Some(3000));
+
+    let s = c.start_upload(&r).await.unwrap();
+    let loc = s.location().clone();
+    s.cancel().await.unwrap();
+    let err = c.resume_upload(&r, loc).status().await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test]
+async fn streamed_get_yields_the_blob_in_pieces() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/stream");
+    let data = blob(9, 2 * 1024 * 1024);
+    let d = push_blob(&c, &r, data.clone()).await;
+    let s = c
+        .get_blob(
+            &r,
+            &d,
+            BlobRead {
+                size: Some(data.len() as u64),
+                resume: None,
+            },
+        )
+        .await
+        .unwrap();
+    let pieces: Vec<Bytes> = s.try_collect().await.unwrap();
+    assert!(pieces.len() > 1);
+    assert_eq!(pieces.concat(), data.to_vec());
+}
