@@ -30,6 +30,8 @@ pub struct StorageRequest {
 struct Shared {
     blobs: Mutex<HashMap<String, Bytes>>,
     requests: Mutex<Vec<StorageRequest>>,
+    /// Answer every GET with the whole blob and 200, as some servers do.
+    ignore_range: std::sync::atomic::AtomicBool,
 }
 
 /// A running storage host; stops on drop.
@@ -82,6 +84,13 @@ impl StorageHost {
         format!("{}{path}", self.base_url())
     }
 
+    /// From now on ignore `Range` and answer 200 with the whole blob.
+    pub fn ignore_range(&self, ignore: bool) {
+        self.shared
+            .ignore_range
+            .store(ignore, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<StorageRequest> {
         self.shared.requests.lock().unwrap().clone()
@@ -110,11 +119,11 @@ impl Shared {
         };
         let blob = self.blobs.lock().unwrap().get(&record.path).cloned();
         let response = match (&record.method, blob) {
-            (&Method::GET | &Method::HEAD, Some(blob)) => serve(
-                &blob,
-                record.range.as_deref(),
-                record.method == Method::HEAD,
-            )?,
+            (&Method::GET | &Method::HEAD, Some(blob)) => {
+                let ignore = self.ignore_range.load(std::sync::atomic::Ordering::SeqCst);
+                let range = record.range.as_deref().filter(|_| !ignore);
+                serve(&blob, range, record.method == Method::HEAD)?
+            }
             (&Method::GET | &Method::HEAD, None) => Response::builder()
                 .status(StatusCode::NOT_FOUND)
                 .body(Bytes::from_static(b"BlobNotFound"))?,

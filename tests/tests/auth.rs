@@ -340,6 +340,11 @@ async fn tls_registry_with_a_private_ca() {
     c.ping(&reg.host()).await.unwrap();
     let r = repo(&reg.host(), "tls/img");
     push_blob(&c, &r, blob(7, 10)).await;
+    // The registry offers HTTP/2 over TLS and the client takes it.
+    assert!(
+        reg.log().contains("HTTP/2.0"),
+        "no HTTP/2 request in the access log"
+    );
 
     let untrusting = Client::new(config(vec![])).unwrap();
     let err = untrusting.ping(&reg.host()).await.unwrap_err();

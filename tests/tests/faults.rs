@@ -475,3 +475,62 @@ async fn chunks_respect_the_registry_minimum_and_requests_name_mirror() {
         assert_eq!(ua, format!("mirror/{}", env!("CARGO_PKG_VERSION")));
     }
 }
+
+#[tokio::test]
+async fn a_server_that_ignores_range_is_coped_with() {
+    let reg = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&reg.base_url()).await.unwrap();
+    let storage = StorageHost::start().await.unwrap();
+    storage.ignore_range(true);
+    let c = client(&proxy.host(), None);
+    let r = repo(&proxy.host(), "no/range");
+    let data = blob(13, 500_000);
+    let d = push_blob(&c, &r, data.clone()).await;
+    storage.put(&format!("/v2/no/range/blobs/{d}"), data.clone());
+    proxy.add_rule(
+        Rule::new(Fault::RedirectTo(storage.base_url()))
+            .method(Method::GET)
+            .path_contains("/blobs/sha256"),
+    );
+    let mut held = registry_client::Hasher::new(d.algorithm());
+    held.update(&data[..123_456]);
+    let rest = read_all(
+        c.get_blob(
+            &r,
+            &d,
+            BlobRead {
+                size: Some(500_000),
+                resume: Some(held),
+            },
+        )
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest, data[123_456..].to_vec());
+    assert_eq!(storage.requests()[0].status, 200);
+}
+
+#[tokio::test]
+async fn a_stalled_response_hits_the_read_timeout_and_is_retryable() {
+    let (_reg, proxy) = open_behind_proxy().await;
+    let c = Client::new(ClientConfig {
+        read_timeout: Duration::from_millis(300),
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let r = repo(&proxy.host(), "stalled/repo");
+    proxy.add_rule(Rule::new(Fault::Delay(Duration::from_secs(3))).path_contains("/manifests/"));
+    let started = Instant::now();
+    let err = c.get_manifest(&r.tag("v1").unwrap()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Retryable, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the read timeout did not fire"
+    );
+}

@@ -325,6 +325,23 @@ mod tests {
     }
 
     #[test]
+    fn docker_config_env_points_at_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"auths": {"env.example": {"username": "u", "password": "p"}}}"#,
+        )
+        .unwrap();
+        // The only test that reads DOCKER_CONFIG.
+        std::env::set_var("DOCKER_CONFIG", dir.path());
+        let c = DockerConfig::discover().unwrap();
+        assert_eq!(
+            c.credential("env.example").unwrap(),
+            Credential::basic("u", "p")
+        );
+    }
+
+    #[test]
     fn missing_file_is_empty() {
         let c = DockerConfig::load_or_empty(Path::new("/nonexistent/config.json")).unwrap();
         assert!(c.credential("docker.io").unwrap().is_anonymous());

@@ -176,6 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn basic_credentials_from_environment_variables() {
+        // Names unique to this test: the process environment is shared.
+        std::env::set_var("MIRROR_TEST_ENV_USER", "svc");
+        std::env::set_var("MIRROR_TEST_ENV_PASS", "from-env");
+        let c = Credential::basic_from_env("MIRROR_TEST_ENV_USER", "MIRROR_TEST_ENV_PASS").unwrap();
+        assert_eq!(c, Some(Credential::basic("svc", "from-env")));
+        assert_eq!(
+            Credential::basic_from_env("MIRROR_TEST_ENV_UNSET", "X").unwrap(),
+            None
+        );
+        let err = Credential::basic_from_env("MIRROR_TEST_ENV_USER", "MIRROR_TEST_ENV_NOPASS")
+            .unwrap_err();
+        assert!(err.to_string().contains("$MIRROR_TEST_ENV_NOPASS"), "{err}");
+    }
+
+    #[test]
     fn chain_takes_the_first_known() {
         let a: Arc<dyn CredentialStore> = Arc::new(StaticCredentials::new());
         let b: Arc<dyn CredentialStore> =
