@@ -1,0 +1,147 @@
+//! Image stores: the places images live. A registry repository, an OCI image
+//! layout directory (and later an OCI archive) implement one trait, so copy,
+//! sync, export and import are one engine with different ends.
+
+pub mod layout;
+pub mod registry;
+
+use std::fmt;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+use registry_client::{Descriptor, Digest, ErrorKind, Manifest, Repository};
+
+/// A blob's bytes as they arrive.
+pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
+
+/// Which manifest of a store to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ImageRef {
+    /// A tag (a registry tag; a layout's `org.opencontainers.image.ref.name`).
+    Tag(String),
+    /// A manifest by digest.
+    Digest(Digest),
+    /// The store's only image (a layout holding exactly one).
+    Only,
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageRef::Tag(t) => write!(f, ":{t}"),
+            ImageRef::Digest(d) => write!(f, "@{d}"),
+            ImageRef::Only => f.write_str(""),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// From the registry client: HTTP, auth, integrity of what it read.
+    #[error(transparent)]
+    Client(#[from] registry_client::Error),
+
+    #[error("{0} not found")]
+    NotFound(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Content or metadata that is malformed or refused (a bad `index.json`,
+    /// an ambiguous name).
+    #[error("{context}: {reason}")]
+    Invalid { context: String, reason: String },
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Client(e) => e.kind(),
+            StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::Io { .. } => ErrorKind::Local,
+            StoreError::Invalid { .. } => ErrorKind::Protocol,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn invalid(context: impl Into<String>, reason: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            context: context.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A place images live. One value is one repository (a registry repository,
+/// or a layout directory with its names).
+///
+/// Contracts every implementation keeps:
+/// - Manifests are bytes: what `put_manifest` receives is stored byte for
+///   byte, and `manifest`/`resolve` return exactly what was stored.
+/// - `read_blob` yields the blob's bytes; its stream ends in an error, never
+///   a clean end, when the bytes do not match the descriptor's size and digest.
+/// - `write_blob` never makes content visible under a digest unless its size
+///   and digest match the descriptor (a registry verifies on commit; a layout
+///   hashes while writing). If the stream yields an error or does not match,
+///   the store discards what it received and returns an error; nothing
+///   partial stays under a final name.
+/// - `put_manifest` is called only after everything the manifest references
+///   is present; `set_tag` is called last and moves the name atomically.
+#[async_trait::async_trait]
+pub trait ImageStore: Send + Sync + fmt::Debug {
+    /// Human-readable name for messages (`127.0.0.1:5000/app`, `oci:/tmp/x`).
+    fn describe(&self) -> String;
+
+    /// Stores with the same blob domain share blobs: a registry host (blobs
+    /// can be mounted between its repositories), a layout directory.
+    fn blob_domain(&self) -> String;
+
+    /// The registry repository, for stores that are one (a mount source).
+    fn repository(&self) -> Option<&Repository> {
+        None
+    }
+
+    /// The manifest a reference names (verified against a digest reference).
+    async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError>;
+
+    /// The digest a reference names now, cheaply (`None` when absent). For
+    /// incremental copies: compare before moving anything.
+    async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError>;
+
+    /// A manifest by digest, verified.
+    async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError>;
+
+    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError>;
+
+    /// Store a manifest under its digest, untagged.
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError>;
+
+    /// Point `tag` at a manifest already stored.
+    async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError>;
+
+    /// The blob's size, or `None` when absent.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// The blob's bytes, verified against `desc` as they stream.
+    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError>;
+
+    /// Store a blob from a stream (see the contract above).
+    async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError>;
+
+    /// Make a blob that `from` (same blob domain) holds available here
+    /// without moving its bytes. `Ok(false)` when that could not be done.
+    async fn mount_blob(&self, _desc: &Descriptor, _from: &Repository) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}

@@ -1,0 +1,1 @@
+//! Registry repository store (being written).
