@@ -274,15 +274,29 @@ impl Verifier {
         })
     }
 
+    /// Hash more bytes. Fails as soon as the size is exceeded, and — when
+    /// the size is known — at the last byte if the digest is wrong, so a
+    /// consumer that stops reading at the expected length (an HTTP body of
+    /// known length) still sees the error before it commits anything.
     pub fn update(&mut self, data: &[u8]) -> Result<(), Error> {
         self.hasher.update(data);
         if let Some(size) = self.expected_size {
-            if self.hasher.len() > size {
+            let len = self.hasher.len();
+            if len > size {
                 return Err(Error::SizeMismatch {
                     digest: self.expected.clone(),
                     expected: size,
-                    actual: self.hasher.len(),
+                    actual: len,
                 });
+            }
+            if len == size && !data.is_empty() {
+                let actual = self.hasher.clone().finish();
+                if actual != self.expected {
+                    return Err(Error::DigestMismatch {
+                        expected: self.expected.clone(),
+                        actual,
+                    });
+                }
             }
         }
         Ok(())
@@ -386,8 +400,9 @@ mod tests {
     fn verifier_names_expected_and_actual_values() {
         let expected = Digest::sha256_of(b"abc");
         let mut v = Verifier::new(expected.clone(), Some(3));
-        v.update(b"abd").unwrap();
-        let msg = v.finish().unwrap_err().to_string();
+        v.update(b"ab").unwrap();
+        // The last byte brings the error, before the stream's end.
+        let msg = v.update(b"d").unwrap_err().to_string();
         assert!(msg.contains(&expected.to_string()), "{msg}");
         assert!(
             msg.contains(&Digest::sha256_of(b"abd").to_string()),
