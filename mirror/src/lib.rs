@@ -1,4 +1,15 @@
 //! mirror: a concurrent, resumable OCI image mirroring engine.
+//!
+//! Data flows one way: what to copy ([`endpoint`], [`plan`]) → transfer
+//! ([`transfer`], over [`store`]s) → report ([`report`]), with [`progress`]
+//! events along the way for the CLI to render.
 
 pub mod cli;
+pub mod endpoint;
+pub mod ledger;
+pub mod plan;
+pub mod platform;
+pub mod progress;
+pub mod report;
 pub mod store;
+pub mod transfer;

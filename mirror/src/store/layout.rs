@@ -1,1 +1,1218 @@
-//! OCI image layout directory store (being written).
+//! An OCI image layout directory as an image store: `oci-layout`,
+//! `index.json` naming images with `org.opencontainers.image.ref.name`, and
+//! content-addressed files under `blobs/<alg>/<hex>`.
+//!
+//! Blobs and manifests are written to a temporary file beside their final
+//! name, hashed while they are written, fsynced and renamed into place, so a
+//! crash never leaves a partial file under a digest (go-containerregistry's
+//! writer does). `index.json` is rewritten the same way under a lock that
+//! holds across tasks of this process and across processes.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use registry_client::{media_type, Descriptor, Digest, Manifest, Verifier, MAX_MANIFEST_SIZE};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{BlobStream, ImageRef, ImageStore, StoreError};
+
+/// The annotation that names an image in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const LAYOUT_VERSION: &str = "1.0.0";
+const READ_CHUNK: usize = 256 * 1024;
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// `index.json` is small; a huge one is a hostile or broken layout.
+const MAX_INDEX_SIZE: u64 = 64 * 1024 * 1024;
+
+/// One OCI image layout directory. Cheap to clone; holds no open files.
+#[derive(Debug, Clone)]
+pub struct LayoutStore {
+    /// The path as the user wrote it, for messages.
+    path: PathBuf,
+    /// The canonical path: every file operation and the lock key use it.
+    root: PathBuf,
+}
+
+impl LayoutStore {
+    /// Open an existing layout: `oci-layout` must say version 1.0.0 and
+    /// `index.json` must be a valid image index.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let root = match fs::canonicalize(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(format!(
+                    "OCI layout directory {}",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+        };
+        let store = LayoutStore { path, root };
+        store.check_layout_file()?;
+        store.read_index_sync()?;
+        Ok(store)
+    }
+
+    /// Make a new layout at `path` (the directory may exist, but must not
+    /// hold a layout already).
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::init(path.as_ref(), false)
+    }
+
+    /// Open the layout at `path`, or make one there: what a copy target wants.
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::init(path.as_ref(), true)
+    }
+
+    fn init(path: &Path, reuse: bool) -> Result<Self, StoreError> {
+        if reuse && path.join("oci-layout").exists() {
+            return Self::open(path);
+        }
+        fs::create_dir_all(path)
+            .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
+        let root = fs::canonicalize(path)
+            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        let store = LayoutStore {
+            path: path.to_path_buf(),
+            root,
+        };
+        // Under the index lock, so two processes creating the same layout
+        // cannot replace each other's index.json.
+        let _lock = store.lock_file_blocking()?;
+        store.init_locked(reuse)?;
+        Ok(store)
+    }
+
+    fn init_locked(&self, reuse: bool) -> Result<(), StoreError> {
+        let layout_file = self.root.join("oci-layout");
+        let index_file = self.root.join("index.json");
+        if layout_file.exists() {
+            if !reuse {
+                return Err(StoreError::invalid(
+                    self.path.display().to_string(),
+                    "an OCI image layout exists here already",
+                ));
+            }
+            self.check_layout_file()?;
+            self.read_index_sync()?;
+            return Ok(());
+        }
+        fs::create_dir_all(self.root.join("blobs"))
+            .map_err(|e| StoreError::io(format!("creating {}/blobs", self.root.display()), e))?;
+        if index_file.exists() {
+            // A creation that stopped before writing oci-layout, or a foreign
+            // directory: keep an index.json only if it is one.
+            if !reuse {
+                return Err(StoreError::invalid(
+                    index_file.display().to_string(),
+                    "exists already, but the directory is no OCI image layout (no oci-layout file)",
+                ));
+            }
+            self.read_index_sync()?;
+        } else {
+            let empty = json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_INDEX,
+                "manifests": [],
+            });
+            write_atomic_sync(&self.root, "index.json", &to_json(&empty))?;
+        }
+        let marker = json!({ "imageLayoutVersion": LAYOUT_VERSION });
+        write_atomic_sync(&self.root, "oci-layout", &to_json(&marker))?;
+        Ok(())
+    }
+
+    /// The layout's directory as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The named images in `index.json`, in its order.
+    pub async fn names(&self) -> Result<Vec<(String, Descriptor)>, StoreError> {
+        Ok(self
+            .read_index()
+            .await?
+            .into_iter()
+            .filter_map(|d| d.annotations.get(REF_NAME).cloned().map(|n| (n, d)))
+            .collect())
+    }
+
+    fn check_layout_file(&self) -> Result<(), StoreError> {
+        let file = self.root.join("oci-layout");
+        let bytes = match fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::invalid(
+                    file.display().to_string(),
+                    "missing: the directory is no OCI image layout",
+                ))
+            }
+            Err(e) => return Err(StoreError::io(format!("reading {}", file.display()), e)),
+        };
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::invalid(file.display().to_string(), format!("not valid JSON: {e}"))
+        })?;
+        match value.get("imageLayoutVersion").and_then(Value::as_str) {
+            Some(LAYOUT_VERSION) => Ok(()),
+            Some(other) => Err(StoreError::invalid(
+                file.display().to_string(),
+                format!("imageLayoutVersion {other:?} is not supported (only {LAYOUT_VERSION})"),
+            )),
+            None => Err(StoreError::invalid(
+                file.display().to_string(),
+                "has no imageLayoutVersion",
+            )),
+        }
+    }
+
+    fn index_file(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        // Digest admits only sha256/sha512 and lower-case hex of the right
+        // length, so neither part can climb out of blobs/.
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(digest.hex())
+    }
+
+    fn not_found(&self, what: impl std::fmt::Display) -> StoreError {
+        StoreError::NotFound(format!("{what} in {}", self.describe()))
+    }
+
+    /// A layout file whose bytes are not what its name says.
+    fn corrupt(&self, file: &Path, err: registry_client::Error) -> StoreError {
+        StoreError::Integrity {
+            context: format!("{} is corrupt", file.display()),
+            source: Box::new(err),
+        }
+    }
+
+    async fn read_index(&self) -> Result<Vec<Descriptor>, StoreError> {
+        let file = self.index_file();
+        let bytes = read_capped(&file, MAX_INDEX_SIZE, "index.json").await?;
+        let bytes = bytes.ok_or_else(|| {
+            StoreError::invalid(
+                file.display().to_string(),
+                "missing: the directory is no OCI image layout",
+            )
+        })?;
+        parse_index(&file, &bytes)
+    }
+
+    fn read_index_sync(&self) -> Result<Vec<Descriptor>, StoreError> {
+        let file = self.index_file();
+        let bytes = fs::read(&file)
+            .map_err(|e| StoreError::io(format!("reading {}", file.display()), e))?;
+        parse_index(&file, &bytes)
+    }
+
+    /// The index entry a name or `Only` picks.
+    async fn find(&self, reference: &ImageRef) -> Result<Option<Descriptor>, StoreError> {
+        let index = self.read_index().await?;
+        match reference {
+            ImageRef::Tag(name) => {
+                let mut hits = index
+                    .iter()
+                    .filter(|d| d.annotations.get(REF_NAME) == Some(name));
+                let Some(first) = hits.next() else {
+                    return Ok(None);
+                };
+                if let Some(other) = hits.find(|d| d.digest != first.digest) {
+                    return Err(StoreError::invalid(
+                        self.index_file().display().to_string(),
+                        format!(
+                            "the name {name:?} is given to two manifests ({} and {})",
+                            first.digest, other.digest
+                        ),
+                    ));
+                }
+                Ok(Some(first.clone()))
+            }
+            ImageRef::Only => match index.len() {
+                0 => Ok(None),
+                1 => Ok(index.into_iter().next()),
+                n => Err(StoreError::invalid(
+                    self.describe(),
+                    format!(
+                        "holds {n} images ({}); name one with oci:PATH:NAME",
+                        list_names(&index)
+                    ),
+                )),
+            },
+            ImageRef::Digest(d) => Ok(index.into_iter().find(|e| &e.digest == d)),
+        }
+    }
+
+    /// A manifest blob's bytes, capped and verified against its digest.
+    async fn read_manifest_bytes(&self, digest: &Digest) -> Result<Bytes, StoreError> {
+        let file = self.blob_path(digest);
+        let bytes = read_capped(&file, MAX_MANIFEST_SIZE, "manifest")
+            .await?
+            .ok_or_else(|| self.not_found(format!("manifest {digest}")))?;
+        let actual = Digest::of(digest.algorithm(), &bytes);
+        if &actual != digest {
+            return Err(self.corrupt(
+                &file,
+                registry_client::Error::DigestMismatch {
+                    expected: digest.clone(),
+                    actual,
+                },
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Stream `data` into `blobs/<alg>/<hex>` through a temporary file,
+    /// committing only what matches `desc`.
+    async fn write_verified(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
+        let target = self.blob_path(&desc.digest);
+        match tokio::fs::metadata(&target).await {
+            Ok(m) if m.len() == desc.size => return Ok(()),
+            Ok(m) => {
+                // A truncated blob another writer left under its final name.
+                tracing::warn!(
+                    file = %target.display(),
+                    size = m.len(),
+                    expected = desc.size,
+                    "replacing a blob of the wrong size"
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(format!("checking {}", target.display()), e)),
+        }
+        let dir = target
+            .parent()
+            .expect("blob path has a parent")
+            .to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let temp = dir.join(format!(
+            "{}.partial.{:016x}",
+            desc.digest.hex(),
+            rand::random::<u64>()
+        ));
+        // Removes the temporary file on every way out but the rename,
+        // including this future being dropped mid-stream.
+        let guard = RemoveOnDrop(Some(temp.clone()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .await
+            .map_err(|e| StoreError::io(format!("creating {}", temp.display()), e))?;
+        let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut verifier = Verifier::new(desc.digest.clone(), Some(desc.size));
+        let write_err = |e| StoreError::io(format!("writing {}", temp.display()), e);
+        let mut data = data;
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            verifier.update(&chunk)?;
+            out.write_all(&chunk).await.map_err(write_err)?;
+        }
+        drop(data);
+        verifier.finish()?;
+        out.flush().await.map_err(write_err)?;
+        let file = out.into_inner();
+        file.sync_all().await.map_err(write_err)?;
+        drop(file);
+        tokio::fs::rename(&temp, &target).await.map_err(|e| {
+            StoreError::io(
+                format!("renaming {} to {}", temp.display(), target.display()),
+                e,
+            )
+        })?;
+        guard.disarm();
+        sync_dir(&dir).await
+    }
+
+    /// Take the cross-process lock on `index.json`, blocking the thread.
+    fn lock_file_blocking(&self) -> Result<FileLock, StoreError> {
+        let path = self.root.join("index.json.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        FileLock::exclusive(file)
+            .map_err(|e| StoreError::io(format!("locking {}", path.display()), e))
+    }
+
+    /// Read-modify-write `index.json` under the process lock and the file
+    /// lock, re-reading it once both are held.
+    async fn update_index<F>(&self, change: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&mut Vec<Value>) + Send + 'static,
+    {
+        let lock = process_lock(&self.root);
+        let _held = lock.lock().await;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _file_lock = store.lock_file_blocking()?;
+            store.update_index_locked(change)
+        })
+        .await
+        .map_err(|e| StoreError::io("updating index.json", io::Error::other(e)))?
+    }
+
+    fn update_index_locked<F>(&self, change: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&mut Vec<Value>),
+    {
+        let file = self.index_file();
+        let bytes = fs::read(&file)
+            .map_err(|e| StoreError::io(format!("reading {}", file.display()), e))?;
+        // Validate as an index, then edit as JSON so unknown fields survive.
+        parse_index(&file, &bytes)?;
+        let mut value: Value = serde_json::from_slice(&bytes).expect("parsed above");
+        let top = value.as_object_mut().expect("parse_index checks an object");
+        let entries = top
+            .entry("manifests")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let list = entries.as_array_mut().expect("parse_index checks an array");
+        change(list);
+        write_atomic_sync(&self.root, "index.json", &to_json(&value))
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageStore for LayoutStore {
+    fn describe(&self) -> String {
+        format!("oci:{}", self.path.display())
+    }
+
+    fn blob_domain(&self) -> String {
+        format!("layout:{}", self.root.display())
+    }
+
+    async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError> {
+        if let ImageRef::Digest(d) = reference {
+            return self.manifest(d).await;
+        }
+        let Some(desc) = self.find(reference).await? else {
+            return Err(match reference {
+                ImageRef::Tag(name) => {
+                    let names = list_names(&self.read_index().await?);
+                    StoreError::NotFound(format!(
+                        "image named {name:?} in {} (names: {names})",
+                        self.describe()
+                    ))
+                }
+                _ => StoreError::invalid(self.describe(), "holds no images"),
+            });
+        };
+        let bytes = self.read_manifest_bytes(&desc.digest).await?;
+        if bytes.len() as u64 != desc.size {
+            return Err(StoreError::invalid(
+                self.index_file().display().to_string(),
+                format!(
+                    "gives {} a size of {} bytes, but the blob has {}",
+                    desc.digest,
+                    desc.size,
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(Manifest {
+            media_type: desc.media_type,
+            digest: desc.digest,
+            bytes,
+        })
+    }
+
+    async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        match reference {
+            ImageRef::Digest(d) => Ok(self.has_manifest(d).await?.then(|| d.clone())),
+            _ => Ok(self.find(reference).await?.map(|d| d.digest)),
+        }
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
+        let bytes = self.read_manifest_bytes(digest).await?;
+        Ok(Manifest {
+            media_type: media_type_in(&bytes),
+            digest: digest.clone(),
+            bytes,
+        })
+    }
+
+    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.blob_size(digest).await?.is_some())
+    }
+
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let size = manifest.bytes.len() as u64;
+        if size > MAX_MANIFEST_SIZE {
+            return Err(registry_client::Error::TooLarge {
+                what: format!("manifest {}", manifest.digest),
+                url: self.describe(),
+                limit: MAX_MANIFEST_SIZE,
+            }
+            .into());
+        }
+        let desc = Descriptor {
+            media_type: manifest.media_type.clone(),
+            digest: manifest.digest.clone(),
+            size,
+            urls: Vec::new(),
+            annotations: Default::default(),
+            artifact_type: None,
+            platform: None,
+        };
+        let data = futures::stream::iter([Ok(manifest.bytes.clone())]).boxed();
+        self.write_verified(&desc, data).await
+    }
+
+    async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError> {
+        if tag.is_empty() || tag.chars().any(char::is_control) {
+            return Err(StoreError::invalid(
+                self.describe(),
+                format!("{tag:?} is not a usable image name"),
+            ));
+        }
+        match self.blob_size(&manifest.digest).await? {
+            Some(n) if n == manifest.bytes.len() as u64 => {}
+            Some(n) => {
+                return Err(StoreError::invalid(
+                    self.describe(),
+                    format!(
+                        "cannot name {}: the stored manifest has {n} bytes, not {}",
+                        manifest.digest,
+                        manifest.bytes.len()
+                    ),
+                ))
+            }
+            None => {
+                return Err(self.not_found(format!(
+                    "manifest {} (store it before naming it {tag:?})",
+                    manifest.digest
+                )))
+            }
+        }
+        let entry = json!({
+            "mediaType": manifest.media_type,
+            "digest": manifest.digest.to_string(),
+            "size": manifest.bytes.len(),
+            "annotations": { REF_NAME: tag },
+        });
+        let tag = tag.to_string();
+        self.update_index(move |list| {
+            list.retain(|d| {
+                d.pointer("/annotations").and_then(|a| a.get(REF_NAME))
+                    != Some(&Value::String(tag.clone()))
+            });
+            list.push(entry);
+        })
+        .await
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let path = self.blob_path(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(format!("checking {}", path.display()), e)),
+        }
+    }
+
+    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
+        let path = self.blob_path(&desc.digest);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(self.not_found(format!("blob {}", desc.digest)))
+            }
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+        };
+        let state = ReadState {
+            file,
+            verifier: Verifier::new(desc.digest.clone(), Some(desc.size)),
+            path,
+            store: self.clone(),
+        };
+        let stream = futures::stream::unfold(Some(state), |state| async move {
+            let mut st = state?;
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            match st.file.read_buf(&mut buf).await {
+                Ok(0) => match st.verifier.finish() {
+                    Ok(_) => None,
+                    Err(e) => Some((Err(st.store.corrupt(&st.path, e)), None)),
+                },
+                Ok(_) => match st.verifier.update(&buf) {
+                    Ok(()) => Some((Ok(buf.freeze()), Some(st))),
+                    Err(e) => {
+                        let err = st.store.corrupt(&st.path, e);
+                        Some((Err(err), None))
+                    }
+                },
+                Err(e) => {
+                    let err = StoreError::io(format!("reading {}", st.path.display()), e);
+                    Some((Err(err), None))
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
+        self.write_verified(desc, data).await
+    }
+}
+
+struct ReadState {
+    file: tokio::fs::File,
+    verifier: Verifier,
+    path: PathBuf,
+    store: LayoutStore,
+}
+
+/// Deletes a temporary file unless disarmed.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// An exclusive advisory lock on a file (flock on Unix), held until drop.
+/// It serialises processes; tasks of one process also take [`process_lock`]
+/// so they wait without holding a blocking thread each.
+struct FileLock(fs::File);
+
+// std's `File::lock` is stable since Rust 1.89; the workspace's declared
+// rust-version is older, but the toolchain it builds with is not.
+impl FileLock {
+    fn exclusive(file: fs::File) -> io::Result<Self> {
+        file.lock()?;
+        Ok(FileLock(file))
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// The lock every task of this process takes before touching a layout's
+/// `index.json`, keyed by canonical path.
+fn process_lock(root: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    type Locks = StdMutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(root.to_path_buf()).or_default().clone()
+}
+
+/// The index entries, each a valid descriptor; errors name the file.
+fn parse_index(file: &Path, bytes: &[u8]) -> Result<Vec<Descriptor>, StoreError> {
+    let bad = |reason: String| StoreError::invalid(file.display().to_string(), reason);
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let top = value
+        .as_object()
+        .ok_or_else(|| bad("is not a JSON object".into()))?;
+    match top.get("schemaVersion").and_then(Value::as_u64) {
+        Some(2) => {}
+        other => return Err(bad(format!("schemaVersion is {other:?}, not 2"))),
+    }
+    let entries = match top.get("manifests") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("\"manifests\" is not an array".into())),
+    };
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            serde_json::from_value::<Descriptor>(e.clone())
+                .map_err(|err| bad(format!("manifests[{i}] is not a valid descriptor: {err}")))
+        })
+        .collect()
+}
+
+/// The names in an index for messages; unnamed entries by digest.
+fn list_names(index: &[Descriptor]) -> String {
+    if index.is_empty() {
+        return "none".into();
+    }
+    index
+        .iter()
+        .map(|d| match d.annotations.get(REF_NAME) {
+            Some(n) => n.clone(),
+            None => format!("unnamed {}", d.digest),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A manifest's own `mediaType`; without one, an index if it lists
+/// manifests, else an OCI image manifest.
+fn media_type_in(bytes: &[u8]) -> String {
+    let value: Option<Value> = serde_json::from_slice(bytes).ok();
+    let value = value.as_ref();
+    if let Some(mt) = value
+        .and_then(|v| v.get("mediaType"))
+        .and_then(Value::as_str)
+    {
+        return mt.to_string();
+    }
+    if value.and_then(|v| v.get("manifests")).is_some() {
+        media_type::OCI_INDEX.to_string()
+    } else {
+        media_type::OCI_MANIFEST.to_string()
+    }
+}
+
+fn to_json(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a JSON value serialises")
+}
+
+/// A whole small file, or `None` when absent; refused above `limit` bytes.
+async fn read_capped(path: &Path, limit: u64, what: &str) -> Result<Option<Bytes>, StoreError> {
+    let file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+    if bytes.len() as u64 > limit {
+        return Err(registry_client::Error::TooLarge {
+            what: what.to_string(),
+            url: path.display().to_string(),
+            limit,
+        }
+        .into());
+    }
+    Ok(Some(Bytes::from(bytes)))
+}
+
+/// Write `dir/name` whole or not at all: a temporary file, fsync, rename,
+/// fsync of the directory.
+fn write_atomic_sync(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let temp = dir.join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
+    let target = dir.join(name);
+    let guard = RemoveOnDrop(Some(temp.clone()));
+    let write = || -> io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&temp, &target)
+    };
+    write().map_err(|e| StoreError::io(format!("writing {}", target.display()), e))?;
+    guard.disarm();
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    let d = tokio::fs::File::open(dir)
+        .await
+        .map_err(|e| StoreError::io(format!("opening {}", dir.display()), e))?;
+    d.sync_all()
+        .await
+        .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+
+    fn desc(data: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: media_type::OCTET_STREAM.into(),
+            digest: Digest::sha256_of(data),
+            size: data.len() as u64,
+            urls: Vec::new(),
+            annotations: Default::default(),
+            artifact_type: None,
+            platform: None,
+        }
+    }
+
+    fn chunks(parts: Vec<&'static [u8]>) -> BlobStream {
+        stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))).boxed()
+    }
+
+    async fn read_all(s: BlobStream) -> Result<Vec<u8>, StoreError> {
+        let mut s = s;
+        let mut out = Vec::new();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c?);
+        }
+        Ok(out)
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = match fs::read_dir(dir) {
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+
+    fn manifest(seed: u8) -> Manifest {
+        let bytes = Bytes::from(format!(
+            "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{}\",\n  \"config\": {{\"seed\": {seed}}}\n}}",
+            media_type::OCI_MANIFEST
+        ));
+        Manifest {
+            media_type: media_type::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+        }
+    }
+
+    fn new_layout() -> (tempfile::TempDir, LayoutStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LayoutStore::create(dir.path().join("layout")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn creates_a_layout_and_reads_back_a_verified_blob() {
+        let (_d, store) = new_layout();
+        let root = store.path().to_path_buf();
+        assert_eq!(
+            fs::read_to_string(root.join("oci-layout")).unwrap(),
+            r#"{"imageLayoutVersion":"1.0.0"}"#
+        );
+        let index: Value =
+            serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index,
+            json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": []})
+        );
+        assert!(root.join("blobs").is_dir());
+        assert_eq!(store.describe(), format!("oci:{}", root.display()));
+        assert_eq!(
+            store.blob_domain(),
+            format!("layout:{}", fs::canonicalize(&root).unwrap().display())
+        );
+
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let d = desc(&data);
+        let parts: Vec<Result<Bytes, StoreError>> = data
+            .chunks(10_000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let body = stream::iter(parts).boxed();
+        store.write_blob(&d, body).await.unwrap();
+        assert_eq!(store.blob_size(&d.digest).await.unwrap(), Some(700_000));
+        assert_eq!(
+            listing(&root.join("blobs/sha256")),
+            vec![d.digest.hex().to_string()]
+        );
+        assert_eq!(
+            read_all(store.read_blob(&d).await.unwrap()).await.unwrap(),
+            data
+        );
+
+        let absent = desc(b"absent");
+        assert_eq!(store.blob_size(&absent.digest).await.unwrap(), None);
+        let err = store.read_blob(&absent).await.err().unwrap();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&absent.digest.to_string()) && msg.contains("oci:"),
+            "{msg}"
+        );
+
+        // Reopening finds the same layout; creating again is refused.
+        LayoutStore::open(&root).unwrap();
+        LayoutStore::open_or_create(&root).unwrap();
+        let err = LayoutStore::create(&root).unwrap_err().to_string();
+        assert!(err.contains("layout exists here already"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn wrong_bytes_commit_nothing_and_leave_no_partial_file() {
+        let (_d, store) = new_layout();
+        let blobs = store.path().join("blobs/sha256");
+        let kept = desc(b"kept");
+        store
+            .write_blob(&kept, chunks(vec![b"kept"]))
+            .await
+            .unwrap();
+        let before = listing(&blobs);
+
+        let d = desc(b"hello world");
+        let err = store
+            .write_blob(&d, chunks(vec![b"hello ", b"wurld"]))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.kind(), registry_client::ErrorKind::Integrity, "{msg}");
+        assert!(msg.contains(&d.digest.to_string()), "{msg}");
+        assert!(
+            msg.contains(&Digest::sha256_of(b"hello wurld").to_string()),
+            "{msg}"
+        );
+        // Too many bytes fail as soon as the size is passed.
+        let err = store
+            .write_blob(&d, chunks(vec![b"hello world", b"!"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), registry_client::ErrorKind::Integrity, "{err}");
+        assert_eq!(listing(&blobs), before);
+        assert_eq!(store.blob_size(&d.digest).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_stream_error_midway_leaves_nothing() {
+        let (_d, store) = new_layout();
+        let d = desc(b"hello world");
+        let body = stream::iter([
+            Ok(Bytes::from_static(b"hello ")),
+            Err(StoreError::io(
+                "source went away",
+                io::Error::from(io::ErrorKind::ConnectionReset),
+            )),
+        ])
+        .boxed();
+        let err = store.write_blob(&d, body).await.unwrap_err();
+        assert!(err.to_string().contains("source went away"), "{err}");
+        assert!(listing(&store.path().join("blobs/sha256")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_write_leaves_nothing() {
+        let (_d, store) = new_layout();
+        let d = desc(b"hello world");
+        let body = stream::iter([Ok(Bytes::from_static(b"hello "))])
+            .chain(stream::pending())
+            .boxed();
+        let s = store.clone();
+        let task = tokio::spawn(async move { s.write_blob(&d, body).await });
+        let blobs = store.path().join("blobs/sha256");
+        for _ in 0..200 {
+            if !listing(&blobs).is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let during = listing(&blobs);
+        assert_eq!(during.len(), 1);
+        assert!(during[0].contains(".partial."), "{during:?}");
+        task.abort();
+        let _ = task.await;
+        assert!(listing(&blobs).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_existing_blob_is_not_rewritten() {
+        let (_d, store) = new_layout();
+        let d = desc(b"same");
+        store.write_blob(&d, chunks(vec![b"same"])).await.unwrap();
+        let path = store.blob_path(&d.digest);
+        let before = fs::metadata(&path).unwrap().modified().unwrap();
+        // Bytes that would fail if they were read: they are not.
+        store.write_blob(&d, chunks(vec![b"diff"])).await.unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"same");
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), before);
+
+        // A truncated file under the final name (another writer's crash) is replaced.
+        let t = desc(b"truncated?");
+        fs::write(store.blob_path(&t.digest), b"trunc").unwrap();
+        store
+            .write_blob(&t, chunks(vec![b"truncated?"]))
+            .await
+            .unwrap();
+        assert_eq!(fs::read(store.blob_path(&t.digest)).unwrap(), b"truncated?");
+    }
+
+    #[tokio::test]
+    async fn manifests_round_trip_by_name_and_digest() {
+        let (_d, store) = new_layout();
+        let m = manifest(1);
+        store.put_manifest(&m).await.unwrap();
+        assert!(store.has_manifest(&m.digest).await.unwrap());
+        assert_eq!(store.manifest(&m.digest).await.unwrap(), m);
+        assert_eq!(
+            store
+                .resolve(&ImageRef::Digest(m.digest.clone()))
+                .await
+                .unwrap(),
+            m
+        );
+        store.set_tag("v1", &m).await.unwrap();
+        assert_eq!(store.resolve(&ImageRef::Tag("v1".into())).await.unwrap(), m);
+        assert_eq!(store.resolve(&ImageRef::Only).await.unwrap(), m);
+        assert_eq!(
+            store
+                .resolve_digest(&ImageRef::Tag("v1".into()))
+                .await
+                .unwrap(),
+            Some(m.digest.clone())
+        );
+        assert_eq!(
+            store
+                .resolve_digest(&ImageRef::Tag("v2".into()))
+                .await
+                .unwrap(),
+            None
+        );
+        let err = store
+            .resolve(&ImageRef::Tag("v2".into()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+        assert!(err.to_string().contains("v1"), "{err}");
+
+        // An index without mediaType is still recognised by digest.
+        let idx = Bytes::from_static(br#"{"schemaVersion":2,"manifests":[]}"#);
+        let im = Manifest {
+            media_type: media_type::OCI_INDEX.into(),
+            digest: Digest::sha256_of(&idx),
+            bytes: idx,
+        };
+        store.put_manifest(&im).await.unwrap();
+        assert_eq!(store.manifest(&im.digest).await.unwrap(), im);
+
+        // A manifest whose bytes are not its digest is refused.
+        let mut bad = manifest(2);
+        bad.digest = Digest::sha256_of(b"other");
+        assert!(store.put_manifest(&bad).await.is_err());
+        // Naming a manifest that is not stored is refused.
+        let err = store.set_tag("x", &manifest(3)).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn set_tag_replaces_a_name_and_keeps_the_rest() {
+        let (_d, store) = new_layout();
+        let index_file = store.path().join("index.json");
+        let (a, b) = (manifest(1), manifest(2));
+        store.put_manifest(&a).await.unwrap();
+        store.put_manifest(&b).await.unwrap();
+        // A foreign entry and unknown fields must survive.
+        let foreign = json!({
+            "mediaType": media_type::OCI_MANIFEST,
+            "digest": a.digest.to_string(),
+            "size": a.bytes.len(),
+            "annotations": {REF_NAME: "other", "x.custom": "keep"},
+            "platform": {"architecture": "arm64", "os": "linux"},
+        });
+        fs::write(
+            &index_file,
+            to_json(&json!({
+                "schemaVersion": 2,
+                "manifests": [foreign.clone()],
+                "annotations": {"top": "level"},
+            })),
+        )
+        .unwrap();
+
+        store.set_tag("v1", &a).await.unwrap();
+        store.set_tag("v1", &b).await.unwrap();
+        let names = store.names().await.unwrap();
+        let listed: Vec<(&str, &Digest)> =
+            names.iter().map(|(n, d)| (n.as_str(), &d.digest)).collect();
+        assert_eq!(listed, vec![("other", &a.digest), ("v1", &b.digest)]);
+        assert_eq!(store.resolve(&ImageRef::Tag("v1".into())).await.unwrap(), b);
+
+        let value: Value = serde_json::from_slice(&fs::read(&index_file).unwrap()).unwrap();
+        assert_eq!(value["manifests"][0], foreign);
+        assert_eq!(value["annotations"], json!({"top": "level"}));
+        assert_eq!(
+            value["manifests"][1],
+            json!({
+                "mediaType": media_type::OCI_MANIFEST,
+                "digest": b.digest.to_string(),
+                "size": b.bytes.len(),
+                "annotations": {REF_NAME: "v1"},
+            })
+        );
+        let leftovers: Vec<String> = listing(store.path())
+            .into_iter()
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_set_tag_loses_no_name() {
+        let (_d, store) = new_layout();
+        let m = manifest(1);
+        store.put_manifest(&m).await.unwrap();
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let s = store.clone();
+                let m = m.clone();
+                // A second store value on the same path shares the lock by path.
+                let s = if i % 2 == 0 {
+                    s
+                } else {
+                    LayoutStore::open(s.path()).unwrap()
+                };
+                tokio::spawn(async move { s.set_tag(&format!("name-{i}"), &m).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let mut names: Vec<String> = store
+            .names()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (0..50).map(|i| format!("name-{i}")).collect();
+        want.sort();
+        assert_eq!(names, want);
+    }
+
+    #[tokio::test]
+    async fn corrupted_files_are_detected_on_read() {
+        let (_d, store) = new_layout();
+        let data = b"original content".to_vec();
+        let d = desc(&data);
+        store
+            .write_blob(&d, chunks(vec![b"original content"]))
+            .await
+            .unwrap();
+        let path = store.blob_path(&d.digest);
+        fs::write(&path, b"Original content").unwrap();
+        let err = read_all(store.read_blob(&d).await.unwrap())
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains(&d.digest.to_string()), "{msg}");
+        assert!(
+            msg.contains(&Digest::sha256_of(b"Original content").to_string()),
+            "{msg}"
+        );
+        // Longer than its descriptor: fails at the size, naming it.
+        fs::write(&path, b"original content, and more").unwrap();
+        let err = read_all(store.read_blob(&d).await.unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected 16") && err.contains("corrupt"),
+            "{err}"
+        );
+
+        let m = manifest(1);
+        store.put_manifest(&m).await.unwrap();
+        store.set_tag("v1", &m).await.unwrap();
+        let mpath = store.blob_path(&m.digest);
+        let mut bytes = m.bytes.to_vec();
+        bytes[0] = b' ';
+        fs::write(&mpath, &bytes).unwrap();
+        let msg = store
+            .resolve(&ImageRef::Tag("v1".into()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains(&mpath.display().to_string()), "{msg}");
+        assert!(msg.contains(&m.digest.to_string()), "{msg}");
+        assert!(
+            msg.contains(&Digest::sha256_of(&bytes).to_string()),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_needs_exactly_one_image() {
+        let (_d, store) = new_layout();
+        let err = store
+            .resolve(&ImageRef::Only)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds no images") && err.contains("oci:"),
+            "{err}"
+        );
+        assert_eq!(store.resolve_digest(&ImageRef::Only).await.unwrap(), None);
+
+        let (a, b) = (manifest(1), manifest(2));
+        for (name, m) in [("first", &a), ("second", &b)] {
+            store.put_manifest(m).await.unwrap();
+            store.set_tag(name, m).await.unwrap();
+        }
+        let err = store
+            .resolve(&ImageRef::Only)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&store.describe()) && err.contains("first, second"),
+            "{err}"
+        );
+        assert!(store.resolve_digest(&ImageRef::Only).await.is_err());
+    }
+
+    #[test]
+    fn malformed_layout_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let err = LayoutStore::open(root.join("absent")).unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+
+        let err = LayoutStore::open(root).unwrap_err().to_string();
+        assert!(err.contains("oci-layout"), "{err}");
+
+        fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
+        fs::write(
+            root.join("index.json"),
+            r#"{"schemaVersion":2,"manifests":[]}"#,
+        )
+        .unwrap();
+        let err = LayoutStore::open(root).unwrap_err().to_string();
+        assert!(err.contains("oci-layout") && err.contains("2.0.0"), "{err}");
+
+        fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        LayoutStore::open(root).unwrap();
+        for bad in [
+            "{not json",
+            r#"{"schemaVersion":2,"manifests":{}}"#,
+            r#"{"schemaVersion":2,"manifests":[{"mediaType":"x","digest":"md5:00","size":1}]}"#,
+        ] {
+            fs::write(root.join("index.json"), bad).unwrap();
+            let err = LayoutStore::open(root).unwrap_err();
+            assert!(matches!(err, StoreError::Invalid { .. }), "{err}");
+            assert!(err.to_string().contains("index.json"), "{err}");
+        }
+    }
+}

@@ -39,11 +39,21 @@ impl fmt::Display for ImageRef {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// From the registry client: HTTP, auth, integrity of what it read.
+    /// Boxed: the client's error is large and errors travel far.
     #[error(transparent)]
-    Client(#[from] registry_client::Error),
+    Client(Box<registry_client::Error>),
 
     #[error("{0} not found")]
     NotFound(String),
+
+    /// Stored content that does not match its digest or size (a corrupted
+    /// or hostile layout), naming where it was found.
+    #[error("{context}: {source}")]
+    Integrity {
+        context: String,
+        #[source]
+        source: Box<registry_client::Error>,
+    },
 
     #[error("{context}: {source}")]
     Io {
@@ -58,11 +68,18 @@ pub enum StoreError {
     Invalid { context: String, reason: String },
 }
 
+impl From<registry_client::Error> for StoreError {
+    fn from(e: registry_client::Error) -> Self {
+        StoreError::Client(Box::new(e))
+    }
+}
+
 impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Client(e) => e.kind(),
             StoreError::NotFound(_) => ErrorKind::NotFound,
+            StoreError::Integrity { .. } => ErrorKind::Integrity,
             StoreError::Io { .. } => ErrorKind::Local,
             StoreError::Invalid { .. } => ErrorKind::Protocol,
         }

@@ -1,1 +1,146 @@
-//! Registry repository store (being written).
+//! A registry repository as an image store, over the registry client.
+
+use futures::StreamExt;
+use registry_client::{BlobRead, Client, Descriptor, Digest, Manifest, MountOutcome, Repository};
+
+use super::{BlobStream, ImageRef, ImageStore, StoreError};
+
+/// One repository of one registry.
+#[derive(Debug, Clone)]
+pub struct RegistryStore {
+    client: Client,
+    repo: Repository,
+}
+
+impl RegistryStore {
+    pub fn new(client: Client, repo: Repository) -> Self {
+        RegistryStore { client, repo }
+    }
+
+    fn reference(&self, r: &ImageRef) -> Result<registry_client::Reference, StoreError> {
+        match r {
+            ImageRef::Tag(t) => Ok(self.repo.tag(t)?),
+            ImageRef::Digest(d) => Ok(self.repo.digest(d)),
+            ImageRef::Only => Ok(self.repo.tag("latest")?),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageStore for RegistryStore {
+    fn describe(&self) -> String {
+        self.repo.to_string()
+    }
+
+    fn blob_domain(&self) -> String {
+        format!("registry:{}", self.repo.registry())
+    }
+
+    fn repository(&self) -> Option<&Repository> {
+        Some(&self.repo)
+    }
+
+    async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError> {
+        Ok(self
+            .client
+            .get_manifest(&self.reference(reference)?)
+            .await?)
+    }
+
+    async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        let info = self
+            .client
+            .head_manifest(&self.reference(reference)?)
+            .await?;
+        Ok(info.map(|i| i.digest))
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
+        Ok(self.client.get_manifest(&self.repo.digest(digest)).await?)
+    }
+
+    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self
+            .client
+            .head_manifest(&self.repo.digest(digest))
+            .await?
+            .is_some())
+    }
+
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        self.client
+            .put_manifest(
+                &self.repo,
+                &manifest.digest.to_string(),
+                &manifest.media_type,
+                manifest.bytes.clone(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError> {
+        // A tag is set by pushing the same bytes under the tag; the registry
+        // already has them, so this only moves the name.
+        self.client
+            .put_manifest(
+                &self.repo,
+                tag,
+                &manifest.media_type,
+                manifest.bytes.clone(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self.client.head_blob(&self.repo, digest).await?)
+    }
+
+    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
+        let read = BlobRead {
+            size: Some(desc.size),
+            resume: None,
+        };
+        let stream = self.client.get_blob(&self.repo, &desc.digest, read).await?;
+        Ok(Box::pin(stream.map(|r| r.map_err(StoreError::from))))
+    }
+
+    async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
+        let session = self.client.start_upload(&self.repo).await?;
+        // The registry verifies size and digest when the session is closed;
+        // a stream error aborts the PUT, and the session is never committed.
+        let (errors_tx, mut errors_rx) = tokio::sync::mpsc::unbounded_channel();
+        let body = data.map(move |r| {
+            r.map_err(|e| {
+                let msg = e.to_string();
+                let _ = errors_tx.send(e);
+                std::io::Error::other(msg)
+            })
+        });
+        let result = session.put_whole(body, desc.size, &desc.digest).await;
+        // The source's own error says more than the broken upload it caused.
+        if let Ok(source_error) = errors_rx.try_recv() {
+            return Err(source_error);
+        }
+        result?;
+        Ok(())
+    }
+
+    async fn mount_blob(&self, desc: &Descriptor, from: &Repository) -> Result<bool, StoreError> {
+        if from.registry() != self.repo.registry() || from == &self.repo {
+            return Ok(false);
+        }
+        match self
+            .client
+            .mount_blob(&self.repo, &desc.digest, from)
+            .await?
+        {
+            MountOutcome::Mounted => Ok(true),
+            MountOutcome::Upload(session) => {
+                let _ = session.cancel().await;
+                Ok(false)
+            }
+        }
+    }
+}

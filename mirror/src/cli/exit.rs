@@ -1,0 +1,10 @@
+//! Exit codes, documented in the README so scripts can act on them.
+
+/// Everything asked for was done.
+pub const OK: i32 = 0;
+/// Some images failed; the others were done.
+pub const FAILED: i32 = 1;
+/// Bad arguments, references or configuration; nothing was copied.
+pub const USAGE: i32 = 2;
+/// Authentication failed (credentials missing or refused).
+pub const AUTH: i32 = 3;

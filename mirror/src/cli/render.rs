@@ -1,0 +1,284 @@
+//! Shows progress events: indicatif bars on a terminal, plain lines every
+//! few seconds otherwise (CI logs), or nothing. Also the text summary.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use registry_client::Digest;
+
+use super::ProgressMode;
+use crate::progress::{Event, Progress};
+use crate::report::RunReport;
+
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Renderer {
+    mode: Mode,
+    images: usize,
+    started: Instant,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    bytes_moved: AtomicU64,
+    bytes_planned: AtomicU64,
+}
+
+enum Mode {
+    None,
+    Plain,
+    Bars(Bars),
+}
+
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    images: Mutex<HashMap<usize, ProgressBar>>,
+    blobs: Mutex<HashMap<(usize, Digest), ProgressBar>>,
+}
+
+impl Renderer {
+    pub fn new(mode: ProgressMode, images: usize) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let mode = match mode {
+            ProgressMode::None => Mode::None,
+            ProgressMode::Plain => Mode::Plain,
+            ProgressMode::Auto if !terminal => Mode::Plain,
+            ProgressMode::Auto | ProgressMode::Bars => Mode::Bars(Bars::new()),
+        };
+        Renderer {
+            mode,
+            images,
+            started: Instant::now(),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            bytes_moved: AtomicU64::new(0),
+            bytes_planned: AtomicU64::new(0),
+        }
+    }
+
+    /// In plain mode, a line every few seconds while the run lasts.
+    pub fn start_ticker(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if !matches!(me.mode, Mode::Plain) {
+                return;
+            }
+            let mut tick = tokio::time::interval(PLAIN_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!("{}", me.status_line());
+            }
+        })
+    }
+
+    fn status_line(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let moved = self.bytes_moved.load(Ordering::Relaxed);
+        format!(
+            "progress: {}/{} images done ({} failed), {} moved, {}/s",
+            self.done.load(Ordering::Relaxed),
+            self.images,
+            self.failed.load(Ordering::Relaxed),
+            human_bytes(moved),
+            human_bytes((moved as f64 / secs) as u64)
+        )
+    }
+
+    pub fn finish(&self) {
+        if let Mode::Bars(b) = &self.mode {
+            b.total.finish_and_clear();
+            let _ = b.multi.clear();
+        }
+    }
+}
+
+impl Bars {
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let total = multi.add(ProgressBar::new(0));
+        total.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("static template"),
+        );
+        Bars {
+            multi,
+            total,
+            images: Mutex::default(),
+            blobs: Mutex::default(),
+        }
+    }
+}
+
+impl Progress for Renderer {
+    fn event(&self, event: Event) {
+        match &event {
+            Event::ImagePlanned { bytes, .. } => {
+                self.bytes_planned.fetch_add(*bytes, Ordering::Relaxed);
+            }
+            Event::BlobProgress { bytes, .. } => {
+                self.bytes_moved.fetch_add(*bytes, Ordering::Relaxed);
+            }
+            Event::ImageFinished { report, .. } => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                if !report.succeeded() {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+        match &self.mode {
+            Mode::None => {}
+            Mode::Plain => {
+                if let Event::ImageFinished { report, .. } = &event {
+                    match &report.error {
+                        None => eprintln!(
+                            "done: {} → {} ({} copied, {} present, {} mounted, {}, {:.1}s)",
+                            report.source,
+                            report.target,
+                            report.blobs_copied,
+                            report.blobs_present,
+                            report.blobs_mounted,
+                            human_bytes(report.bytes_copied),
+                            report.seconds
+                        ),
+                        Some(e) => eprintln!("FAILED: {} → {}: {e}", report.source, report.target),
+                    }
+                }
+            }
+            Mode::Bars(b) => self.draw(b, event),
+        }
+    }
+}
+
+impl Renderer {
+    fn draw(&self, b: &Bars, event: Event) {
+        match event {
+            Event::ImageStarted { image, source, .. } => {
+                let bar = b.multi.insert_before(&b.total, ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar.set_message(format!("{source}: reading manifests"));
+                b.images.lock().expect("bars").insert(image, bar);
+            }
+            Event::ImagePlanned {
+                image,
+                blobs,
+                bytes,
+            } => {
+                b.total
+                    .set_length(self.bytes_planned.load(Ordering::Relaxed));
+                if let Some(bar) = b.images.lock().expect("bars").get(&image) {
+                    let name = bar.message();
+                    let name = name.split(':').next().unwrap_or_default().to_string();
+                    bar.set_message(format!("{name}: {blobs} blobs, {}", human_bytes(bytes)));
+                }
+            }
+            Event::BlobStarted {
+                image,
+                digest,
+                size,
+            } => {
+                let bar = b.multi.add(ProgressBar::new(size));
+                bar.set_style(
+                    ProgressStyle::with_template("  {prefix} {bar:20} {bytes}/{total_bytes}")
+                        .expect("static template"),
+                );
+                bar.set_prefix(short(&digest));
+                b.blobs.lock().expect("bars").insert((image, digest), bar);
+            }
+            Event::BlobProgress {
+                image,
+                digest,
+                bytes,
+            } => {
+                b.total.inc(bytes);
+                if let Some(bar) = b.blobs.lock().expect("bars").get(&(image, digest)) {
+                    bar.inc(bytes);
+                }
+            }
+            Event::BlobFinished { image, digest, .. } => {
+                if let Some(bar) = b.blobs.lock().expect("bars").remove(&(image, digest)) {
+                    bar.finish_and_clear();
+                    b.multi.remove(&bar);
+                }
+            }
+            Event::ImageFinished { image, report } => {
+                if let Some(bar) = b.images.lock().expect("bars").remove(&image) {
+                    let line = match &report.error {
+                        None => format!("✓ {} → {}", report.source, report.target),
+                        Some(e) => format!("✗ {} → {}: {e}", report.source, report.target),
+                    };
+                    bar.finish_and_clear();
+                    b.multi.remove(&bar);
+                    let _ = b.multi.println(line);
+                }
+            }
+        }
+    }
+}
+
+/// The text report: one line per image, then totals.
+pub fn summary(report: &RunReport) -> String {
+    let mut out = String::new();
+    for i in &report.images {
+        match &i.error {
+            None => {
+                let digest = i
+                    .target_digest
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                out += &format!(
+                    "ok      {} → {} {digest} (copied {}, present {}, mounted {}; {} in {:.1}s)\n",
+                    i.source,
+                    i.target,
+                    i.blobs_copied,
+                    i.blobs_present,
+                    i.blobs_mounted,
+                    human_bytes(i.bytes_copied),
+                    i.seconds
+                );
+                if let Some(why) = &i.digest_changed {
+                    out += &format!("        note: digest changed: {why}\n");
+                }
+            }
+            Some(e) => out += &format!("FAILED  {} → {}: {e}\n", i.source, i.target),
+        }
+    }
+    out += &format!(
+        "{} images: {} done, {} failed; {} moved in {:.1}s\n",
+        report.images.len(),
+        report.succeeded,
+        report.failed,
+        human_bytes(report.bytes_copied),
+        report.seconds
+    );
+    out
+}
+
+fn short(d: &Digest) -> String {
+    format!("{}:{}", d.algorithm().name(), &d.hex()[..12])
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,197 @@
+//! Where images come from and go to, as users write them on the command line:
+//! `HOST/REPO[:TAG|@DIGEST]` or `oci:PATH[:NAME]`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use registry_client::{Digest, Reference, Repository};
+
+/// One side of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Registry {
+        repository: Repository,
+        tag: Option<String>,
+        digest: Option<Digest>,
+    },
+    Layout {
+        path: PathBuf,
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid image location {input:?}: {reason}")]
+pub struct EndpointError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl Endpoint {
+    pub fn parse(input: &str) -> Result<Self, EndpointError> {
+        let err = |reason: String| EndpointError {
+            input: input.to_string(),
+            reason,
+        };
+        if let Some(rest) = input.strip_prefix("oci:") {
+            let (path, name) = match rest.split_once(':') {
+                Some((p, n)) => (p, Some(n.to_string())),
+                None => (rest, None),
+            };
+            if path.is_empty() {
+                return Err(err("the layout path is empty".into()));
+            }
+            if let Some(n) = &name {
+                validate_ref_name(n).map_err(err)?;
+            }
+            return Ok(Endpoint::Layout {
+                path: PathBuf::from(path),
+                name,
+            });
+        }
+        if let Some((scheme, _)) = input.split_once("://") {
+            return Err(err(format!(
+                "write references without a scheme ({scheme}:// is not needed)"
+            )));
+        }
+        let reference = Reference::parse(input).map_err(|e| err(e.to_string()))?;
+        // Reference::parse adds `latest` when neither tag nor digest is
+        // written; here "no tag" means "keep the source's".
+        let last = input.rsplit('/').next().unwrap_or(input);
+        let tag_written = last.split('@').next().unwrap_or(last).contains(':');
+        Ok(Endpoint::Registry {
+            repository: reference.repository().clone(),
+            tag: if tag_written {
+                reference.tag().map(str::to_string)
+            } else {
+                None
+            },
+            digest: reference.digest().cloned(),
+        })
+    }
+
+    /// The tag or name written, if any.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Endpoint::Registry { tag, .. } => tag.as_deref(),
+            Endpoint::Layout { name, .. } => name.as_deref(),
+        }
+    }
+
+    /// The tag an image has when it lands elsewhere: a registry tag as is;
+    /// a layout name `repo/path:tag` gives `tag`.
+    pub fn portable_tag(&self) -> Option<String> {
+        match self {
+            Endpoint::Registry { tag, .. } => tag.clone(),
+            Endpoint::Layout { name, .. } => name
+                .as_deref()
+                .map(|n| n.rsplit_once(':').map_or(n, |(_, t)| t).to_string()),
+        }
+    }
+
+    /// The name an image gets in a layout when none is written:
+    /// `repo/path:tag` from a registry source, the same name from a layout.
+    pub fn layout_name(&self) -> Option<String> {
+        match self {
+            Endpoint::Registry {
+                repository, tag, ..
+            } => tag.as_ref().map(|t| format!("{}:{t}", repository.name())),
+            Endpoint::Layout { name, .. } => name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Registry {
+                repository,
+                tag,
+                digest,
+            } => {
+                write!(f, "{repository}")?;
+                if let Some(t) = tag {
+                    write!(f, ":{t}")?;
+                }
+                if let Some(d) = digest {
+                    write!(f, "@{d}")?;
+                }
+                Ok(())
+            }
+            Endpoint::Layout { path, name } => {
+                write!(f, "oci:{}", path.display())?;
+                if let Some(n) = name {
+                    write!(f, ":{n}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `org.opencontainers.image.ref.name` grammar: components of alphanumerics
+/// joined by `-._:@+` (and `--`), separated by `/`.
+fn validate_ref_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .next()
+                    .is_some_and(|ch| ch.is_ascii_alphanumeric())
+                && c.chars()
+                    .last()
+                    .is_some_and(|ch| ch.is_ascii_alphanumeric())
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-._:@+".contains(ch))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "layout name {name:?} is not a valid reference name (letters, digits and -._:@+ between '/')"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_with_and_without_names() {
+        assert_eq!(
+            Endpoint::parse("oci:/tmp/x:boot/vm-bootstrapper/binimage/linux:eastus-stable")
+                .unwrap(),
+            Endpoint::Layout {
+                path: "/tmp/x".into(),
+                name: Some("boot/vm-bootstrapper/binimage/linux:eastus-stable".into())
+            }
+        );
+        let e = Endpoint::parse("oci:out").unwrap();
+        assert_eq!(e.tag(), None);
+        let e =
+            Endpoint::parse("oci:fixtures/azureml:cap/lifecycler/installed:eastus-stable").unwrap();
+        assert_eq!(e.portable_tag().as_deref(), Some("eastus-stable"));
+        assert!(Endpoint::parse("oci::x").is_err());
+        let err = Endpoint::parse("oci:/x:../etc").unwrap_err().to_string();
+        assert!(err.contains("../etc"), "{err}");
+    }
+
+    #[test]
+    fn registry_references_keep_whether_a_tag_was_written() {
+        let e = Endpoint::parse("127.0.0.1:5000/app").unwrap();
+        assert_eq!(e.tag(), None);
+        let e = Endpoint::parse("127.0.0.1:5000/app:v1").unwrap();
+        assert_eq!(e.tag(), Some("v1"));
+        assert_eq!(e.layout_name().as_deref(), Some("app:v1"));
+        let d = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let e = Endpoint::parse(&format!("reg.io/a/b@{d}")).unwrap();
+        assert_eq!(e.tag(), None);
+        assert_eq!(e.to_string(), format!("reg.io/a/b@{d}"));
+        let err = Endpoint::parse("docker://reg.io/a")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("docker://reg.io/a"), "{err}");
+        assert!(Endpoint::parse("Reg.io/A").is_err());
+    }
+}

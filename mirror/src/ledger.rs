@@ -1,0 +1,57 @@
+//! Which blobs this run has put where, so each unique blob crosses the wire
+//! at most once: the first task that needs a blob in a blob domain moves it,
+//! the others wait for it and then mount it (or find it already shared).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use registry_client::{Digest, Repository};
+use tokio::sync::OnceCell;
+
+use crate::report::BlobOutcome;
+
+/// Where a blob was put: the repository (for a registry, to mount from),
+/// or `None` in a store whose blobs are shared by every name (a layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobHome {
+    pub repository: Option<Repository>,
+}
+
+/// A blob placed in a domain: where, by which task, and how.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub home: BlobHome,
+    /// The task that placed it (0: found there, placed by nobody this run).
+    pub mover: u64,
+    pub outcome: BlobOutcome,
+}
+
+pub type Cell = Arc<OnceCell<Placed>>;
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    cells: Mutex<HashMap<(String, Digest), Cell>>,
+}
+
+impl Ledger {
+    /// The single-flight cell for a blob in a blob domain. Initialising it
+    /// is the transfer; a failed transfer leaves it empty so a later task
+    /// tries again.
+    pub fn cell(&self, domain: &str, digest: &Digest) -> Cell {
+        self.cells
+            .lock()
+            .expect("ledger lock")
+            .entry((domain.to_string(), digest.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// Record a blob found at a target, so others can mount it from there.
+    pub fn found(&self, domain: &str, digest: &Digest, home: BlobHome) {
+        let _ = self.cell(domain, digest).set(Placed {
+            home,
+            mover: 0,
+            outcome: BlobOutcome::Present,
+        });
+    }
+}

@@ -1,0 +1,126 @@
+//! Turns what the user asked for (pairs of endpoints) into copy jobs over
+//! opened stores: which manifest to read, where to put it, which tag to set.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use registry_client::Client;
+
+use crate::endpoint::Endpoint;
+use crate::store::layout::LayoutStore;
+use crate::store::registry::RegistryStore;
+use crate::store::{ImageRef, ImageStore, StoreError};
+use crate::transfer::CopyJob;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{pair}: {reason}")]
+    Pair { pair: String, reason: String },
+    #[error("{pair}: {source}")]
+    Store {
+        pair: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Opens stores once each, so images bound for one layout share it.
+pub struct Planner {
+    client: Client,
+    layouts: HashMap<PathBuf, Arc<LayoutStore>>,
+}
+
+impl Planner {
+    pub fn new(client: Client) -> Self {
+        Planner {
+            client,
+            layouts: HashMap::new(),
+        }
+    }
+
+    /// A copy job for one `source → target` pair.
+    pub fn copy(&mut self, source: &Endpoint, target: &Endpoint) -> Result<CopyJob, PlanError> {
+        let pair = format!("{source} → {target}");
+        let (source_store, source_ref) = match source {
+            Endpoint::Registry {
+                repository,
+                tag,
+                digest,
+            } => {
+                let r = match (digest, tag) {
+                    (Some(d), _) => ImageRef::Digest(d.clone()),
+                    (None, Some(t)) => ImageRef::Tag(t.clone()),
+                    (None, None) => ImageRef::Tag("latest".into()),
+                };
+                let store: Arc<dyn ImageStore> =
+                    Arc::new(RegistryStore::new(self.client.clone(), repository.clone()));
+                (store, r)
+            }
+            Endpoint::Layout { path, name } => {
+                let store = self
+                    .layout(path, false)
+                    .map_err(|source| PlanError::Store {
+                        pair: pair.clone(),
+                        source,
+                    })?;
+                let r = name.clone().map_or(ImageRef::Only, ImageRef::Tag);
+                (store as Arc<dyn ImageStore>, r)
+            }
+        };
+        let (target_store, target_tag): (Arc<dyn ImageStore>, Option<String>) = match target {
+            Endpoint::Registry {
+                repository,
+                tag,
+                digest,
+            } => {
+                if digest.is_some() {
+                    return Err(PlanError::Pair {
+                        pair,
+                        reason:
+                            "a destination takes a tag, not a digest (the digest is the source's)"
+                                .into(),
+                    });
+                }
+                let tag = tag.clone().or_else(|| source.portable_tag());
+                (
+                    Arc::new(RegistryStore::new(self.client.clone(), repository.clone())),
+                    tag,
+                )
+            }
+            Endpoint::Layout { path, name } => {
+                let name = name.clone().or_else(|| source.layout_name()).ok_or_else(|| PlanError::Pair {
+                    pair: pair.clone(),
+                    reason: "name the image in the layout (oci:PATH:NAME); the source has no tag to name it by".into(),
+                })?;
+                let store = self.layout(path, true).map_err(|source| PlanError::Store {
+                    pair: pair.clone(),
+                    source,
+                })?;
+                (store, Some(name))
+            }
+        };
+        Ok(CopyJob {
+            source: source_store,
+            source_ref,
+            target: target_store,
+            target_tag,
+            source_label: source.to_string(),
+            target_label: target.to_string(),
+        })
+    }
+
+    fn layout(&mut self, path: &Path, create: bool) -> Result<Arc<LayoutStore>, StoreError> {
+        if let Some(s) = self.layouts.get(path) {
+            return Ok(s.clone());
+        }
+        let store = if create {
+            LayoutStore::open_or_create(path)?
+        } else {
+            LayoutStore::open(path)?
+        };
+        let store = Arc::new(store);
+        self.layouts.insert(path.to_path_buf(), store.clone());
+        Ok(store)
+    }
+}

@@ -1,0 +1,501 @@
+//! The transfer engine: copies images between stores with one global
+//! concurrency budget, each unique blob moved at most once per run, every
+//! byte verified as it streams, children pushed before parents and tags
+//! moved last. It reports through events and never prints.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use registry_client::{Descriptor, Digest, ErrorKind, Manifest};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::ledger::{BlobHome, Ledger, Placed};
+use crate::platform::PlatformFilter;
+use crate::progress::{Event, Progress};
+use crate::report::{BlobOutcome, ImageReport, RunReport};
+use crate::store::{ImageRef, ImageStore, StoreError};
+
+/// One image to copy.
+#[derive(Debug, Clone)]
+pub struct CopyJob {
+    pub source: Arc<dyn ImageStore>,
+    pub source_ref: ImageRef,
+    pub target: Arc<dyn ImageStore>,
+    /// The tag (a layout's name) to set last; `None` pushes by digest only.
+    pub target_tag: Option<String>,
+    /// How the user named each side, for the report.
+    pub source_label: String,
+    pub target_label: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Requests and blob streams in flight at once, across all images.
+    pub jobs: usize,
+    /// Keep only these platforms of a multi-platform index (writes a new index).
+    pub platforms: Vec<PlatformFilter>,
+    /// Copy non-distributable (foreign) layers too.
+    pub include_foreign: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            jobs: 8,
+            platforms: Vec::new(),
+            include_foreign: false,
+        }
+    }
+}
+
+/// An error while copying one image, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct CopyError {
+    pub context: String,
+    #[source]
+    pub source: StoreError,
+}
+
+impl CopyError {
+    pub fn kind(&self) -> ErrorKind {
+        self.source.kind()
+    }
+}
+
+trait Context<T> {
+    fn context(self, f: impl FnOnce() -> String) -> Result<T, CopyError>;
+}
+
+impl<T, E: Into<StoreError>> Context<T> for Result<T, E> {
+    fn context(self, f: impl FnOnce() -> String) -> Result<T, CopyError> {
+        self.map_err(|e| CopyError {
+            context: f(),
+            source: e.into(),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: CopyOptions,
+    progress: Arc<dyn Progress>,
+    ledger: Ledger,
+    permits: Semaphore,
+    next_mover: AtomicU64,
+}
+
+impl Engine {
+    pub fn new(options: CopyOptions, progress: Arc<dyn Progress>) -> Self {
+        let permits = Semaphore::new(options.jobs.max(1));
+        Engine {
+            inner: Arc::new(Inner {
+                options,
+                progress,
+                ledger: Ledger::default(),
+                permits,
+                next_mover: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Copy every job, all at once within the concurrency budget. One
+    /// image's failure is recorded in its report and stops no other.
+    pub async fn run(&self, jobs: Vec<CopyJob>) -> RunReport {
+        let started = Instant::now();
+        let mut set = JoinSet::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let engine = self.clone();
+            set.spawn(async move { (i, engine.copy_image(i, job).await) });
+        }
+        let mut images: Vec<(usize, ImageReport)> = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(r) => images.push(r),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        images.sort_by_key(|(i, _)| *i);
+        RunReport::new(
+            images.into_iter().map(|(_, r)| r).collect(),
+            started.elapsed(),
+        )
+    }
+
+    fn emit(&self, event: Event) {
+        self.inner.progress.event(event);
+    }
+
+    async fn copy_image(&self, image: usize, job: CopyJob) -> ImageReport {
+        let started = Instant::now();
+        let mut report = ImageReport {
+            source: job.source_label.clone(),
+            target: job.target_label.clone(),
+            ..ImageReport::default()
+        };
+        self.emit(Event::ImageStarted {
+            image,
+            source: job.source_label.clone(),
+            target: job.target_label.clone(),
+        });
+        if let Err(e) = self.copy_image_inner(image, &job, &mut report).await {
+            tracing::debug!(image = %job.source_label, error = %e, "image failed");
+            report.error = Some(e.to_string());
+            report.error_kind = Some(e.kind());
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        self.emit(Event::ImageFinished {
+            image,
+            report: Box::new(report.clone()),
+        });
+        report
+    }
+
+    async fn copy_image_inner(
+        &self,
+        image: usize,
+        job: &CopyJob,
+        report: &mut ImageReport,
+    ) -> Result<(), CopyError> {
+        let root = {
+            let _p = self.permit().await;
+            job.source
+                .resolve(&job.source_ref)
+                .await
+                .context(|| format!("reading manifest {}", job.source_label))?
+        };
+        report.source_digest = Some(root.digest.clone());
+
+        let mut graph = Graph::default();
+        let root = self.walk(job, root, true, &mut graph, report).await?;
+        self.emit(Event::ImagePlanned {
+            image,
+            blobs: graph.blobs.len(),
+            bytes: graph.blobs.iter().map(|b| b.size).sum(),
+        });
+
+        let mut set = JoinSet::new();
+        for desc in graph.blobs {
+            let engine = self.clone();
+            let (source, target) = (job.source.clone(), job.target.clone());
+            set.spawn(async move {
+                let size = desc.size;
+                let outcome = engine.transfer_blob(image, &desc, &source, &target).await;
+                (outcome, size)
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            let (outcome, size) = match joined {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            // Dropping the set on error cancels the other blobs of this image.
+            report.count(outcome?, size);
+        }
+
+        // Children first, so every manifest finds what it references.
+        for m in &graph.manifests {
+            let _p = self.permit().await;
+            job.target.put_manifest(m).await.context(|| {
+                format!("pushing manifest {} to {}", m.digest, job.target.describe())
+            })?;
+        }
+        if let Some(tag) = &job.target_tag {
+            let _p = self.permit().await;
+            job.target.set_tag(tag, &root).await.context(|| {
+                format!(
+                    "tagging {} as {tag} in {}",
+                    root.digest,
+                    job.target.describe()
+                )
+            })?;
+        }
+        report.target_digest = Some(root.digest.clone());
+        Ok(())
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.inner
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed")
+    }
+
+    /// Read every manifest under `manifest`, collecting manifests (children
+    /// first) and the blobs they reference. Returns the manifest to push in
+    /// its place: a new index when a platform filter dropped children.
+    async fn walk(
+        &self,
+        job: &CopyJob,
+        manifest: Manifest,
+        is_root: bool,
+        graph: &mut Graph,
+        report: &mut ImageReport,
+    ) -> Result<Manifest, CopyError> {
+        let content = manifest.content().context(|| {
+            format!(
+                "reading manifest {} of {}",
+                manifest.digest, job.source_label
+            )
+        })?;
+        if manifest.is_index() {
+            let all = content.manifests.len();
+            let filters = &self.inner.options.platforms;
+            let filtering = is_root && !filters.is_empty();
+            let children: Vec<Descriptor> = content
+                .manifests
+                .into_iter()
+                .filter(|d| {
+                    !filtering
+                        || d.platform
+                            .as_ref()
+                            .is_some_and(|p| filters.iter().any(|f| f.matches(p)))
+                })
+                .collect();
+            if filtering && children.is_empty() {
+                let wanted: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+                return Err(CopyError {
+                    context: format!("filtering {}", job.source_label),
+                    source: StoreError::NotFound(format!(
+                        "a manifest for platform {}",
+                        wanted.join(", ")
+                    )),
+                });
+            }
+            for child in &children {
+                if !graph.seen_manifests.insert(child.digest.clone()) {
+                    continue;
+                }
+                let m = {
+                    let _p = self.permit().await;
+                    job.source.manifest(&child.digest).await.context(|| {
+                        format!("reading manifest {} of {}", child.digest, job.source_label)
+                    })?
+                };
+                Box::pin(self.walk(job, m, false, graph, report)).await?;
+            }
+            if filtering && children.len() != all {
+                let filtered = filtered_index(&manifest, &children)
+                    .context(|| format!("filtering {}", job.source_label))?;
+                let wanted: Vec<String> = self
+                    .inner
+                    .options
+                    .platforms
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect();
+                report.digest_changed = Some(format!(
+                    "the platform filter ({}) kept {} of {all} manifests, so a new index was written",
+                    wanted.join(", "),
+                    children.len()
+                ));
+                graph.manifests.push(filtered.clone());
+                return Ok(filtered);
+            }
+        } else {
+            for d in content.config.into_iter().chain(content.layers) {
+                if is_foreign(&d) && !self.inner.options.include_foreign {
+                    continue;
+                }
+                if graph.seen_blobs.insert(d.digest.clone()) {
+                    graph.blobs.push(d);
+                }
+            }
+        }
+        graph.manifests.push(manifest.clone());
+        Ok(manifest)
+    }
+
+    /// Make one blob present at the target: found there, mounted from a
+    /// repository that has it, or streamed from the source — the last at
+    /// most once per blob domain in this run.
+    async fn transfer_blob(
+        &self,
+        image: usize,
+        desc: &Descriptor,
+        source: &Arc<dyn ImageStore>,
+        target: &Arc<dyn ImageStore>,
+    ) -> Result<BlobOutcome, CopyError> {
+        let outcome = self.place_blob(image, desc, source, target).await?;
+        self.emit(Event::BlobFinished {
+            image,
+            digest: desc.digest.clone(),
+            size: desc.size,
+            outcome,
+        });
+        Ok(outcome)
+    }
+
+    async fn place_blob(
+        &self,
+        image: usize,
+        desc: &Descriptor,
+        source: &Arc<dyn ImageStore>,
+        target: &Arc<dyn ImageStore>,
+    ) -> Result<BlobOutcome, CopyError> {
+        let digest = &desc.digest;
+        let domain = target.blob_domain();
+        let here = BlobHome {
+            repository: target.repository().cloned(),
+        };
+        let ctx = || {
+            format!(
+                "blob {digest} ({} bytes) for {}",
+                desc.size,
+                target.describe()
+            )
+        };
+        let existing = {
+            let _p = self.permit().await;
+            target.blob_size(digest).await.context(ctx)?
+        };
+        if let Some(size) = existing {
+            if size != desc.size {
+                return Err(CopyError {
+                    context: ctx(),
+                    source: StoreError::invalid(
+                        target.describe(),
+                        format!(
+                            "holds {digest} with {size} bytes, the manifest says {}",
+                            desc.size
+                        ),
+                    ),
+                });
+            }
+            self.inner.ledger.found(&domain, digest, here);
+            return Ok(BlobOutcome::Present);
+        }
+
+        let me = self.inner.next_mover.fetch_add(1, Ordering::Relaxed);
+        let cell = self.inner.ledger.cell(&domain, digest);
+        let moved = cell
+            .get_or_try_init(|| async {
+                let _p = self.permit().await;
+                // Within one registry, a mount moves no bytes.
+                if let Some(from) = source.repository() {
+                    if source.blob_domain() == domain
+                        && target.mount_blob(desc, from).await.context(ctx)?
+                    {
+                        return Ok(Placed {
+                            home: here.clone(),
+                            mover: me,
+                            outcome: BlobOutcome::Mounted,
+                        });
+                    }
+                }
+                self.stream_blob(image, desc, source, target).await?;
+                Ok::<_, CopyError>(Placed {
+                    home: here.clone(),
+                    mover: me,
+                    outcome: BlobOutcome::Copied,
+                })
+            })
+            .await;
+        let home = match moved {
+            Ok(m) if m.mover == me => return Ok(m.outcome),
+            Ok(m) => m.home.clone(),
+            Err(e) => return Err(e),
+        };
+        match &home.repository {
+            // A layout's blobs serve every name in it.
+            None => Ok(BlobOutcome::Present),
+            Some(r) if Some(r) == target.repository() => Ok(BlobOutcome::Present),
+            Some(from) => {
+                let _p = self.permit().await;
+                if target.mount_blob(desc, from).await.context(ctx)? {
+                    Ok(BlobOutcome::Mounted)
+                } else {
+                    self.stream_blob(image, desc, source, target).await?;
+                    Ok(BlobOutcome::Copied)
+                }
+            }
+        }
+    }
+
+    async fn stream_blob(
+        &self,
+        image: usize,
+        desc: &Descriptor,
+        source: &Arc<dyn ImageStore>,
+        target: &Arc<dyn ImageStore>,
+    ) -> Result<(), CopyError> {
+        let ctx = || {
+            format!(
+                "copying blob {} ({} bytes) from {} to {}",
+                desc.digest,
+                desc.size,
+                source.describe(),
+                target.describe()
+            )
+        };
+        self.emit(Event::BlobStarted {
+            image,
+            digest: desc.digest.clone(),
+            size: desc.size,
+        });
+        let stream = source.read_blob(desc).await.context(ctx)?;
+        let engine = self.clone();
+        let digest = desc.digest.clone();
+        let counted = stream.inspect_ok(move |chunk: &Bytes| {
+            engine.emit(Event::BlobProgress {
+                image,
+                digest: digest.clone(),
+                bytes: chunk.len() as u64,
+            })
+        });
+        target
+            .write_blob(desc, Box::pin(counted))
+            .await
+            .context(ctx)
+    }
+}
+
+#[derive(Default)]
+struct Graph {
+    manifests: Vec<Manifest>,
+    blobs: Vec<Descriptor>,
+    seen_blobs: HashSet<Digest>,
+    seen_manifests: HashSet<Digest>,
+}
+
+/// Non-distributable layers: they carry `urls`, or say so in their media type.
+fn is_foreign(d: &Descriptor) -> bool {
+    !d.urls.is_empty()
+        || d.media_type.contains("nondistributable")
+        || d.media_type.contains("foreign")
+}
+
+/// The same index with only `children` in `manifests`; every other field as
+/// it was. Its bytes (and so its digest) necessarily differ.
+fn filtered_index(index: &Manifest, children: &[Descriptor]) -> Result<Manifest, StoreError> {
+    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes)
+        .map_err(|e| StoreError::invalid(format!("index {}", index.digest), e.to_string()))?;
+    let keep: HashSet<&Digest> = children.iter().map(|c| &c.digest).collect();
+    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        list.retain(|d| {
+            d.get("digest")
+                .and_then(|x| x.as_str())
+                .and_then(|s| Digest::parse(s).ok())
+                .is_some_and(|dg| keep.contains(&dg))
+        });
+    }
+    let bytes = Bytes::from(
+        serde_json::to_vec_pretty(&value)
+            .map_err(|e| StoreError::invalid(format!("index {}", index.digest), e.to_string()))?,
+    );
+    Ok(Manifest {
+        media_type: index.media_type.clone(),
+        digest: Digest::sha256_of(&bytes),
+        bytes,
+    })
+}
