@@ -99,7 +99,7 @@ pub async fn run(args: CopyArgs) -> i32 {
 /// the argument or the file and line.
 fn read_pairs(args: &CopyArgs) -> Result<Vec<(Endpoint, Endpoint)>, String> {
     let mut words: Vec<(String, String)> = Vec::new();
-    if args.pairs.len() % 2 != 0 {
+    if !args.pairs.len().is_multiple_of(2) {
         return Err(format!(
             "copy takes SOURCE DESTINATION pairs; {:?} has no destination",
             args.pairs.last().map(String::as_str).unwrap_or_default()

@@ -12,7 +12,7 @@ use registry_client::Digest;
 
 use super::ProgressMode;
 use crate::progress::{Event, Progress};
-use crate::report::RunReport;
+use crate::report::{BlobOutcome, RunReport};
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
@@ -35,7 +35,8 @@ enum Mode {
 struct Bars {
     multi: MultiProgress,
     total: ProgressBar,
-    images: Mutex<HashMap<usize, ProgressBar>>,
+    /// Each running image's line, and the name it shows.
+    images: Mutex<HashMap<usize, (ProgressBar, String)>>,
     blobs: Mutex<HashMap<(usize, Digest), ProgressBar>>,
 }
 
@@ -166,7 +167,7 @@ impl Renderer {
                 );
                 bar.enable_steady_tick(Duration::from_millis(120));
                 bar.set_message(format!("{source}: reading manifests"));
-                b.images.lock().expect("bars").insert(image, bar);
+                b.images.lock().expect("bars").insert(image, (bar, source));
             }
             Event::ImagePlanned {
                 image,
@@ -175,9 +176,7 @@ impl Renderer {
             } => {
                 b.total
                     .set_length(self.bytes_planned.load(Ordering::Relaxed));
-                if let Some(bar) = b.images.lock().expect("bars").get(&image) {
-                    let name = bar.message();
-                    let name = name.split(':').next().unwrap_or_default().to_string();
+                if let Some((bar, name)) = b.images.lock().expect("bars").get(&image) {
                     bar.set_message(format!("{name}: {blobs} blobs, {}", human_bytes(bytes)));
                 }
             }
@@ -204,14 +203,24 @@ impl Renderer {
                     bar.inc(bytes);
                 }
             }
-            Event::BlobFinished { image, digest, .. } => {
+            Event::BlobFinished {
+                image,
+                digest,
+                size,
+                outcome,
+            } => {
+                // Planned bytes count every image's blobs; those found or
+                // mounted move nothing but are done all the same.
+                if outcome != BlobOutcome::Copied {
+                    b.total.inc(size);
+                }
                 if let Some(bar) = b.blobs.lock().expect("bars").remove(&(image, digest)) {
                     bar.finish_and_clear();
                     b.multi.remove(&bar);
                 }
             }
             Event::ImageFinished { image, report } => {
-                if let Some(bar) = b.images.lock().expect("bars").remove(&image) {
+                if let Some((bar, _)) = b.images.lock().expect("bars").remove(&image) {
                     let line = match &report.error {
                         None => format!("✓ {} → {}", report.source, report.target),
                         Some(e) => format!("✗ {} → {}: {e}", report.source, report.target),
