@@ -11,7 +11,9 @@
 //! Everything binds 127.0.0.1 on a free port, lives in its own temporary directory and
 //! cleans up on `Drop`, so tests can run in parallel.
 
+pub mod cli;
 pub mod fault_proxy;
+pub mod fixtures;
 pub mod images;
 pub mod registry;
 mod server;
