@@ -28,9 +28,13 @@ pub struct Placed {
 
 pub type Cell = Arc<OnceCell<Placed>>;
 
+/// Done once a manifest is pushed to a target.
+pub type ManifestCell = Arc<OnceCell<()>>;
+
 #[derive(Debug, Default)]
 pub struct Ledger {
     cells: Mutex<HashMap<(String, Digest), Cell>>,
+    manifests: Mutex<HashMap<(String, Digest), ManifestCell>>,
 }
 
 impl Ledger {
@@ -42,6 +46,19 @@ impl Ledger {
             .lock()
             .expect("ledger lock")
             .entry((domain.to_string(), digest.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// The single-flight cell for pushing a manifest to one target store:
+    /// images sharing a child manifest push it once, never concurrently
+    /// (distribution 2.8 rewrites a manifest file in place, so two identical
+    /// PUTs at once can make a third request see it missing).
+    pub fn manifest_cell(&self, target: &str, digest: &Digest) -> ManifestCell {
+        self.manifests
+            .lock()
+            .expect("ledger lock")
+            .entry((target.to_string(), digest.clone()))
             .or_default()
             .clone()
     }

@@ -204,10 +204,19 @@ impl Engine {
 
         // Children first, so every manifest finds what it references.
         for m in &graph.manifests {
-            let _p = self.permit().await;
-            job.target.put_manifest(m).await.context(|| {
-                format!("pushing manifest {} to {}", m.digest, job.target.describe())
-            })?;
+            let cell = self
+                .inner
+                .ledger
+                .manifest_cell(&job.target.describe(), &m.digest);
+            cell.get_or_try_init(|| async {
+                let _p = self.permit().await;
+                put_manifest_settled(job.target.as_ref(), m)
+                    .await
+                    .context(|| {
+                        format!("pushing manifest {} to {}", m.digest, job.target.describe())
+                    })
+            })
+            .await?;
         }
         if let Some(tag) = &job.target_tag {
             let _p = self.permit().await;
@@ -457,6 +466,29 @@ impl Engine {
             .write_blob(desc, Box::pin(counted))
             .await
             .context(ctx)
+    }
+}
+
+/// How often a manifest whose children are all pushed is tried again when
+/// the registry still calls one unknown.
+const SETTLE_TRIES: u32 = 4;
+
+/// Push a manifest whose children this run has already pushed. distribution
+/// 2.8 rewrites a manifest's revision link in place whenever the manifest is
+/// pushed again (as tagging does), so for a moment a parent pushed by
+/// another image can find that child "unknown". Such an answer is retried
+/// briefly; any other error is returned at once.
+async fn put_manifest_settled(target: &dyn ImageStore, m: &Manifest) -> Result<(), StoreError> {
+    let mut tries = 1;
+    loop {
+        match target.put_manifest(m).await {
+            Err(e) if e.has_registry_code("MANIFEST_BLOB_UNKNOWN") && tries < SETTLE_TRIES => {
+                tracing::debug!(digest = %m.digest, tries, "a child manifest reads as unknown; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(tries))).await;
+                tries += 1;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -85,6 +85,17 @@ impl StoreError {
         }
     }
 
+    /// Whether a registry answered with this error code (`MANIFEST_BLOB_UNKNOWN`, …).
+    pub fn has_registry_code(&self, code: &str) -> bool {
+        match self {
+            StoreError::Client(e) => match e.as_ref() {
+                registry_client::Error::Status { codes, .. } => codes.has_code(code),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         StoreError::Io {
             context: context.into(),
