@@ -69,6 +69,12 @@ pub fn image(seed: u64, layer_sizes: &[usize], docker: bool) -> TestImage {
         .enumerate()
         .map(|(i, n)| blob(seed * 1000 + i as u64, *n))
         .collect();
+    image_from_layers(seed, layers, docker)
+}
+
+/// An image over the given layers (share a layer between images by passing
+/// the same bytes); `seed` makes the config unique.
+pub fn image_from_layers(seed: u64, layers: Vec<Bytes>, docker: bool) -> TestImage {
     let config = Bytes::from(
         serde_json::to_vec(&json!({
             "architecture": "amd64",

@@ -1,0 +1,615 @@
+//! `mirror copy` end to end: the binary against real registries, layouts
+//! and peers (skopeo, umoci).
+
+use bytes::Bytes;
+use mirror_tests::cli::mirror;
+use mirror_tests::images::{
+    blob, client, image, image_from_layers, index, push_blob, push_image, repo,
+};
+use mirror_tests::{Fault, FaultProxy, Registry, RegistryOptions, Rule};
+use registry_client::media_type::OCI_MANIFEST;
+use registry_client::{Digest, Reference};
+use serde_json::json;
+
+fn skopeo_raw(reference: &str) -> Vec<u8> {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", reference])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test]
+async fn every_manifest_kind_is_copied_with_its_digest() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let r = repo(&src.host(), "kinds/app");
+
+    let oci = image(1, &[1000, 2000], false);
+    push_image(&c, &r, "oci", &oci).await;
+    let docker = image(2, &[1500], true);
+    push_image(&c, &r, "docker", &docker).await;
+    let (a, b) = (image(3, &[700], false), image(4, &[800], false));
+    push_image(&c, &r, &a.digest.to_string(), &a).await;
+    push_image(&c, &r, &b.digest.to_string(), &b).await;
+    let (idx, _, idx_mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
+    c.put_manifest(&r, "index", idx_mt, idx.clone())
+        .await
+        .unwrap();
+    // An index of an index.
+    let nested = Bytes::from(
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": idx_mt, "manifests": [
+            {"mediaType": idx_mt, "digest": Digest::sha256_of(&idx).to_string(), "size": idx.len()}]}))
+        .unwrap(),
+    );
+    c.put_manifest(&r, "nested", idx_mt, nested).await.unwrap();
+    let (da, db) = (image(5, &[600], true), image(6, &[500], true));
+    push_image(&c, &r, &da.digest.to_string(), &da).await;
+    push_image(&c, &r, &db.digest.to_string(), &db).await;
+    let (list, _, list_mt) = index(&[(&da, "linux/amd64"), (&db, "linux/arm64")], true);
+    c.put_manifest(&r, "list", list_mt, list).await.unwrap();
+    let empty = Bytes::from_static(b"{}");
+    push_blob(&c, &r, empty.clone()).await;
+    let payload = push_blob(&c, &r, Bytes::from_static(b"sbom")).await;
+    let artifact = Bytes::from(
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.example.sbom",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::sha256_of(&empty).to_string(), "size": 2},
+            "layers": [{"mediaType": "application/json", "digest": payload.to_string(), "size": 4}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": oci.digest.to_string(), "size": oci.manifest.len()}}))
+        .unwrap(),
+    );
+    c.put_manifest(&r, "artifact", OCI_MANIFEST, artifact)
+        .await
+        .unwrap();
+
+    let tags = ["oci", "docker", "index", "nested", "list", "artifact"];
+    let mut args = vec![
+        "copy".to_string(),
+        "--output".into(),
+        "json".into(),
+        "--progress".into(),
+        "none".into(),
+    ];
+    for t in tags {
+        args.push(format!("{}/kinds/app:{t}", src.host()));
+        args.push(format!("{}/copied/app", dst.host()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = mirror(&args, &[]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(report["failed"], 0);
+    for (i, t) in tags.iter().enumerate() {
+        let img = &report["images"][i];
+        assert_eq!(img["source_digest"], img["target_digest"], "{t}");
+        let source = skopeo_raw(&format!("docker://{}/kinds/app:{t}", src.host()));
+        let copied = skopeo_raw(&format!("docker://{}/copied/app:{t}", dst.host()));
+        assert_eq!(source, copied, "{t}: bytes differ");
+    }
+}
+
+#[tokio::test]
+async fn a_shared_base_layer_crosses_the_wire_once_and_is_mounted_elsewhere() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let base = blob(100, 300_000);
+    let base_digest = Digest::sha256_of(&base);
+    let repos = [
+        "boot/vm-bootstrapper/binimage/linux",
+        "exe/execution-wrapper/installed",
+        "cap/lifecycler/installed",
+        "cap/cs-capability/installed",
+        "cap/data-capability/installed",
+        "cap/hosttools-capability/installed",
+    ];
+    let mut args = vec!["copy", "--output", "json", "--progress", "plain"];
+    let mut names = Vec::new();
+    for (i, name) in repos.iter().enumerate() {
+        let img = image_from_layers(
+            200 + i as u64,
+            vec![base.clone(), blob(300 + i as u64, 50_000)],
+            false,
+        );
+        push_image(&c, &repo(&src.host(), name), "eastus-stable", &img).await;
+        names.push((
+            format!("{}/{name}:eastus-stable", src.host()),
+            format!("{}/{name}:stable", dst.host()),
+        ));
+    }
+    for (s, d) in &names {
+        args.push(s);
+        args.push(d);
+    }
+    let run = mirror(&args, &[]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(
+        src.count_requests("GET", &format!("/blobs/{base_digest}")),
+        1,
+        "base layer downloaded once"
+    );
+    let uploads = dst
+        .access_log()
+        .into_iter()
+        .filter(|e| {
+            e.method == "PUT"
+                && e.uri.contains(&format!(
+                    "digest={}",
+                    base_digest.to_string().replace(':', "%3A")
+                ))
+        })
+        .count();
+    assert_eq!(uploads, 1, "base layer uploaded once");
+    let mounted: u64 = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["blobs_mounted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(mounted, 5, "the other five repositories mount it");
+    assert!(dst.count_requests("POST", "mount=") >= 5);
+    for name in repos {
+        let got = client(&dst.host(), None)
+            .head_manifest(&Reference::parse(&format!("{}/{name}:stable", dst.host())).unwrap())
+            .await
+            .unwrap();
+        assert!(got.is_some(), "{name}:stable landed");
+    }
+    assert!(
+        run.stderr.contains("done: "),
+        "plain progress lines: {}",
+        run.stderr
+    );
+
+    // A second run moves no blob bytes.
+    let before = src.count_requests("GET", "/blobs/sha256:");
+    let again = mirror(&args, &[]).await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        src.count_requests("GET", "/blobs/sha256:"),
+        before,
+        "no blob read again"
+    );
+    assert_eq!(again.json()["bytes_copied"], 0);
+}
+
+#[tokio::test]
+async fn a_corrupted_source_blob_fails_its_image_only_and_tags_nothing() {
+    let src = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let good = image(10, &[40_000], false);
+    let bad = image(11, &[40_000], false);
+    push_image(&c, &repo(&src.host(), "good/img"), "v1", &good).await;
+    push_image(&c, &repo(&src.host(), "bad/img"), "v1", &bad).await;
+    let layer = Digest::sha256_of(&bad.layers[0]);
+    proxy.add_rule(
+        Rule::new(Fault::FlipResponseByte(1234)).path_contains(&format!("/blobs/{layer}")),
+    );
+    let run = mirror(
+        &[
+            "copy",
+            "--output",
+            "json",
+            &format!("{}/good/img:v1", proxy.host()),
+            &format!("{}/good/img:v1", dst.host()),
+            &format!("{}/bad/img:v1", proxy.host()),
+            &format!("{}/bad/img:v1", dst.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "some images failed: {}", run.stderr);
+    let report = run.json();
+    assert!(report["images"][0]["error"].is_null());
+    let err = report["images"][1]["error"].as_str().unwrap();
+    let mut corrupted = bad.layers[0].to_vec();
+    corrupted[1234] ^= 0xff;
+    assert!(err.contains(&layer.to_string()), "{err}");
+    assert!(
+        err.contains(&Digest::sha256_of(&corrupted).to_string()),
+        "{err}"
+    );
+    let dc = client(&dst.host(), None);
+    assert!(dc
+        .head_manifest(&Reference::parse(&format!("{}/bad/img:v1", dst.host())).unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        dc.head_blob(&repo(&dst.host(), "bad/img"), &layer)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(dc
+        .head_manifest(&Reference::parse(&format!("{}/good/img:v1", dst.host())).unwrap())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn layout_to_registry_to_layout_round_trips_and_peers_read_ours() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let (a, b) = (image(20, &[3000], false), image(21, &[4000], false));
+    let r = repo(&reg.host(), "round/trip");
+    push_image(&c, &r, &a.digest.to_string(), &a).await;
+    push_image(&c, &r, &b.digest.to_string(), &b).await;
+    let (idx, idx_digest, mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
+    c.put_manifest(&r, "v1", mt, idx.clone()).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one");
+    let two = dir.path().join("two");
+    let run = mirror(
+        &[
+            "copy",
+            &format!("{}/round/trip:v1", reg.host()),
+            &format!("oci:{}:app", one.display()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = mirror(
+        &[
+            "copy",
+            &format!("oci:{}:app", one.display()),
+            &format!("{}/back/again:v2", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = mirror(
+        &[
+            "copy",
+            &format!("{}/back/again:v2", reg.host()),
+            &format!("oci:{}:app", two.display()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for dir in [&one, &two] {
+        let raw = skopeo_raw(&format!("oci:{}:app", dir.display()));
+        assert_eq!(raw, idx.to_vec());
+        let blob_path = dir.join("blobs/sha256").join(idx_digest.hex());
+        assert_eq!(std::fs::read(blob_path).unwrap(), idx.to_vec());
+        let ls = std::process::Command::new("umoci")
+            .args(["ls", "--layout"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&ls.stdout).contains("app"),
+            "umoci ls: {ls:?}"
+        );
+    }
+    // skopeo copies our layout into a registry, byte for byte.
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:app", two.display()))
+        .arg(format!("docker://{}/by/skopeo:v3", reg.host()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/by/skopeo:v3", reg.host())),
+        idx.to_vec()
+    );
+}
+
+#[tokio::test]
+async fn a_layout_written_by_skopeo_is_read_by_mirror() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let img = image(30, &[5000, 6000], false);
+    push_image(&c, &repo(&reg.host(), "from/skopeo"), "v1", &img).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/from/skopeo:v1", reg.host()))
+        .arg(format!("oci:{}:sk", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = mirror(
+        &[
+            "copy",
+            &format!("oci:{}:sk", dir.path().display()),
+            &format!("{}/into/registry:v1", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let copied = skopeo_raw(&format!("docker://{}/into/registry:v1", reg.host()));
+    assert_eq!(
+        copied,
+        skopeo_raw(&format!("oci:{}:sk", dir.path().display()))
+    );
+}
+
+#[tokio::test]
+async fn a_platform_filter_writes_a_new_index_and_says_so() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "multi/plat");
+    let (a, b) = (image(40, &[100], false), image(41, &[200], false));
+    push_image(&c, &r, &a.digest.to_string(), &a).await;
+    push_image(&c, &r, &b.digest.to_string(), &b).await;
+    let (idx, idx_digest, mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
+    c.put_manifest(&r, "v1", mt, idx).await.unwrap();
+    let run = mirror(
+        &[
+            "copy",
+            "--output",
+            "json",
+            "--platform",
+            "linux/arm64",
+            &format!("{}/multi/plat:v1", reg.host()),
+            &format!("{}/arm/only", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let img = &run.json()["images"][0];
+    assert_eq!(img["source_digest"], idx_digest.to_string());
+    assert_ne!(img["target_digest"], idx_digest.to_string());
+    assert!(img["digest_changed"]
+        .as_str()
+        .unwrap()
+        .contains("linux/arm64"));
+    let got = c
+        .get_manifest(&Reference::parse(&format!("{}/arm/only:v1", reg.host())).unwrap())
+        .await
+        .unwrap();
+    let children = got.content().unwrap().manifests;
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0].digest, b.digest);
+    assert_eq!(
+        c.head_blob(
+            &repo(&reg.host(), "arm/only"),
+            &Digest::sha256_of(&a.layers[0])
+        )
+        .await
+        .unwrap(),
+        None
+    );
+
+    let none = mirror(
+        &[
+            "copy",
+            "--platform",
+            "windows/amd64",
+            &format!("{}/multi/plat:v1", reg.host()),
+            &format!("{}/win/none", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(none.code, 1);
+    assert!(none.stdout.contains("windows/amd64"), "{}", none.stdout);
+}
+
+#[tokio::test]
+async fn foreign_layers_are_skipped_unless_asked_for() {
+    let reg = Registry::start(RegistryOptions {
+        allow_foreign_layer_urls: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "win/base");
+    let config = Bytes::from_static(
+        br#"{"architecture":"amd64","os":"windows","rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    push_blob(&c, &r, config.clone()).await;
+    let foreign = blob(50, 1000);
+    let foreign_digest = Digest::sha256_of(&foreign);
+    let manifest = Bytes::from(
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": Digest::sha256_of(&config).to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "digest": foreign_digest.to_string(), "size": 1000, "urls": ["https://example.invalid/layer"]}]}))
+        .unwrap(),
+    );
+    c.put_manifest(
+        &r,
+        "v1",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        manifest.clone(),
+    )
+    .await
+    .unwrap();
+    let run = mirror(
+        &[
+            "copy",
+            &format!("{}/win/base:v1", reg.host()),
+            &format!("{}/win/copy", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/win/copy:v1", reg.host())),
+        manifest.to_vec()
+    );
+    // With --include-foreign the layer is fetched, and here it does not exist.
+    let run = mirror(
+        &[
+            "copy",
+            "--include-foreign",
+            &format!("{}/win/base:v1", reg.host()),
+            &format!("{}/win/copy2", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&foreign_digest.to_string()),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_a_usage_exit_code() {
+    for (args, needle) in [
+        (vec!["copy", "Reg.io/Bad", "reg.io/x"], "Reg.io/Bad"),
+        (vec!["copy", "reg.io/only-a-source"], "no destination"),
+        (
+            vec!["copy", "oci:/nonexistent/layout:x", "oci:/tmp/whatever:y"],
+            "/nonexistent/layout",
+        ),
+        (
+            vec!["copy", "--platform", "linux", "a.io/x", "b.io/y"],
+            "linux",
+        ),
+        (
+            vec!["copy", "--from-file", "/nonexistent/list.txt"],
+            "/nonexistent/list.txt",
+        ),
+    ] {
+        let run = mirror(&args, &[]).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "# images\na.io/x b.io/x\n\nc.io/y\n").unwrap();
+    let run = mirror(&["copy", "--from-file", list.to_str().unwrap()], &[]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(&format!("{}:4", list.display())),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_auth_failure_exits_with_the_auth_code_and_shows_no_secret() {
+    let reg = Registry::start_htpasswd(&[("alice", "right-pw")])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64_encode(b"alice:wrong-SECRET-pw");
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let run = mirror(
+        &[
+            "copy",
+            &format!("{}/any/img:v1", reg.host()),
+            &format!("oci:{}:x", dir.path().join("out").display()),
+        ],
+        &[
+            ("DOCKER_CONFIG", dir.path().to_str().unwrap()),
+            ("MIRROR_LOG", "trace"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("authentication") && run.stdout.contains(&reg.host()),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("SECRET") && !run.stderr.contains("SECRET"));
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+#[tokio::test]
+async fn the_quick_start_copies_the_fixtures_into_a_layout() {
+    let root = mirror_tests::cli::workspace_root();
+    let out = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("examples/quickstart.txt")).unwrap();
+    let list = out.path().join("quickstart.txt");
+    std::fs::write(
+        &list,
+        text.replace(
+            "oci:mirror-demo:",
+            &format!("oci:{}/demo:", out.path().display()),
+        ),
+    )
+    .unwrap();
+    let run = mirror(
+        &[
+            "copy",
+            "--output",
+            "json",
+            "--from-file",
+            list.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["succeeded"], 6);
+    let ls = std::process::Command::new("umoci")
+        .args(["ls", "--layout"])
+        .arg(out.path().join("demo"))
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&ls.stdout);
+    for repo in [
+        "boot/vm-bootstrapper/binimage/linux",
+        "exe/execution-wrapper/installed",
+        "cap/lifecycler/installed",
+        "cap/cs-capability/installed",
+        "cap/data-capability/installed",
+        "cap/hosttools-capability/installed",
+    ] {
+        assert!(
+            names.contains(&format!("{repo}:stable")),
+            "{repo} missing from {names}"
+        );
+    }
+    for img in report["images"].as_array().unwrap() {
+        assert_eq!(img["source_digest"], img["target_digest"]);
+    }
+    // The shared base layer is written once: later images find it present.
+    let present: u64 = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["blobs_present"].as_u64().unwrap())
+        .sum();
+    assert!(present >= 5, "{report}");
+}
