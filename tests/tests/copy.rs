@@ -613,3 +613,39 @@ async fn the_quick_start_copies_the_fixtures_into_a_layout() {
         .sum();
     assert!(present >= 5, "{report}");
 }
+
+#[tokio::test]
+async fn a_copy_within_one_registry_mounts_every_blob() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let img = image(60, &[20_000, 30_000], false);
+    push_image(&c, &repo(&reg.host(), "team/a"), "v1", &img).await;
+    let before = reg.count_requests("GET", "/blobs/sha256:");
+    let run = mirror(
+        &[
+            "copy",
+            "--output",
+            "json",
+            &format!("{}/team/a:v1", reg.host()),
+            &format!("{}/team/b", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(
+        report["images"][0]["blobs_mounted"], 3,
+        "config and two layers: {report}"
+    );
+    assert_eq!(report["bytes_copied"], 0);
+    assert_eq!(
+        reg.count_requests("GET", "/blobs/sha256:"),
+        before,
+        "no blob bytes read"
+    );
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/team/b:v1", reg.host())),
+        img.manifest.to_vec()
+    );
+}
