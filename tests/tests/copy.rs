@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use mirror_tests::cli::mirror;
+use mirror_tests::fixtures::AZUREML_REPOSITORIES;
 use mirror_tests::images::{
     blob, client, image, image_from_layers, index, push_blob, push_image, repo,
 };
@@ -10,6 +11,16 @@ use mirror_tests::{Fault, FaultProxy, Registry, RegistryOptions, Rule};
 use registry_client::media_type::OCI_MANIFEST;
 use registry_client::{Digest, Reference};
 use serde_json::json;
+
+/// `mirror copy SRC DST`, which must succeed.
+async fn copy_ok(src: &str, dst: &str) {
+    let run = mirror(&["copy", src, dst], &[]).await;
+    assert_eq!(
+        run.code, 0,
+        "copy {src} {dst}: {}{}",
+        run.stdout, run.stderr
+    );
+}
 
 fn skopeo_raw(reference: &str) -> Vec<u8> {
     let out = std::process::Command::new("skopeo")
@@ -102,14 +113,7 @@ async fn a_shared_base_layer_crosses_the_wire_once_and_is_mounted_elsewhere() {
     let c = client(&src.host(), None);
     let base = blob(100, 300_000);
     let base_digest = Digest::sha256_of(&base);
-    let repos = [
-        "boot/vm-bootstrapper/binimage/linux",
-        "exe/execution-wrapper/installed",
-        "cap/lifecycler/installed",
-        "cap/cs-capability/installed",
-        "cap/data-capability/installed",
-        "cap/hosttools-capability/installed",
-    ];
+    let repos = AZUREML_REPOSITORIES;
     let mut args = vec!["copy", "--output", "json", "--progress", "plain"];
     let mut names = Vec::new();
     for (i, name) in repos.iter().enumerate() {
@@ -252,36 +256,21 @@ async fn layout_to_registry_to_layout_round_trips_and_peers_read_ours() {
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one");
     let two = dir.path().join("two");
-    let run = mirror(
-        &[
-            "copy",
-            &format!("{}/round/trip:v1", reg.host()),
-            &format!("oci:{}:app", one.display()),
-        ],
-        &[],
+    copy_ok(
+        &format!("{}/round/trip:v1", reg.host()),
+        &format!("oci:{}:app", one.display()),
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = mirror(
-        &[
-            "copy",
-            &format!("oci:{}:app", one.display()),
-            &format!("{}/back/again:v2", reg.host()),
-        ],
-        &[],
+    copy_ok(
+        &format!("oci:{}:app", one.display()),
+        &format!("{}/back/again:v2", reg.host()),
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    let run = mirror(
-        &[
-            "copy",
-            &format!("{}/back/again:v2", reg.host()),
-            &format!("oci:{}:app", two.display()),
-        ],
-        &[],
+    copy_ok(
+        &format!("{}/back/again:v2", reg.host()),
+        &format!("oci:{}:app", two.display()),
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
     for dir in [&one, &two] {
         let raw = skopeo_raw(&format!("oci:{}:app", dir.display()));
         assert_eq!(raw, idx.to_vec());
@@ -339,16 +328,11 @@ async fn a_layout_written_by_skopeo_is_read_by_mirror() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = mirror(
-        &[
-            "copy",
-            &format!("oci:{}:sk", dir.path().display()),
-            &format!("{}/into/registry:v1", reg.host()),
-        ],
-        &[],
+    copy_ok(
+        &format!("oci:{}:sk", dir.path().display()),
+        &format!("{}/into/registry:v1", reg.host()),
     )
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
     let copied = skopeo_raw(&format!("docker://{}/into/registry:v1", reg.host()));
     assert_eq!(
         copied,
@@ -588,14 +572,7 @@ async fn the_quick_start_copies_the_fixtures_into_a_layout() {
         .output()
         .unwrap();
     let names = String::from_utf8_lossy(&ls.stdout);
-    for repo in [
-        "boot/vm-bootstrapper/binimage/linux",
-        "exe/execution-wrapper/installed",
-        "cap/lifecycler/installed",
-        "cap/cs-capability/installed",
-        "cap/data-capability/installed",
-        "cap/hosttools-capability/installed",
-    ] {
+    for repo in AZUREML_REPOSITORIES {
         assert!(
             names.contains(&format!("{repo}:stable")),
             "{repo} missing from {names}"
