@@ -303,7 +303,9 @@ impl UploadSession {
                 if let Some(got) =
                     header_str(&resp, "docker-content-digest").and_then(|d| Digest::parse(&d).ok())
                 {
-                    if &got != digest {
+                    // Registries may answer in their canonical algorithm
+                    // (distribution says sha256 for a sha512 upload).
+                    if got.algorithm() == digest.algorithm() && &got != digest {
                         return Err(Error::Protocol {
                             method: "PUT".into(),
                             url: redact_url(&url),

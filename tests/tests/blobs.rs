@@ -232,3 +232,32 @@ async fn streamed_get_yields_the_blob_in_pieces() {
     assert!(pieces.len() > 1);
     assert_eq!(pieces.concat(), data.to_vec());
 }
+
+#[tokio::test]
+async fn sha512_blobs_round_trip_verified() {
+    let reg = Registry::start_open().await.unwrap();
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "blobs/sha512");
+    let data = blob(10, 100_000);
+    let d = Digest::of(registry_client::Algorithm::Sha512, &data);
+    let s = c.start_upload(&r).await.unwrap();
+    s.put_whole(stream::iter([Ok(data.clone())]), data.len() as u64, &d)
+        .await
+        .unwrap();
+    assert_eq!(c.head_blob(&r, &d).await.unwrap(), Some(100_000));
+    let back = read_all(
+        c.get_blob(
+            &r,
+            &d,
+            BlobRead {
+                size: Some(100_000),
+                resume: None,
+            },
+        )
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(back, data);
+}
