@@ -211,11 +211,18 @@ impl Client {
     pub(crate) async fn send(&self, mut call: Call) -> Result<reqwest::Response, Error> {
         let inner = &self.inner;
         let policy = &inner.config.retry;
-        let origin = call.url.origin();
+        // Credentials belong to the registry's own origin: URLs the server
+        // hands out (redirects, upload Locations, Link pages) may point
+        // elsewhere, and there nothing is sent or answered.
+        let origin = self
+            .base_url(crate::reference::api_host(&call.registry))?
+            .origin();
         let mut url = call.url.clone();
         let mut attempt = 1u32;
         let mut answered = 0u32;
         let mut redirects = 0usize;
+        // The header a 401 was just answered with, for the very next try.
+        let mut fresh: Option<HeaderValue> = None;
         let method_name = call.method.to_string();
         loop {
             let host = host_key(&url);
@@ -226,11 +233,16 @@ impl Client {
                 .request(call.method.clone(), url.clone())
                 .headers(call.headers.clone());
             if !foreign {
-                if let Some(h) = inner
-                    .auth
-                    .header(&inner.http, &host, &call.registry, &call.scopes)
-                    .await?
-                {
+                let header = match fresh.take() {
+                    Some(h) => Some(h),
+                    None => {
+                        inner
+                            .auth
+                            .header(&inner.http, &host, &call.registry, &call.scopes)
+                            .await?
+                    }
+                };
+                if let Some(h) = header {
                     rb = rb.header(http::header::AUTHORIZATION, h);
                 }
             }
@@ -294,10 +306,12 @@ impl Client {
                     )));
                 }
                 answered += 1;
-                inner
-                    .auth
-                    .answer(&inner.http, &host, &call.registry, challenge, &call.scopes)
-                    .await?;
+                fresh = Some(
+                    inner
+                        .auth
+                        .answer(&inner.http, &host, &call.registry, challenge, &call.scopes)
+                        .await?,
+                );
                 if !call.body.replayable() {
                     return Err(refused(
                         "the registry asked for new credentials in the middle of a streamed upload"
@@ -327,6 +341,15 @@ impl Client {
                     url = next;
                     continue;
                 }
+            }
+            if status.is_redirection() {
+                // Only GET and HEAD follow redirects; anything else (or a
+                // redirect without a usable Location) is not a success.
+                return Err(Error::Protocol {
+                    method: method_name,
+                    url: redact_url(&url),
+                    reason: format!("unexpected redirect (HTTP {status})"),
+                });
             }
             if status.as_u16() >= 400 {
                 let retry_after = resp

@@ -19,13 +19,24 @@ const PATCH_RESUMES: u32 = 5;
 
 /// An open upload session at a registry. `location` is what to persist to
 /// continue it in another run (see [`Client::resume_upload`]).
-#[derive(Debug)]
 pub struct UploadSession {
     client: Client,
     repo: Repository,
     location: Url,
     offset: u64,
     min_chunk: Option<u64>,
+}
+
+impl std::fmt::Debug for UploadSession {
+    /// The location's query (upload state, signatures) is redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadSession")
+            .field("repo", &self.repo)
+            .field("location", &redact_url(&self.location))
+            .field("offset", &self.offset)
+            .field("min_chunk", &self.min_chunk)
+            .finish()
+    }
 }
 
 /// What a mount request achieved.
@@ -374,6 +385,19 @@ fn parse_range_end(r: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_redacts_the_session_state() {
+        let client = Client::new(crate::ClientConfig::default()).unwrap();
+        let repo = Repository::parse("r.io/a").unwrap();
+        let url =
+            Url::parse("https://r.io/v2/a/blobs/uploads/u?_state=SECRETSTATE&sig=SIG").unwrap();
+        let shown = format!("{:?}", client.resume_upload(&repo, url));
+        assert!(
+            !shown.contains("SECRETSTATE") && !shown.contains("SIG"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn upload_ranges() {

@@ -92,12 +92,22 @@ impl Authenticator {
         self.state()
             .challenges
             .insert(host.to_string(), challenge.clone());
-        let scopes = match &challenge {
+        let wider = match &challenge {
             Challenge::Bearer { scope: Some(s), .. } => scopes.clone().merge(&Scopes::parse(s)),
             _ => scopes.clone(),
         };
-        self.header_for(http, host, registry, &challenge, &scopes, true)
-            .await
+        let header = self
+            .header_for(http, host, registry, &challenge, &wider, true)
+            .await?;
+        // Later requests with the narrower scopes find the wider token
+        // first, instead of the one the registry just refused.
+        if &wider != scopes {
+            let mut st = self.state();
+            if let Some(t) = st.tokens.get(&(host.to_string(), wider.clone())).cloned() {
+                st.tokens.insert((host.to_string(), scopes.clone()), t);
+            }
+        }
+        Ok(header)
     }
 
     /// Forget tokens for a host (after the registry refused one).
