@@ -83,6 +83,19 @@ impl Planner {
                     });
                 }
                 let tag = tag.clone().or_else(|| source.portable_tag());
+                let by_digest = matches!(
+                    source,
+                    Endpoint::Registry {
+                        digest: Some(_),
+                        ..
+                    }
+                );
+                if tag.is_none() && !by_digest {
+                    return Err(PlanError::Pair {
+                        pair,
+                        reason: "the destination needs a tag: the source names none (give one as HOST/REPO:TAG)".into(),
+                    });
+                }
                 (
                     Arc::new(RegistryStore::new(self.client.clone(), repository.clone())),
                     tag,

@@ -193,13 +193,23 @@ impl Engine {
                 (outcome, size)
             });
         }
+        // Every blob task runs to its end even after one fails: another
+        // image may be waiting on a transfer this image started.
+        let mut first_error = None;
         while let Some(joined) = set.join_next().await {
             let (outcome, size) = match joined {
                 Ok(r) => r,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            // Dropping the set on error cancels the other blobs of this image.
-            report.count(outcome?, size);
+            match outcome {
+                Ok(o) => report.count(o, size),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
 
         // Children first, so every manifest finds what it references.
