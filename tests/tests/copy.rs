@@ -626,3 +626,31 @@ async fn a_copy_within_one_registry_mounts_every_blob() {
         img.manifest.to_vec()
     );
 }
+
+#[tokio::test]
+async fn an_unnamed_layout_image_needs_a_destination_tag() {
+    let reg = Registry::start_open().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("single");
+    copy_ok(
+        "oci:fixtures/azureml:cap/lifecycler/installed:eastus-stable",
+        &format!("oci:{}:only", layout.display()),
+    )
+    .await;
+    let run = mirror(
+        &[
+            "copy",
+            &format!("oci:{}", layout.display()),
+            &format!("{}/no/tag", reg.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("needs a tag"), "{}", run.stderr);
+    copy_ok(
+        &format!("oci:{}", layout.display()),
+        &format!("{}/with/tag:v1", reg.host()),
+    )
+    .await;
+}

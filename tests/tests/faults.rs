@@ -534,3 +534,92 @@ async fn a_stalled_response_hits_the_read_timeout_and_is_retryable() {
         "the read timeout did not fire"
     );
 }
+
+#[tokio::test]
+async fn credentials_never_follow_a_link_to_another_host() {
+    let reg = Registry::start_htpasswd(&[("alice", "alice-pw")])
+        .await
+        .unwrap();
+    // The registry as the client knows it, and another origin in front of
+    // the same registry that will challenge too.
+    let home = FaultProxy::start(&reg.base_url()).await.unwrap();
+    let elsewhere = FaultProxy::start(&reg.base_url()).await.unwrap();
+    let c = client(&home.host(), Some(Credential::basic("alice", "alice-pw")));
+    c.ping(&home.host()).await.unwrap();
+    home.add_rule(
+        Rule::new(Fault::Respond {
+            status: 200,
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                (
+                    "Link".into(),
+                    format!(
+                        "<{}/v2/x/tags/list?last=a>; rel=\"next\"",
+                        elsewhere.base_url()
+                    ),
+                ),
+            ],
+            body: Bytes::from_static(br#"{"name":"x","tags":["a"]}"#),
+        })
+        .path_contains("/tags/list")
+        .nth(1),
+    );
+    let err = c
+        .list_tags(&repo(&home.host(), "x"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    let seen = elsewhere.requests();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the challenge from another host is not answered"
+    );
+    assert!(!seen[0].has_authorization);
+}
+
+#[tokio::test]
+async fn an_insufficient_scope_challenge_is_answered_with_a_wider_token() {
+    let (reg, tokens) = mirror_tests::Registry::start_with_token_auth(
+        mirror_tests::RegistryOptions::default(),
+        mirror_tests::TokenServerOptions::default().with_user("bob", "bob-pw"),
+    )
+    .await
+    .unwrap();
+    let proxy = FaultProxy::start(&reg.base_url()).await.unwrap();
+    let c = client(&proxy.host(), Some(Credential::basic("bob", "bob-pw")));
+    let r = repo(&proxy.host(), "app");
+    let img = image(20, &[10], false);
+    push_image(&c, &r, "v1", &img).await;
+    c.get_manifest(&r.tag("v1").unwrap()).await.unwrap();
+    let challenge = format!(
+        "Bearer realm=\"{}\",service=\"{}\",scope=\"repository:app:pull repository:other:pull\",error=\"insufficient_scope\"",
+        tokens.realm(),
+        tokens.service()
+    );
+    proxy.clear_requests();
+    proxy.add_rule(
+        Rule::new(Fault::Respond {
+            status: 401,
+            headers: vec![("WWW-Authenticate".into(), challenge)],
+            body: Bytes::new(),
+        })
+        .method(Method::GET)
+        .path_contains("/manifests/")
+        .nth(1),
+    );
+    let got = c.get_manifest(&r.tag("v1").unwrap()).await.unwrap();
+    assert_eq!(got.bytes, img.manifest);
+    let asked: Vec<Vec<String>> = tokens.requests().into_iter().map(|q| q.scopes).collect();
+    assert!(
+        asked.contains(&vec![
+            "repository:app:pull".to_string(),
+            "repository:other:pull".to_string()
+        ]),
+        "{asked:?}"
+    );
+    let reqs = proxy.requests();
+    let auth = |i: usize| reqs[i].headers.get("authorization").cloned();
+    assert_eq!(reqs.len(), 2);
+    assert_ne!(auth(0), auth(1), "the retry carries the new, wider token");
+}
