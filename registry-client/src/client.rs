@@ -266,7 +266,10 @@ impl Client {
                     if err.is_retryable() && call.body.replayable() && attempt < policy.max_attempts
                     {
                         tracing::debug!(error = %err, attempt, "retrying after a transport error");
-                        tokio::time::sleep(policy.backoff(attempt)).await;
+                        // The backoff is the host's: every request to it waits.
+                        inner
+                            .gates
+                            .pause_until(&host, Instant::now() + policy.backoff(attempt));
                         attempt += 1;
                         continue;
                     }
@@ -378,7 +381,9 @@ impl Client {
                 {
                     tracing::debug!(error = %err, attempt, "retrying");
                     if retry_after.is_none() {
-                        tokio::time::sleep(policy.backoff(attempt)).await;
+                        inner
+                            .gates
+                            .pause_until(&host, Instant::now() + policy.backoff(attempt));
                     }
                     attempt += 1;
                     continue;

@@ -623,3 +623,41 @@ async fn an_insufficient_scope_challenge_is_answered_with_a_wider_token() {
     assert_eq!(reqs.len(), 2);
     assert_ne!(auth(0), auth(1), "the retry carries the new, wider token");
 }
+
+#[tokio::test]
+async fn backoff_after_a_server_error_holds_every_request_to_that_host() {
+    let (_reg, proxy) = open_behind_proxy().await;
+    let c = Client::new(ClientConfig {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        },
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let r = repo(&proxy.host(), "backoff/host");
+    let a = push_blob(&c, &r, blob(30, 10)).await;
+    let b = push_blob(&c, &r, blob(31, 10)).await;
+    proxy.add_rule(
+        Rule::new(Fault::status(503))
+            .method(Method::HEAD)
+            .path_contains(&a.to_string())
+            .nth(1),
+    );
+    let started = Instant::now();
+    let first = {
+        let (c, r, a) = (c.clone(), r.clone(), a.clone());
+        tokio::spawn(async move { c.head_blob(&r, &a).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.head_blob(&r, &b).await.unwrap().unwrap();
+    let second_done = started.elapsed();
+    first.await.unwrap().unwrap().unwrap();
+    // The backoff after the 503 is at least half of the 1 s base (jitter).
+    assert!(
+        second_done >= Duration::from_millis(450),
+        "went out after {second_done:?}, inside the backoff"
+    );
+}

@@ -136,7 +136,7 @@ pub(crate) async fn acr_exchange(
     }
     let resp = send(http.post(url.clone()).form(&form), "POST", &url).await?;
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|e| transport("POST", &url, e))?;
+    let body = read_token_body(resp, "POST", &url).await?;
     if status == 401 || status == 403 {
         return Err(Error::Auth {
             registry: req.registry.to_string(),
@@ -179,6 +179,24 @@ fn transport(method: &str, url: &Url, e: reqwest::Error) -> Error {
     }
 }
 
+/// Token answers are small; a huge one is refused, not buffered.
+const TOKEN_BODY_LIMIT: u64 = 1024 * 1024;
+
+async fn read_token_body(
+    resp: reqwest::Response,
+    method: &str,
+    url: &Url,
+) -> Result<bytes::Bytes, Error> {
+    crate::client::read_capped(resp, TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|e| transport(method, url, e))?
+        .ok_or_else(|| Error::TooLarge {
+            what: "token answer".into(),
+            url: redact_url(url),
+            limit: TOKEN_BODY_LIMIT,
+        })
+}
+
 fn codes(body: &[u8]) -> String {
     let c = ApiErrors::parse(body);
     if c.0.is_empty() {
@@ -206,7 +224,7 @@ async fn parse_token(
     credential: &Credential,
 ) -> Result<Token, Error> {
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|e| transport(method, url, e))?;
+    let body = read_token_body(resp, method, url).await?;
     if status == 401 || status == 403 {
         return Err(Error::Auth {
             registry: req.registry.to_string(),
