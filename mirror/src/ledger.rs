@@ -35,6 +35,7 @@ pub type ManifestCell = Arc<OnceCell<()>>;
 pub struct Ledger {
     cells: Mutex<HashMap<(String, Digest), Cell>>,
     manifests: Mutex<HashMap<(String, Digest), ManifestCell>>,
+    writes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Ledger {
@@ -59,6 +60,17 @@ impl Ledger {
             .lock()
             .expect("ledger lock")
             .entry((target.to_string(), digest.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// The lock that makes manifest writes (pushes and tags) to one target
+    /// store happen one at a time.
+    pub fn manifest_writes(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.writes
+            .lock()
+            .expect("ledger lock")
+            .entry(target.to_string())
             .or_default()
             .clone()
     }

@@ -212,7 +212,9 @@ impl Engine {
             return Err(e);
         }
 
-        // Children first, so every manifest finds what it references.
+        // Children first, so every manifest finds what it references. One
+        // manifest write at a time per target (see `settled`).
+        let writes = self.inner.ledger.manifest_writes(&job.target.describe());
         for m in &graph.manifests {
             let cell = self
                 .inner
@@ -220,7 +222,8 @@ impl Engine {
                 .manifest_cell(&job.target.describe(), &m.digest);
             cell.get_or_try_init(|| async {
                 let _p = self.permit().await;
-                put_manifest_settled(job.target.as_ref(), m)
+                let _w = writes.lock().await;
+                settled(&m.digest, || job.target.put_manifest(m))
                     .await
                     .context(|| {
                         format!("pushing manifest {} to {}", m.digest, job.target.describe())
@@ -230,13 +233,16 @@ impl Engine {
         }
         if let Some(tag) = &job.target_tag {
             let _p = self.permit().await;
-            job.target.set_tag(tag, &root).await.context(|| {
-                format!(
-                    "tagging {} as {tag} in {}",
-                    root.digest,
-                    job.target.describe()
-                )
-            })?;
+            let _w = writes.lock().await;
+            settled(&root.digest, || job.target.set_tag(tag, &root))
+                .await
+                .context(|| {
+                    format!(
+                        "tagging {} as {tag} in {}",
+                        root.digest,
+                        job.target.describe()
+                    )
+                })?;
         }
         report.target_digest = Some(root.digest.clone());
         Ok(())
@@ -479,21 +485,26 @@ impl Engine {
     }
 }
 
-/// How often a manifest whose children are all pushed is tried again when
-/// the registry still calls one unknown.
+/// How often a manifest write is tried when the registry still calls a
+/// child unknown.
 const SETTLE_TRIES: u32 = 4;
 
-/// Push a manifest whose children this run has already pushed. distribution
-/// 2.8 rewrites a manifest's revision link in place whenever the manifest is
-/// pushed again (as tagging does), so for a moment a parent pushed by
-/// another image can find that child "unknown". Such an answer is retried
-/// briefly; any other error is returned at once.
-async fn put_manifest_settled(target: &dyn ImageStore, m: &Manifest) -> Result<(), StoreError> {
+/// A manifest write (push or tag) whose children this run has already
+/// pushed. distribution 2.8 rewrites a manifest's revision link in place
+/// whenever the manifest is pushed again (as tagging does), so for a moment
+/// a parent can find that child "unknown". The engine serialises its own
+/// manifest writes per target; this covers other writers. Any other error
+/// is returned at once.
+async fn settled<F, Fut>(digest: &Digest, mut write: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
     let mut tries = 1;
     loop {
-        match target.put_manifest(m).await {
+        match write().await {
             Err(e) if e.has_registry_code("MANIFEST_BLOB_UNKNOWN") && tries < SETTLE_TRIES => {
-                tracing::debug!(digest = %m.digest, tries, "a child manifest reads as unknown; trying again");
+                tracing::debug!(%digest, tries, "a child manifest reads as unknown; trying again");
                 tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(tries))).await;
                 tries += 1;
             }
