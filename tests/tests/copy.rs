@@ -654,3 +654,45 @@ async fn an_unnamed_layout_image_needs_a_destination_tag() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_source_connection_dropped_mid_blob_continues_where_it_broke() {
+    let src = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image(70, &[4_000_000], false);
+    push_image(&c, &repo(&src.host(), "flaky/src"), "v1", &img).await;
+    let layer = Digest::sha256_of(&img.layers[0]);
+    proxy.add_rule(
+        Rule::new(Fault::CutResponseBodyAfter(1_500_000))
+            .path_contains(&format!("/blobs/{layer}"))
+            .nth(1),
+    );
+    copy_ok(
+        &format!("{}/flaky/src:v1", proxy.host()),
+        &format!("{}/flaky/dst:v1", dst.host()),
+    )
+    .await;
+    let served: u64 = proxy
+        .requests()
+        .iter()
+        .filter(|q| q.path.contains(&format!("/blobs/{layer}")))
+        .map(|q| q.response_body_bytes)
+        .sum();
+    assert!(
+        served <= 4_400_000,
+        "the source served {served} bytes for a 4 MB layer"
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|q| q.headers.get("range").is_some()),
+        "resumed with Range"
+    );
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/flaky/dst:v1", dst.host())),
+        img.manifest.to_vec()
+    );
+}

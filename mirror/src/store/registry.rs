@@ -1,7 +1,10 @@
 //! A registry repository as an image store, over the registry client.
 
 use futures::StreamExt;
-use registry_client::{BlobRead, Client, Descriptor, Digest, Manifest, MountOutcome, Repository};
+use registry_client::{
+    BlobRead, BlobStream as ClientBlobStream, Client, Descriptor, Digest, Manifest, MountOutcome,
+    Repository,
+};
 
 use super::{BlobStream, ImageRef, ImageStore, StoreError};
 
@@ -102,8 +105,13 @@ impl ImageStore for RegistryStore {
             size: Some(desc.size),
             resume: None,
         };
-        let stream = self.client.get_blob(&self.repo, &desc.digest, read).await?;
-        Ok(Box::pin(stream.map(|r| r.map_err(StoreError::from))))
+        let first = self.client.get_blob(&self.repo, &desc.digest, read).await?;
+        Ok(resuming(
+            self.client.clone(),
+            self.repo.clone(),
+            desc.clone(),
+            first,
+        ))
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
@@ -143,4 +151,62 @@ impl ImageStore for RegistryStore {
             }
         }
     }
+}
+
+/// How many times one blob read continues after a dropped connection.
+const READ_RESUMES: u32 = 5;
+
+/// A blob read that survives dropped connections: after a transient error
+/// mid-stream it asks again with `Range` from the verified offset, the hash
+/// continuing from its state, so no byte is read twice and none is skipped.
+fn resuming(
+    client: Client,
+    repo: Repository,
+    desc: Descriptor,
+    first: ClientBlobStream,
+) -> BlobStream {
+    struct State {
+        client: Client,
+        repo: Repository,
+        desc: Descriptor,
+        current: Option<ClientBlobStream>,
+        resumes: u32,
+    }
+    let state = State {
+        client,
+        repo,
+        desc,
+        current: Some(first),
+        resumes: 0,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        loop {
+            let stream = st.current.as_mut()?;
+            match stream.next().await {
+                Some(Err(e)) if e.is_retryable() && st.resumes < READ_RESUMES => {
+                    st.resumes += 1;
+                    let held = stream.hasher();
+                    tracing::debug!(
+                        digest = %st.desc.digest,
+                        offset = stream.offset(),
+                        error = %e,
+                        "blob read broke; continuing from the verified offset"
+                    );
+                    let read = BlobRead {
+                        size: Some(st.desc.size),
+                        resume: held,
+                    };
+                    match st.client.get_blob(&st.repo, &st.desc.digest, read).await {
+                        Ok(next) => st.current = Some(next),
+                        Err(e) => {
+                            st.current = None;
+                            return Some((Err(StoreError::from(e)), st));
+                        }
+                    }
+                }
+                Some(item) => return Some((item.map_err(StoreError::from), st)),
+                None => return None,
+            }
+        }
+    }))
 }
