@@ -288,33 +288,51 @@ async fn retry_after_is_obeyed_and_then_the_request_succeeds() {
     assert_eq!(proxy.count(&Method::GET, "/manifests/"), 2);
 }
 
-#[tokio::test]
-async fn a_throttled_host_pauses_every_request_to_it() {
-    let (_reg, proxy) = open_behind_proxy().await;
-    let c = fast_retries(3);
-    let r = repo(&proxy.host(), "paused/host");
-    let a = push_blob(&c, &r, blob(7, 10)).await;
-    let b = push_blob(&c, &r, blob(8, 10)).await;
-    proxy.clear_requests();
+/// Push two blobs, make the first HEAD of one answer `fault`, and time how
+/// long a HEAD of the other, sent `after` the first, takes to come back.
+async fn second_request_wait(
+    c: &Client,
+    proxy: &FaultProxy,
+    name: &str,
+    fault: Fault,
+    after: Duration,
+) -> Duration {
+    let r = repo(&proxy.host(), name);
+    let a = push_blob(c, &r, blob(7, 10)).await;
+    let b = push_blob(c, &r, blob(8, 10)).await;
     proxy.add_rule(
-        Rule::new(Fault::throttle(2))
+        Rule::new(fault)
             .method(Method::HEAD)
             .path_contains(&a.to_string())
             .nth(1),
     );
-
     let started = Instant::now();
     let first = {
         let (c, r, a) = (c.clone(), r.clone(), a.clone());
         tokio::spawn(async move { c.head_blob(&r, &a).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(after).await;
     c.head_blob(&r, &b).await.unwrap().unwrap();
     let second_done = started.elapsed();
     first.await.unwrap().unwrap().unwrap();
+    second_done
+}
+
+#[tokio::test]
+async fn a_throttled_host_pauses_every_request_to_it() {
+    let (_reg, proxy) = open_behind_proxy().await;
+    let c = fast_retries(3);
+    let waited = second_request_wait(
+        &c,
+        &proxy,
+        "paused/host",
+        Fault::throttle(2),
+        Duration::from_millis(300),
+    )
+    .await;
     assert!(
-        second_done >= Duration::from_millis(1800),
-        "a request to the throttled host went out after {second_done:?}, before the pause ended"
+        waited >= Duration::from_millis(1800),
+        "a request to the throttled host went out after {waited:?}, before the pause ended"
     );
 }
 
@@ -637,27 +655,17 @@ async fn backoff_after_a_server_error_holds_every_request_to_that_host() {
         ..ClientConfig::default()
     })
     .unwrap();
-    let r = repo(&proxy.host(), "backoff/host");
-    let a = push_blob(&c, &r, blob(30, 10)).await;
-    let b = push_blob(&c, &r, blob(31, 10)).await;
-    proxy.add_rule(
-        Rule::new(Fault::status(503))
-            .method(Method::HEAD)
-            .path_contains(&a.to_string())
-            .nth(1),
-    );
-    let started = Instant::now();
-    let first = {
-        let (c, r, a) = (c.clone(), r.clone(), a.clone());
-        tokio::spawn(async move { c.head_blob(&r, &a).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    c.head_blob(&r, &b).await.unwrap().unwrap();
-    let second_done = started.elapsed();
-    first.await.unwrap().unwrap().unwrap();
+    let waited = second_request_wait(
+        &c,
+        &proxy,
+        "backoff/host",
+        Fault::status(503),
+        Duration::from_millis(100),
+    )
+    .await;
     // The backoff after the 503 is at least half of the 1 s base (jitter).
     assert!(
-        second_done >= Duration::from_millis(450),
-        "went out after {second_done:?}, inside the backoff"
+        waited >= Duration::from_millis(450),
+        "went out after {waited:?}, inside the backoff"
     );
 }
