@@ -232,6 +232,7 @@ impl Client {
                 .http
                 .request(call.method.clone(), url.clone())
                 .headers(call.headers.clone());
+            let mut sent_auth = None;
             if !foreign {
                 let header = match fresh.take() {
                     Some(h) => Some(h),
@@ -243,7 +244,8 @@ impl Client {
                     }
                 };
                 if let Some(h) = header {
-                    rb = rb.header(http::header::AUTHORIZATION, h);
+                    rb = rb.header(http::header::AUTHORIZATION, h.clone());
+                    sent_auth = Some(h);
                 }
             }
             let body = call.body.take().map_err(|_| Error::Protocol {
@@ -312,7 +314,14 @@ impl Client {
                 fresh = Some(
                     inner
                         .auth
-                        .answer(&inner.http, &host, &call.registry, challenge, &call.scopes)
+                        .answer(
+                            &inner.http,
+                            &host,
+                            &call.registry,
+                            challenge,
+                            &call.scopes,
+                            sent_auth.as_ref(),
+                        )
                         .await?,
                 );
                 if !call.body.replayable() {

@@ -423,3 +423,27 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         assert!(!text.contains("Bearer ey"), "a token leaked");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_first_requests_asks_the_token_endpoint_once() {
+    let (reg, tokens) = Registry::start_with_token_auth(
+        RegistryOptions::default(),
+        TokenServerOptions::default().with_user("bob", PASSWORD),
+    )
+    .await
+    .unwrap();
+    let c = client(&reg.host(), Some(Credential::basic("bob", PASSWORD)));
+    let r = repo(&reg.host(), "burst/repo");
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let (c, r) = (c.clone(), r.clone());
+        tasks.push(tokio::spawn(async move {
+            c.head_blob(&r, &registry_client::Digest::sha256_of(&[i]))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), None);
+    }
+    assert_eq!(tokens.tokens_issued(), 1, "{:?}", tokens.requests());
+}

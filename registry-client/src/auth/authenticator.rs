@@ -73,14 +73,16 @@ impl Authenticator {
         match challenge {
             None => Ok(None),
             Some(c) => self
-                .header_for(http, host, registry, &c, scopes, false)
+                .header_for(http, host, registry, &c, scopes, None)
                 .await
                 .map(Some),
         }
     }
 
-    /// Answer a 401: remember the challenge and get a fresh header. Scopes
-    /// the registry asks for in the challenge are added to ours.
+    /// Answer a 401: remember the challenge and get a header other than the
+    /// one refused (`refused`, if one was sent). Scopes the registry asks
+    /// for in the challenge are added to ours. A token another request
+    /// fetched meanwhile is reused, so a burst of first 401s asks once.
     pub(crate) async fn answer(
         &self,
         http: &reqwest::Client,
@@ -88,6 +90,7 @@ impl Authenticator {
         registry: &str,
         challenge: Challenge,
         scopes: &Scopes,
+        refused: Option<&HeaderValue>,
     ) -> Result<HeaderValue, Error> {
         self.state()
             .challenges
@@ -97,7 +100,7 @@ impl Authenticator {
             _ => scopes.clone(),
         };
         let header = self
-            .header_for(http, host, registry, &challenge, &wider, true)
+            .header_for(http, host, registry, &challenge, &wider, Some(refused))
             .await?;
         // Later requests with the narrower scopes find the wider token
         // first, instead of the one the registry just refused.
@@ -122,7 +125,9 @@ impl Authenticator {
         registry: &str,
         challenge: &Challenge,
         scopes: &Scopes,
-        force: bool,
+        // `Some(refused)` when answering a 401: a cached token is reused
+        // only if it is not the one just refused.
+        avoid: Option<Option<&HeaderValue>>,
     ) -> Result<HeaderValue, Error> {
         let credential = self.credential(registry).await?;
         match challenge {
@@ -139,17 +144,22 @@ impl Authenticator {
                 }),
             },
             Challenge::Bearer { realm, service, .. } => {
-                if !force {
-                    if let Some(t) = self.cached(host, scopes) {
-                        return Ok(bearer_header(&t.value));
+                let usable = |t: Token| {
+                    let h = bearer_header(&t.value);
+                    match avoid {
+                        Some(Some(refused)) if refused == &h => None,
+                        _ => Some(h),
+                    }
+                };
+                if avoid.is_none() {
+                    if let Some(h) = self.cached(host, scopes).and_then(usable) {
+                        return Ok(h);
                     }
                 }
                 let lock = self.fetch_lock(host);
                 let _guard = lock.lock().await;
-                if !force {
-                    if let Some(t) = self.cached(host, scopes) {
-                        return Ok(bearer_header(&t.value));
-                    }
+                if let Some(h) = self.cached(host, scopes).and_then(usable) {
+                    return Ok(h);
                 }
                 let req = TokenRequest {
                     registry,
