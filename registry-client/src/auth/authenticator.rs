@@ -147,7 +147,7 @@ impl Authenticator {
                 let usable = |t: Token| {
                     let h = bearer_header(&t.value);
                     match avoid {
-                        Some(Some(refused)) if refused == &h => None,
+                        Some(Some(refused)) if *refused == h => None,
                         _ => Some(h),
                     }
                 };
