@@ -13,6 +13,16 @@ use registry_client::{
 
 const PASSWORD: &str = "pw-\"quoted\"-$ecret\\value";
 
+/// A registry with token auth whose token server knows user `bob`.
+async fn token_registry() -> (Registry, mirror_tests::TokenServer) {
+    Registry::start_with_token_auth(
+        RegistryOptions::default(),
+        TokenServerOptions::default().with_user("bob", PASSWORD),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn htpasswd_basic_auth_pushes_and_pulls() {
     let reg = Registry::start_htpasswd(&[("alice", PASSWORD)])
@@ -61,12 +71,7 @@ async fn no_credentials_for_a_basic_registry_is_a_clear_auth_error() {
 
 #[tokio::test]
 async fn bearer_tokens_escalate_from_pull_to_push_and_are_cached() {
-    let (reg, tokens) = Registry::start_with_token_auth(
-        RegistryOptions::default(),
-        TokenServerOptions::default().with_user("bob", PASSWORD),
-    )
-    .await
-    .unwrap();
+    let (reg, tokens) = token_registry().await;
     let c = client(&reg.host(), Some(Credential::basic("bob", PASSWORD)));
     let r = repo(&reg.host(), "scoped/repo");
     let d = registry_client::Digest::sha256_of(b"nothing");
@@ -98,12 +103,7 @@ async fn bearer_tokens_escalate_from_pull_to_push_and_are_cached() {
 
 #[tokio::test]
 async fn a_mount_asks_for_pull_on_the_source_and_push_on_the_target() {
-    let (reg, tokens) = Registry::start_with_token_auth(
-        RegistryOptions::default(),
-        TokenServerOptions::default().with_user("bob", PASSWORD),
-    )
-    .await
-    .unwrap();
+    let (reg, tokens) = token_registry().await;
     let c = client(&reg.host(), Some(Credential::basic("bob", PASSWORD)));
     let from = repo(&reg.host(), "source/base");
     let to = repo(&reg.host(), "target/app");
@@ -152,12 +152,7 @@ async fn a_user_without_push_gets_an_auth_error_not_a_loop() {
 
 #[tokio::test]
 async fn a_wrong_password_at_the_token_endpoint_names_the_registry() {
-    let (reg, tokens) = Registry::start_with_token_auth(
-        RegistryOptions::default(),
-        TokenServerOptions::default().with_user("bob", PASSWORD),
-    )
-    .await
-    .unwrap();
+    let (reg, tokens) = token_registry().await;
     let c = client(
         &reg.host(),
         Some(Credential::basic("bob", "not-the-password-QQQ")),
@@ -224,12 +219,7 @@ async fn anonymous_pull_gets_a_token_without_credentials() {
 
 #[tokio::test]
 async fn an_identity_token_uses_the_oauth2_refresh_grant() {
-    let (reg, tokens) = Registry::start_with_token_auth(
-        RegistryOptions::default(),
-        TokenServerOptions::default().with_user("bob", PASSWORD),
-    )
-    .await
-    .unwrap();
+    let (reg, tokens) = token_registry().await;
     // Obtain a refresh token the way `docker login` does (password grant, offline).
     let form = [
         ("grant_type", "password"),
@@ -426,12 +416,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_first_requests_asks_the_token_endpoint_once() {
-    let (reg, tokens) = Registry::start_with_token_auth(
-        RegistryOptions::default(),
-        TokenServerOptions::default().with_user("bob", PASSWORD),
-    )
-    .await
-    .unwrap();
+    let (reg, tokens) = token_registry().await;
     let c = client(&reg.host(), Some(Credential::basic("bob", PASSWORD)));
     let r = repo(&reg.host(), "burst/repo");
     let mut tasks = Vec::new();

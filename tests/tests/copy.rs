@@ -12,6 +12,13 @@ use registry_client::media_type::OCI_MANIFEST;
 use registry_client::{Digest, Reference};
 use serde_json::json;
 
+/// `mirror copy --output json` over these pairs (source, destination, …).
+async fn copy_json(pairs: &[String]) -> mirror_tests::cli::Run {
+    let mut args = vec!["copy", "--output", "json"];
+    args.extend(pairs.iter().map(String::as_str));
+    mirror(&args, &[]).await
+}
+
 /// `mirror copy SRC DST`, which must succeed.
 async fn copy_ok(src: &str, dst: &str) {
     let run = mirror(&["copy", src, dst], &[]).await;
@@ -199,18 +206,12 @@ async fn a_corrupted_source_blob_fails_its_image_only_and_tags_nothing() {
     proxy.add_rule(
         Rule::new(Fault::FlipResponseByte(1234)).path_contains(&format!("/blobs/{layer}")),
     );
-    let run = mirror(
-        &[
-            "copy",
-            "--output",
-            "json",
-            &format!("{}/good/img:v1", proxy.host()),
-            &format!("{}/good/img:v1", dst.host()),
-            &format!("{}/bad/img:v1", proxy.host()),
-            &format!("{}/bad/img:v1", dst.host()),
-        ],
-        &[],
-    )
+    let run = copy_json(&[
+        format!("{}/good/img:v1", proxy.host()),
+        format!("{}/good/img:v1", dst.host()),
+        format!("{}/bad/img:v1", proxy.host()),
+        format!("{}/bad/img:v1", dst.host()),
+    ])
     .await;
     assert_eq!(run.code, 1, "some images failed: {}", run.stderr);
     let report = run.json();
@@ -598,16 +599,10 @@ async fn a_copy_within_one_registry_mounts_every_blob() {
     let img = image(60, &[20_000, 30_000], false);
     push_image(&c, &repo(&reg.host(), "team/a"), "v1", &img).await;
     let before = reg.count_requests("GET", "/blobs/sha256:");
-    let run = mirror(
-        &[
-            "copy",
-            "--output",
-            "json",
-            &format!("{}/team/a:v1", reg.host()),
-            &format!("{}/team/b", reg.host()),
-        ],
-        &[],
-    )
+    let run = copy_json(&[
+        format!("{}/team/a:v1", reg.host()),
+        format!("{}/team/b", reg.host()),
+    ])
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report = run.json();
