@@ -9,7 +9,7 @@ use registry_client::Client;
 
 use crate::endpoint::Endpoint;
 use crate::store::layout::LayoutStore;
-use crate::store::registry::RegistryStore;
+use crate::store::registry::{RegistryStore, UploadPolicy};
 use crate::store::{ImageRef, ImageStore, StoreError};
 use crate::transfer::CopyJob;
 
@@ -29,6 +29,24 @@ pub enum PlanError {
 pub struct Planner {
     client: Client,
     layouts: HashMap<PathBuf, Arc<LayoutStore>>,
+    uploads: UploadOverride,
+}
+
+/// User settings that replace a registry's default upload policy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadOverride {
+    pub chunk_threshold: Option<u64>,
+    pub chunk_size: Option<usize>,
+}
+
+impl UploadOverride {
+    fn apply(&self, registry: &str) -> UploadPolicy {
+        let default = UploadPolicy::for_registry(registry);
+        UploadPolicy {
+            chunk_threshold: self.chunk_threshold.unwrap_or(default.chunk_threshold),
+            chunk_size: self.chunk_size.unwrap_or(default.chunk_size),
+        }
+    }
 }
 
 impl Planner {
@@ -36,7 +54,13 @@ impl Planner {
         Planner {
             client,
             layouts: HashMap::new(),
+            uploads: UploadOverride::default(),
         }
+    }
+
+    pub fn with_uploads(mut self, uploads: UploadOverride) -> Self {
+        self.uploads = uploads;
+        self
     }
 
     /// A copy job for one `source → target` pair.
@@ -96,10 +120,9 @@ impl Planner {
                         reason: "the destination needs a tag: the source names none (give one as HOST/REPO:TAG)".into(),
                     });
                 }
-                (
-                    Arc::new(RegistryStore::new(self.client.clone(), repository.clone())),
-                    tag,
-                )
+                let store = RegistryStore::new(self.client.clone(), repository.clone())
+                    .with_upload_policy(self.uploads.apply(repository.registry()));
+                (Arc::new(store), tag)
             }
             Endpoint::Layout { path, name } => {
                 let name = name.clone().or_else(|| source.layout_name()).ok_or_else(|| PlanError::Pair {

@@ -691,3 +691,38 @@ async fn a_source_connection_dropped_mid_blob_continues_where_it_broke() {
         img.manifest.to_vec()
     );
 }
+
+#[tokio::test]
+async fn large_blobs_are_uploaded_in_chunks_above_the_threshold() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image(80, &[3_000_000, 100_000], false);
+    push_image(&c, &repo(&src.host(), "chunky/img"), "v1", &img).await;
+    let run = mirror(
+        &[
+            "copy",
+            "--chunk-threshold",
+            "1M",
+            "--chunk-size",
+            "512K",
+            &format!("{}/chunky/img:v1", src.host()),
+            &format!("{}/chunky/img", dst.host()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // 3 000 000 bytes in 512 KiB chunks: six PATCHes; the small blobs go in one PUT.
+    assert_eq!(
+        dst.count_requests("PATCH", "/v2/chunky/img/blobs/uploads/"),
+        6
+    );
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/chunky/img:v1", dst.host())),
+        img.manifest.to_vec()
+    );
+    let bad = mirror(&["copy", "--chunk-size", "0", "a.io/x", "b.io/y"], &[]).await;
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("\"0\""), "{}", bad.stderr);
+}

@@ -55,7 +55,7 @@ pub async fn run(args: CopyArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let mut planner = Planner::new(client);
+    let mut planner = Planner::new(client).with_uploads(args.registry.uploads());
     let mut jobs = Vec::new();
     for (src, dst) in &pairs {
         match planner.copy(src, dst) {

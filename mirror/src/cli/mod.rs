@@ -39,9 +39,50 @@ pub struct RegistryArgs {
     /// Trust this CA certificate (PEM) besides the system roots.
     #[arg(long = "ca-file", value_name = "PATH")]
     ca_files: Vec<PathBuf>,
+    /// Upload blobs larger than this in chunks (e.g. 16M); default: one
+    /// streamed PUT, except 16M for *.azurecr.io.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_threshold: Option<u64>,
+    /// The size of each upload chunk (default 8M).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    chunk_size: Option<u64>,
+}
+
+/// `123`, `512K`, `16M`, `1G` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 8M, 512K, 1G)"))?;
+    let factor = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1024,
+        "M" => 1024 * 1024,
+        "G" => 1024 * 1024 * 1024,
+        _ => return Err(format!("{s:?} has an unknown unit (use K, M or G)")),
+    };
+    match n.checked_mul(factor) {
+        Some(0) | None => Err(format!("{s:?} is not a usable size")),
+        Some(v) => Ok(v),
+    }
 }
 
 impl RegistryArgs {
+    /// The upload settings given on the command line.
+    pub fn uploads(&self) -> crate::plan::UploadOverride {
+        crate::plan::UploadOverride {
+            chunk_threshold: self.chunk_threshold,
+            chunk_size: self.chunk_size.map(|n| n as usize),
+        }
+    }
+
     /// A client with docker's credentials (`DOCKER_CONFIG` or ~/.docker).
     pub fn client(&self) -> anyhow::Result<Client> {
         let credentials = DockerConfig::discover()?;
@@ -109,4 +150,20 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_with_units() {
+        assert_eq!(parse_size("123"), Ok(123));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("16M"), Ok(16 * 1024 * 1024));
+        assert_eq!(parse_size("1GiB"), Ok(1024 * 1024 * 1024));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").unwrap_err().contains("12X"));
+        assert!(parse_size("lots").is_err());
+    }
 }

@@ -8,16 +8,57 @@ use registry_client::{
 
 use super::{BlobStream, ImageRef, ImageStore, StoreError};
 
+/// How blobs are uploaded: one streamed PUT up to `chunk_threshold` bytes,
+/// chunked PATCHes of `chunk_size` above it (memory holds one chunk per
+/// upload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadPolicy {
+    pub chunk_threshold: u64,
+    pub chunk_size: usize,
+}
+
+/// Chunk size when chunking: 8 upload streams hold 64 MiB at most.
+pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
+
+impl UploadPolicy {
+    /// Azure Container Registry refuses single-request uploads above about
+    /// 20 MB (reported), so its hosts chunk above 16 MiB; other registries
+    /// take one streamed PUT, the fastest on distribution.
+    pub fn for_registry(registry: &str) -> Self {
+        let host = registry.split(':').next().unwrap_or(registry);
+        let chunk_threshold = if host.ends_with(".azurecr.io") {
+            16 * 1024 * 1024
+        } else {
+            u64::MAX
+        };
+        UploadPolicy {
+            chunk_threshold,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+}
+
 /// One repository of one registry.
 #[derive(Debug, Clone)]
 pub struct RegistryStore {
     client: Client,
     repo: Repository,
+    uploads: UploadPolicy,
 }
 
 impl RegistryStore {
     pub fn new(client: Client, repo: Repository) -> Self {
-        RegistryStore { client, repo }
+        let uploads = UploadPolicy::for_registry(repo.registry());
+        RegistryStore {
+            client,
+            repo,
+            uploads,
+        }
+    }
+
+    pub fn with_upload_policy(mut self, uploads: UploadPolicy) -> Self {
+        self.uploads = uploads;
+        self
     }
 
     fn reference(&self, r: &ImageRef) -> Result<registry_client::Reference, StoreError> {
@@ -115,9 +156,11 @@ impl ImageStore for RegistryStore {
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
-        let session = self.client.start_upload(&self.repo).await?;
+        let mut session = self.client.start_upload(&self.repo).await?;
         // The registry verifies size and digest when the session is closed;
-        // a stream error aborts the PUT, and the session is never committed.
+        // a stream error aborts the upload, and the session is never
+        // committed. The source's own error says more than the broken upload
+        // it caused, so it is kept aside and returned instead.
         let (errors_tx, mut errors_rx) = tokio::sync::mpsc::unbounded_channel();
         let body = data.map(move |r| {
             r.map_err(|e| {
@@ -126,8 +169,29 @@ impl ImageStore for RegistryStore {
                 std::io::Error::other(msg)
             })
         });
-        let result = session.put_whole(body, desc.size, &desc.digest).await;
-        // The source's own error says more than the broken upload it caused.
+        let result = if desc.size > self.uploads.chunk_threshold {
+            let body = body.map(|r| {
+                r.map_err(|e| registry_client::Error::Io {
+                    context: "reading the source".into(),
+                    source: e,
+                })
+            });
+            let sent = session
+                .upload_chunked(Box::pin(body), self.uploads.chunk_size)
+                .await;
+            match sent {
+                Ok(_) => session.finish(&desc.digest).await.map(|_| ()),
+                Err(e) => {
+                    let _ = session.cancel().await;
+                    Err(e)
+                }
+            }
+        } else {
+            session
+                .put_whole(body, desc.size, &desc.digest)
+                .await
+                .map(|_| ())
+        };
         if let Ok(source_error) = errors_rx.try_recv() {
             return Err(source_error);
         }
@@ -209,4 +273,24 @@ fn resuming(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acr_hosts_chunk_large_uploads_and_others_stream_one_put() {
+        let acr = UploadPolicy::for_registry("myacr.azurecr.io");
+        assert_eq!(acr.chunk_threshold, 16 * 1024 * 1024);
+        assert_eq!(acr.chunk_size, DEFAULT_CHUNK_SIZE);
+        assert_eq!(
+            UploadPolicy::for_registry("127.0.0.1:5000").chunk_threshold,
+            u64::MAX
+        );
+        assert_eq!(
+            UploadPolicy::for_registry("docker.io").chunk_threshold,
+            u64::MAX
+        );
+    }
 }
