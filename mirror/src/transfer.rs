@@ -4,7 +4,7 @@
 //! moved last. It reports through events and never prints.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +41,12 @@ pub struct CopyOptions {
     pub platforms: Vec<PlatformFilter>,
     /// Copy non-distributable (foreign) layers too.
     pub include_foreign: bool,
+    /// Tries per blob when a transfer breaks in a way worth retrying (a
+    /// dropped connection, a server error, a lost upload session).
+    pub blob_attempts: u32,
+    /// Blob retries allowed in the whole run, so a failing registry ends
+    /// the run instead of retrying every blob.
+    pub run_retries: u32,
 }
 
 impl Default for CopyOptions {
@@ -49,6 +55,8 @@ impl Default for CopyOptions {
             jobs: 8,
             platforms: Vec::new(),
             include_foreign: false,
+            blob_attempts: 3,
+            run_retries: 50,
         }
     }
 }
@@ -92,11 +100,13 @@ struct Inner {
     ledger: Ledger,
     permits: Semaphore,
     next_mover: AtomicU64,
+    retries_left: AtomicU32,
 }
 
 impl Engine {
     pub fn new(options: CopyOptions, progress: Arc<dyn Progress>) -> Self {
         let permits = Semaphore::new(options.jobs.max(1));
+        let retries_left = AtomicU32::new(options.run_retries);
         Engine {
             inner: Arc::new(Inner {
                 options,
@@ -104,6 +114,7 @@ impl Engine {
                 ledger: Ledger::default(),
                 permits,
                 next_mover: AtomicU64::new(1),
+                retries_left,
             }),
         }
     }
@@ -447,7 +458,46 @@ impl Engine {
         }
     }
 
+    /// Stream a blob from source to target, starting again (for this blob
+    /// only) when the transfer breaks in a way worth retrying, within the
+    /// per-blob and per-run limits.
     async fn stream_blob(
+        &self,
+        image: usize,
+        desc: &Descriptor,
+        source: &Arc<dyn ImageStore>,
+        target: &Arc<dyn ImageStore>,
+    ) -> Result<(), CopyError> {
+        let attempts = self.inner.options.blob_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match self.stream_blob_once(image, desc, source, target).await {
+                Err(e) if attempt < attempts && worth_retrying(&e.source) && self.take_retry() => {
+                    tracing::debug!(digest = %desc.digest, attempt, error = %e, "blob transfer broke; starting it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * u64::from(attempt)))
+                        .await;
+                    attempt += 1;
+                }
+                Err(e) if attempt > 1 => {
+                    return Err(CopyError {
+                        context: format!("{} (attempt {attempt} of {attempts})", e.context),
+                        source: e.source,
+                    })
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Take one retry from the run's budget; false when it is spent.
+    fn take_retry(&self) -> bool {
+        self.inner
+            .retries_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    async fn stream_blob_once(
         &self,
         image: usize,
         desc: &Descriptor,
@@ -483,6 +533,15 @@ impl Engine {
             .await
             .context(ctx)
     }
+}
+
+/// Transient failures, and an upload session the registry dropped (as
+/// distribution does after a broken PATCH), are worth a fresh start; bad
+/// content, refused credentials and missing sources are not.
+fn worth_retrying(e: &StoreError) -> bool {
+    e.kind() == ErrorKind::Retryable
+        || e.has_registry_code("BLOB_UPLOAD_INVALID")
+        || e.has_registry_code("BLOB_UPLOAD_UNKNOWN")
 }
 
 /// How often a manifest write is tried when the registry still calls a

@@ -726,3 +726,66 @@ async fn large_blobs_are_uploaded_in_chunks_above_the_threshold() {
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("\"0\""), "{}", bad.stderr);
 }
+
+#[tokio::test]
+async fn a_broken_upload_starts_that_blob_again_and_gives_up_clearly() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&dst.base_url()).await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image(90, &[1_000_000], false);
+    push_image(&c, &repo(&src.host(), "upload/img"), "v1", &img).await;
+    let layer = Digest::sha256_of(&img.layers[0]);
+    let layer_put = format!("digest={}", layer.to_string().replace(':', "%3A"));
+
+    // The first upload of the layer loses its connection half way.
+    proxy.add_rule(
+        Rule::new(Fault::CutRequestBodyAfter(400_000))
+            .method(http::Method::PUT)
+            .path_contains(&layer_put)
+            .nth(1),
+    );
+    copy_ok(
+        &format!("{}/upload/img:v1", src.host()),
+        &format!("{}/upload/img", proxy.host()),
+    )
+    .await;
+    assert_eq!(
+        proxy.count(&http::Method::PUT, &layer_put),
+        2,
+        "the layer was sent again, once"
+    );
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/upload/img:v1", dst.host())),
+        img.manifest.to_vec()
+    );
+
+    // Every upload of it breaks: the image fails after three tries, untagged.
+    proxy.clear_rules();
+    proxy.clear_requests();
+    proxy.add_rule(
+        Rule::new(Fault::CutRequestBodyAfter(400_000))
+            .method(http::Method::PUT)
+            .path_contains(&layer_put),
+    );
+    let run = copy_json(&[
+        format!("{}/upload/img:v1", src.host()),
+        format!("{}/other/img", proxy.host()),
+    ])
+    .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let err = run.json()["images"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("attempt 3 of 3") && err.contains(&layer.to_string()),
+        "{err}"
+    );
+    assert_eq!(proxy.count(&http::Method::PUT, &layer_put), 3);
+    assert!(client(&dst.host(), None)
+        .head_manifest(&Reference::parse(&format!("{}/other/img:v1", dst.host())).unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}

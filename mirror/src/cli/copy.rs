@@ -72,6 +72,7 @@ pub async fn run(args: CopyArgs) -> i32 {
             jobs: args.jobs as usize,
             platforms: args.platforms.clone(),
             include_foreign: args.include_foreign,
+            ..CopyOptions::default()
         },
         renderer.clone(),
     );
