@@ -789,3 +789,70 @@ async fn a_broken_upload_starts_that_blob_again_and_gives_up_clearly() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_cleanly_with_130_and_leaves_nothing_partial() {
+    let src = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image(95, &[2_000_000], false);
+    push_image(&c, &repo(&src.host(), "slow/img"), "v1", &img).await;
+    let layer = Digest::sha256_of(&img.layers[0]);
+    // The layer request hangs, so the copy is mid-image when interrupted.
+    proxy.add_rule(
+        Rule::new(Fault::Delay(std::time::Duration::from_secs(30)))
+            .path_contains(&format!("/blobs/{layer}")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = tokio::process::Command::new(mirror_tests::cli::mirror_bin())
+        .args([
+            "copy",
+            "--progress",
+            "none",
+            &format!("{}/slow/img:v1", proxy.host()),
+            &format!("oci:{}:slow", out.display()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the layer is being fetched, then interrupt.
+    let started = std::time::Instant::now();
+    while proxy.count(&http::Method::GET, &format!("/blobs/{layer}")) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the copy never reached the layer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("mirror stopped")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    let index = std::fs::read_to_string(out.join("index.json")).unwrap_or_default();
+    assert!(
+        !index.contains("slow"),
+        "no name for the unfinished image: {index}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("blobs/sha256"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftovers.iter().all(|n| !n.contains("partial")),
+        "{leftovers:?}"
+    );
+    assert!(!leftovers.contains(&layer.hex().to_string()));
+}

@@ -77,7 +77,18 @@ pub async fn run(args: CopyArgs) -> i32 {
         renderer.clone(),
     );
     let ticker = renderer.start_ticker();
-    let report = engine.run(jobs).await;
+    let report = tokio::select! {
+        report = engine.run(jobs) => report,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the run cancels every transfer: layout writes discard
+            // their temporary files, upload sessions are never committed,
+            // and no tag has moved for an unfinished image.
+            ticker.abort();
+            renderer.finish();
+            eprintln!("interrupted: stopped; nothing partial is visible at the targets (run again to continue)");
+            return exit::INTERRUPTED;
+        }
+    };
     ticker.abort();
     renderer.finish();
     match args.output {

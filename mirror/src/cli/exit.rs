@@ -8,3 +8,5 @@ pub const FAILED: i32 = 1;
 pub const USAGE: i32 = 2;
 /// Authentication failed (credentials missing or refused).
 pub const AUTH: i32 = 3;
+/// Interrupted (Ctrl-C, SIGINT): stopped cleanly; nothing partial is visible.
+pub const INTERRUPTED: i32 = 130;
