@@ -1318,7 +1318,7 @@ pub fn unique_layers<'a>(specs: impl IntoIterator<Item = &'a ImageSpec>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
+    use crate::peers::{run_peer, skopeo_raw, umoci_ls};
 
     fn decode(blob: &[u8]) -> (Vec<(String, tar::EntryType, u64, u32)>, Digest) {
         let mut tar_bytes = Vec::new();
@@ -1636,17 +1636,8 @@ mod tests {
         .unwrap();
         assert_eq!(ea, eb);
         assert_eq!(tree(a.path()), tree(b.path()));
-        let out = Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci:{}:multi/arch:v1", a.path().display()))
-            .output()
-            .expect("running skopeo");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, idx.manifest.to_vec());
+        let raw = skopeo_raw(&format!("oci:{}:multi/arch:v1", a.path().display()));
+        assert_eq!(raw, idx.manifest.to_vec());
     }
 
     /// Every file under `dir` (relative path → bytes), temporary names excluded.
@@ -1735,34 +1726,13 @@ mod tests {
         write_azureml_fixtures(dir.path()).unwrap();
         let img = generate(&specs[0]);
 
-        let out = Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(format!("oci:{}:{}", dir.path().display(), img.ref_name()))
-            .output()
-            .expect("running skopeo (apt-get install skopeo)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.stdout, img.manifest.to_vec());
+        let raw = skopeo_raw(&format!("oci:{}:{}", dir.path().display(), img.ref_name()));
+        assert_eq!(raw, img.manifest.to_vec());
 
         // Without --raw skopeo reads and parses the config too.
-        let out = Command::new("skopeo")
-            .arg("inspect")
-            .arg(format!(
-                "oci:{}:{}",
-                dir.path().display(),
-                specs[2].ref_name()
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let reference = format!("oci:{}:{}", dir.path().display(), specs[2].ref_name());
+        let info: serde_json::Value =
+            serde_json::from_slice(&run_peer("skopeo", &["inspect", &reference])).unwrap();
         assert_eq!(info["Architecture"], "amd64");
         assert_eq!(info["Os"], "linux");
         assert_eq!(
@@ -1770,21 +1740,7 @@ mod tests {
             specs[2].layers.len()
         );
 
-        let out = Command::new("umoci")
-            .args(["ls", "--layout"])
-            .arg(dir.path())
-            .output()
-            .expect("running umoci (apt-get install umoci)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut listed: Vec<_> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let mut listed: Vec<_> = umoci_ls(dir.path()).lines().map(str::to_string).collect();
         listed.sort();
         let mut want: Vec<_> = specs.iter().map(ImageSpec::ref_name).collect();
         want.sort();
@@ -1792,16 +1748,17 @@ mod tests {
 
         // umoci unpacks the layers and checks their diff_ids against the config.
         let bundle = tempfile::tempdir().unwrap();
-        let out = Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:{}", dir.path().display(), specs[1].ref_name()))
-            .arg(bundle.path().join("b"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let image = format!("{}:{}", dir.path().display(), specs[1].ref_name());
+        let target = bundle.path().join("b");
+        run_peer(
+            "umoci",
+            &[
+                "unpack",
+                "--rootless",
+                "--image",
+                &image,
+                target.to_str().unwrap(),
+            ],
         );
         assert!(bundle
             .path()

@@ -153,3 +153,16 @@ pub async fn push_image(
         .await
         .expect("put manifest")
 }
+
+/// Every byte of a blob stream, or its first error (a verification failure
+/// arrives as the last item).
+pub async fn read_all(
+    mut stream: registry_client::BlobStream,
+) -> Result<Vec<u8>, registry_client::Error> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}

@@ -2,18 +2,10 @@
 //! monolithic uploads, mounts.
 
 use bytes::Bytes;
-use futures::{stream, StreamExt, TryStreamExt};
-use mirror_tests::images::{blob, client, push_blob, repo};
+use futures::{stream, TryStreamExt};
+use mirror_tests::images::{blob, client, push_blob, read_all, repo};
 use mirror_tests::Registry;
 use registry_client::{BlobRead, Digest, ErrorKind, Hasher, MountOutcome};
-
-async fn read_all(mut s: registry_client::BlobStream) -> Result<Vec<u8>, registry_client::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = s.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
-}
 
 #[tokio::test]
 async fn head_reports_size_or_absence() {

@@ -7,6 +7,7 @@ use mirror_tests::fixtures::AZUREML_REPOSITORIES;
 use mirror_tests::images::{
     blob, client, image, image_from_layers, index, push_blob, push_image, repo,
 };
+use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
 use mirror_tests::{Fault, FaultProxy, Registry, RegistryOptions, Rule};
 use registry_client::media_type::OCI_MANIFEST;
 use registry_client::{Digest, Reference};
@@ -27,19 +28,6 @@ async fn copy_ok(src: &str, dst: &str) {
         "copy {src} {dst}: {}{}",
         run.stdout, run.stderr
     );
-}
-
-fn skopeo_raw(reference: &str) -> Vec<u8> {
-    let out = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", reference])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo inspect {reference}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[tokio::test]
@@ -277,33 +265,20 @@ async fn layout_to_registry_to_layout_round_trips_and_peers_read_ours() {
         assert_eq!(raw, idx.to_vec());
         let blob_path = dir.join("blobs/sha256").join(idx_digest.hex());
         assert_eq!(std::fs::read(blob_path).unwrap(), idx.to_vec());
-        let ls = std::process::Command::new("umoci")
-            .args(["ls", "--layout"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&ls.stdout).contains("app"),
-            "umoci ls: {ls:?}"
-        );
+        assert!(umoci_ls(dir).contains("app"));
     }
     // skopeo copies our layout into a registry, byte for byte.
-    let out = std::process::Command::new("skopeo")
-        .args([
+    run_peer(
+        "skopeo",
+        &[
             "--insecure-policy",
             "copy",
             "--all",
             "--preserve-digests",
             "--dest-tls-verify=false",
-        ])
-        .arg(format!("oci:{}:app", two.display()))
-        .arg(format!("docker://{}/by/skopeo:v3", reg.host()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &format!("oci:{}:app", two.display()),
+            &format!("docker://{}/by/skopeo:v3", reg.host()),
+        ],
     );
     assert_eq!(
         skopeo_raw(&format!("docker://{}/by/skopeo:v3", reg.host())),
@@ -318,16 +293,15 @@ async fn a_layout_written_by_skopeo_is_read_by_mirror() {
     let img = image(30, &[5000, 6000], false);
     push_image(&c, &repo(&reg.host(), "from/skopeo"), "v1", &img).await;
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--src-tls-verify=false"])
-        .arg(format!("docker://{}/from/skopeo:v1", reg.host()))
-        .arg(format!("oci:{}:sk", dir.path().display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_peer(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/from/skopeo:v1", reg.host()),
+            &format!("oci:{}:sk", dir.path().display()),
+        ],
     );
     copy_ok(
         &format!("oci:{}:sk", dir.path().display()),
@@ -567,12 +541,7 @@ async fn the_quick_start_copies_the_fixtures_into_a_layout() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let report = run.json();
     assert_eq!(report["succeeded"], 6);
-    let ls = std::process::Command::new("umoci")
-        .args(["ls", "--layout"])
-        .arg(out.path().join("demo"))
-        .output()
-        .unwrap();
-    let names = String::from_utf8_lossy(&ls.stdout);
+    let names = umoci_ls(&out.path().join("demo"));
     for repo in AZUREML_REPOSITORIES {
         assert!(
             names.contains(&format!("{repo}:stable")),

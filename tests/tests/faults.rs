@@ -7,17 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 use http::Method;
-use mirror_tests::images::{blob, client, image, push_blob, push_image, repo};
+use mirror_tests::images::{blob, client, image, push_blob, push_image, read_all, repo};
 use mirror_tests::{Fault, FaultProxy, Registry, Rule, StorageHost};
 use registry_client::{BlobRead, Client, ClientConfig, Credential, Digest, ErrorKind, RetryPolicy};
-
-async fn read_all(mut s: registry_client::BlobStream) -> Result<Vec<u8>, registry_client::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = s.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
-}
 
 async fn open_behind_proxy() -> (Registry, FaultProxy) {
     let reg = Registry::start_open().await.unwrap();
