@@ -11,5 +11,6 @@ pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod report;
+pub mod state;
 pub mod store;
 pub mod transfer;

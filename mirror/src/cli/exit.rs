@@ -8,5 +8,7 @@ pub const FAILED: i32 = 1;
 pub const USAGE: i32 = 2;
 /// Authentication failed (credentials missing or refused).
 pub const AUTH: i32 = 3;
+/// Another run holds the lock (the state directory): nothing was done.
+pub const LOCKED: i32 = 4;
 /// Interrupted (Ctrl-C, SIGINT): stopped cleanly; nothing partial is visible.
 pub const INTERRUPTED: i32 = 130;
