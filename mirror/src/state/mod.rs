@@ -92,6 +92,8 @@ impl StateDir {
         let uploads = root.join("uploads");
         create_private_dir(&downloads).map_err(io)?;
         create_private_dir(&uploads).map_err(io)?;
+        prune(&downloads);
+        prune(&uploads);
         Ok(StateDir {
             root: root.to_path_buf(),
             _lock: lock,
@@ -122,6 +124,29 @@ impl StateDir {
 
     pub fn uploads(&self) -> &UploadJournal {
         &self.uploads
+    }
+}
+
+/// State untouched this long belongs to a run nobody repeated: a partial
+/// download of an image no longer wanted, a session the registry has long
+/// expired. It is removed when a directory is opened.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+fn prune(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if stale {
+            tracing::info!(path = %entry.path().display(), "removing stale state");
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -159,5 +184,25 @@ mod tests {
         );
         drop(first);
         StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).expect("free again after drop");
+    }
+
+    #[test]
+    fn state_untouched_for_a_week_is_pruned_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
+        let old = dir.path().join("downloads/sha256-old.data");
+        let fresh = dir.path().join("downloads/sha256-fresh.data");
+        fs::write(&old, b"x").unwrap();
+        fs::write(&fresh, b"x").unwrap();
+        let long_ago = std::time::SystemTime::now() - STALE_AFTER * 2;
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
+        assert!(!old.exists());
+        assert!(fresh.exists());
     }
 }

@@ -307,14 +307,20 @@ struct SpoolWriter {
     desc: Descriptor,
     hasher: Hasher,
     since_checkpoint: u64,
+    /// Nothing more is written or recorded: the blob ended, its bytes
+    /// were bad, or the disk refused them.
     done: bool,
 }
 
 impl SpoolWriter {
-    fn append(&mut self, chunk: &Bytes) -> io::Result<()> {
+    /// Append a chunk, checkpointing every [`CHECKPOINT`] bytes.
+    async fn keep(&mut self, chunk: &Bytes) -> io::Result<()> {
         (&*self.file).write_all(chunk)?;
         self.hasher.update(chunk);
         self.since_checkpoint += chunk.len() as u64;
+        if self.since_checkpoint >= CHECKPOINT {
+            self.checkpoint().await?;
+        }
         Ok(())
     }
 
@@ -355,14 +361,17 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
             loop {
                 match source.next().await {
                     Some(Ok(mut chunk)) => {
-                        let paths = writer.paths.clone();
-                        let ctx = || format!("writing {}", paths.data.display());
-                        if let Err(e) = writer.append(&chunk) {
-                            return Some((Err(StoreError::io(ctx(), e)), None));
-                        }
-                        if writer.since_checkpoint >= CHECKPOINT {
-                            if let Err(e) = writer.checkpoint().await {
-                                return Some((Err(StoreError::io(ctx(), e)), None));
+                        if !writer.done {
+                            if let Err(e) = writer.keep(&chunk).await {
+                                // The spool only saves a later run work:
+                                // without it (a full disk) the copy goes on.
+                                tracing::warn!(
+                                    path = %writer.paths.data.display(),
+                                    error = %e,
+                                    "cannot keep a partial download; continuing without"
+                                );
+                                writer.done = true;
+                                writer.paths.discard();
                             }
                         }
                         let start = pos;
@@ -386,10 +395,8 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
                     None => {
                         // Verified to the end: record it whole, so a target
                         // that fails now can be fed from disk next time.
-                        let paths = writer.paths.clone();
-                        let ctx = || format!("writing {}", paths.data.display());
-                        if let Err(e) = writer.checkpoint().await {
-                            return Some((Err(StoreError::io(ctx(), e)), None));
+                        if !writer.done && writer.checkpoint().await.is_err() {
+                            writer.paths.discard();
                         }
                         writer.done = true;
                         return None;
