@@ -232,7 +232,12 @@ impl Engine {
         // Children first, so every manifest finds what it references. One
         // manifest write at a time per target (see `settled`).
         let writes = self.inner.ledger.manifest_writes(&job.target.describe());
+        // The tag push stores the root where it can (one request, not two).
+        let tag_stores_root = job.target_tag.is_some() && job.target.tag_stores_manifest();
         for m in &graph.manifests {
+            if tag_stores_root && m.digest == root.digest {
+                continue;
+            }
             let cell = self
                 .inner
                 .ledger

@@ -161,6 +161,12 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
     /// Point `tag` at a manifest already stored.
     async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError>;
 
+    /// Whether `set_tag` stores the manifest itself (a registry's PUT by
+    /// tag), so a manifest about to be tagged need not be pushed first.
+    fn tag_stores_manifest(&self) -> bool {
+        false
+    }
+
     /// The blob's size, or `None` when absent.
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
 

@@ -274,6 +274,10 @@ impl ImageStore for RegistryStore {
         Ok(())
     }
 
+    fn tag_stores_manifest(&self) -> bool {
+        true
+    }
+
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         Ok(self.client.head_blob(&self.repo, digest).await?)
     }
