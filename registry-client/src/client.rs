@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::auth::{Authenticator, Challenge, CredentialStore, Scopes, StaticCredentials};
 use crate::error::{redact_url, ApiErrors, Error};
+use crate::host_limit::{HostLimits, HostPermit, Lane};
 use crate::retry::{parse_retry_after, HostGates, RetryPolicy};
 
 const MAX_REDIRECTS: usize = 10;
@@ -37,6 +38,12 @@ pub struct ClientConfig {
     /// timeout, only this one.
     pub read_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Requests in flight at once to one host, reads and writes counted
+    /// separately (see [`crate::host_limit`]); a download's permit is held
+    /// until its body ends. The limit halves when the host answers 429 or
+    /// 503 and grows back by one after as many successes as the limit.
+    /// `None`: no cap and no such backoff. Default 16.
+    pub max_requests_per_host: Option<usize>,
     pub credentials: Arc<dyn CredentialStore>,
 }
 
@@ -51,6 +58,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            max_requests_per_host: Some(16),
             credentials: Arc::new(StaticCredentials::new()),
         }
     }
@@ -69,6 +77,7 @@ struct Inner {
     config: ClientConfig,
     auth: Authenticator,
     gates: HostGates,
+    limits: HostLimits,
 }
 
 /// A request body: replayable bytes, or a one-shot stream that is never
@@ -102,6 +111,10 @@ pub(crate) struct Call {
     /// The registry name credentials are looked up under.
     pub registry: String,
     pub scopes: Scopes,
+    /// Whether the call waits for a host permit. A resumed read continues
+    /// a request that already held one: making it wait could deadlock an
+    /// upload its bytes feed.
+    pub limited: bool,
 }
 
 impl Call {
@@ -113,7 +126,14 @@ impl Call {
             body: Body::Empty,
             registry: registry.to_string(),
             scopes,
+            limited: true,
         }
+    }
+
+    /// Send without waiting for a host permit (see [`Call::limited`]).
+    pub fn unlimited(mut self) -> Self {
+        self.limited = false;
+        self
     }
 
     pub fn header(mut self, name: http::header::HeaderName, value: &str) -> Self {
@@ -148,12 +168,14 @@ impl Client {
             .build()
             .map_err(|e| Error::config("building the HTTP client", e.to_string()))?;
         let auth = Authenticator::new(config.credentials.clone());
+        let limits = HostLimits::new(config.max_requests_per_host);
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 config,
                 auth,
                 gates: HostGates::default(),
+                limits,
             }),
         })
     }
@@ -227,6 +249,14 @@ impl Client {
         loop {
             let host = host_key(&url);
             inner.gates.wait(&host).await;
+            let permit = if call.limited {
+                let permit = inner.limits.acquire(&host, lane(&call.method, &url)).await;
+                // A pause may have begun while this request waited its turn.
+                inner.gates.wait(&host).await;
+                permit
+            } else {
+                None
+            };
             let foreign = url.origin() != origin;
             let mut rb = inner
                 .http
@@ -370,6 +400,13 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 let transient = matches!(status.as_u16(), 408 | 429 | 500..=599);
+                if let Some(p) = &permit {
+                    match status.as_u16() {
+                        429 | 503 => p.throttled(),
+                        500..=599 => {}
+                        _ => p.succeeded(),
+                    }
+                }
                 if let Some(ra) = retry_after {
                     if transient {
                         inner
@@ -399,8 +436,88 @@ impl Client {
                 }
                 return Err(err);
             }
-            return Ok(resp);
+            if let Some(p) = &permit {
+                p.succeeded();
+            }
+            return Ok(hold_permit(resp, &call.method, permit));
         }
+    }
+}
+
+/// Reads draw on a host's read budget; uploads (the whole upload session,
+/// its status requests included) and manifest pushes on its write budget.
+fn lane(method: &Method, url: &Url) -> Lane {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    if read && !url.path().contains("/blobs/uploads/") {
+        Lane::Read
+    } else {
+        Lane::Write
+    }
+}
+
+/// Keep the host permit until the response body ends, fails or is dropped:
+/// a body still streaming loads the host as much as a request waiting for
+/// its answer. Answers without a body return the permit at once.
+fn hold_permit(
+    resp: reqwest::Response,
+    method: &Method,
+    permit: Option<HostPermit>,
+) -> reqwest::Response {
+    let Some(permit) = permit else {
+        return resp;
+    };
+    let empty = *method == Method::HEAD
+        || resp.status() == StatusCode::NO_CONTENT
+        || resp.status() == StatusCode::NOT_MODIFIED
+        || header_len(resp.headers()) == Some(0);
+    if empty {
+        return resp;
+    }
+    let mut held = http::Response::builder()
+        .status(resp.status())
+        .version(resp.version());
+    if let Some(h) = held.headers_mut() {
+        *h = resp.headers().clone();
+    }
+    let body = PermitBody {
+        inner: Box::pin(resp.bytes_stream()),
+        permit: Some(permit),
+    };
+    match held.body(reqwest::Body::wrap_stream(body)) {
+        Ok(r) => reqwest::Response::from(r),
+        Err(_) => unreachable!("status, version and headers come from a valid response"),
+    }
+}
+
+fn header_len(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+type BodyBytes = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// A response body that returns its host permit when it ends or fails.
+struct PermitBody {
+    inner: BodyBytes,
+    permit: Option<HostPermit>,
+}
+
+impl futures::Stream for PermitBody {
+    type Item = reqwest::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        if !matches!(item, Some(Ok(_))) {
+            self.permit = None;
+        }
+        std::task::Poll::Ready(item)
     }
 }
 
@@ -459,7 +576,7 @@ pub(crate) async fn read_capped(
     resp: reqwest::Response,
     limit: u64,
 ) -> Result<Option<Bytes>, reqwest::Error> {
-    if resp.content_length().is_some_and(|n| n > limit) {
+    if header_len(resp.headers()).is_some_and(|n| n > limit) {
         return Ok(None);
     }
     let mut out = bytes::BytesMut::new();

@@ -8,6 +8,7 @@ pub mod client;
 pub mod descriptor;
 pub mod digest;
 pub mod error;
+pub mod host_limit;
 pub mod manifest;
 pub mod media_type;
 pub mod reference;
