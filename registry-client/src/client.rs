@@ -15,6 +15,7 @@ use crate::auth::{Authenticator, Challenge, CredentialStore, Scopes, StaticCrede
 use crate::error::{redact_url, ApiErrors, Error};
 use crate::host_limit::{HostLimits, HostPermit, Lane};
 use crate::retry::{parse_retry_after, HostGates, RetryPolicy};
+use crate::watchdog::{answer_within, Activity, Answer, Watched};
 
 const MAX_REDIRECTS: usize = 10;
 /// How much of an error body we read for its error codes.
@@ -34,8 +35,10 @@ pub struct ClientConfig {
     /// Extra CA certificates (PEM) trusted besides the OS roots.
     pub ca_files: Vec<PathBuf>,
     pub connect_timeout: Duration,
-    /// Longest silence while reading a response; a blob stream has no total
-    /// timeout, only this one.
+    /// Longest silence from a server: no answer, no body byte taken or
+    /// given. A blob stream has no total timeout, only this one, and an
+    /// upload waiting on its own source is not silence (see
+    /// [`crate::watchdog`]).
     pub read_timeout: Duration,
     pub retry: RetryPolicy,
     /// Requests in flight at once to one host, reads and writes counted
@@ -73,7 +76,10 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
+    /// For API calls: the read timeout is ours (see `watchdog`).
     http: reqwest::Client,
+    /// For token endpoints: small answers, reqwest's read timeout suffices.
+    auth_http: reqwest::Client,
     config: ClientConfig,
     auth: Authenticator,
     gates: HostGates,
@@ -151,27 +157,35 @@ impl Call {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .use_rustls_tls();
+        let mut certs = Vec::new();
         for path in &config.ca_files {
-            for cert in load_ca_file(path)? {
-                builder = builder.add_root_certificate(cert);
-            }
+            certs.extend(load_ca_file(path)?);
         }
-        let http = builder
-            .build()
-            .map_err(|e| Error::config("building the HTTP client", e.to_string()))?;
+        let builder = || {
+            let mut b = reqwest::Client::builder()
+                .user_agent(config.user_agent.clone())
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(config.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .use_rustls_tls();
+            for cert in &certs {
+                b = b.add_root_certificate(cert.clone());
+            }
+            b
+        };
+        let build = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| Error::config("building the HTTP client", e.to_string()))
+        };
+        let http = build(builder())?;
+        let auth_http = build(builder().read_timeout(config.read_timeout))?;
         let auth = Authenticator::new(config.credentials.clone());
         let limits = HostLimits::new(config.max_requests_per_host);
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                auth_http,
                 config,
                 auth,
                 gates: HostGates::default(),
@@ -269,7 +283,7 @@ impl Client {
                     None => {
                         inner
                             .auth
-                            .header(&inner.http, &host, &call.registry, &call.scopes)
+                            .header(&inner.auth_http, &host, &call.registry, &call.scopes)
                             .await?
                     }
                 };
@@ -283,17 +297,31 @@ impl Client {
                 url: redact_url(&url),
                 reason: "a streamed body cannot be sent twice".into(),
             })?;
+            let activity = Activity::new();
             if let Some(b) = body {
+                let b = if call.body.replayable() {
+                    b
+                } else {
+                    reqwest::Body::wrap(Watched::new(b, activity.clone()))
+                };
                 rb = rb.body(b);
             }
-            let result = rb.send().await;
+            let read_timeout = inner.config.read_timeout;
+            let result = answer_within(rb.send(), &activity, read_timeout).await;
             let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    let err = Error::Transport {
-                        method: method_name.clone(),
-                        url: redact_url(&url),
-                        source: e.without_url(),
+                Ok(Ok(r)) => r,
+                failed => {
+                    let err = match failed {
+                        Ok(Err(e)) => Error::Transport {
+                            method: method_name.clone(),
+                            url: redact_url(&url),
+                            source: e.without_url(),
+                        },
+                        _ => Error::Timeout {
+                            method: method_name.clone(),
+                            url: redact_url(&url),
+                            after: read_timeout,
+                        },
                     };
                     if err.is_retryable() && call.body.replayable() && attempt < policy.max_attempts
                     {
@@ -345,7 +373,7 @@ impl Client {
                     inner
                         .auth
                         .answer(
-                            &inner.http,
+                            &inner.auth_http,
                             &host,
                             &call.registry,
                             challenge,
@@ -439,7 +467,7 @@ impl Client {
             if let Some(p) = &permit {
                 p.succeeded();
             }
-            return Ok(hold_permit(resp, &call.method, permit));
+            return Ok(watch_answer(resp, &call.method, permit, read_timeout));
         }
     }
 }
@@ -455,17 +483,16 @@ fn lane(method: &Method, url: &Url) -> Lane {
     }
 }
 
-/// Keep the host permit until the response body ends, fails or is dropped:
-/// a body still streaming loads the host as much as a request waiting for
-/// its answer. Answers without a body return the permit at once.
-fn hold_permit(
+/// The answer's body, failing after `read_timeout` of silence and keeping
+/// the host permit until it ends, fails or is dropped: a body still
+/// streaming loads the host as much as a request waiting for its answer.
+/// Answers without a body return the permit at once.
+fn watch_answer(
     resp: reqwest::Response,
     method: &Method,
     permit: Option<HostPermit>,
+    read_timeout: Duration,
 ) -> reqwest::Response {
-    let Some(permit) = permit else {
-        return resp;
-    };
     let empty = *method == Method::HEAD
         || resp.status() == StatusCode::NO_CONTENT
         || resp.status() == StatusCode::NOT_MODIFIED
@@ -479,10 +506,7 @@ fn hold_permit(
     if let Some(h) = held.headers_mut() {
         *h = resp.headers().clone();
     }
-    let body = PermitBody {
-        inner: Box::pin(resp.bytes_stream()),
-        permit: Some(permit),
-    };
+    let body = Answer::new(resp, permit, read_timeout);
     match held.body(reqwest::Body::wrap_stream(body)) {
         Ok(r) => reqwest::Response::from(r),
         Err(_) => unreachable!("status, version and headers come from a valid response"),
@@ -496,29 +520,6 @@ fn header_len(headers: &HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-type BodyBytes = std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-/// A response body that returns its host permit when it ends or fails.
-struct PermitBody {
-    inner: BodyBytes,
-    permit: Option<HostPermit>,
-}
-
-impl futures::Stream for PermitBody {
-    type Item = reqwest::Result<Bytes>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
-        if !matches!(item, Some(Ok(_))) {
-            self.permit = None;
-        }
-        std::task::Poll::Ready(item)
-    }
 }
 
 /// The host and port a URL goes to: the key for pauses and auth state.

@@ -17,6 +17,7 @@ pub mod retry;
 pub mod secret;
 pub mod tags;
 pub mod upload;
+mod watchdog;
 
 pub use auth::{Credential, CredentialChain, CredentialStore, DockerConfig, StaticCredentials};
 pub use blob::{BlobRead, BlobStream};

@@ -398,6 +398,7 @@ async fn a_stalled_source_hits_the_read_timeout_and_the_copy_continues() {
             .path_contains(&format!("/blobs/{layer}"))
             .nth(1),
     );
+    mirror_bin(); // built before the clock starts
     let started = std::time::Instant::now();
     ok(&copy(&[
         "--read-timeout",
