@@ -224,6 +224,49 @@ async fn a_429_storm_pauses_the_host_halves_what_is_in_flight_and_the_copy_compl
     );
 }
 
+#[tokio::test]
+async fn a_copy_within_one_host_at_one_request_per_host_does_not_deadlock() {
+    // Each download holds the host's only read place while its bytes feed an
+    // upload to the same host: uploads draw on the write places, so neither
+    // waits on the other.
+    let (reg, proxy) = behind_proxy().await;
+    let img = image(115, &[200_000, 210_000, 220_000], false);
+    let c = client(&proxy.host(), None);
+    push_image(&c, &repo(&proxy.host(), "one/src"), "v1", &img).await;
+    // The registry declines every mount (an upload session it then drops),
+    // so the blobs stream through the client.
+    proxy.add_rule(
+        Rule::new(Fault::Respond {
+            status: 202,
+            headers: vec![(
+                "Location".into(),
+                "/v2/one/dst/blobs/uploads/declined".into(),
+            )],
+            body: Bytes::new(),
+        })
+        .method(Method::POST)
+        .path_contains("mount="),
+    );
+    let run = tokio::time::timeout(
+        Duration::from_secs(120),
+        copy(&[
+            "--jobs",
+            "8",
+            "--max-requests-per-host",
+            "1",
+            &format!("{}/one/src:v1", proxy.host()),
+            &format!("{}/one/dst", proxy.host()),
+        ]),
+    )
+    .await
+    .expect("the copy finished");
+    ok(&run);
+    assert_eq!(run.json()["images"][0]["blobs_copied"], 4);
+    // skopeo (a blocking call) reads the registry itself, not the proxy
+    // this test's runtime serves.
+    same_manifest(&reg.host(), "one/dst", "v1", &img);
+}
+
 // ---- connection faults ---------------------------------------------------
 
 #[tokio::test]
