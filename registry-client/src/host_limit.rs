@@ -19,13 +19,16 @@ pub enum Lane {
     Write,
 }
 
+/// One limiter per host and lane.
+type Lanes = HashMap<(String, Lane), Arc<Limiter>>;
+
 /// The limiters of every host one client talks to. Cheap to clone; clones
 /// share the limits.
 #[derive(Debug, Clone)]
 pub struct HostLimits {
     /// `None`: no cap and no backoff beyond the retry pauses.
     cap: Option<usize>,
-    lanes: Arc<Mutex<HashMap<(String, Lane), Arc<Limiter>>>>,
+    lanes: Arc<Mutex<Lanes>>,
 }
 
 impl HostLimits {
@@ -157,7 +160,10 @@ impl Limiter {
         } else {
             self.permits.add_permits(1);
         }
-        tracing::debug!(limit = st.limit, "host recovering: one more request in flight");
+        tracing::debug!(
+            limit = st.limit,
+            "host recovering: one more request in flight"
+        );
     }
 
     fn release(&self, permit: OwnedSemaphorePermit) {

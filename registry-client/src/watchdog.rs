@@ -54,7 +54,11 @@ impl Activity {
 
 /// Wait for `send` to answer, failing with `Err(())` once the server has
 /// been silent for `limit`: no body byte taken and no answer.
-pub(crate) async fn answer_within<F, T>(send: F, activity: &Activity, limit: Duration) -> Result<T, ()>
+pub(crate) async fn answer_within<F, T>(
+    send: F,
+    activity: &Activity,
+    limit: Duration,
+) -> Result<T, ()>
 where
     F: Future<Output = T>,
 {

@@ -419,8 +419,8 @@ impl Shared {
                 .status
                 .store(response.status().as_u16(), Ordering::SeqCst);
             let (parts, body) = response.into_parts();
-            let body = Tap::new(server::full(body), record.response_bytes.clone())
-                .in_flight(in_flight);
+            let body =
+                Tap::new(server::full(body), record.response_bytes.clone()).in_flight(in_flight);
             return Ok(Response::from_parts(parts, body.boxed()));
         }
         self.forward(req, &path, record, in_flight).await
@@ -494,8 +494,7 @@ impl Shared {
             );
             body = server::full(replacement.clone());
         }
-        let mut body =
-            Tap::new(body, record.response_bytes.clone()).in_flight(in_flight);
+        let mut body = Tap::new(body, record.response_bytes.clone()).in_flight(in_flight);
         match record.fault {
             Some(Fault::CutResponseBodyAfter(n)) => {
                 body = body.cut_after(n, AfterCut::Fail(None));

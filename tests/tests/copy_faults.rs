@@ -79,7 +79,13 @@ async fn behind_proxy() -> (Registry, FaultProxy) {
 
 /// Push `img` to `reg` as `name:tag`.
 async fn seed(reg: &Registry, name: &str, tag: &str, img: &TestImage) {
-    push_image(&client(&reg.host(), None), &repo(&reg.host(), name), tag, img).await;
+    push_image(
+        &client(&reg.host(), None),
+        &repo(&reg.host(), name),
+        tag,
+        img,
+    )
+    .await;
 }
 
 // ---- throttling and the per-host cap ------------------------------------
@@ -133,10 +139,8 @@ async fn max_requests_per_host_caps_what_is_in_flight_at_the_source() {
         "two requests (and their bodies) in flight at most, and the cap was used"
     );
     for i in 0..3 {
-        let raw = mirror_tests::peers::skopeo_raw(&format!(
-            "oci:{}/capped:img{i}",
-            dir.path().display()
-        ));
+        let raw =
+            mirror_tests::peers::skopeo_raw(&format!("oci:{}/capped:img{i}", dir.path().display()));
         assert_eq!(raw, imgs[i as usize].manifest.to_vec());
     }
 }
@@ -340,7 +344,10 @@ async fn a_chunked_upload_reset_mid_patch_starts_that_blob_again() {
     .await);
     same_manifest(&dst.host(), "chunks/img", "v1", &img);
     let sessions = proxy.count(&Method::POST, "/blobs/uploads/");
-    assert!(sessions >= 3, "config, layer, and the layer again: {sessions}");
+    assert!(
+        sessions >= 3,
+        "config, layer, and the layer again: {sessions}"
+    );
 }
 
 #[tokio::test]
@@ -480,12 +487,14 @@ async fn a_dropped_upload_session_starts_the_blob_again_or_fails_cleanly() {
     seed(&src, "session/img", "v1", &img).await;
     let layer = layer_digest(&img, 0);
     let layer_put = format!("digest={}", layer.to_string().replace(':', "%3A"));
-    let unknown = || Fault::Respond {
+    let unknown = || {
+        Fault::Respond {
         status: 404,
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: Bytes::from_static(
             br#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry"}]}"#,
         ),
+    }
     };
     proxy.add_rule(
         Rule::new(unknown())
@@ -575,7 +584,10 @@ async fn wrong_bytes_commit_nothing_under_that_digest_in_a_layout() {
     );
     assert!(!stored.iter().any(|f| f.contains("partial")), "{stored:?}");
     let index = std::fs::read_to_string(out.join("index.json")).unwrap();
-    assert!(!index.contains("\"bad\"") && index.contains("\"good\""), "{index}");
+    assert!(
+        !index.contains("\"bad\"") && index.contains("\"good\""),
+        "{index}"
+    );
     assert_eq!(
         skopeo_raw(&format!("oci:{}:good", out.display())),
         good.manifest.to_vec()
@@ -624,7 +636,10 @@ async fn a_body_shorter_or_longer_than_its_descriptor_is_refused() {
     assert!(errors[2].is_empty(), "{}", errors[2]);
     for (name, layer) in [("short", &short_layer), ("long", &long_layer)] {
         assert!(!has_blob(&dst.host(), &format!("size/{name}"), layer).await);
-        assert_eq!(tag_digest(&dst.host(), &format!("size/{name}"), "v1").await, None);
+        assert_eq!(
+            tag_digest(&dst.host(), &format!("size/{name}"), "v1").await,
+            None
+        );
     }
     same_manifest(&dst.host(), "size/good", "v1", &good);
 }
@@ -772,7 +787,11 @@ run check "oci:$MNT/layout:small" "oci:$OUT/check:small"
         !stored.contains(layer.hex()),
         "no file for the unfinished blob, partial or final: {stored}"
     );
-    assert_eq!(read("index.before"), read("index.after"), "index.json unchanged");
+    assert_eq!(
+        read("index.before"),
+        read("index.after"),
+        "index.json unchanged"
+    );
     // The image that landed before is whole: copying it out verifies every byte.
     assert_eq!(read("check.code").trim(), "0", "{}", read("check.err"));
     assert_eq!(
