@@ -4,6 +4,7 @@
 //! ([`transfer`], over [`store`]s) → report ([`report`]), with [`progress`]
 //! events along the way for the CLI to render.
 
+pub mod azureml;
 pub mod cli;
 pub mod endpoint;
 pub mod ledger;

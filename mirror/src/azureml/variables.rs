@@ -1,0 +1,217 @@
+//! The two job variables that point the AzureML runtime at a mirror, in
+//! every form a user pastes them into. Each form quotes values for its own
+//! surface, so a password with quotes, backslashes or `$` survives.
+
+use registry_client::Secret;
+use serde::Serialize;
+
+pub const USE_COMMON_RUNTIME: &str = "AZUREML_COMPUTE_USE_COMMON_RUNTIME";
+pub const CONFIG_OVERRIDE: &str = "AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE";
+
+/// What the runtime needs to pull from the customer's registry.
+#[derive(Debug, Clone)]
+pub struct JobVariables {
+    /// `<acr>.azurecr.io`.
+    pub registry: String,
+    pub username: String,
+    pub password: Secret,
+    /// Present only when the images sit under a prefix in the target.
+    pub repo_prefix: Option<String>,
+    /// Whether the target keeps `{region}-stable` tags.
+    pub regional_tag_prefix: bool,
+}
+
+/// The forms `mirror azureml env --format` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `KEY='value'` lines (python-dotenv, `az ml` `.env` files).
+    Dotenv,
+    /// `export KEY='value'` lines for POSIX shells.
+    Shell,
+    /// One JSON object.
+    Json,
+    /// A YAML mapping.
+    Yaml,
+    /// A Python dict for SDK v1 (`run_config.environment_variables`).
+    PythonSdkV1,
+    /// A Python dict for SDK v2 (`command(environment_variables=...)`).
+    PythonSdkV2,
+    /// The `environment_variables:` block of a CLI v2 job YAML.
+    CliV2Yaml,
+}
+
+/// What the password reads as when it is not to be shown.
+pub const MASK: &str = "********";
+
+#[derive(Serialize)]
+struct Override<'a> {
+    capabilities_registry: Capabilities<'a>,
+}
+
+#[derive(Serialize)]
+struct Capabilities<'a> {
+    registry: RegistryLogin<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repo_prefix: Option<&'a str>,
+    regional_tag_prefix: bool,
+}
+
+#[derive(Serialize)]
+struct RegistryLogin<'a> {
+    url: &'a str,
+    username: &'a str,
+    password: &'a str,
+}
+
+impl JobVariables {
+    /// The override's JSON, with the password or the mask.
+    pub fn config_override(&self, reveal: bool) -> String {
+        let password = if reveal { self.password.expose() } else { MASK };
+        let value = Override {
+            capabilities_registry: Capabilities {
+                registry: RegistryLogin {
+                    url: &self.registry,
+                    username: &self.username,
+                    password,
+                },
+                repo_prefix: self.repo_prefix.as_deref().filter(|p| !p.is_empty()),
+                regional_tag_prefix: self.regional_tag_prefix,
+            },
+        };
+        serde_json::to_string(&value).expect("strings serialise")
+    }
+
+    /// The two variables, in order.
+    pub fn pairs(&self, reveal: bool) -> [(&'static str, String); 2] {
+        [
+            (USE_COMMON_RUNTIME, "true".to_string()),
+            (CONFIG_OVERRIDE, self.config_override(reveal)),
+        ]
+    }
+
+    /// The variables written in `format`.
+    pub fn render(&self, format: Format, reveal: bool) -> String {
+        let pairs = self.pairs(reveal);
+        let mut out = String::new();
+        match format {
+            Format::Dotenv => {
+                for (k, v) in &pairs {
+                    // python-dotenv expands `${NAME}` even in single quotes
+                    // and has no escape for `$`; inside the override's JSON
+                    // strings `\u0024` means `$` to the runtime's parser.
+                    let v = v.replace('$', "\\u0024");
+                    out.push_str(&format!("{k}={}\n", dotenv_quote(&v)));
+                }
+            }
+            Format::Shell => {
+                for (k, v) in &pairs {
+                    out.push_str(&format!("export {k}={}\n", shell_quote(v)));
+                }
+            }
+            Format::Json => {
+                let map: serde_json::Map<String, serde_json::Value> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                    .collect();
+                out = serde_json::to_string_pretty(&map).expect("strings serialise");
+                out.push('\n');
+            }
+            Format::Yaml => {
+                for (k, v) in &pairs {
+                    out.push_str(&format!("{k}: {}\n", json_quote(v)));
+                }
+            }
+            Format::CliV2Yaml => {
+                out.push_str("# In the job YAML (az ml job create --file job.yml):\n");
+                out.push_str("environment_variables:\n");
+                for (k, v) in &pairs {
+                    out.push_str(&format!("  {k}: {}\n", json_quote(v)));
+                }
+            }
+            Format::PythonSdkV1 | Format::PythonSdkV2 => {
+                out.push_str(if format == Format::PythonSdkV1 {
+                    "# SDK v1: run_config.environment_variables.update(mirror_environment_variables)\n"
+                } else {
+                    "# SDK v2: command(..., environment_variables=mirror_environment_variables)\n"
+                });
+                out.push_str("mirror_environment_variables = {\n");
+                for (k, v) in &pairs {
+                    out.push_str(&format!("    {}: {},\n", json_quote(k), json_quote(v)));
+                }
+                out.push_str("}\n");
+            }
+        }
+        out
+    }
+}
+
+/// A JSON string literal: also a YAML double-quoted scalar and a Python
+/// string literal (the escapes serde_json writes are valid in all three).
+fn json_quote(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+/// POSIX single quotes: nothing inside is special; a `'` closes, is
+/// escaped, and reopens.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// python-dotenv single quotes: no interpolation; `\\` and `\'` are the
+/// only escapes.
+fn dotenv_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', r"\\").replace('\'', r"\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(password: &str, prefix: Option<&str>) -> JobVariables {
+        JobVariables {
+            registry: "contoso.azurecr.io".into(),
+            username: "mirror-pull".into(),
+            password: Secret::new(password),
+            repo_prefix: prefix.map(Into::into),
+            regional_tag_prefix: false,
+        }
+    }
+
+    #[test]
+    fn the_override_has_the_documented_shape() {
+        let v: serde_json::Value =
+            serde_json::from_str(&vars("pw", Some("azureml")).config_override(true)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"capabilities_registry": {
+                "registry": {"url": "contoso.azurecr.io", "username": "mirror-pull", "password": "pw"},
+                "repo_prefix": "azureml",
+                "regional_tag_prefix": false}})
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&vars("pw", None).config_override(true)).unwrap();
+        assert!(v["capabilities_registry"].get("repo_prefix").is_none());
+    }
+
+    #[test]
+    fn the_password_is_masked_unless_revealed_and_debug_never_shows_it() {
+        let v = vars("s3cret-value", None);
+        for f in [Format::Dotenv, Format::Json, Format::PythonSdkV2] {
+            assert!(!v.render(f, false).contains("s3cret-value"));
+            assert!(v.render(f, false).contains(MASK));
+            assert!(v.render(f, true).contains("s3cret-value"));
+        }
+        assert!(!format!("{v:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn json_output_parses_back() {
+        let nasty = r#"p'a"s\s$HOME`x`!{}"#;
+        let out = vars(nasty, None).render(Format::Json, true);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let o: serde_json::Value =
+            serde_json::from_str(v[CONFIG_OVERRIDE].as_str().unwrap()).unwrap();
+        assert_eq!(o["capabilities_registry"]["registry"]["password"], nasty);
+        assert_eq!(v[USE_COMMON_RUNTIME], "true");
+    }
+}
