@@ -98,3 +98,119 @@ fn python_sdk_snippets_run() {
         assert_round_trip(&python(run, &vars().render(f, true)), f);
     }
 }
+
+mod command_line {
+    use super::*;
+    use mirror_tests::cli::{command, mirror};
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn env_takes_the_password_from_stdin_and_writes_a_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("job.env");
+        std::fs::write(&out, "old").unwrap(); // an existing file is narrowed too
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut child = command(
+            &[
+                "azureml",
+                "env",
+                "--target",
+                "contoso.azurecr.io",
+                "--username",
+                "mirror-pull",
+                "--password-stdin",
+                "--prefix",
+                "azureml",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{}\n", NASTY.replace('\n', " ")).as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let done = child.wait_with_output().await.unwrap();
+        assert_eq!(
+            done.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            text.contains("AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE="),
+            "{text}"
+        );
+        assert!(done.stdout.is_empty(), "nothing on stdout with --out");
+    }
+
+    #[tokio::test]
+    async fn env_wants_the_password_from_the_environment_or_stdin_only() {
+        let args = [
+            "azureml",
+            "env",
+            "--target",
+            "c.azurecr.io",
+            "--username",
+            "u",
+        ];
+        let run = mirror(&args, &[]).await;
+        assert_eq!(run.code, 2);
+        assert!(run.stderr.contains("--password-env"), "{}", run.stderr);
+        let mut with_flag = args.to_vec();
+        with_flag.extend(["--password", "on-the-command-line"]);
+        assert_eq!(mirror(&with_flag, &[]).await.code, 2, "no such flag");
+        let mut from_env = args.to_vec();
+        from_env.extend(["--password-env", "ACR_PULL_PASSWORD", "--format", "json"]);
+        let run = mirror(&from_env, &[("ACR_PULL_PASSWORD", "from-env-1234")]).await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert!(v[CONFIG_OVERRIDE]
+            .as_str()
+            .unwrap()
+            .contains("from-env-1234"));
+    }
+
+    #[tokio::test]
+    async fn env_masks_the_password_on_a_terminal_unless_asked() {
+        if std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            println!("SKIPPED: no `script` to give mirror a terminal");
+            return;
+        }
+        let bin = mirror_tests::cli::mirror_bin();
+        let on_tty = |extra: &str| {
+            let line = format!(
+                "{} azureml env --target c.azurecr.io --username u --password-env ACR_PULL_PASSWORD {extra}",
+                bin.display()
+            );
+            let o = std::process::Command::new("script")
+                .args(["-qec", &line, "/dev/null"])
+                .env("ACR_PULL_PASSWORD", "tty-secret-5678")
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let masked = on_tty("");
+        assert!(
+            !masked.contains("tty-secret-5678") && masked.contains("********"),
+            "{masked}"
+        );
+        assert!(on_tty("--show-secret").contains("tty-secret-5678"));
+    }
+}

@@ -1,6 +1,7 @@
 //! The command line: parses arguments, builds a plan, runs it, renders
 //! progress and the report. Thin by design; the work is in the library.
 
+mod azureml;
 mod copy;
 pub mod exit;
 mod render;
@@ -24,6 +25,9 @@ pub struct Cli {
 enum Command {
     /// Copy images: `mirror copy SRC DST [SRC DST ...]`.
     Copy(copy::CopyArgs),
+    /// The AzureML preset: the common-runtime images and job variables.
+    #[command(subcommand)]
+    Azureml(azureml::AzuremlCommand),
 }
 
 /// How to reach registries; shared by every command that talks to one.
@@ -204,6 +208,7 @@ pub fn run() -> i32 {
     runtime.block_on(async {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
+            Command::Azureml(command) => azureml::run(command),
         }
     })
 }
