@@ -12,4 +12,5 @@ pub mod platform;
 pub mod progress;
 pub mod report;
 pub mod store;
+pub mod sync;
 pub mod transfer;

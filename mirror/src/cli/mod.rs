@@ -4,6 +4,7 @@
 mod copy;
 pub mod exit;
 mod render;
+mod sync;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Cli {
 enum Command {
     /// Copy images: `mirror copy SRC DST [SRC DST ...]`.
     Copy(copy::CopyArgs),
+    /// Keep images current from a config file: `mirror sync CONFIG`.
+    Sync(sync::SyncArgs),
 }
 
 /// How to reach registries; shared by every command that talks to one.
@@ -49,7 +52,7 @@ pub struct RegistryArgs {
 }
 
 /// `123`, `512K`, `16M`, `1G` (powers of 1024).
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, ""),
@@ -138,6 +141,7 @@ pub fn run() -> i32 {
     runtime.block_on(async {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
+            Command::Sync(args) => sync::run(args).await,
         }
     })
 }
