@@ -138,6 +138,11 @@ sync:
     vars: {{region: eastus}}
     tags: ["{{region}}-stable"]
     target_tag: stable
+  # without a value, {{region}} is a pattern capturing every region
+  - source: {s}/boot/linux
+    target: "{d}/regional/{{repo}}"
+    tags: ["{{region}}-stable"]
+    target_tag: "stable-{{region}}"
 "#
         ),
     );
@@ -153,6 +158,12 @@ sync:
     ]
     .iter()
     .map(|(r, t, tt)| (format!("{s}/{r}:{t}"), format!("{d}/mirror/{r}:{tt}")))
+    .chain(["eastus", "westus"].map(|region| {
+        (
+            format!("{s}/boot/linux:{region}-stable"),
+            format!("{d}/regional/boot/linux:stable-{region}"),
+        )
+    }))
     .collect();
 
     // First run: exactly the selected tags land; exit code "changes made".
@@ -192,7 +203,7 @@ sync:
         .iter()
         .filter(|e| e.uri.contains("/tags/list"))
         .count();
-    assert_eq!(lists, 3, "one tag listing per filtered repository");
+    assert_eq!(lists, 4, "one tag listing per filtered entry");
     assert!(
         src_log
             .iter()
@@ -564,9 +575,9 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
     let config = scratch.write(
         "sync.yaml",
         &format!(
-            "sync:\n  - {{source: {}/app, target: {}/app}}\n",
+            "registries:\n  - {{host: '{d}', chunk_threshold: 1K, chunk_size: 1K}}\nsync:\n  - {{source: {}/app, target: {d}/app}}\n",
             src.host(),
-            dst.host()
+            d = dst.host()
         ),
     );
     let cfg = config.to_str().unwrap();
@@ -587,9 +598,11 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
         dst.access_log()
     );
     assert_eq!(digest_at(&dst, "app", "v1").await, None);
-    // After a real run the plan is empty.
+    // After a real run (in chunks, as the registry's settings say) the
+    // plan is empty.
     let (run, _) = scratch.sync(&[cfg]).await;
     assert_eq!(run.code, 4);
+    assert!(dst.count_requests("PATCH", "/blobs/uploads/") >= 4);
     let (run, report) = scratch.sync(&[cfg, "--dry-run"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(report["bytes_missing"], 0);

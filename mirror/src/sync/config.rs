@@ -424,10 +424,22 @@ impl Cx {
         let mut selector = TagSelector::default();
         for t in e.tags.as_ref().or(d.tags.as_ref()).into_iter().flatten() {
             let tmpl = self.template(t)?;
-            tmpl.check(&var_names).map_err(|m| self.at(t, m))?;
-            let tag = tmpl.render(&vars).map_err(|m| self.at(t, m))?;
-            check_tag(&tag).map_err(|m| self.at(t, m))?;
-            selector.explicit.push(tag);
+            if tmpl.placeholders().all(|p| vars.contains_key(p)) {
+                let tag = tmpl.render(&vars).map_err(|m| self.at(t, m))?;
+                check_tag(&tag).map_err(|m| self.at(t, m))?;
+                selector.explicit.push(tag);
+            } else {
+                // A placeholder without a value makes it a pattern over the
+                // listed tags, capturing what the placeholder stands for.
+                let pattern = tmpl.to_regex(&vars);
+                let regex = Regex::new(&pattern).map_err(|err| {
+                    self.at(
+                        t,
+                        format!("tag pattern {:?}: {}", t.value, one_line(&err.to_string())),
+                    )
+                })?;
+                selector.include.push(regex);
+            }
         }
         for r in e
             .include
@@ -723,7 +735,8 @@ sync:
             ("sync:\n  - source: a.io/x\n    target: b.io/x\n    target_tag: '{oops'\n", 4, "never closed"),
             ("sync:\n  - source: a.io/x\n    target: b.io/x\n    target_tag: '{region}'\n", 4, "{region}"),
             ("sync:\n  - source: a.io/x\n    target: 'b.io/{nope}'\n", 3, "{nope}"),
-            ("sync:\n  - source: a.io/x\n    target: b.io/x\n    tags: ['{region}-stable']\n", 4, "{region}"),
+            ("sync:\n  - source: a.io/x\n    target: b.io/x\n    tags: ['{region}-stable']\n    target_tag: '{regoin}'\n", 5, "{regoin}"),
+            ("sync:\n  - source: a.io/x\n    target: b.io/x\n    tags: ['{region']\n", 4, "never closed"),
             ("sync:\n  - source: a.io/x\n    target: b.io/x\n    semver: 'not a range'\n", 4, "semver"),
             ("sync:\n  - source: a.io/x\n    target: b.io/x\n    latest: 0\n", 4, "latest"),
             ("sync:\n  - source: a.io/x\n    target: b.io/x\n    platforms: [linux]\n", 4, "platform"),
@@ -765,6 +778,20 @@ sync:
         );
         let shown = format!("{c:?}");
         assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn a_tag_with_a_free_placeholder_is_a_pattern_whose_capture_names_the_target() {
+        let c = parse_str(
+            "sync:\n  - source: a.io/x\n    target: b.io/x\n    tags: ['{region}-stable', 'v1']\n    target_tag: '{region}'\n",
+        )
+        .unwrap();
+        let sel = &c.entries[0].selector;
+        assert_eq!(sel.explicit, vec!["v1"]);
+        assert_eq!(sel.include.len(), 1);
+        let picked = sel.select(Some(&["eastus-stable".to_string(), "beta".to_string()]));
+        assert_eq!(picked.len(), 2);
+        assert_eq!(picked[0].captures["region"], "eastus");
     }
 
     #[test]

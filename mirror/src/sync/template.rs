@@ -113,6 +113,30 @@ impl Template {
         Ok(out)
     }
 
+    /// A tag pattern as an anchored regular expression: placeholders with a
+    /// value in `fixed` match that value; the others match a run of tag
+    /// characters and capture it under their name (`{region}-stable` →
+    /// `^(?P<region>[A-Za-z0-9_.-]+?)-stable$`).
+    pub fn to_regex(&self, fixed: &BTreeMap<String, String>) -> String {
+        let mut out = String::from("^");
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(s) => out.push_str(&regex::escape(s)),
+                Part::Placeholder(n) => match fixed.get(n) {
+                    Some(v) => out.push_str(&regex::escape(v)),
+                    // A name used twice must match the same text both times;
+                    // the regex crate has no backreferences, so the second
+                    // use only has to look like a tag.
+                    None if !seen.insert(n.clone()) => out.push_str("[A-Za-z0-9_.-]+?"),
+                    None => out.push_str(&format!("(?P<{n}>[A-Za-z0-9_.-]+?)")),
+                },
+            }
+        }
+        out.push('$');
+        out
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -151,6 +175,16 @@ mod tests {
             t.render(&values(&[("repo", "a/b"), ("tag", "1")])).unwrap(),
             "reg.io/mirror/a/b:x1y"
         );
+    }
+
+    #[test]
+    fn a_tag_pattern_captures_its_free_placeholders() {
+        let t = Template::parse("{region}-stable.{n}").unwrap();
+        let r = regex::Regex::new(&t.to_regex(&values(&[("n", "1")]))).unwrap();
+        let c = r.captures("eastus-stable.1").unwrap();
+        assert_eq!(&c["region"], "eastus");
+        assert!(!r.is_match("eastus-stable.2"));
+        assert!(!r.is_match("x-eastus-stablex1"));
     }
 
     #[test]
