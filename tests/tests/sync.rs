@@ -657,3 +657,44 @@ async fn a_registry_prefix_syncs_into_a_layout_and_a_layout_back_into_a_registry
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(report["current"], 6);
 }
+
+#[tokio::test]
+async fn the_demo_config_keeps_the_fixture_images_current_in_a_layout() {
+    let scratch = Scratch::new();
+    let root = mirror_tests::cli::workspace_root();
+    let out = scratch.path("demo");
+    let text = std::fs::read_to_string(root.join("examples/sync-demo.yaml"))
+        .unwrap()
+        .replace(
+            "oci:../fixtures/azureml",
+            &format!("oci:{}", root.join("fixtures/azureml").display()),
+        )
+        .replace("oci:../mirror-demo-sync", &format!("oci:{}", out.display()));
+    let config = scratch.write("demo.yaml", &text);
+    let cfg = config.to_str().unwrap();
+    let (run, report) = scratch.sync(&[cfg]).await;
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["copied"], 6);
+    let o = out.display();
+    assert!(
+        with_status(&report, "copied").contains(&(
+            format!(
+                "oci:{}:cap/lifecycler/installed:eastus-stable",
+                root.join("fixtures/azureml").display()
+            ),
+            format!("oci:{o}:cap/lifecycler/installed:stable"),
+        )),
+        "{report}"
+    );
+    // Nothing changed: 0; a scheduler may also ask for 0 on changes.
+    let (run, report) = scratch.sync(&[cfg]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["current"], 6);
+    let (run, _) = scratch
+        .sync(&[cfg, "--changes-exit-code", "0", "--dry-run"])
+        .await;
+    assert_eq!(run.code, 0);
+    std::fs::remove_dir_all(&out).unwrap();
+    let (run, _) = scratch.sync(&[cfg, "--changes-exit-code", "0"]).await;
+    assert_eq!(run.code, 0, "changes made, reported as 0 when asked");
+}

@@ -51,6 +51,11 @@ pub struct SyncArgs {
     /// `jobs`, else 8).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
     jobs: Option<u16>,
+    /// The exit code for "everything succeeded and something was copied"
+    /// (default 4); `--changes-exit-code 0` for schedulers that treat any
+    /// other code as a failure.
+    #[arg(long, value_name = "CODE", default_value_t = exit::CHANGED, value_parser = clap::value_parser!(i32).range(0..=255))]
+    changes_exit_code: i32,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
     /// The report on standard output: a text summary or JSON.
@@ -141,7 +146,10 @@ pub async fn run(args: SyncArgs) -> i32 {
         }
     };
 
-    let mut code = exit_code(&report);
+    let mut code = match exit_code(&report) {
+        exit::CHANGED => args.changes_exit_code,
+        c => c,
+    };
     if let Some(path) = &args.report {
         if let Err(e) = write_report(path, &report) {
             eprintln!("error: writing the report {}: {e}", path.display());

@@ -795,6 +795,20 @@ sync:
     }
 
     #[test]
+    fn the_examples_parse() {
+        std::env::set_var("ACR_PASSWORD", "example-SECRET");
+        std::env::set_var("DOCKERHUB_TOKEN", "example-SECRET");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let c = load(&root.join("sync.yaml")).unwrap();
+        assert_eq!(c.entries.len(), 8);
+        assert!(!format!("{c:?}").contains("SECRET"));
+        let c = load(&root.join("sync-demo.yaml")).unwrap();
+        assert_eq!(c.entries[0].selector.explicit, vec!["eastus-stable"]);
+        let c = super::super::skopeo::load(&root.join("skopeo-sync.yaml"), "dst.io/m").unwrap();
+        assert_eq!(c.entries.len(), 5);
+    }
+
+    #[test]
     fn environment_expansion() {
         std::env::set_var("MIRROR_TEST_CFG_X", "xx");
         assert_eq!(expand_env("a${MIRROR_TEST_CFG_X}b").unwrap(), "axxb");
