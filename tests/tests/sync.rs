@@ -698,3 +698,40 @@ async fn the_demo_config_keeps_the_fixture_images_current_in_a_layout() {
     let (run, _) = scratch.sync(&[cfg, "--changes-exit-code", "0"]).await;
     assert_eq!(run.code, 0, "changes made, reported as 0 when asked");
 }
+
+#[tokio::test]
+async fn a_platform_filtered_index_is_current_on_the_next_run() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let r = repo(&src.host(), "multi");
+    let (amd, arm) = (image(501, &[900], false), image(502, &[800], false));
+    push_image(&c, &r, &amd.digest.to_string(), &amd).await;
+    push_image(&c, &r, &arm.digest.to_string(), &arm).await;
+    let (idx, idx_digest, mt) =
+        mirror_tests::images::index(&[(&amd, "linux/amd64"), (&arm, "linux/arm64")], false);
+    c.put_manifest(&r, "v1", mt, idx).await.unwrap();
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "sync:\n  - source: {}/multi\n    target: {}/multi\n    tags: [v1]\n    platforms: [linux/amd64]\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+    let cfg = config.to_str().unwrap();
+    let (run, report) = scratch.sync(&[cfg]).await;
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    let img = &report["images"][0];
+    assert_eq!(img["source_digest"], idx_digest.to_string());
+    assert_ne!(img["target_digest"], idx_digest.to_string());
+    assert!(img["digest_changed"]
+        .as_str()
+        .unwrap()
+        .contains("linux/amd64"));
+    // The new index is what the target should hold: nothing to do now.
+    let (run, report) = scratch.sync(&[cfg]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["current"], 1);
+}
