@@ -22,7 +22,8 @@ use crate::store::{ImageRef, ImageStore, StoreError};
 /// One image of the plan: a source tag and where it goes.
 #[derive(Debug, Clone)]
 pub struct Item {
-    pub source: Arc<dyn ImageStore>,
+    /// `None` only for an image that failed while planning.
+    pub source: Option<Arc<dyn ImageStore>>,
     pub source_ref: ImageRef,
     pub source_label: String,
     /// `None`: a layout that does not exist yet (a dry run creates nothing).
@@ -123,50 +124,8 @@ impl Stores {
 
 /// A failure found while planning (listing, naming), kept for the report.
 fn failed(source_label: String, target_label: String, error: String, kind: ErrorKind) -> Item {
-    #[derive(Debug)]
-    struct Nothing;
-    #[async_trait::async_trait]
-    impl ImageStore for Nothing {
-        fn describe(&self) -> String {
-            String::new()
-        }
-        fn blob_domain(&self) -> String {
-            String::new()
-        }
-        async fn resolve(&self, _: &ImageRef) -> Result<Manifest, StoreError> {
-            Err(StoreError::NotFound("nothing".into()))
-        }
-        async fn resolve_digest(&self, _: &ImageRef) -> Result<Option<Digest>, StoreError> {
-            Ok(None)
-        }
-        async fn manifest(&self, _: &Digest) -> Result<Manifest, StoreError> {
-            Err(StoreError::NotFound("nothing".into()))
-        }
-        async fn has_manifest(&self, _: &Digest) -> Result<bool, StoreError> {
-            Ok(false)
-        }
-        async fn put_manifest(&self, _: &Manifest) -> Result<(), StoreError> {
-            Err(StoreError::NotFound("nothing".into()))
-        }
-        async fn set_tag(&self, _: &str, _: &Manifest) -> Result<(), StoreError> {
-            Err(StoreError::NotFound("nothing".into()))
-        }
-        async fn blob_size(&self, _: &Digest) -> Result<Option<u64>, StoreError> {
-            Ok(None)
-        }
-        async fn read_blob(&self, _: &Descriptor) -> Result<crate::store::BlobStream, StoreError> {
-            Err(StoreError::NotFound("nothing".into()))
-        }
-        async fn write_blob(
-            &self,
-            _: &Descriptor,
-            _: crate::store::BlobStream,
-        ) -> Result<(), StoreError> {
-            Err(StoreError::NotFound("nothing".into()))
-        }
-    }
     Item {
-        source: Arc::new(Nothing),
+        source: None,
         source_ref: ImageRef::Only,
         source_label,
         target: None,
@@ -337,7 +296,7 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, items: &mut Vec<Item>)
                 ImageRef::Tag(sel.tag.clone())
             };
             items.push(Item {
-                source: src.store.clone(),
+                source: Some(src.store.clone()),
                 source_ref,
                 source_label,
                 target: target.store.clone(),
@@ -528,12 +487,15 @@ pub async fn compare(items: &mut [Item], jobs: usize, estimate: bool) {
 }
 
 async fn compare_one(it: &Item) -> State {
+    let Some(source) = &it.source else {
+        unreachable!("only planned items are compared")
+    };
     let fail = |what: String, e: StoreError| State::Failed {
         error: format!("{what}: {e}"),
         kind: e.kind(),
     };
     let source = if it.platforms.is_empty() {
-        match it.source.resolve_digest(&it.source_ref).await {
+        match source.resolve_digest(&it.source_ref).await {
             Ok(Some(d)) => (d.clone(), d),
             Ok(None) => {
                 return State::Failed {
@@ -544,7 +506,7 @@ async fn compare_one(it: &Item) -> State {
             Err(e) => return fail(format!("reading {}", it.source_label), e),
         }
     } else {
-        match it.source.resolve(&it.source_ref).await {
+        match source.resolve(&it.source_ref).await {
             Ok(m) => {
                 let expected = filtered_digest(&m, &it.platforms).unwrap_or(m.digest.clone());
                 (m.digest, expected)
@@ -605,12 +567,12 @@ async fn missing_bytes(
     it: &Item,
     counted: &Mutex<HashSet<(String, Digest)>>,
 ) -> Result<u64, StoreError> {
-    let State::Copy { source_digest, .. } = &it.state else {
+    let (State::Copy { source_digest, .. }, Some(source)) = (&it.state, &it.source) else {
         return Ok(0);
     };
     let mut blobs: Vec<Descriptor> = Vec::new();
     let mut seen = HashSet::new();
-    let mut todo = vec![(it.source.manifest(source_digest).await?, true)];
+    let mut todo = vec![(source.manifest(source_digest).await?, true)];
     while let Some((m, root)) = todo.pop() {
         let content = m.content().map_err(StoreError::from)?;
         if m.is_index() {
@@ -622,7 +584,7 @@ async fn missing_bytes(
                         .as_ref()
                         .is_some_and(|p| it.platforms.iter().any(|f| f.matches(p)));
                 if keep && seen.insert(child.digest.clone()) {
-                    todo.push((it.source.manifest(&child.digest).await?, false));
+                    todo.push((source.manifest(&child.digest).await?, false));
                 }
             }
         } else {

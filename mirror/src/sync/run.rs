@@ -159,7 +159,7 @@ pub async fn execute(
                     unreachable!("grouped items are to copy")
                 };
                 jobs.push(CopyJob {
-                    source: it.source.clone(),
+                    source: it.source.clone().expect("a planned image has a source"),
                     // What was compared is what is copied, even if the
                     // source tag moves meanwhile.
                     source_ref: ImageRef::Digest(source_digest.clone()),
