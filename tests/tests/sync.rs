@@ -735,3 +735,49 @@ async fn a_platform_filtered_index_is_current_on_the_next_run() {
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(report["current"], 1);
 }
+
+#[tokio::test]
+async fn an_unchanged_run_against_a_token_registry_asks_a_token_per_repository_not_per_tag() {
+    let src = Registry::start_open().await.unwrap();
+    let (dst, tokens) = mirror_tests::Registry::start_with_token_auth(
+        Default::default(),
+        mirror_tests::TokenServerOptions::default().with_user("syncer", "token-pw"),
+    )
+    .await
+    .unwrap();
+    let tags = ["a", "b", "c", "d"];
+    for name in ["one", "two", "three"] {
+        push_tags(&src, name, &tags, 600).await;
+    }
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "registries:\n  - host: {d}\n    credentials: {{username: syncer, password: '${{MIRROR_SYNC_TOKEN_PW}}'}}\ndefaults:\n  target: '{d}/{{repo}}'\n  tags: [a, b, c, d]\nsync:\n  - source: {s}/one\n  - source: {s}/two\n  - source: {s}/three\n",
+            d = dst.host(),
+            s = src.host()
+        ),
+    );
+    let cfg = config.to_str().unwrap();
+    let env = [("MIRROR_SYNC_TOKEN_PW", "token-pw")];
+    let (run, _) = scratch.sync_env(&[cfg], &env).await;
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+
+    tokens.clear_requests();
+    let before = dst.access_log().len();
+    let (run, report) = scratch.sync_env(&[cfg], &env).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["current"], 12);
+    let log: Vec<_> = dst.access_log().into_iter().skip(before).collect();
+    let answered = log.iter().filter(|e| e.status == 200).count();
+    assert_eq!(answered, 12, "one HEAD per tag: {log:#?}");
+    assert!(
+        tokens.requests().len() <= 3,
+        "a token per repository at most: {:?}",
+        tokens.requests()
+    );
+    assert!(
+        log.len() <= 12 + 3,
+        "challenges at most once per repository: {log:#?}"
+    );
+}

@@ -52,7 +52,7 @@ pub struct SyncArgs {
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
     jobs: Option<u16>,
     /// The exit code for "everything succeeded and something was copied"
-    /// (default 4); `--changes-exit-code 0` for schedulers that treat any
+    ///; `--changes-exit-code 0` for schedulers that treat any
     /// other code as a failure.
     #[arg(long, value_name = "CODE", default_value_t = exit::CHANGED, value_parser = clap::value_parser!(i32).range(0..=255))]
     changes_exit_code: i32,
