@@ -778,6 +778,6 @@ async fn an_unchanged_run_against_a_token_registry_asks_a_token_per_repository_n
     );
     assert!(
         log.len() <= 12 + 3,
-        "challenges at most once per repository: {log:#?}"
+        "a 401 challenge once per repository at most: {log:#?}"
     );
 }

@@ -102,7 +102,7 @@ pub async fn run(args: SyncArgs) -> i32 {
     let stores = Stores::new(client, &config, !args.dry_run);
 
     let work = async {
-        let mut items = expand(&config, &stores, args.shard).await;
+        let mut items = expand(&config, &stores, args.shard, jobs).await;
         compare(&mut items, jobs, args.dry_run).await;
         let to_copy = items
             .iter()

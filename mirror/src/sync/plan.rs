@@ -136,6 +136,9 @@ fn failed(source_label: String, target_label: String, error: String, kind: Error
     }
 }
 
+/// A repository's tags when its entry filters them (`None`: not listed).
+type Listing = Result<Option<Vec<String>>, StoreError>;
+
 /// A source repository found for an entry.
 struct SourceRepo {
     store: Arc<dyn ImageStore>,
@@ -151,10 +154,17 @@ struct SourceRepo {
 
 /// Every image the config asks for, not yet compared; failures to list or
 /// name images come back as failed items. With a shard, only its images.
-pub async fn expand(config: &SyncConfig, stores: &Stores, shard: Option<Shard>) -> Vec<Item> {
+/// Entries are planned in order (one may create the layout the next reads);
+/// within an entry, `jobs` tag listings at a time.
+pub async fn expand(
+    config: &SyncConfig,
+    stores: &Stores,
+    shard: Option<Shard>,
+    jobs: usize,
+) -> Vec<Item> {
     let mut items = Vec::new();
     for entry in &config.entries {
-        expand_entry(entry, stores, &mut items).await;
+        expand_entry(entry, stores, jobs, &mut items).await;
     }
     // Two images for one target tag would overwrite each other: both fail.
     let mut by_target: HashMap<String, Vec<usize>> = HashMap::new();
@@ -192,7 +202,7 @@ pub fn shard_key(item: &Item) -> String {
     format!("{} {}", item.source_label, item.target_label)
 }
 
-async fn expand_entry(entry: &SyncEntry, stores: &Stores, items: &mut Vec<Item>) {
+async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &mut Vec<Item>) {
     let fail = |items: &mut Vec<Item>, msg: String, kind: ErrorKind| {
         items.push(failed(
             entry.source_text.clone(),
@@ -221,22 +231,32 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, items: &mut Vec<Item>)
                 ..
             }
         );
-    for src in repos {
-        let listed = if entry.selector.needs_listing() {
-            match list_tags(&src, stores).await {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    let kind = e.kind();
-                    fail(
-                        items,
-                        format!("listing the tags of {}: {e}", src.label),
-                        kind,
-                    );
-                    continue;
-                }
+    // Tag listings of a prefix's repositories go out `jobs` at a time; the
+    // results keep the repositories' order, so plans read the same each run.
+    let listings: Vec<(SourceRepo, Listing)> = stream::iter(repos)
+        .map(|src| async move {
+            let listed = if entry.selector.needs_listing() {
+                list_tags(&src, stores).await.map(Some)
+            } else {
+                Ok(None)
+            };
+            (src, listed)
+        })
+        .buffered(jobs.max(1))
+        .collect()
+        .await;
+    for (src, listed) in listings {
+        let listed = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                let kind = e.kind();
+                fail(
+                    items,
+                    format!("listing the tags of {}: {e}", src.label),
+                    kind,
+                );
+                continue;
             }
-        } else {
-            None
         };
         let selected = entry.selector.select(listed.as_deref());
         let mut values: BTreeMap<String, String> = entry.vars.clone();
@@ -448,14 +468,30 @@ async fn list_tags(src: &SourceRepo, stores: &Stores) -> Result<Vec<String>, Sto
 /// filter decides what the target holds). With `estimate`, also count the
 /// blob bytes missing at the target for what would be copied.
 pub async fn compare(items: &mut [Item], jobs: usize, estimate: bool) {
-    let results: Vec<(usize, State)> = stream::iter(items.iter().enumerate())
-        .filter(|(_, it)| futures::future::ready(matches!(it.state, State::Pending)))
-        .map(|(i, it)| async move { (i, compare_one(it).await) })
-        .buffer_unordered(jobs.max(1))
-        .collect()
-        .await;
-    for (i, s) in results {
-        items[i].state = s;
+    // First one image per repository not seen before, then the rest: on a
+    // token registry the first request to a repository meets the 401
+    // challenge, and the others then find its token cached instead of each
+    // meeting the challenge too.
+    let mut seen = HashSet::new();
+    let (first, rest): (Vec<usize>, Vec<usize>) = (0..items.len())
+        .filter(|i| matches!(items[*i].state, State::Pending))
+        .partition(|i| {
+            let it = &items[*i];
+            let source = it.source.as_ref().map(|s| s.describe());
+            let target = it.target.as_ref().map(|t| t.describe());
+            // Both inserts run: `|` does not short-circuit.
+            seen.insert((0, source)) | seen.insert((1, target))
+        });
+    for batch in [first, rest] {
+        let shared: &[Item] = items;
+        let results: Vec<(usize, State)> = stream::iter(batch)
+            .map(|i| async move { (i, compare_one(&shared[i]).await) })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+        for (i, s) in results {
+            items[i].state = s;
+        }
     }
     if estimate {
         let counted: Mutex<HashSet<(String, Digest)>> = Mutex::default();
