@@ -11,6 +11,7 @@ pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod report;
+pub mod state;
 pub mod store;
 pub mod sync;
 pub mod transfer;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use registry_client::Client;
 
 use crate::endpoint::Endpoint;
+use crate::state::UploadJournal;
 use crate::store::layout::LayoutStore;
 use crate::store::registry::{RegistryStore, UploadPolicy};
 use crate::store::{ImageRef, ImageStore, StoreError};
@@ -30,6 +31,7 @@ pub struct Planner {
     client: Client,
     layouts: HashMap<PathBuf, Arc<LayoutStore>>,
     uploads: UploadOverride,
+    sessions: Option<UploadJournal>,
 }
 
 /// User settings that replace a registry's default upload policy.
@@ -56,7 +58,14 @@ impl Planner {
             client,
             layouts: HashMap::new(),
             uploads: UploadOverride::default(),
+            sessions: None,
         }
+    }
+
+    /// Record registry upload sessions here, so a rerun continues them.
+    pub fn with_sessions(mut self, sessions: UploadJournal) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub fn with_uploads(mut self, uploads: UploadOverride) -> Self {
@@ -121,8 +130,11 @@ impl Planner {
                         reason: "the destination needs a tag: the source names none (give one as HOST/REPO:TAG)".into(),
                     });
                 }
-                let store = RegistryStore::new(self.client.clone(), repository.clone())
+                let mut store = RegistryStore::new(self.client.clone(), repository.clone())
                     .with_upload_policy(self.uploads.apply(repository.registry()));
+                if let Some(sessions) = &self.sessions {
+                    store = store.with_sessions(sessions.clone());
+                }
                 (Arc::new(store), tag)
             }
             Endpoint::Layout { path, name } => {

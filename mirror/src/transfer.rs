@@ -18,7 +18,8 @@ use crate::ledger::{BlobHome, Ledger, Placed};
 use crate::platform::PlatformFilter;
 use crate::progress::{Event, Progress};
 use crate::report::{BlobOutcome, ImageReport, RunReport};
-use crate::store::{ImageRef, ImageStore, StoreError};
+use crate::state::Spools;
+use crate::store::{BlobFeed, BlobStream, DirectFeed, ImageRef, ImageStore, StoreError};
 
 /// One image to copy.
 #[derive(Debug, Clone)]
@@ -47,6 +48,10 @@ pub struct CopyOptions {
     /// Blob retries allowed in the whole run, so a failing registry ends
     /// the run instead of retrying every blob.
     pub run_retries: u32,
+    /// Where large blobs read from a registry are kept while they stream
+    /// (the state directory's), so a broken try or a rerun continues them
+    /// instead of reading them again. `None` keeps nothing.
+    pub spools: Option<Spools>,
 }
 
 impl Default for CopyOptions {
@@ -57,6 +62,7 @@ impl Default for CopyOptions {
             include_foreign: false,
             blob_attempts: 3,
             run_retries: 50,
+            spools: None,
         }
     }
 }
@@ -226,7 +232,12 @@ impl Engine {
         // Children first, so every manifest finds what it references. One
         // manifest write at a time per target (see `settled`).
         let writes = self.inner.ledger.manifest_writes(&job.target.describe());
+        // The tag push stores the root where it can (one request, not two).
+        let tag_stores_root = job.target_tag.is_some() && job.target.tag_stores_manifest();
         for m in &graph.manifests {
+            if tag_stores_root && m.digest == root.digest {
+                continue;
+            }
             let cell = self
                 .inner
                 .ledger
@@ -518,20 +529,53 @@ impl Engine {
             digest: desc.digest.clone(),
             size: desc.size,
         });
-        let stream = source.read_blob(desc).await.context(ctx)?;
-        let engine = self.clone();
-        let digest = desc.digest.clone();
-        let counted = stream.inspect_ok(move |chunk: &Bytes| {
+        // Large blobs from a registry go through a spool on disk; the
+        // rest straight from the source (a layout is re-read cheaply).
+        let spool = match (&self.inner.options.spools, source.repository()) {
+            (Some(spools), Some(_)) => spools.claim(desc),
+            _ => None,
+        };
+        let inner: Box<dyn BlobFeed> = match &spool {
+            Some(s) => Box::new(s.feed(source.clone())),
+            None => Box::new(DirectFeed {
+                source: source.clone(),
+                desc: desc.clone(),
+            }),
+        };
+        let feed = CountedFeed {
+            inner,
+            engine: self.clone(),
+            image,
+            digest: desc.digest.clone(),
+        };
+        target.write_blob_from(desc, &feed).await.context(ctx)?;
+        if let Some(s) = spool {
+            s.finish();
+        }
+        Ok(())
+    }
+}
+
+/// A feed whose bytes are reported as progress as the target takes them.
+struct CountedFeed {
+    inner: Box<dyn BlobFeed>,
+    engine: Engine,
+    image: usize,
+    digest: Digest,
+}
+
+#[async_trait::async_trait]
+impl BlobFeed for CountedFeed {
+    async fn open(&self, offset: u64) -> Result<BlobStream, StoreError> {
+        let stream = self.inner.open(offset).await?;
+        let (engine, image, digest) = (self.engine.clone(), self.image, self.digest.clone());
+        Ok(Box::pin(stream.inspect_ok(move |chunk: &Bytes| {
             engine.emit(Event::BlobProgress {
                 image,
                 digest: digest.clone(),
                 bytes: chunk.len() as u64,
             })
-        });
-        target
-            .write_blob(desc, Box::pin(counted))
-            .await
-            .context(ctx)
+        })))
     }
 }
 

@@ -226,6 +226,26 @@ impl Hasher {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SavedHasher(pub Vec<u8>);
 
+impl SavedHasher {
+    /// The state as lowercase hex, for text files.
+    pub fn to_hex(&self) -> String {
+        to_hex(&self.0)
+    }
+
+    /// Read a state written by [`SavedHasher::to_hex`].
+    pub fn from_hex(text: &str) -> Result<Self, Error> {
+        let text = text.as_bytes();
+        if !text.len().is_multiple_of(2) {
+            return Err(Error::InvalidHasherState);
+        }
+        let nibble = |c: u8| (c as char).to_digit(16).ok_or(Error::InvalidHasherState);
+        text.chunks(2)
+            .map(|p| Ok((nibble(p[0])? << 4 | nibble(p[1])?) as u8))
+            .collect::<Result<Vec<u8>, Error>>()
+            .map(SavedHasher)
+    }
+}
+
 impl fmt::Debug for SavedHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SavedHasher({} bytes)", self.0.len())
@@ -354,6 +374,17 @@ mod tests {
     use super::*;
 
     const ABC256: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[test]
+    fn saved_state_survives_hex() {
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(b"part of a blob");
+        let text = h.save().to_hex();
+        let back = Hasher::restore(&SavedHasher::from_hex(&text).unwrap()).unwrap();
+        assert_eq!(back.finish(), h.finish());
+        assert!(SavedHasher::from_hex("abc").is_err());
+        assert!(SavedHasher::from_hex("zz").is_err());
+    }
 
     #[test]
     fn parses_and_prints_sha256_and_sha512() {

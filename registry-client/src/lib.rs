@@ -31,3 +31,4 @@ pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use tags::TagPage;
 pub use upload::{MountOutcome, UploadSession};
+pub use url::Url;

@@ -223,6 +223,23 @@ impl UploadSession {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Into<Error>,
     {
+        self.upload_chunked_with(stream, chunk_size, |_| {}).await
+    }
+
+    /// [`UploadSession::upload_chunked`], calling `confirmed` after every
+    /// chunk the registry accepted (to persist the session's location and
+    /// offset, which change with each chunk).
+    pub async fn upload_chunked_with<S, E, F>(
+        &mut self,
+        stream: S,
+        chunk_size: usize,
+        mut confirmed: F,
+    ) -> Result<u64, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: Into<Error>,
+        F: FnMut(&UploadSession),
+    {
         let chunk_size = chunk_size.max(self.min_chunk.unwrap_or(0) as usize).max(1);
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(chunk_size);
@@ -236,6 +253,7 @@ impl UploadSession {
                 let n = buf.len().min(chunk_size);
                 let chunk = buf.split_to(n).freeze();
                 self.patch_resuming(chunk).await?;
+                confirmed(self);
             }
             if at_end {
                 return Ok(self.offset);

@@ -43,6 +43,19 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// `mirror` with arguments and environment, ready to spawn (for tests that
+/// signal or kill it).
+pub fn command(args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(mirror_bin());
+    cmd.args(args)
+        .current_dir(workspace_root())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// What a run of `mirror` did.
 #[derive(Debug)]
 pub struct Run {
@@ -59,14 +72,17 @@ impl Run {
     }
 }
 
-/// Run `mirror` with arguments and extra environment variables.
+/// Run `mirror` with arguments and extra environment variables. Each run
+/// gets a state directory of its own (runs in parallel would otherwise
+/// share the user's and refuse each other) unless the arguments or the
+/// environment name one.
 pub async fn mirror(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(mirror_bin());
-    cmd.args(args)
-        .current_dir(workspace_root())
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
+    let mut cmd = command(args, env);
+    let own_state = tempfile::tempdir().expect("state directory");
+    let named = args.iter().any(|a| a.starts_with("--state-dir"))
+        || env.iter().any(|(k, _)| *k == "MIRROR_STATE_DIR");
+    if !named {
+        cmd.env("MIRROR_STATE_DIR", own_state.path());
     }
     let out = cmd.output().await.expect("running mirror");
     Run {

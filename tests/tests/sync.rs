@@ -168,7 +168,7 @@ sync:
 
     // First run: exactly the selected tags land; exit code "changes made".
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     assert_eq!(with_status(&report, "copied"), pairs(&expected));
     assert_eq!(report["failed"], 0);
     let dc = client(&d, None);
@@ -220,7 +220,7 @@ sync:
     // Third run: an updated source tag is the only thing copied.
     let newer = push_tags(&src, "apps/db", &["1.9.1"], 900).await;
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     let changed = (
         format!("{s}/apps/db:1.9.1"),
         format!("{d}/mirror/apps/db:1.9.1"),
@@ -293,7 +293,7 @@ async fn overlapping_runs_of_one_config_are_refused() {
         mirror::sync::lock::RunLock::acquire(&mirror::sync::lock::default_lock_path(&config, None))
             .unwrap();
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("another mirror sync run")
             && run.stderr.contains(&held.path.display().to_string()),
@@ -310,7 +310,7 @@ async fn overlapping_runs_of_one_config_are_refused() {
             lock.to_str().unwrap(),
         ])
         .await;
-    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert_eq!(run.code, 4, "{}", run.stderr);
     drop(held);
     // Free again: this run starts (and fails to reach the registry instead).
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
@@ -359,7 +359,7 @@ async fn shard_workers_together_cover_every_image_exactly_once() {
         }
     });
     for (run, report) in futures::future::join_all(workers).await {
-        assert!(matches!(run.code, 0 | 4), "{}{}", run.stdout, run.stderr);
+        assert!(matches!(run.code, 0 | 5), "{}{}", run.stdout, run.stderr);
         let report: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
         for i in report["images"].as_array().unwrap() {
             assert_eq!(i["status"], "copied");
@@ -446,9 +446,9 @@ sync:
             &format!("{d}/skopeo"),
         ])
         .await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     let (run, from_native) = scratch.sync(&[native.to_str().unwrap()]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
 
     // (target without its prefix, digest) for each image.
     let landed = |report: &Value, prefix: &str| -> BTreeSet<(String, String)> {
@@ -563,7 +563,7 @@ async fn secrets_from_the_environment_never_appear_even_when_refused() {
             .replace("password: ${MIRROR_SYNC_TEST_PW}", "password_file: pw"),
     );
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
 }
 
 #[tokio::test]
@@ -582,7 +582,7 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
     );
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg, "--dry-run"]).await;
-    assert_eq!(run.code, 4, "changes to make: {}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "changes to make: {}{}", run.stdout, run.stderr);
     assert_eq!(report["would_copy"], 2);
     let bytes: u64 = imgs
         .iter()
@@ -601,7 +601,7 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
     // After a real run (in chunks, as the registry's settings say) the
     // plan is empty.
     let (run, _) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 4);
+    assert_eq!(run.code, 5);
     assert!(dst.count_requests("PATCH", "/blobs/uploads/") >= 4);
     let (run, report) = scratch.sync(&[cfg, "--dry-run"]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
@@ -628,7 +628,7 @@ async fn a_registry_prefix_syncs_into_a_layout_and_a_layout_back_into_a_registry
     // Entries are planned in order, before anything is copied: on the first
     // run the layout the first entry creates is still empty for the second.
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     let layout = scratch.path("layout");
     let l = layout.display();
     assert_eq!(
@@ -649,7 +649,7 @@ async fn a_registry_prefix_syncs_into_a_layout_and_a_layout_back_into_a_registry
         ])
     );
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     assert_eq!(report["current"], 3);
     assert_eq!(report["copied"], 3);
     assert!(digest_at(&dst, "copy/team/sub/b", "v1").await.is_some());
@@ -673,7 +673,7 @@ async fn the_demo_config_keeps_the_fixture_images_current_in_a_layout() {
     let config = scratch.write("demo.yaml", &text);
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     assert_eq!(report["copied"], 6);
     let o = out.display();
     assert!(
@@ -722,7 +722,7 @@ async fn a_platform_filtered_index_is_current_on_the_next_run() {
     );
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     let img = &report["images"][0];
     assert_eq!(img["source_digest"], idx_digest.to_string());
     assert_ne!(img["target_digest"], idx_digest.to_string());
@@ -761,7 +761,7 @@ async fn an_unchanged_run_against_a_token_registry_asks_a_token_per_repository_n
     let cfg = config.to_str().unwrap();
     let env = [("MIRROR_SYNC_TOKEN_PW", "token-pw")];
     let (run, _) = scratch.sync_env(&[cfg], &env).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
 
     tokens.clear_requests();
     let before = dst.access_log().len();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::render::Renderer;
-use super::{exit, OutputFormat, ProgressMode, RegistryArgs};
+use super::{exit, OutputFormat, ProgressMode, RegistryArgs, StateArgs};
 use crate::endpoint::Endpoint;
 use crate::plan::Planner;
 use crate::platform::PlatformFilter;
@@ -38,6 +38,8 @@ pub struct CopyArgs {
     output: OutputFormat,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 pub async fn run(args: CopyArgs) -> i32 {
@@ -55,7 +57,20 @@ pub async fn run(args: CopyArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let mut planner = Planner::new(client).with_uploads(args.registry.uploads());
+    let state = match args.state.open() {
+        Ok(s) => s,
+        Err(e @ crate::state::StateError::Locked { .. }) => {
+            eprintln!("error: {e}");
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let mut planner = Planner::new(client)
+        .with_uploads(args.registry.uploads())
+        .with_sessions(state.uploads().clone());
     let mut jobs = Vec::new();
     for (src, dst) in &pairs {
         match planner.copy(src, dst) {
@@ -72,6 +87,7 @@ pub async fn run(args: CopyArgs) -> i32 {
             jobs: args.jobs as usize,
             platforms: args.platforms.clone(),
             include_foreign: args.include_foreign,
+            spools: Some(state.spools().clone()),
             ..CopyOptions::default()
         },
         renderer.clone(),
@@ -82,10 +98,14 @@ pub async fn run(args: CopyArgs) -> i32 {
         _ = tokio::signal::ctrl_c() => {
             // Dropping the run cancels every transfer: layout writes discard
             // their temporary files, upload sessions are never committed,
-            // and no tag has moved for an unfinished image.
+            // no tag has moved for an unfinished image, and partial
+            // downloads record how far they got.
             ticker.abort();
             renderer.finish();
-            eprintln!("interrupted: stopped; nothing partial is visible at the targets (run again to continue)");
+            eprintln!(
+                "interrupted: stopped; nothing partial is visible at the targets; run the same command again to continue (state in {})",
+                state.path().display()
+            );
             return exit::INTERRUPTED;
         }
     };

@@ -51,6 +51,34 @@ pub struct RegistryArgs {
     chunk_size: Option<u64>,
 }
 
+/// Where a run keeps what lets the next one continue it.
+#[derive(Debug, Args, Clone)]
+pub struct StateArgs {
+    /// Keep partial downloads and open upload sessions here, so a rerun
+    /// after a crash, kill or Ctrl-C continues them. One run at a time per
+    /// directory. Default: $XDG_STATE_HOME/mirror or ~/.local/state/mirror.
+    #[arg(long, value_name = "DIR", env = "MIRROR_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Blobs at least this large are kept in the state directory while they
+    /// stream from a registry (default 32M); smaller ones start over.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    spool_threshold: Option<u64>,
+}
+
+impl StateArgs {
+    /// Open and lock the state directory.
+    pub fn open(&self) -> Result<crate::state::StateDir, crate::state::StateError> {
+        let path = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::state::StateDir::default_path);
+        let threshold = self
+            .spool_threshold
+            .unwrap_or(crate::state::DEFAULT_SPOOL_THRESHOLD);
+        crate::state::StateDir::open(&path, threshold)
+    }
+}
+
 /// `123`, `512K`, `16M`, `1G` (powers of 1024).
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {

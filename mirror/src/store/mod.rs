@@ -2,6 +2,7 @@
 //! layout directory (and later an OCI archive) implement one trait, so copy,
 //! sync, export and import are one engine with different ends.
 
+pub mod feed;
 pub mod layout;
 pub mod registry;
 
@@ -10,7 +11,9 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
-use registry_client::{Descriptor, Digest, ErrorKind, Manifest, Repository};
+use registry_client::{Descriptor, Digest, ErrorKind, Hasher, Manifest, Repository};
+
+pub use feed::{BlobFeed, DirectFeed};
 
 /// A blob's bytes as they arrive.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, StoreError>> + Send>>;
@@ -158,14 +161,44 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
     /// Point `tag` at a manifest already stored.
     async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError>;
 
+    /// Whether `set_tag` stores the manifest itself (a registry's PUT by
+    /// tag), so a manifest about to be tagged need not be pushed first.
+    fn tag_stores_manifest(&self) -> bool {
+        false
+    }
+
     /// The blob's size, or `None` when absent.
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
 
     /// The blob's bytes, verified against `desc` as they stream.
     async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError>;
 
+    /// The blob's bytes from `held.len()` on, verified as a whole: `held`
+    /// is the hash state of the bytes before. Stores that cannot start
+    /// mid-blob read from the start and skip (the default).
+    async fn read_blob_from(
+        &self,
+        desc: &Descriptor,
+        held: Hasher,
+    ) -> Result<BlobStream, StoreError> {
+        feed::read_from_start(self, desc, held).await
+    }
+
     /// Store a blob from a stream (see the contract above).
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError>;
+
+    /// Store a blob whose bytes `feed` gives from any offset, so that a
+    /// store able to continue an interrupted upload (a registry session
+    /// recorded in the state directory) asks only for the rest. Same
+    /// contract as `write_blob`.
+    async fn write_blob_from(
+        &self,
+        desc: &Descriptor,
+        feed: &dyn BlobFeed,
+    ) -> Result<(), StoreError> {
+        let data = feed.open(0).await?;
+        self.write_blob(desc, data).await
+    }
 
     /// Make a blob that `from` (same blob domain) holds available here
     /// without moving its bytes. `Ok(false)` when that could not be done.

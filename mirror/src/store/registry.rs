@@ -1,12 +1,15 @@
 //! A registry repository as an image store, over the registry client.
 
+use std::sync::{Arc, Mutex};
+
 use futures::StreamExt;
 use registry_client::{
-    BlobRead, BlobStream as ClientBlobStream, Client, Descriptor, Digest, Manifest, MountOutcome,
-    Repository,
+    BlobRead, BlobStream as ClientBlobStream, Client, Descriptor, Digest, ErrorKind, Hasher,
+    Manifest, MountOutcome, Repository, UploadSession, Url,
 };
 
-use super::{BlobStream, ImageRef, ImageStore, StoreError};
+use super::{BlobFeed, BlobStream, ImageRef, ImageStore, StoreError};
+use crate::state::{UploadJournal, UploadRecord};
 
 /// How blobs are uploaded: one streamed PUT up to `chunk_threshold` bytes,
 /// chunked PATCHes of `chunk_size` above it (memory holds one chunk per
@@ -44,6 +47,9 @@ pub struct RegistryStore {
     client: Client,
     repo: Repository,
     uploads: UploadPolicy,
+    /// Where chunked upload sessions are recorded so another run can
+    /// continue them; `None` keeps no state.
+    sessions: Option<UploadJournal>,
 }
 
 impl RegistryStore {
@@ -53,12 +59,143 @@ impl RegistryStore {
             client,
             repo,
             uploads,
+            sessions: None,
         }
+    }
+
+    pub fn with_sessions(mut self, sessions: UploadJournal) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub fn with_upload_policy(mut self, uploads: UploadPolicy) -> Self {
         self.uploads = uploads;
         self
+    }
+
+    async fn read_from(
+        &self,
+        desc: &Descriptor,
+        held: Option<Hasher>,
+    ) -> Result<BlobStream, StoreError> {
+        let read = BlobRead {
+            size: Some(desc.size),
+            resume: held,
+        };
+        let first = self.client.get_blob(&self.repo, &desc.digest, read).await?;
+        Ok(resuming(
+            self.client.clone(),
+            self.repo.clone(),
+            desc.clone(),
+            first,
+        ))
+    }
+
+    /// One streamed `PUT`. The registry verifies size and digest; a stream
+    /// error aborts the request, so nothing is committed.
+    async fn upload_whole(
+        &self,
+        desc: &Descriptor,
+        session: UploadSession,
+        data: BlobStream,
+    ) -> Result<(), StoreError> {
+        let (body, source_error) = keep_source_error(data);
+        let result = session.put_whole(body, desc.size, &desc.digest).await;
+        source_error.take_or(result.map(|_| ()).map_err(StoreError::from))
+    }
+
+    /// `PATCH`es of `chunk_size`, then the closing `PUT`. With a journal the
+    /// session is recorded after each chunk and kept when the transfer
+    /// broke in a way another try can continue.
+    async fn upload_chunked(
+        &self,
+        desc: &Descriptor,
+        mut session: UploadSession,
+        data: BlobStream,
+        journal: Option<&UploadJournal>,
+    ) -> Result<(), StoreError> {
+        let record = |s: &UploadSession| UploadRecord {
+            repository: self.repo.to_string(),
+            digest: desc.digest.clone(),
+            size: desc.size,
+            location: s.location().to_string(),
+            offset: s.offset(),
+        };
+        if let Some(j) = journal {
+            j.save(&record(&session));
+        }
+        let (body, source_error) = keep_source_error(data);
+        let body = body.map(|r| {
+            r.map_err(|e| registry_client::Error::Io {
+                context: "reading the source".into(),
+                source: e,
+            })
+        });
+        let sent = session
+            .upload_chunked_with(Box::pin(body), self.uploads.chunk_size, |s| {
+                if let Some(j) = journal {
+                    j.save(&record(s));
+                }
+            })
+            .await;
+        let result = match sent {
+            Ok(_) => session
+                .finish(&desc.digest)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from),
+            Err(e) => {
+                let result = source_error.take_or(Err(e.into()));
+                if !keeps_session(journal, &result) {
+                    let _ = session.cancel().await;
+                }
+                result
+            }
+        };
+        if let Some(j) = journal {
+            if !keeps_session(journal, &result) {
+                j.remove(&self.repo, &desc.digest);
+            }
+        }
+        result
+    }
+
+    /// The session a previous try recorded for this blob, asked for its
+    /// offset; `None` (and the record dropped) when it cannot be trusted:
+    /// unreadable, for another size, or unknown to the registry (expired,
+    /// or broken by a cut chunk as distribution does).
+    async fn continue_session(
+        &self,
+        desc: &Descriptor,
+        journal: &UploadJournal,
+    ) -> Result<Option<UploadSession>, StoreError> {
+        let Some(record) = journal.load(&self.repo, &desc.digest) else {
+            return Ok(None);
+        };
+        let drop_it = |why: &str| {
+            tracing::info!(digest = %desc.digest, reason = why, "discarding a recorded upload session");
+            journal.remove(&self.repo, &desc.digest);
+            Ok(None)
+        };
+        if record.size != desc.size {
+            return drop_it("recorded for another size");
+        }
+        let Ok(location) = Url::parse(&record.location) else {
+            return drop_it("unreadable location");
+        };
+        let mut session = self.client.resume_upload(&self.repo, location);
+        match session.status().await {
+            Ok(have) if have <= desc.size => {
+                tracing::info!(digest = %desc.digest, have, size = desc.size, "continuing an upload the registry kept");
+                Ok(Some(session))
+            }
+            Ok(_) => {
+                let _ = session.cancel().await;
+                drop_it("the registry holds more than the blob")
+            }
+            Err(e) if e.is_retryable() => Err(e.into()),
+            Err(_) => drop_it("the registry no longer knows the session"),
+        }
     }
 
     fn reference(&self, r: &ImageRef) -> Result<registry_client::Reference, StoreError> {
@@ -137,66 +274,53 @@ impl ImageStore for RegistryStore {
         Ok(())
     }
 
+    fn tag_stores_manifest(&self) -> bool {
+        true
+    }
+
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         Ok(self.client.head_blob(&self.repo, digest).await?)
     }
 
     async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
-        let read = BlobRead {
-            size: Some(desc.size),
-            resume: None,
-        };
-        let first = self.client.get_blob(&self.repo, &desc.digest, read).await?;
-        Ok(resuming(
-            self.client.clone(),
-            self.repo.clone(),
-            desc.clone(),
-            first,
-        ))
+        self.read_from(desc, None).await
+    }
+
+    async fn read_blob_from(
+        &self,
+        desc: &Descriptor,
+        held: Hasher,
+    ) -> Result<BlobStream, StoreError> {
+        self.read_from(desc, Some(held)).await
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
-        let mut session = self.client.start_upload(&self.repo).await?;
-        // The registry verifies size and digest when the session is closed;
-        // a stream error aborts the upload, and the session is never
-        // committed. The source's own error says more than the broken upload
-        // it caused, so it is kept aside and returned instead.
-        let (errors_tx, mut errors_rx) = tokio::sync::mpsc::unbounded_channel();
-        let body = data.map(move |r| {
-            r.map_err(|e| {
-                let msg = e.to_string();
-                let _ = errors_tx.send(e);
-                std::io::Error::other(msg)
-            })
-        });
-        let result = if desc.size > self.uploads.chunk_threshold {
-            let body = body.map(|r| {
-                r.map_err(|e| registry_client::Error::Io {
-                    context: "reading the source".into(),
-                    source: e,
-                })
-            });
-            let sent = session
-                .upload_chunked(Box::pin(body), self.uploads.chunk_size)
-                .await;
-            match sent {
-                Ok(_) => session.finish(&desc.digest).await.map(|_| ()),
-                Err(e) => {
-                    let _ = session.cancel().await;
-                    Err(e)
-                }
-            }
+        let session = self.client.start_upload(&self.repo).await?;
+        if desc.size > self.uploads.chunk_threshold {
+            self.upload_chunked(desc, session, data, None).await
         } else {
-            session
-                .put_whole(body, desc.size, &desc.digest)
-                .await
-                .map(|_| ())
-        };
-        if let Ok(source_error) = errors_rx.try_recv() {
-            return Err(source_error);
+            self.upload_whole(desc, session, data).await
         }
-        result?;
-        Ok(())
+    }
+
+    /// Chunked uploads are recorded in the state directory after every
+    /// chunk, and continued from the offset the registry confirms.
+    async fn write_blob_from(
+        &self,
+        desc: &Descriptor,
+        feed: &dyn BlobFeed,
+    ) -> Result<(), StoreError> {
+        let journal = match &self.sessions {
+            Some(j) if desc.size > self.uploads.chunk_threshold => j,
+            _ => return self.write_blob(desc, feed.open(0).await?).await,
+        };
+        let session = match self.continue_session(desc, journal).await? {
+            Some(s) => s,
+            None => self.client.start_upload(&self.repo).await?,
+        };
+        let data = feed.open(session.offset()).await?;
+        self.upload_chunked(desc, session, data, Some(journal))
+            .await
     }
 
     async fn mount_blob(&self, desc: &Descriptor, from: &Repository) -> Result<bool, StoreError> {
@@ -215,6 +339,45 @@ impl ImageStore for RegistryStore {
             }
         }
     }
+}
+
+/// Whether a chunked upload that ended with `result` stays open for another
+/// try or run: only with a journal, and only when the transfer broke in a
+/// retryable way (what the registry holds so far is good).
+fn keeps_session(journal: Option<&UploadJournal>, result: &Result<(), StoreError>) -> bool {
+    journal.is_some() && matches!(result, Err(e) if e.kind() == ErrorKind::Retryable)
+}
+
+/// The source's own error, kept aside while the upload sees only its
+/// message: it says more than the broken upload it caused.
+struct SourceError(Arc<Mutex<Option<StoreError>>>);
+
+impl SourceError {
+    fn take_or<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match self.0.lock().expect("source error").take() {
+            Some(e) => Err(e),
+            None => result,
+        }
+    }
+}
+
+/// A blob stream as an upload body, its first error kept in [`SourceError`].
+fn keep_source_error(
+    data: BlobStream,
+) -> (
+    impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    SourceError,
+) {
+    let slot = Arc::new(Mutex::new(None));
+    let kept = slot.clone();
+    let body = data.map(move |r| {
+        r.map_err(|e| {
+            let msg = e.to_string();
+            kept.lock().expect("source error").get_or_insert(e);
+            std::io::Error::other(msg)
+        })
+    });
+    (body, SourceError(slot))
 }
 
 /// How many times one blob read continues after a dropped connection.

@@ -1,0 +1,206 @@
+//! `cargo bench -p mirror-benches [-- OPTIONS]`: mirror, skopeo and the raw
+//! limit, side by side on two real local registries. See `--help`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use mirror_benches::copier::{build_mirror, Copier, Job};
+use mirror_benches::measure;
+use mirror_benches::scenario::{prepare, prepare_update, Image, Prepared, Scenario};
+use mirror_benches::table::Results;
+use mirror_tests::fixtures::push_layout;
+use mirror_tests::images::client;
+use mirror_tests::Registry;
+
+#[derive(Debug, Parser)]
+#[command(about = "mirror against skopeo and the raw limit, measured in one run")]
+struct Args {
+    /// Scenarios to run (repeatable; default: all).
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Phases: cold (empty target), rerun (nothing changed), update (one
+    /// azureml tag gained a layer).
+    #[arg(long = "phase", value_enum)]
+    phases: Vec<Phase>,
+    /// Contenders (repeatable; default: all).
+    #[arg(long = "copier", value_enum)]
+    copiers: Vec<Copier>,
+    /// Measured runs of each contender per scenario and phase.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where the table is written.
+    #[arg(long, default_value = "target/bench/results.md")]
+    out: PathBuf,
+    /// Where generated scenarios are kept between runs.
+    #[arg(long, default_value = "target/bench/fixtures")]
+    cache: PathBuf,
+    /// (cargo bench passes this)
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    Cold,
+    Rerun,
+    Update,
+}
+
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Runtime::new()?;
+    // The limit runs as a child process of this binary, measured like the others.
+    if argv.get(1).map(String::as_str) == Some("limit") {
+        let plan = serde_json::from_slice(&std::fs::read(&argv[2])?)?;
+        return runtime.block_on(mirror_benches::limit::run(plan));
+    }
+    let mut args = Args::parse();
+    if args.scenarios.is_empty() {
+        args.scenarios = vec![Scenario::Azureml, Scenario::Big, Scenario::Many];
+    }
+    if args.phases.is_empty() {
+        args.phases = vec![Phase::Cold, Phase::Rerun, Phase::Update];
+    }
+    if args.copiers.is_empty() {
+        args.copiers = vec![
+            Copier::Mirror,
+            Copier::SkopeoSync,
+            Copier::SkopeoCopy,
+            Copier::Limit,
+        ];
+    }
+    let root = mirror_tests::cli::workspace_root();
+    let (out, cache) = (root.join(&args.out), root.join(&args.cache));
+    runtime.block_on(bench(args, out, cache))
+}
+
+async fn bench(args: Args, out: PathBuf, cache: PathBuf) -> anyhow::Result<()> {
+    let mirror_bin = build_mirror()?;
+    std::fs::create_dir_all(&cache)?;
+    let mut results = Results::default();
+    for &scenario in &args.scenarios {
+        let prepared = tokio::task::block_in_place(|| prepare(&cache, scenario))?;
+        let src = Registry::start_open().await?;
+        push_layout(&client(&src.host(), None), &src.host(), &prepared.layout).await?;
+        eprintln!(
+            "{}: {} tags, {:.0} MiB unique",
+            scenario.name(),
+            prepared.images.len(),
+            prepared.unique_bytes() as f64 / 1048576.0
+        );
+        for &phase in &args.phases {
+            if phase == Phase::Update && scenario != Scenario::Azureml {
+                continue;
+            }
+            let update = match phase {
+                Phase::Update => Some(tokio::task::block_in_place(|| prepare_update(&cache))?),
+                _ => None,
+            };
+            for run in 0..args.runs {
+                // Alternate the order so no contender always runs on a warm cache.
+                let mut order = args.copiers.clone();
+                let n = order.len();
+                order.rotate_left(run % n);
+                for copier in order {
+                    let sample = one(&src, &prepared, update.as_ref(), phase, copier, &mirror_bin)
+                        .await
+                        .with_context(|| {
+                            format!("{} {phase:?} {}", scenario.name(), copier.name())
+                        })?;
+                    eprintln!(
+                        "  {:?} {:<12} run {}: {:.2} s wall, {:.2} s CPU, {} MiB RSS, {:.0} MiB from the source",
+                        phase,
+                        copier.name(),
+                        run + 1,
+                        sample.wall.as_secs_f64(),
+                        sample.cpu.as_secs_f64(),
+                        sample.max_rss_kib / 1024,
+                        sample.source_bytes as f64 / 1048576.0
+                    );
+                    results.add(
+                        scenario.name(),
+                        &format!("{phase:?}").to_lowercase(),
+                        copier,
+                        sample,
+                    );
+                }
+            }
+        }
+    }
+    let table = results.markdown();
+    println!("{table}");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let machine = machine();
+    std::fs::write(&out, format!("{machine}\n\n{table}"))?;
+    eprintln!("written to {}", out.display());
+    Ok(())
+}
+
+/// One measured run on a fresh target registry, set up for the phase.
+async fn one(
+    src: &Registry,
+    prepared: &Prepared,
+    update: Option<&Prepared>,
+    phase: Phase,
+    copier: Copier,
+    mirror_bin: &std::path::Path,
+) -> anyhow::Result<measure::Sample> {
+    let dst = Registry::start_open().await?;
+    let work = tempfile::tempdir()?;
+    let job = |images: &[Image], heads_only: bool| Job {
+        source: src.host(),
+        target: dst.host(),
+        images: images.to_vec(),
+        heads_only,
+        mirror_bin: mirror_bin.to_path_buf(),
+        work: work.path().to_path_buf(),
+    };
+    let client = client(&src.host(), None);
+    if phase != Phase::Cold {
+        if update.is_some() {
+            // The source as it was before any update.
+            push_layout(&client, &src.host(), &prepared.layout).await?;
+        }
+        // The target as a cold copy leaves it (mirror makes it; every
+        // contender's result is the same images).
+        measure::run(&mut Copier::Mirror.command(&job(&prepared.images, false))?)?;
+    }
+    let mut images = prepared.images.clone();
+    if let Some(u) = update {
+        push_layout(&client, &src.host(), &u.layout).await?;
+        if copier == Copier::Limit {
+            // The limit moves only what is new.
+            let old: std::collections::HashSet<_> = prepared
+                .images
+                .iter()
+                .flat_map(|i| i.blobs.iter().map(|b| b.0.clone()))
+                .collect();
+            images = u.images.clone();
+            for i in &mut images {
+                i.blobs.retain(|b| !old.contains(&b.0));
+            }
+        }
+    }
+    let before = src.response_bytes("GET", "/blobs/");
+    let mut sample = measure::run(&mut copier.command(&job(&images, phase == Phase::Rerun))?)?;
+    sample.source_bytes = src.response_bytes("GET", "/blobs/") - before;
+    Ok(sample)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("Machine: {cores} cores ({cpu}); two local distribution registries on loopback.")
+}

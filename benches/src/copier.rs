@@ -1,0 +1,145 @@
+//! The contenders, each as a command that copies a scenario from the
+//! source registry to the target: mirror, skopeo (per repository with
+//! `sync`, or per tag with `copy`), and the raw limit.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::limit::Plan;
+use crate::scenario::Image;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Copier {
+    /// `mirror copy --from-file` over every tag.
+    Mirror,
+    /// `skopeo sync --all`, one call per repository.
+    SkopeoSync,
+    /// `skopeo copy --all`, one call per tag.
+    SkopeoCopy,
+    /// The raw limit (see `limit.rs`): six keep-alive streams, no verification.
+    Limit,
+}
+
+impl Copier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Copier::Mirror => "mirror",
+            Copier::SkopeoSync => "skopeo sync",
+            Copier::SkopeoCopy => "skopeo copy",
+            Copier::Limit => "limit",
+        }
+    }
+}
+
+/// Everything a command needs to know about one run.
+pub struct Job {
+    pub source: String,
+    pub target: String,
+    pub images: Vec<Image>,
+    /// The unchanged re-run: the limit is then two HEADs per tag.
+    pub heads_only: bool,
+    pub mirror_bin: PathBuf,
+    pub work: PathBuf,
+}
+
+/// Streams of the raw limit.
+pub const LIMIT_STREAMS: usize = 6;
+
+impl Copier {
+    pub fn command(self, job: &Job) -> anyhow::Result<Command> {
+        Ok(match self {
+            Copier::Mirror => {
+                let mut pairs = String::new();
+                for i in &job.images {
+                    let _ = writeln!(
+                        pairs,
+                        "{src}/{r}:{t} {dst}/{r}:{t}",
+                        src = job.source,
+                        dst = job.target,
+                        r = i.repository,
+                        t = i.tag
+                    );
+                }
+                let file = job.work.join("pairs.txt");
+                std::fs::write(&file, pairs)?;
+                let mut c = Command::new(&job.mirror_bin);
+                c.args(["copy", "--progress", "none", "--from-file"])
+                    .arg(&file)
+                    .arg("--state-dir")
+                    .arg(job.work.join("state"));
+                c
+            }
+            Copier::SkopeoSync => {
+                let mut repos: Vec<&str> = job.images.iter().map(|i| i.repository.as_str()).collect();
+                repos.sort();
+                repos.dedup();
+                // skopeo sync puts SRC/a/b/c at DST/c: give it DST/a/b.
+                shell(repos.iter().map(|r| {
+                    let parent = r.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+                    format!(
+                        "skopeo sync --all --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false {src}/{r} {dst}/{parent}",
+                        src = job.source,
+                        dst = job.target
+                    )
+                }))
+            }
+            Copier::SkopeoCopy => shell(job.images.iter().map(|i| {
+                format!(
+                    "skopeo copy --all --src-tls-verify=false --dest-tls-verify=false docker://{src}/{r}:{t} docker://{dst}/{r}:{t}",
+                    src = job.source,
+                    dst = job.target,
+                    r = i.repository,
+                    t = i.tag
+                )
+            })),
+            Copier::Limit => {
+                let plan = Plan {
+                    source: job.source.clone(),
+                    target: job.target.clone(),
+                    streams: LIMIT_STREAMS,
+                    mode: if job.heads_only { "heads" } else { "copy" }.into(),
+                    images: job.images.clone(),
+                };
+                let file = job.work.join("limit-plan.json");
+                std::fs::write(&file, serde_json::to_vec(&plan)?)?;
+                let mut c = Command::new(std::env::current_exe()?);
+                c.arg("limit").arg(file);
+                c
+            }
+        })
+    }
+}
+
+/// One `sh -e` running these commands in turn (their CPU and peak RSS are
+/// counted with the shell's, as its waited-for children).
+fn shell(lines: impl Iterator<Item = String>) -> Command {
+    let script: Vec<String> = lines.collect();
+    let mut c = Command::new("sh");
+    c.args(["-ec", &script.join("\n")]);
+    c
+}
+
+/// `target/release/mirror`, built now (the benchmark measures the release
+/// build whatever profile runs it).
+pub fn build_mirror() -> anyhow::Result<PathBuf> {
+    let root = mirror_tests::cli::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "mirror",
+            "--bin",
+            "mirror",
+        ])
+        .current_dir(&root)
+        .status()?;
+    anyhow::ensure!(status.success(), "building mirror failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/mirror"))
+}

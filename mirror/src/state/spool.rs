@@ -1,0 +1,573 @@
+//! Partial downloads kept on disk. A blob read from a registry is written
+//! here as it streams; every [`CHECKPOINT`] bytes the data is synced and its
+//! verified offset and hash state recorded. A rerun serves what is on disk
+//! and asks the source only for the rest, the hash continuing from its
+//! saved state, so no byte crosses the network twice.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use registry_client::{Descriptor, Digest, ErrorKind, Hasher, SavedHasher};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::store::{BlobFeed, BlobStream, ImageStore, StoreError};
+
+/// Sync and record progress after this many new bytes.
+pub const CHECKPOINT: u64 = 8 * 1024 * 1024;
+
+const READ_CHUNK: usize = 256 * 1024;
+
+/// The `downloads/` part of the state directory.
+#[derive(Debug, Clone)]
+pub struct Spools {
+    dir: PathBuf,
+    threshold: u64,
+    /// Blobs being spooled by this process: one writer per file.
+    busy: Arc<Mutex<HashSet<Digest>>>,
+}
+
+impl Spools {
+    pub fn new(dir: PathBuf, threshold: u64) -> Self {
+        Spools {
+            dir,
+            threshold,
+            busy: Arc::default(),
+        }
+    }
+
+    /// A spool for this blob, when it is large enough to be worth one and
+    /// no other task of this run is spooling it.
+    pub fn claim(&self, desc: &Descriptor) -> Option<Spool> {
+        if desc.size < self.threshold {
+            return None;
+        }
+        if !self
+            .busy
+            .lock()
+            .expect("spool set")
+            .insert(desc.digest.clone())
+        {
+            return None;
+        }
+        let stem = format!("{}-{}", desc.digest.algorithm().name(), desc.digest.hex());
+        Some(Spool {
+            paths: Arc::new(Paths {
+                data: self.dir.join(format!("{stem}.data")),
+                checkpoint: self.dir.join(format!("{stem}.json")),
+            }),
+            desc: desc.clone(),
+            busy: self.busy.clone(),
+        })
+    }
+
+    /// Bytes of partial downloads on disk (for tests and reports).
+    pub fn bytes_on_disk(&self) -> u64 {
+        fs::read_dir(&self.dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+struct Paths {
+    data: PathBuf,
+    checkpoint: PathBuf,
+}
+
+impl Paths {
+    fn discard(&self) {
+        let _ = fs::remove_file(&self.checkpoint);
+        let _ = fs::remove_file(&self.data);
+    }
+}
+
+/// What a checkpoint file says: `offset` bytes of `data` are durable and
+/// hash to `hasher`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    digest: Digest,
+    size: u64,
+    offset: u64,
+    hasher: String,
+}
+
+/// One blob's spool, claimed for the life of this value.
+#[derive(Debug)]
+pub struct Spool {
+    paths: Arc<Paths>,
+    desc: Descriptor,
+    busy: Arc<Mutex<HashSet<Digest>>>,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&self.desc.digest);
+        }
+    }
+}
+
+impl Spool {
+    /// A feed that serves what is on disk and reads the rest from `source`
+    /// into the spool.
+    pub fn feed(&self, source: Arc<dyn ImageStore>) -> SpoolFeed {
+        SpoolFeed {
+            paths: self.paths.clone(),
+            desc: self.desc.clone(),
+            source,
+        }
+    }
+
+    /// The blob is safely at the target: its spool is no longer needed.
+    pub fn finish(self) {
+        self.paths.discard();
+    }
+
+    /// Bytes a previous run left that can be trusted (0 when none).
+    pub fn held(&self) -> u64 {
+        resume_point(&self.paths, &self.desc)
+            .map(|(_, h)| h.len())
+            .unwrap_or(0)
+    }
+}
+
+/// The spool's data file opened at its trusted end, with the hash of the
+/// bytes before it. State that cannot be trusted (unreadable, another size,
+/// a short file, a finished hash that is not the digest) is discarded and
+/// the spool starts empty.
+fn resume_point(paths: &Paths, desc: &Descriptor) -> io::Result<(File, Hasher)> {
+    if let Some(hasher) = trusted_hasher(paths, desc) {
+        let mut file = OpenOptions::new().write(true).open(&paths.data)?;
+        file.set_len(hasher.len())?;
+        file.seek(SeekFrom::End(0))?;
+        return Ok((file, hasher));
+    }
+    paths.discard();
+    let file = File::create(&paths.data)?;
+    Ok((file, Hasher::new(desc.digest.algorithm())))
+}
+
+fn trusted_hasher(paths: &Paths, desc: &Descriptor) -> Option<Hasher> {
+    let text = fs::read(&paths.checkpoint).ok()?;
+    let why_not = |reason: &str| {
+        tracing::info!(digest = %desc.digest, reason, "discarding a partial download");
+        None
+    };
+    let cp: Checkpoint = match serde_json::from_slice(&text) {
+        Ok(cp) => cp,
+        Err(_) => return why_not("unreadable checkpoint"),
+    };
+    if cp.digest != desc.digest || cp.size != desc.size || cp.offset > cp.size {
+        return why_not("checkpoint for another blob or size");
+    }
+    let hasher = match SavedHasher::from_hex(&cp.hasher).and_then(|s| Hasher::restore(&s)) {
+        Ok(h) if h.len() == cp.offset && h.algorithm() == desc.digest.algorithm() => h,
+        _ => return why_not("unusable hash state"),
+    };
+    let on_disk = fs::metadata(&paths.data).map(|m| m.len()).unwrap_or(0);
+    if on_disk < cp.offset {
+        return why_not("data shorter than its checkpoint");
+    }
+    if cp.offset == cp.size && hasher.clone().finish() != desc.digest {
+        return why_not("complete but the digest differs");
+    }
+    Some(hasher)
+}
+
+/// Sync the data, then record offset and hash state. In that order: a
+/// checkpoint never claims bytes that are not on disk.
+fn write_checkpoint(
+    file: &File,
+    path: &Path,
+    desc: &Descriptor,
+    hasher: &Hasher,
+) -> io::Result<()> {
+    file.sync_data()?;
+    let cp = Checkpoint {
+        digest: desc.digest.clone(),
+        size: desc.size,
+        offset: hasher.len(),
+        hasher: hasher.save().to_hex(),
+    };
+    super::write_atomic(path, &serde_json::to_vec(&cp).map_err(io::Error::other)?)
+}
+
+/// A blob's bytes from any offset, from the spool and then the source.
+pub struct SpoolFeed {
+    paths: Arc<Paths>,
+    desc: Descriptor,
+    source: Arc<dyn ImageStore>,
+}
+
+#[async_trait::async_trait]
+impl BlobFeed for SpoolFeed {
+    async fn open(&self, offset: u64) -> Result<BlobStream, StoreError> {
+        let (paths, desc) = (self.paths.clone(), self.desc.clone());
+        let opened = tokio::task::spawn_blocking(move || resume_point(&paths, &desc))
+            .await
+            .map_err(|e| StoreError::io("opening a partial download", io::Error::other(e)))?;
+        let (file, hasher) = opened
+            .map_err(|e| StoreError::io(format!("opening {}", self.paths.data.display()), e))?;
+        let held = hasher.len();
+        if held > 0 {
+            tracing::info!(
+                digest = %self.desc.digest,
+                held,
+                size = self.desc.size,
+                "continuing a partial download from the state directory"
+            );
+        }
+        let mut parts: Vec<BlobStream> = Vec::new();
+        if offset < held {
+            parts.push(read_range(self.paths.data.clone(), offset, held));
+        }
+        if held < self.desc.size {
+            let source = if held == 0 {
+                self.source.read_blob(&self.desc).await?
+            } else {
+                self.source
+                    .read_blob_from(&self.desc, hasher.clone())
+                    .await?
+            };
+            let writer = SpoolWriter {
+                file: Arc::new(file),
+                paths: self.paths.clone(),
+                desc: self.desc.clone(),
+                hasher,
+                since_checkpoint: 0,
+                done: false,
+            };
+            parts.push(tee(source, writer, offset));
+        }
+        Ok(Box::pin(futures::stream::iter(parts).flatten()))
+    }
+}
+
+/// Bytes `from..to` of a spool file.
+fn read_range(path: PathBuf, from: u64, to: u64) -> BlobStream {
+    let state = (path, from, to, None::<tokio::fs::File>);
+    Box::pin(futures::stream::unfold(Some(state), |state| async move {
+        let (path, pos, to, file) = state?;
+        if pos >= to {
+            return None;
+        }
+        let ctx = || format!("reading {}", path.display());
+        let mut file = match file {
+            Some(f) => f,
+            None => {
+                let opened = async {
+                    let mut f = tokio::fs::File::open(&path).await?;
+                    f.seek(SeekFrom::Start(pos)).await?;
+                    Ok::<_, io::Error>(f)
+                };
+                match opened.await {
+                    Ok(f) => f,
+                    Err(e) => return Some((Err(StoreError::io(ctx(), e)), None)),
+                }
+            }
+        };
+        let want = ((to - pos) as usize).min(READ_CHUNK);
+        let mut buf = BytesMut::with_capacity(want);
+        while buf.len() < want {
+            match (&mut file)
+                .take((want - buf.len()) as u64)
+                .read_buf(&mut buf)
+                .await
+            {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "spool file shrank");
+                    return Some((Err(StoreError::io(ctx(), e)), None));
+                }
+                Ok(_) => {}
+                Err(e) => return Some((Err(StoreError::io(ctx(), e)), None)),
+            }
+        }
+        let next = pos + buf.len() as u64;
+        Some((Ok(buf.freeze()), Some((path, next, to, Some(file)))))
+    }))
+}
+
+/// Appends what the source sends to the spool, hashing it, checkpointing
+/// as it goes.
+struct SpoolWriter {
+    file: Arc<File>,
+    paths: Arc<Paths>,
+    desc: Descriptor,
+    hasher: Hasher,
+    since_checkpoint: u64,
+    /// Nothing more is written or recorded: the blob ended, its bytes
+    /// were bad, or the disk refused them.
+    done: bool,
+}
+
+impl SpoolWriter {
+    /// Append a chunk, checkpointing every [`CHECKPOINT`] bytes.
+    async fn keep(&mut self, chunk: &Bytes) -> io::Result<()> {
+        (&*self.file).write_all(chunk)?;
+        self.hasher.update(chunk);
+        self.since_checkpoint += chunk.len() as u64;
+        if self.since_checkpoint >= CHECKPOINT {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self) -> io::Result<()> {
+        self.since_checkpoint = 0;
+        let (file, paths, desc, hasher) = (
+            self.file.clone(),
+            self.paths.clone(),
+            self.desc.clone(),
+            self.hasher.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            write_checkpoint(&file, &paths.checkpoint, &desc, &hasher)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+impl Drop for SpoolWriter {
+    /// Stopped mid-way (Ctrl-C, the target failed): keep what arrived.
+    fn drop(&mut self) {
+        if !self.done && self.since_checkpoint > 0 {
+            let _ = write_checkpoint(&self.file, &self.paths.checkpoint, &self.desc, &self.hasher);
+        }
+    }
+}
+
+/// The source's bytes, written to the spool on the way, yielded from
+/// `offset` on. Bytes that fail verification are not kept.
+fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
+    let pos = writer.hasher.len();
+    let state = (source, writer, pos);
+    Box::pin(futures::stream::unfold(
+        Some(state),
+        move |state| async move {
+            let (mut source, mut writer, mut pos) = state?;
+            loop {
+                match source.next().await {
+                    Some(Ok(mut chunk)) => {
+                        if !writer.done {
+                            if let Err(e) = writer.keep(&chunk).await {
+                                // The spool only saves a later run work:
+                                // without it (a full disk) the copy goes on.
+                                tracing::warn!(
+                                    path = %writer.paths.data.display(),
+                                    error = %e,
+                                    "cannot keep a partial download; continuing without"
+                                );
+                                writer.done = true;
+                                writer.paths.discard();
+                            }
+                        }
+                        let start = pos;
+                        pos += chunk.len() as u64;
+                        if pos <= offset {
+                            continue;
+                        }
+                        if start < offset {
+                            chunk = chunk.split_off((offset - start) as usize);
+                        }
+                        return Some((Ok(chunk), Some((source, writer, pos))));
+                    }
+                    Some(Err(e)) => {
+                        if e.kind() == ErrorKind::Integrity {
+                            // The bytes are wrong somewhere: none are kept.
+                            writer.done = true;
+                            writer.paths.discard();
+                        }
+                        return Some((Err(e), None));
+                    }
+                    None => {
+                        // Verified to the end: record it whole, so a target
+                        // that fails now can be fed from disk next time.
+                        if !writer.done && writer.checkpoint().await.is_err() {
+                            writer.paths.discard();
+                        }
+                        writer.done = true;
+                        return None;
+                    }
+                }
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+    use registry_client::Manifest;
+
+    /// A source that serves a blob from memory, failing after `cut` bytes
+    /// when asked to.
+    #[derive(Debug)]
+    struct MemorySource {
+        data: Bytes,
+        cut: Mutex<Option<usize>>,
+        reads: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ImageStore for MemorySource {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn blob_domain(&self) -> String {
+            "memory".into()
+        }
+        async fn resolve(&self, _: &crate::store::ImageRef) -> Result<Manifest, StoreError> {
+            unimplemented!()
+        }
+        async fn resolve_digest(
+            &self,
+            _: &crate::store::ImageRef,
+        ) -> Result<Option<Digest>, StoreError> {
+            unimplemented!()
+        }
+        async fn manifest(&self, _: &Digest) -> Result<Manifest, StoreError> {
+            unimplemented!()
+        }
+        async fn has_manifest(&self, _: &Digest) -> Result<bool, StoreError> {
+            unimplemented!()
+        }
+        async fn put_manifest(&self, _: &Manifest) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn set_tag(&self, _: &str, _: &Manifest) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+        async fn blob_size(&self, _: &Digest) -> Result<Option<u64>, StoreError> {
+            unimplemented!()
+        }
+        async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
+            self.read_blob_from(desc, Hasher::new(desc.digest.algorithm()))
+                .await
+        }
+        async fn read_blob_from(
+            &self,
+            _desc: &Descriptor,
+            held: Hasher,
+        ) -> Result<BlobStream, StoreError> {
+            let from = held.len() as usize;
+            self.reads.lock().unwrap().push(held.len());
+            let cut = self.cut.lock().unwrap().take();
+            let end = cut.unwrap_or(self.data.len()).max(from);
+            let mut items: Vec<Result<Bytes, StoreError>> = self.data[from..end]
+                .chunks(1000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            if cut.is_some() {
+                items.push(Err(StoreError::io("source", io::Error::other("cut"))));
+            }
+            Ok(Box::pin(futures::stream::iter(items)))
+        }
+        async fn write_blob(&self, _: &Descriptor, _: BlobStream) -> Result<(), StoreError> {
+            unimplemented!()
+        }
+    }
+
+    fn setup(len: usize) -> (tempfile::TempDir, Spools, Descriptor, Arc<MemorySource>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spools = Spools::new(dir.path().to_path_buf(), 1);
+        let data: Bytes = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let desc = Descriptor::new(
+            "application/octet-stream",
+            Digest::sha256_of(&data),
+            len as u64,
+        );
+        let source = Arc::new(MemorySource {
+            data,
+            cut: Mutex::new(None),
+            reads: Mutex::new(Vec::new()),
+        });
+        (dir, spools, desc, source)
+    }
+
+    async fn collect(s: BlobStream) -> Result<Bytes, StoreError> {
+        let parts: Vec<Bytes> = s.try_collect().await?;
+        Ok(Bytes::from(parts.concat()))
+    }
+
+    #[tokio::test]
+    async fn a_broken_read_continues_from_disk_and_the_source_sends_only_the_rest() {
+        let (_dir, spools, desc, source) = setup(50_000);
+        *source.cut.lock().unwrap() = Some(30_000);
+        let spool = spools.claim(&desc).unwrap();
+        let feed = spool.feed(source.clone());
+        assert!(collect(feed.open(0).await.unwrap()).await.is_err());
+        drop(feed);
+        drop(spool);
+        // The writer's checkpoint on drop kept all 30 000 bytes.
+        let spool = spools.claim(&desc).unwrap();
+        assert_eq!(spool.held(), 30_000);
+        let feed = spool.feed(source.clone());
+        let got = collect(feed.open(0).await.unwrap()).await.unwrap();
+        assert_eq!(got, source.data);
+        assert_eq!(*source.reads.lock().unwrap(), vec![0, 30_000]);
+        // From an offset inside the spool and one beyond it.
+        assert_eq!(
+            collect(feed.open(10_000).await.unwrap()).await.unwrap(),
+            source.data.slice(10_000..)
+        );
+        spool.finish();
+        assert_eq!(spools.bytes_on_disk(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_offset_beyond_the_spool_skips_what_the_target_has() {
+        let (_dir, spools, desc, source) = setup(20_000);
+        let spool = spools.claim(&desc).unwrap();
+        let got = collect(spool.feed(source.clone()).open(12_345).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(got, source.data.slice(12_345..));
+    }
+
+    #[tokio::test]
+    async fn untrusted_state_is_discarded() {
+        let (_dir, spools, desc, source) = setup(20_000);
+        let spool = spools.claim(&desc).unwrap();
+        collect(spool.feed(source.clone()).open(0).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(spool.held(), 20_000);
+        // A data file cut short under its checkpoint.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&spool.paths.data)
+            .unwrap();
+        file.set_len(100).unwrap();
+        assert_eq!(spool.held(), 0);
+        // A checkpoint that is not JSON.
+        fs::write(&spool.paths.checkpoint, b"garbage").unwrap();
+        assert_eq!(spool.held(), 0);
+    }
+
+    #[test]
+    fn one_task_per_blob_and_small_blobs_are_not_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let spools = Spools::new(dir.path().to_path_buf(), 100);
+        let small = Descriptor::new("x", Digest::sha256_of(b"a"), 99);
+        let big = Descriptor::new("x", Digest::sha256_of(b"b"), 100);
+        assert!(spools.claim(&small).is_none());
+        let held = spools.claim(&big).unwrap();
+        assert!(spools.claim(&big).is_none());
+        drop(held);
+        assert!(spools.claim(&big).is_some());
+    }
+}
