@@ -781,3 +781,33 @@ async fn an_unchanged_run_against_a_token_registry_asks_a_token_per_repository_n
         "a 401 challenge once per repository at most: {log:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_state_directory_is_used_when_given_and_its_lock_is_respected() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    push_tags(&src, "app", &["v1"], 33).await;
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "sync:\n  - {{source: {}/app, target: {}/app, tags: [v1]}}\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+    let cfg = config.to_str().unwrap();
+    let state = scratch.path("state");
+    let state_arg = state.to_str().unwrap();
+    // Another run (a `mirror copy`, say) holds the state directory.
+    let held = mirror::state::StateDir::open(&state, 1024).unwrap();
+    let (run, _) = scratch.sync(&[cfg, "--state-dir", state_arg]).await;
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(state_arg), "{}", run.stderr);
+    drop(held);
+    let (run, report) = scratch
+        .sync(&[cfg, "--state-dir", state_arg, "--spool-threshold", "1K"])
+        .await;
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["copied"], 1);
+}

@@ -47,6 +47,16 @@ pub struct SyncArgs {
     /// $XDG_RUNTIME_DIR or the temporary directory, named after the config).
     #[arg(long, value_name = "PATH")]
     lock_file: Option<PathBuf>,
+    /// Keep partial downloads and open upload sessions here, so a rerun
+    /// after a crash, kill or Ctrl-C continues them (as `mirror copy` does).
+    /// One run at a time per directory: give each shard its own. Default:
+    /// none, every run starts its blobs afresh.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// With --state-dir: blobs at least this large are kept there while
+    /// they stream from a registry (default 32M).
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, requires = "state_dir")]
+    spool_threshold: Option<u64>,
     /// Requests and blob streams in flight at once (default: the config's
     /// `jobs`, else 8).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -87,6 +97,26 @@ pub async fn run(args: SyncArgs) -> i32 {
             return exit::USAGE;
         }
     };
+    // A dry run writes nothing, so it needs no state.
+    let state = match (&args.state_dir, args.dry_run) {
+        (Some(dir), false) => {
+            let threshold = args
+                .spool_threshold
+                .unwrap_or(crate::state::DEFAULT_SPOOL_THRESHOLD);
+            match crate::state::StateDir::open(dir, threshold) {
+                Ok(s) => Some(s),
+                Err(e @ crate::state::StateError::Locked { .. }) => {
+                    eprintln!("error: {e}");
+                    return exit::LOCKED;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        _ => None,
+    };
     let client = match engine::client(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -99,7 +129,10 @@ pub async fn run(args: SyncArgs) -> i32 {
         .map(usize::from)
         .or(config.jobs)
         .unwrap_or(CopyOptions::default().jobs);
-    let stores = Stores::new(client, &config, !args.dry_run);
+    let mut stores = Stores::new(client, &config, !args.dry_run);
+    if let Some(s) = &state {
+        stores = stores.with_sessions(s.uploads().clone());
+    }
 
     let work = async {
         let mut items = expand(&config, &stores, args.shard, jobs).await;
@@ -126,6 +159,7 @@ pub async fn run(args: SyncArgs) -> i32 {
             items,
             CopyOptions {
                 jobs,
+                spools: state.as_ref().map(|s| s.spools().clone()),
                 ..CopyOptions::default()
             },
             progress,

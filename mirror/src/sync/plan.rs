@@ -15,6 +15,7 @@ use super::config::{check_tag, SourceSpec, SyncConfig, SyncEntry};
 use super::shard::Shard;
 use crate::plan::UploadOverride;
 use crate::platform::PlatformFilter;
+use crate::state::UploadJournal;
 use crate::store::layout::LayoutStore;
 use crate::store::registry::RegistryStore;
 use crate::store::{ImageRef, ImageStore, StoreError};
@@ -65,6 +66,8 @@ pub struct Stores {
     layouts: Mutex<HashMap<PathBuf, Arc<LayoutStore>>>,
     /// Create target layouts that do not exist (not in a dry run).
     create: bool,
+    /// Where registry upload sessions are recorded for a rerun to continue.
+    sessions: Option<UploadJournal>,
 }
 
 impl Stores {
@@ -87,7 +90,14 @@ impl Stores {
             uploads,
             layouts: Mutex::default(),
             create,
+            sessions: None,
         }
+    }
+
+    /// Record registry upload sessions in a state directory's journal.
+    pub fn with_sessions(mut self, sessions: UploadJournal) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -101,7 +111,12 @@ impl Stores {
             .copied()
             .unwrap_or_default()
             .apply(repo.registry());
-        Arc::new(RegistryStore::new(self.client.clone(), repo.clone()).with_upload_policy(policy))
+        let mut store =
+            RegistryStore::new(self.client.clone(), repo.clone()).with_upload_policy(policy);
+        if let Some(s) = &self.sessions {
+            store = store.with_sessions(s.clone());
+        }
+        Arc::new(store)
     }
 
     fn layout(&self, path: &Path, target: bool) -> Result<Option<Arc<LayoutStore>>, StoreError> {
