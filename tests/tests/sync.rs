@@ -811,3 +811,41 @@ async fn a_state_directory_is_used_when_given_and_its_lock_is_respected() {
     assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     assert_eq!(report["copied"], 1);
 }
+
+#[tokio::test]
+async fn a_tls_registry_is_reached_with_the_ca_file_of_the_config() {
+    let src = Registry::start_open().await.unwrap();
+    let ca = mirror_tests::TestCa::new().unwrap();
+    let dst = Registry::start(mirror_tests::RegistryOptions {
+        tls: Some(&ca),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    push_tags(&src, "app", &["v1"], 44).await;
+    let scratch = Scratch::new();
+    std::fs::copy(ca.ca_pem_path(), scratch.path("ca.pem")).unwrap();
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "registries:\n  - host: '{d}'\n    tls: {{ca_file: ca.pem}}\nsync:\n  - {{source: {}/app, target: {d}/app, tags: [v1]}}\n",
+            src.host(),
+            d = dst.host()
+        ),
+    );
+    let (run, report) = scratch.sync(&[config.to_str().unwrap()]).await;
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["copied"], 1);
+    // Without the CA the registry's certificate is refused.
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "registries:\n  - host: '{d}'\n    tls: {{}}\nsync:\n  - {{source: {}/app, target: {d}/app, tags: [v1]}}\n",
+            src.host(),
+            d = dst.host()
+        ),
+    );
+    let (run, report) = scratch.sync(&[config.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["failed"], 1);
+}

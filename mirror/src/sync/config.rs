@@ -57,6 +57,8 @@ pub struct RegistrySettings {
     pub ca_files: Vec<PathBuf>,
     /// Plain HTTP (no TLS).
     pub insecure: bool,
+    /// TLS even on loopback (a `tls:` block without `insecure: true`).
+    pub tls: bool,
     pub chunk_threshold: Option<u64>,
     pub chunk_size: Option<usize>,
 }
@@ -304,6 +306,7 @@ impl Cx {
             Some(c) => Some(self.credentials(c, &r.host)?),
             None => None,
         };
+        let tls = r.tls.is_some();
         let (ca_files, insecure) = match r.tls {
             Some(t) => (
                 match t.ca_file {
@@ -319,6 +322,7 @@ impl Cx {
             credential,
             ca_files,
             insecure,
+            tls: tls && !insecure,
             chunk_threshold: r
                 .chunk_threshold
                 .as_ref()

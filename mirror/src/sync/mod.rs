@@ -44,6 +44,12 @@ pub fn client(config: &SyncConfig) -> Result<Client, registry_client::Error> {
             .filter(|r| r.insecure)
             .map(|r| r.host.clone())
             .collect(),
+        tls_registries: config
+            .registries
+            .iter()
+            .filter(|r| r.tls)
+            .map(|r| r.host.clone())
+            .collect(),
         ca_files: config
             .registries
             .iter()
