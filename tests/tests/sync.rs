@@ -289,9 +289,10 @@ async fn overlapping_runs_of_one_config_are_refused() {
         "sync:\n  - {source: 127.0.0.1:1/a, target: 127.0.0.1:1/b, tags: [v1]}\n",
     );
     // Another run holds the config's default lock.
-    let held =
-        mirror::sync::lock::RunLock::acquire(&mirror::sync::lock::default_lock_path(&config, None))
-            .unwrap();
+    let held = mirror::sync::lock::RunLock::acquire(&mirror::sync::lock::default_lock_path(
+        &config, None, None,
+    ))
+    .unwrap();
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
     assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
     assert!(

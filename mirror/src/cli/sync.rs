@@ -85,7 +85,7 @@ pub async fn run(args: SyncArgs) -> i32 {
     let lock_path = args
         .lock_file
         .clone()
-        .unwrap_or_else(|| default_lock_path(&config_path, args.shard));
+        .unwrap_or_else(|| default_lock_path(&config_path, args.target.as_deref(), args.shard));
     let _lock = match RunLock::acquire(&lock_path) {
         Ok(l) => l,
         Err(e @ LockError::Held { .. }) => {

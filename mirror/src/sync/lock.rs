@@ -60,10 +60,16 @@ impl RunLock {
 /// Where a config's lock lives by default: `$XDG_RUNTIME_DIR` (or the
 /// temporary directory), named after the config's absolute path and the
 /// shard, so shards of one config run side by side and a read-only config
-/// directory (a mounted ConfigMap) is no obstacle.
-pub fn default_lock_path(config: &Path, shard: Option<Shard>) -> PathBuf {
+/// directory (a mounted ConfigMap) is no obstacle. `variant` tells apart
+/// runs of one file with different meanings (a skopeo file synced to two
+/// destinations).
+pub fn default_lock_path(config: &Path, variant: Option<&str>, shard: Option<Shard>) -> PathBuf {
     let absolute = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
-    let id = Digest::sha256_of(absolute.to_string_lossy().as_bytes());
+    let mut key = absolute.to_string_lossy().into_owned();
+    if let Some(v) = variant {
+        key = format!("{key}\n{v}");
+    }
+    let id = Digest::sha256_of(key.as_bytes());
     let mut name = format!("mirror-sync-{}", &id.hex()[..16]);
     if let Some(s) = shard {
         name += &format!("-shard-{}-of-{}", s.index, s.count);
@@ -94,14 +100,17 @@ mod tests {
 
     #[test]
     fn lock_paths_differ_by_config_and_shard() {
-        let a = default_lock_path(Path::new("/nonexistent/a.yaml"), None);
-        let b = default_lock_path(Path::new("/nonexistent/b.yaml"), None);
+        let a = default_lock_path(Path::new("/nonexistent/a.yaml"), None, None);
+        let b = default_lock_path(Path::new("/nonexistent/b.yaml"), None, None);
         let a0 = default_lock_path(
             Path::new("/nonexistent/a.yaml"),
+            None,
             Some(Shard { index: 0, count: 2 }),
         );
+        let ax = default_lock_path(Path::new("/nonexistent/a.yaml"), Some("x"), None);
         assert_ne!(a, b);
         assert_ne!(a, a0);
+        assert_ne!(a, ax);
         assert!(a0.to_string_lossy().ends_with("-shard-0-of-2.lock"));
     }
 }
