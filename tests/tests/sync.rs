@@ -850,3 +850,39 @@ async fn a_tls_registry_is_reached_with_the_ca_file_of_the_config() {
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert_eq!(report["failed"], 1);
 }
+
+#[tokio::test]
+async fn an_entra_token_from_a_file_is_exchanged_like_acr_wants() {
+    let src = Registry::start_open().await.unwrap();
+    let (dst, tokens) = mirror_tests::Registry::start_with_token_auth(
+        Default::default(),
+        mirror_tests::TokenServerOptions::default().with_aad_token("aad-token-SECRET"),
+    )
+    .await
+    .unwrap();
+    push_tags(&src, "cap/lifecycler/installed", &["eastus-stable"], 77).await;
+    let scratch = Scratch::new();
+    scratch.write("aad-token", "aad-token-SECRET\n");
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "registries:\n  - host: {d}\n    credentials: {{acr_token_file: aad-token, tenant: t-1}}\nsync:\n  - source: {s}/cap/lifecycler/installed\n    target: {d}/cap/lifecycler/installed\n    tags: ['{{region}}-stable']\n    vars: {{region: eastus}}\n    target_tag: stable\n",
+            d = dst.host(),
+            s = src.host()
+        ),
+    );
+    let (run, report) = scratch
+        .sync_env(&[config.to_str().unwrap()], &[("MIRROR_LOG", "trace")])
+        .await;
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    assert_eq!(report["copied"], 1);
+    let exchanges = tokens
+        .requests()
+        .iter()
+        .filter(|q| q.path == "/oauth2/exchange")
+        .count();
+    assert_eq!(exchanges, 1, "{:?}", tokens.requests());
+    for shown in [&run.stdout, &run.stderr, &report.to_string()] {
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+}
