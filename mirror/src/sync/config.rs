@@ -186,9 +186,14 @@ pub fn load(path: &Path) -> Result<SyncConfig, ConfigError> {
 pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
     let cx = Cx::new(path);
     let raw: RawConfig = parse_yaml(text, &cx)?;
-    let mut registries = Vec::new();
+    let mut registries: Vec<RegistrySettings> = Vec::new();
     for r in raw.registries {
-        registries.push(cx.registry(r)?);
+        let line = line_of(&r.host);
+        let settings = cx.registry(r)?;
+        if registries.iter().any(|x| x.host == settings.host) {
+            return Err(cx.error(line, format!("registry {} is listed twice", settings.host)));
+        }
+        registries.push(settings);
     }
     let defaults = raw.defaults.unwrap_or_default();
     if raw.sync.is_empty() {
@@ -753,6 +758,7 @@ sync:
             ("defaults:\n  latest: many\nsync: []\n", 2, ""),
             ("sync:\n  - source: a.io/x\n    target: b.io/x\n  tags: [a]\n", 4, ""),
             ("jobs: 2\nextra: 1\nsync: []\n", 2, "extra"),
+            ("registries:\n  - host: b.io\n  - host: b.io\nsync: []\n", 3, "twice"),
         ];
         for (text, line, needle) in cases {
             let (got, msg) = line_of_error(text);
