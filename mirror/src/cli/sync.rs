@@ -141,6 +141,18 @@ pub async fn run(args: SyncArgs) -> i32 {
             .iter()
             .filter(|i| matches!(i.state, crate::sync::plan::State::Copy { .. }))
             .count();
+        if !args.dry_run && args.progress != ProgressMode::None {
+            let failed = items
+                .iter()
+                .filter(|i| matches!(i.state, crate::sync::plan::State::Failed { .. }))
+                .count();
+            eprintln!(
+                "planned: {} images, {} current, {to_copy} to copy, {failed} failed ({:.1}s)",
+                items.len(),
+                items.len() - to_copy - failed,
+                started.elapsed().as_secs_f64()
+            );
+        }
         let renderer = Arc::new(Renderer::new(
             if args.dry_run {
                 ProgressMode::None
