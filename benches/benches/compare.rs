@@ -109,14 +109,15 @@ async fn bench(args: Args, out: PathBuf, cache: PathBuf) -> anyhow::Result<()> {
                             format!("{} {phase:?} {}", scenario.name(), copier.name())
                         })?;
                     eprintln!(
-                        "  {:?} {:<12} run {}: {:.2} s wall, {:.2} s CPU, {} MiB RSS, {:.0} MiB from the source",
+                        "  {:?} {:<12} run {}: {:.2} s wall, {:.2} s CPU, {} MiB RSS, {:.0} MiB from the source, {} requests",
                         phase,
                         copier.name(),
                         run + 1,
                         sample.wall.as_secs_f64(),
                         sample.cpu.as_secs_f64(),
                         sample.max_rss_kib / 1024,
-                        sample.source_bytes as f64 / 1048576.0
+                        sample.source_bytes as f64 / 1048576.0,
+                        sample.requests
                     );
                     results.add(
                         scenario.name(),
@@ -185,8 +186,11 @@ async fn one(
         }
     }
     let before = src.response_bytes("GET", "/blobs/");
+    let requests = || src.access_log().len() + dst.access_log().len();
+    let requests_before = requests();
     let mut sample = measure::run(&mut copier.command(&job(&images, phase == Phase::Rerun))?)?;
     sample.source_bytes = src.response_bytes("GET", "/blobs/") - before;
+    sample.requests = (requests() - requests_before) as u64;
     Ok(sample)
 }
 

@@ -15,6 +15,8 @@ pub struct Sample {
     pub max_rss_kib: u64,
     /// Blob bytes the source registry served.
     pub source_bytes: u64,
+    /// Requests both registries answered.
+    pub requests: u64,
 }
 
 /// Run `cmd` to its end; fails when it exits non-zero (with its stderr).
@@ -53,5 +55,6 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<Sample> {
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss as u64,
         source_bytes: 0,
+        requests: 0,
     })
 }

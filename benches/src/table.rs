@@ -32,6 +32,7 @@ struct Medians {
     cpu: f64,
     rss_mib: f64,
     source_mib: f64,
+    requests: f64,
     runs: usize,
 }
 
@@ -56,6 +57,7 @@ impl Results {
                     .map(|s| s.source_bytes as f64 / 1048576.0)
                     .collect(),
             ),
+            requests: median(v.iter().map(|s| s.requests as f64).collect()),
             runs: v.len(),
         })
     }
@@ -64,8 +66,8 @@ impl Results {
     /// mirror's ratios of wall time against each other copier.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        out.push_str("| scenario | phase | copier | runs | wall s | CPU s | peak RSS MiB | source MiB | mirror ÷ this (wall) |\n");
-        out.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str("| scenario | phase | copier | runs | wall s | CPU s | peak RSS MiB | source MiB | requests | mirror ÷ this (wall) |\n");
+        out.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for key in self.samples.keys() {
             let Some(m) = self.medians(key) else { continue };
             let mine = self.medians(&(key.0.clone(), key.1.clone(), Copier::Mirror));
@@ -75,7 +77,7 @@ impl Results {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {} |",
                 key.0,
                 key.1,
                 key.2.name(),
@@ -84,6 +86,7 @@ impl Results {
                 m.cpu,
                 m.rss_mib,
                 m.source_mib,
+                m.requests,
                 ratio
             );
         }

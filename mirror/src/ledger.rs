@@ -21,7 +21,7 @@ pub struct BlobHome {
 #[derive(Debug, Clone)]
 pub struct Placed {
     pub home: BlobHome,
-    /// The task that placed it (0: found there, placed by nobody this run).
+    /// The task that placed it (or found it there).
     pub mover: u64,
     pub outcome: BlobOutcome,
 }
@@ -73,14 +73,5 @@ impl Ledger {
             .entry(target.to_string())
             .or_default()
             .clone()
-    }
-
-    /// Record a blob found at a target, so others can mount it from there.
-    pub fn found(&self, domain: &str, digest: &Digest, home: BlobHome) {
-        let _ = self.cell(domain, digest).set(Placed {
-            home,
-            mover: 0,
-            outcome: BlobOutcome::Present,
-        });
     }
 }

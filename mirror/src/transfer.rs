@@ -383,6 +383,10 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// One task per blob domain asks the target and moves the blob if
+    /// needed; the others wait for it, asking nothing, and then take the
+    /// blob from where it was put: the same repository (present), another
+    /// one (mount), or, if that fails, the source again.
     async fn place_blob(
         &self,
         image: usize,
@@ -402,70 +406,71 @@ impl Engine {
                 target.describe()
             )
         };
-        let existing = {
-            let _p = self.permit().await;
-            target.blob_size(digest).await.context(ctx)?
-        };
-        if let Some(size) = existing {
-            if size != desc.size {
-                return Err(CopyError {
-                    context: ctx(),
-                    source: StoreError::invalid(
-                        target.describe(),
-                        format!(
-                            "holds {digest} with {size} bytes, the manifest says {}",
-                            desc.size
-                        ),
-                    ),
-                });
-            }
-            self.inner.ledger.found(&domain, digest, here);
-            return Ok(BlobOutcome::Present);
-        }
-
         let me = self.inner.next_mover.fetch_add(1, Ordering::Relaxed);
         let cell = self.inner.ledger.cell(&domain, digest);
-        let moved = cell
+        let placed = cell
             .get_or_try_init(|| async {
                 let _p = self.permit().await;
+                let placed = |outcome| Placed {
+                    home: here.clone(),
+                    mover: me,
+                    outcome,
+                };
+                if self.present_at(desc, target).await.context(ctx)? {
+                    return Ok(placed(BlobOutcome::Present));
+                }
                 // Within one registry, a mount moves no bytes.
                 if let Some(from) = source.repository() {
                     if source.blob_domain() == domain
                         && target.mount_blob(desc, from).await.context(ctx)?
                     {
-                        return Ok(Placed {
-                            home: here.clone(),
-                            mover: me,
-                            outcome: BlobOutcome::Mounted,
-                        });
+                        return Ok(placed(BlobOutcome::Mounted));
                     }
                 }
                 self.stream_blob(image, desc, source, target).await?;
-                Ok::<_, CopyError>(Placed {
-                    home: here.clone(),
-                    mover: me,
-                    outcome: BlobOutcome::Copied,
-                })
+                Ok::<_, CopyError>(placed(BlobOutcome::Copied))
             })
-            .await;
-        let home = match moved {
-            Ok(m) if m.mover == me => return Ok(m.outcome),
-            Ok(m) => m.home.clone(),
-            Err(e) => return Err(e),
-        };
-        match &home.repository {
+            .await?;
+        if placed.mover == me {
+            return Ok(placed.outcome);
+        }
+        let from = match &placed.home.repository {
             // A layout's blobs serve every name in it.
-            None => Ok(BlobOutcome::Present),
-            Some(r) if Some(r) == target.repository() => Ok(BlobOutcome::Present),
-            Some(from) => {
-                let _p = self.permit().await;
-                if target.mount_blob(desc, from).await.context(ctx)? {
-                    Ok(BlobOutcome::Mounted)
-                } else {
-                    self.stream_blob(image, desc, source, target).await?;
-                    Ok(BlobOutcome::Copied)
-                }
-            }
+            None => return Ok(BlobOutcome::Present),
+            Some(r) if Some(r) == target.repository() => return Ok(BlobOutcome::Present),
+            Some(from) => from.clone(),
+        };
+        let _p = self.permit().await;
+        // Found rather than moved by this run: it may be here too.
+        if placed.outcome == BlobOutcome::Present
+            && self.present_at(desc, target).await.context(ctx)?
+        {
+            return Ok(BlobOutcome::Present);
+        }
+        if target.mount_blob(desc, &from).await.context(ctx)? {
+            return Ok(BlobOutcome::Mounted);
+        }
+        self.stream_blob(image, desc, source, target).await?;
+        Ok(BlobOutcome::Copied)
+    }
+
+    /// Whether the target holds the blob; one it holds with another size is
+    /// an error (a corrupted store, or a digest collision).
+    async fn present_at(
+        &self,
+        desc: &Descriptor,
+        target: &Arc<dyn ImageStore>,
+    ) -> Result<bool, StoreError> {
+        match target.blob_size(&desc.digest).await? {
+            None => Ok(false),
+            Some(size) if size == desc.size => Ok(true),
+            Some(size) => Err(StoreError::invalid(
+                target.describe(),
+                format!(
+                    "holds {} with {size} bytes, the manifest says {}",
+                    desc.digest, desc.size
+                ),
+            )),
         }
     }
 

@@ -61,6 +61,11 @@ impl Client {
     /// end when the size or digest is wrong. Resumes with `Range` from
     /// `read.resume`'s length; a server that ignores `Range` and answers 200
     /// is coped with by skipping the bytes already held.
+    ///
+    /// The stream holds one of the host's read permits
+    /// ([`ClientConfig::max_requests_per_host`](crate::ClientConfig)) until it
+    /// ends, fails or is dropped: read streams in turn rather than opening
+    /// more than the cap before reading any.
     pub async fn get_blob(
         &self,
         repo: &Repository,
@@ -80,7 +85,11 @@ impl Client {
             Scopes::pull(repo.name()),
         );
         if offset > 0 {
-            call = call.header(header::RANGE, &format!("bytes={offset}-"));
+            // A continuation of a read that held a host permit: it does not
+            // queue behind other requests (see `Call::limited`).
+            call = call
+                .header(header::RANGE, &format!("bytes={offset}-"))
+                .unlimited();
         }
         let resp = self.send(call).await?;
         let mut skip = 0;

@@ -13,7 +13,9 @@ use url::Url;
 
 use crate::auth::{Authenticator, Challenge, CredentialStore, Scopes, StaticCredentials};
 use crate::error::{redact_url, ApiErrors, Error};
+use crate::host_limit::{HostLimits, HostPermit, Lane};
 use crate::retry::{parse_retry_after, HostGates, RetryPolicy};
+use crate::watchdog::{answer_within, Activity, Answer, Watched};
 
 const MAX_REDIRECTS: usize = 10;
 /// How much of an error body we read for its error codes.
@@ -33,10 +35,18 @@ pub struct ClientConfig {
     /// Extra CA certificates (PEM) trusted besides the OS roots.
     pub ca_files: Vec<PathBuf>,
     pub connect_timeout: Duration,
-    /// Longest silence while reading a response; a blob stream has no total
-    /// timeout, only this one.
+    /// Longest silence from a server: no answer, no body byte taken or
+    /// given. A blob stream has no total timeout, only this one, and an
+    /// upload waiting on its own source is not silence (see
+    /// [`crate::watchdog`]).
     pub read_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Requests in flight at once to one host, reads and writes counted
+    /// separately (see [`crate::host_limit`]); a download's permit is held
+    /// until its body ends. The limit halves when the host answers 429 or
+    /// 503 and grows back by one after as many successes as the limit.
+    /// `None`: no cap and no such backoff. Default 16.
+    pub max_requests_per_host: Option<usize>,
     pub credentials: Arc<dyn CredentialStore>,
 }
 
@@ -51,6 +61,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            max_requests_per_host: Some(16),
             credentials: Arc::new(StaticCredentials::new()),
         }
     }
@@ -65,10 +76,14 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
+    /// For API calls: the read timeout is ours (see `watchdog`).
     http: reqwest::Client,
+    /// For token endpoints: small answers, reqwest's read timeout suffices.
+    auth_http: reqwest::Client,
     config: ClientConfig,
     auth: Authenticator,
     gates: HostGates,
+    limits: HostLimits,
 }
 
 /// A request body: replayable bytes, or a one-shot stream that is never
@@ -102,6 +117,10 @@ pub(crate) struct Call {
     /// The registry name credentials are looked up under.
     pub registry: String,
     pub scopes: Scopes,
+    /// Whether the call waits for a host permit. A resumed read continues
+    /// a request that already held one: making it wait could deadlock an
+    /// upload its bytes feed.
+    pub limited: bool,
 }
 
 impl Call {
@@ -113,7 +132,14 @@ impl Call {
             body: Body::Empty,
             registry: registry.to_string(),
             scopes,
+            limited: true,
         }
+    }
+
+    /// Send without waiting for a host permit (see [`Call::limited`]).
+    pub fn unlimited(mut self) -> Self {
+        self.limited = false;
+        self
     }
 
     pub fn header(mut self, name: http::header::HeaderName, value: &str) -> Self {
@@ -131,29 +157,39 @@ impl Call {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .use_rustls_tls();
+        let mut certs = Vec::new();
         for path in &config.ca_files {
-            for cert in load_ca_file(path)? {
-                builder = builder.add_root_certificate(cert);
-            }
+            certs.extend(load_ca_file(path)?);
         }
-        let http = builder
-            .build()
-            .map_err(|e| Error::config("building the HTTP client", e.to_string()))?;
+        let builder = || {
+            let mut b = reqwest::Client::builder()
+                .user_agent(config.user_agent.clone())
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(config.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .use_rustls_tls();
+            for cert in &certs {
+                b = b.add_root_certificate(cert.clone());
+            }
+            b
+        };
+        let build = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| Error::config("building the HTTP client", e.to_string()))
+        };
+        let http = build(builder())?;
+        let auth_http = build(builder().read_timeout(config.read_timeout))?;
         let auth = Authenticator::new(config.credentials.clone());
+        let limits = HostLimits::new(config.max_requests_per_host);
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                auth_http,
                 config,
                 auth,
                 gates: HostGates::default(),
+                limits,
             }),
         })
     }
@@ -227,6 +263,14 @@ impl Client {
         loop {
             let host = host_key(&url);
             inner.gates.wait(&host).await;
+            let permit = if call.limited {
+                let permit = inner.limits.acquire(&host, lane(&call.method, &url)).await;
+                // A pause may have begun while this request waited its turn.
+                inner.gates.wait(&host).await;
+                permit
+            } else {
+                None
+            };
             let foreign = url.origin() != origin;
             let mut rb = inner
                 .http
@@ -239,7 +283,7 @@ impl Client {
                     None => {
                         inner
                             .auth
-                            .header(&inner.http, &host, &call.registry, &call.scopes)
+                            .header(&inner.auth_http, &host, &call.registry, &call.scopes)
                             .await?
                     }
                 };
@@ -253,17 +297,31 @@ impl Client {
                 url: redact_url(&url),
                 reason: "a streamed body cannot be sent twice".into(),
             })?;
+            let activity = Activity::new();
             if let Some(b) = body {
+                let b = if call.body.replayable() {
+                    b
+                } else {
+                    reqwest::Body::wrap(Watched::new(b, activity.clone()))
+                };
                 rb = rb.body(b);
             }
-            let result = rb.send().await;
+            let read_timeout = inner.config.read_timeout;
+            let result = answer_within(rb.send(), &activity, read_timeout).await;
             let resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    let err = Error::Transport {
-                        method: method_name.clone(),
-                        url: redact_url(&url),
-                        source: e.without_url(),
+                Ok(Ok(r)) => r,
+                failed => {
+                    let err = match failed {
+                        Ok(Err(e)) => Error::Transport {
+                            method: method_name.clone(),
+                            url: redact_url(&url),
+                            source: e.without_url(),
+                        },
+                        _ => Error::Timeout {
+                            method: method_name.clone(),
+                            url: redact_url(&url),
+                            after: read_timeout,
+                        },
                     };
                     if err.is_retryable() && call.body.replayable() && attempt < policy.max_attempts
                     {
@@ -315,7 +373,7 @@ impl Client {
                     inner
                         .auth
                         .answer(
-                            &inner.http,
+                            &inner.auth_http,
                             &host,
                             &call.registry,
                             challenge,
@@ -370,6 +428,13 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 let transient = matches!(status.as_u16(), 408 | 429 | 500..=599);
+                if let Some(p) = &permit {
+                    match status.as_u16() {
+                        429 | 503 => p.throttled(),
+                        500..=599 => {}
+                        _ => p.succeeded(),
+                    }
+                }
                 if let Some(ra) = retry_after {
                     if transient {
                         inner
@@ -399,9 +464,62 @@ impl Client {
                 }
                 return Err(err);
             }
-            return Ok(resp);
+            if let Some(p) = &permit {
+                p.succeeded();
+            }
+            return Ok(watch_answer(resp, &call.method, permit, read_timeout));
         }
     }
+}
+
+/// Reads draw on a host's read budget; uploads (the whole upload session,
+/// its status requests included) and manifest pushes on its write budget.
+fn lane(method: &Method, url: &Url) -> Lane {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    if read && !url.path().contains("/blobs/uploads/") {
+        Lane::Read
+    } else {
+        Lane::Write
+    }
+}
+
+/// The answer's body, failing after `read_timeout` of silence and keeping
+/// the host permit until it ends, fails or is dropped: a body still
+/// streaming loads the host as much as a request waiting for its answer.
+/// Answers without a body return the permit at once.
+fn watch_answer(
+    resp: reqwest::Response,
+    method: &Method,
+    permit: Option<HostPermit>,
+    read_timeout: Duration,
+) -> reqwest::Response {
+    let empty = *method == Method::HEAD
+        || resp.status() == StatusCode::NO_CONTENT
+        || resp.status() == StatusCode::NOT_MODIFIED
+        || header_len(resp.headers()) == Some(0);
+    if empty {
+        return resp;
+    }
+    let mut held = http::Response::builder()
+        .status(resp.status())
+        .version(resp.version());
+    if let Some(h) = held.headers_mut() {
+        *h = resp.headers().clone();
+    }
+    let body = Answer::new(resp, permit, read_timeout);
+    match held.body(reqwest::Body::wrap_stream(body)) {
+        Ok(r) => reqwest::Response::from(r),
+        Err(_) => unreachable!("status, version and headers come from a valid response"),
+    }
+}
+
+fn header_len(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The host and port a URL goes to: the key for pauses and auth state.
@@ -459,7 +577,7 @@ pub(crate) async fn read_capped(
     resp: reqwest::Response,
     limit: u64,
 ) -> Result<Option<Bytes>, reqwest::Error> {
-    if resp.content_length().is_some_and(|n| n > limit) {
+    if header_len(resp.headers()).is_some_and(|n| n > limit) {
         return Ok(None);
     }
     let mut out = bytes::BytesMut::new();

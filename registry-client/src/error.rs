@@ -120,6 +120,14 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    /// The server said nothing for this long (see `ClientConfig::read_timeout`).
+    #[error("{method} {url}: the server sent nothing for {after:?}")]
+    Timeout {
+        method: String,
+        url: String,
+        after: Duration,
+    },
+
     #[error("{method} {url}: {reason}")]
     Protocol {
         method: String,
@@ -171,6 +179,7 @@ impl Error {
                     ErrorKind::Retryable
                 }
             }
+            Error::Timeout { .. } => ErrorKind::Retryable,
             Error::Protocol { .. } => ErrorKind::Protocol,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::Unsupported { .. } => ErrorKind::Unsupported,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod descriptor;
 pub mod digest;
 pub mod error;
+pub mod host_limit;
 pub mod manifest;
 pub mod media_type;
 pub mod reference;
@@ -17,6 +18,7 @@ pub mod retry;
 pub mod secret;
 pub mod tags;
 pub mod upload;
+mod watchdog;
 
 pub use auth::{Credential, CredentialChain, CredentialStore, DockerConfig, StaticCredentials};
 pub use blob::{BlobRead, BlobStream};

@@ -7,10 +7,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bytes::{Bytes, BytesMut};
@@ -40,6 +40,13 @@ pub enum Fault {
     CutResponseBodyAfter(u64),
     /// Forward the response with the body byte at this offset inverted.
     FlipResponseByte(u64),
+    /// Forward this many response body bytes, then send nothing more and keep the
+    /// connection open: a server that stalls mid-body (the client's read timeout ends it).
+    StallResponseBodyAfter(u64),
+    /// Forward the upstream's status and headers with this body instead of its own
+    /// (`Content-Length` fixed to match): a server serving wrong, short or long content
+    /// with clean HTTP framing.
+    ReplaceResponseBody(Bytes),
     /// Wait, then forward normally.
     Delay(Duration),
     /// Answer `307 Temporary Redirect` to this base URL plus the original path and query
@@ -77,6 +84,8 @@ pub struct Rule {
     pub path_contains: Option<String>,
     /// 1-based occurrence among the requests this rule matches; `None` = every one.
     pub nth: Option<usize>,
+    /// Only the first this many occurrences; `None` = no limit.
+    pub first: Option<usize>,
     pub action: Fault,
 }
 
@@ -87,6 +96,7 @@ impl Rule {
             method: None,
             path_contains: None,
             nth: None,
+            first: None,
             action,
         }
     }
@@ -103,6 +113,12 @@ impl Rule {
 
     pub fn nth(mut self, occurrence: usize) -> Self {
         self.nth = Some(occurrence);
+        self
+    }
+
+    /// Apply to the first `count` matching requests only (a storm that passes).
+    pub fn first(mut self, count: usize) -> Self {
+        self.first = Some(count);
         self
     }
 
@@ -132,6 +148,8 @@ pub struct ProxyRequest {
     pub status: Option<u16>,
     /// Response body bytes sent to the client so far.
     pub response_body_bytes: u64,
+    /// When the request reached the proxy.
+    pub arrived: Instant,
 }
 
 /// A running proxy; stops on drop (open connections are aborted).
@@ -147,6 +165,46 @@ struct Shared {
     proxy_base: String,
     rules: Mutex<Vec<(Rule, usize)>>,
     records: Mutex<Vec<Arc<Record>>>,
+    gauge: Arc<Gauge>,
+}
+
+/// Requests in flight at the proxy: from arrival until the last byte of the response
+/// body is handed on (or the exchange fails). The end is counted before the client can
+/// see it, so a client that waits for one answer before sending the next request is
+/// never counted twice.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// One request's place in the [`Gauge`]; leaves it once, at the end or on drop.
+struct InFlight {
+    gauge: Arc<Gauge>,
+    done: AtomicBool,
+}
+
+impl InFlight {
+    fn enter(gauge: &Arc<Gauge>) -> Self {
+        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+        gauge.max.fetch_max(now, Ordering::SeqCst);
+        InFlight {
+            gauge: gauge.clone(),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    fn leave(&self) {
+        if !self.done.swap(true, Ordering::SeqCst) {
+            self.gauge.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.leave();
+    }
 }
 
 struct Record {
@@ -158,6 +216,7 @@ struct Record {
     response_bytes: Arc<AtomicU64>,
     /// 0 until a status is sent.
     status: AtomicU16,
+    arrived: Instant,
 }
 
 impl FaultProxy {
@@ -180,6 +239,7 @@ impl FaultProxy {
             proxy_base: format!("http://{}", listener.local_addr()?),
             rules: Mutex::new(Vec::new()),
             records: Mutex::new(Vec::new()),
+            gauge: Arc::default(),
         });
         let handler_shared = shared.clone();
         let server = Server::spawn(vec![listener], move |req| {
@@ -225,6 +285,7 @@ impl FaultProxy {
                     request_body_bytes: r.request_bytes.load(Ordering::SeqCst),
                     status: (status != 0).then_some(status),
                     response_body_bytes: r.response_bytes.load(Ordering::SeqCst),
+                    arrived: r.arrived,
                 }
             })
             .collect()
@@ -232,6 +293,23 @@ impl FaultProxy {
 
     pub fn clear_requests(&self) {
         self.shared.records.lock().unwrap().clear();
+    }
+
+    /// The most requests in flight at once since the start (or the last reset): each
+    /// counted from its arrival until its response body was fully handed on.
+    pub fn max_in_flight(&self) -> usize {
+        self.shared.gauge.max.load(Ordering::SeqCst)
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.gauge.now.load(Ordering::SeqCst)
+    }
+
+    /// Start counting [`max_in_flight`](Self::max_in_flight) again from now.
+    pub fn reset_max_in_flight(&self) {
+        let g = &self.shared.gauge;
+        g.max.store(g.now.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 
     /// How many requests with this method whose path and query contain `path_substring`.
@@ -266,7 +344,10 @@ impl Shared {
         for (rule, seen) in self.rules.lock().unwrap().iter_mut() {
             if rule.matches(method, path) {
                 *seen += 1;
-                if picked.is_none() && rule.nth.is_none_or(|n| n == *seen) {
+                if picked.is_none()
+                    && rule.nth.is_none_or(|n| n == *seen)
+                    && rule.first.is_none_or(|n| *seen <= n)
+                {
                     picked = Some(rule.action.clone());
                 }
             }
@@ -275,6 +356,7 @@ impl Shared {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
+        let in_flight = InFlight::enter(&self.gauge);
         let method = req.method().clone();
         let path = req
             .uri()
@@ -290,6 +372,7 @@ impl Shared {
             request_bytes: Arc::default(),
             response_bytes: Arc::default(),
             status: AtomicU16::new(0),
+            arrived: Instant::now(),
         });
         self.records.lock().unwrap().push(record.clone());
         if fault.is_some() {
@@ -336,10 +419,11 @@ impl Shared {
                 .status
                 .store(response.status().as_u16(), Ordering::SeqCst);
             let (parts, body) = response.into_parts();
-            let body = Tap::new(server::full(body), record.response_bytes.clone());
+            let body =
+                Tap::new(server::full(body), record.response_bytes.clone()).in_flight(in_flight);
             return Ok(Response::from_parts(parts, body.boxed()));
         }
-        self.forward(req, &path, record).await
+        self.forward(req, &path, record, in_flight).await
     }
 
     async fn forward(
@@ -347,6 +431,7 @@ impl Shared {
         req: Request<Incoming>,
         path: &str,
         record: Arc<Record>,
+        in_flight: InFlight,
     ) -> Result<Response<Body>, BoxError> {
         let (mut parts, body) = req.into_parts();
         parts.uri = path.parse()?;
@@ -401,13 +486,21 @@ impl Shared {
         record.status.store(parts.status.as_u16(), Ordering::SeqCst);
         strip_hop_by_hop(&mut parts.headers);
         self.rewrite_location(&mut parts.headers);
-        let mut body = Tap::new(
-            body.map_err(BoxError::from).boxed(),
-            record.response_bytes.clone(),
-        );
+        let mut body = body.map_err(BoxError::from).boxed();
+        if let Some(Fault::ReplaceResponseBody(replacement)) = &record.fault {
+            parts.headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(replacement.len() as u64),
+            );
+            body = server::full(replacement.clone());
+        }
+        let mut body = Tap::new(body, record.response_bytes.clone()).in_flight(in_flight);
         match record.fault {
             Some(Fault::CutResponseBodyAfter(n)) => {
                 body = body.cut_after(n, AfterCut::Fail(None));
+            }
+            Some(Fault::StallResponseBodyAfter(n)) => {
+                body = body.cut_after(n, AfterCut::Hang);
             }
             Some(Fault::FlipResponseByte(at)) => body.flip_at = Some(at),
             _ => {}
@@ -440,6 +533,8 @@ enum AfterCut {
     /// Fail after a moment (the response side: hyper then closes the client connection;
     /// the delay lets the bytes already sent get flushed first).
     Fail(Option<Pin<Box<tokio::time::Sleep>>>),
+    /// Send nothing more, ever, and keep the connection open (a stalled server).
+    Hang,
 }
 
 /// A body wrapper that counts bytes and applies cut and flip faults as they stream.
@@ -449,6 +544,8 @@ struct Tap {
     counter: Arc<AtomicU64>,
     cut: Option<(u64, AfterCut)>,
     flip_at: Option<u64>,
+    /// The request's place in the in-flight gauge, left when the body ends.
+    in_flight: Option<InFlight>,
 }
 
 impl Tap {
@@ -459,6 +556,18 @@ impl Tap {
             counter,
             cut: None,
             flip_at: None,
+            in_flight: None,
+        }
+    }
+
+    fn in_flight(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
+    }
+
+    fn leave(&self) {
+        if let Some(f) = &self.in_flight {
+            f.leave();
         }
     }
 
@@ -495,14 +604,19 @@ impl hyper::body::Body for Tap {
                             Box::pin(tokio::time::sleep(Duration::from_millis(50)))
                         });
                         ready!(sleep.as_mut().poll(cx));
+                        this.leave();
                         Poll::Ready(Some(Err("fault proxy: response body cut".into())))
                     }
+                    AfterCut::Hang => Poll::Pending,
                 };
             }
         }
         let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
-            other => return Poll::Ready(other),
+            other => {
+                this.leave();
+                return Poll::Ready(other);
+            }
         };
         let mut data = match frame.into_data() {
             Ok(data) => data,
@@ -523,12 +637,20 @@ impl hyper::body::Body for Tap {
         }
         this.offset += data.len() as u64;
         this.counter.fetch_add(data.len() as u64, Ordering::SeqCst);
+        if this.cut.is_none() && this.inner.is_end_stream() {
+            // The last bytes: the exchange ends before the client can see them.
+            this.leave();
+        }
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
         // A body that is to be cut never ends cleanly.
-        self.cut.is_none() && self.inner.is_end_stream()
+        let end = self.cut.is_none() && self.inner.is_end_stream();
+        if end {
+            self.leave();
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -661,3 +661,60 @@ async fn backoff_after_a_server_error_holds_every_request_to_that_host() {
         "went out after {waited:?}, inside the backoff"
     );
 }
+
+#[tokio::test]
+async fn an_upload_longer_than_the_read_timeout_is_not_cut() {
+    // reqwest's read timeout runs from the start of a request to its
+    // answer, so it cut streamed uploads that took longer; ours is reset by
+    // every chunk and stops while the body waits on its source.
+    let reg = Registry::start_open().await.unwrap();
+    let c = Client::new(ClientConfig {
+        read_timeout: Duration::from_millis(300),
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let r = repo(&reg.host(), "slow/upload");
+    let data = blob(31, 500_000);
+    let d = Digest::sha256_of(&data);
+    let chunks: Vec<Bytes> = data.chunks(50_000).map(Bytes::copy_from_slice).collect();
+    let body = stream::iter(chunks).then(|chunk| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let started = Instant::now();
+    let session = c.start_upload(&r).await.unwrap();
+    session
+        .put_whole(Box::pin(body), data.len() as u64, &d)
+        .await
+        .unwrap();
+    assert!(started.elapsed() > Duration::from_millis(900));
+    assert_eq!(c.head_blob(&r, &d).await.unwrap(), Some(500_000));
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_midway_hits_the_read_timeout_and_is_retryable() {
+    let (_reg, proxy) = open_behind_proxy().await;
+    let c = Client::new(ClientConfig {
+        read_timeout: Duration::from_millis(300),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let r = repo(&proxy.host(), "stalled/body");
+    let data = blob(32, 400_000);
+    let d = push_blob(&c, &r, data.clone()).await;
+    proxy.add_rule(
+        Rule::new(Fault::StallResponseBodyAfter(100_000))
+            .method(Method::GET)
+            .path_contains("/blobs/sha256"),
+    );
+    let started = Instant::now();
+    let err = read_all(c.get_blob(&r, &d, BlobRead::default()).await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Retryable, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -50,7 +50,9 @@ pub async fn run(args: CopyArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let client = match args.registry.client() {
+    let mut registry = args.registry.clone();
+    registry.max_requests_per_host.get_or_insert(args.jobs);
+    let client = match registry.client() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");

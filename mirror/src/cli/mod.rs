@@ -49,6 +49,37 @@ pub struct RegistryArgs {
     /// The size of each upload chunk (default 8M).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     chunk_size: Option<u64>,
+    /// Requests in flight at once to one registry host, reads and writes
+    /// each (default: --jobs). Halved when the host throttles (429, 503),
+    /// grown back by one after a run of successes.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_requests_per_host: Option<u16>,
+    /// Give up on a response that sends nothing for this long (`30s`,
+    /// `500ms`, `2m`; default 120s); a download that stalls continues from
+    /// where it stopped.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    read_timeout: Option<std::time::Duration>,
+}
+
+/// `30s`, `500ms`, `2m`, or bare seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let bad = || format!("{s:?} is not a duration (e.g. 30s, 500ms, 2m)");
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// Where a run keeps what lets the next one continue it.
@@ -121,6 +152,13 @@ impl RegistryArgs {
             insecure_registries: self.insecure.clone(),
             tls_registries: self.tls.clone(),
             ca_files: self.ca_files.clone(),
+            max_requests_per_host: self
+                .max_requests_per_host
+                .map(usize::from)
+                .or(ClientConfig::default().max_requests_per_host),
+            read_timeout: self
+                .read_timeout
+                .unwrap_or(ClientConfig::default().read_timeout),
             credentials: Arc::new(credentials),
             ..ClientConfig::default()
         })?)
@@ -186,7 +224,19 @@ fn init_logging() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_duration, parse_size};
+    use std::time::Duration;
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1h").unwrap_err().contains("1h"));
+        assert!(parse_duration("soon").is_err());
+    }
 
     #[test]
     fn sizes_with_units() {
