@@ -886,3 +886,35 @@ async fn an_entra_token_from_a_file_is_exchanged_like_acr_wants() {
         assert!(!shown.contains("SECRET"), "{shown}");
     }
 }
+
+#[tokio::test]
+async fn the_configs_request_limit_caps_requests_in_flight_to_a_registry() {
+    let src = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let tags = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"];
+    push_tags(&src, "app", &tags, 120).await;
+    // Every source HEAD takes a while, so concurrent ones overlap.
+    proxy.add_rule(
+        Rule::new(Fault::Delay(std::time::Duration::from_millis(150))).method(http::Method::HEAD),
+    );
+    let scratch = Scratch::new();
+    let config_with = |limit: &str| {
+        format!(
+            "{limit}jobs: 8\nsync:\n  - {{source: {}/app, target: {}/app, tags: [{}]}}\n",
+            proxy.host(),
+            dst.host(),
+            tags.join(", ")
+        )
+    };
+    let config = scratch.write("limited.yaml", &config_with("max_requests_per_host: 2\n"));
+    let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    assert!(proxy.max_in_flight() <= 2, "{}", proxy.max_in_flight());
+    // Without the limit the same plan overlaps more: the cap did it.
+    proxy.reset_max_in_flight();
+    let config = scratch.write("free.yaml", &config_with(""));
+    let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    assert!(proxy.max_in_flight() > 2, "{}", proxy.max_in_flight());
+}

@@ -62,7 +62,7 @@ pub struct RegistryArgs {
 }
 
 /// `30s`, `500ms`, `2m`, or bare seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     use std::time::Duration;
     let bad = || format!("{s:?} is not a duration (e.g. 30s, 500ms, 2m)");
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {

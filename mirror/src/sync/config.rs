@@ -43,6 +43,12 @@ impl fmt::Display for ConfigError {
 pub struct SyncConfig {
     /// Requests and blob streams in flight at once, across all images.
     pub jobs: Option<usize>,
+    /// Requests in flight at once to one registry host (the client's
+    /// default when `None`).
+    pub max_requests_per_host: Option<usize>,
+    /// Give up on a response silent for this long (the client's default
+    /// when `None`).
+    pub read_timeout: Option<std::time::Duration>,
     pub registries: Vec<RegistrySettings>,
     pub entries: Vec<SyncEntry>,
 }
@@ -103,6 +109,8 @@ type S = Spanned<String>;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     jobs: Option<Spanned<u16>>,
+    max_requests_per_host: Option<Spanned<u16>>,
+    read_timeout: Option<S>,
     defaults: Option<RawSelection>,
     #[serde(default)]
     registries: Vec<RawRegistry>,
@@ -208,8 +216,21 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         Some(j) => Some(j.value as usize),
         None => None,
     };
+    let max_requests_per_host = match raw.max_requests_per_host {
+        Some(n) if n.value == 0 => {
+            return Err(cx.at(&n, "max_requests_per_host must be at least 1"))
+        }
+        Some(n) => Some(n.value as usize),
+        None => None,
+    };
+    let read_timeout = match &raw.read_timeout {
+        Some(t) => Some(crate::cli::parse_duration(&t.value).map_err(|m| cx.at(t, m))?),
+        None => None,
+    };
     Ok(SyncConfig {
         jobs,
+        max_requests_per_host,
+        read_timeout,
         registries,
         entries,
     })
@@ -673,6 +694,8 @@ mod tests {
 
     const GOOD: &str = r#"
 jobs: 4
+max_requests_per_host: 6
+read_timeout: 30s
 defaults:
   target: "dst.io/mirror/{repo}"
   vars: {region: eastus}
@@ -704,6 +727,8 @@ sync:
     fn a_full_config_resolves_with_defaults_applied() {
         let c = parse_str(GOOD).unwrap();
         assert_eq!(c.jobs, Some(4));
+        assert_eq!(c.max_requests_per_host, Some(6));
+        assert_eq!(c.read_timeout, Some(std::time::Duration::from_secs(30)));
         let r = &c.registries[0];
         assert_eq!(r.host, "dst.io");
         assert_eq!(r.credential, Some(Credential::basic("svc", "literal-pw")));
@@ -711,7 +736,7 @@ sync:
         assert_eq!(r.chunk_threshold, Some(16 * 1024 * 1024));
         let e = &c.entries;
         assert_eq!(e.len(), 5);
-        assert_eq!(e[0].line, 14);
+        assert_eq!(e[0].line, 16);
         assert_eq!(e[0].selector.explicit, vec!["eastus-stable"]);
         assert_eq!(e[0].target_tag.as_str(), "stable");
         assert_eq!(e[0].target.as_str(), "dst.io/mirror/{repo}");
@@ -758,6 +783,8 @@ sync:
             ("defaults:\n  latest: many\nsync: []\n", 2, ""),
             ("sync:\n  - source: a.io/x\n    target: b.io/x\n  tags: [a]\n", 4, ""),
             ("jobs: 2\nextra: 1\nsync: []\n", 2, "extra"),
+            ("max_requests_per_host: 0\nsync: [{source: a.io/x, target: b.io/x}]\n", 1, "at least 1"),
+            ("read_timeout: soon\nsync: [{source: a.io/x, target: b.io/x}]\n", 1, "soon"),
             ("registries:\n  - host: b.io\n  - host: b.io\nsync: []\n", 3, "twice"),
         ];
         for (text, line, needle) in cases {

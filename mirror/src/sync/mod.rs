@@ -56,6 +56,12 @@ pub fn client(config: &SyncConfig) -> Result<Client, registry_client::Error> {
             .flat_map(|r| r.ca_files.iter().cloned())
             .collect(),
         credentials: Arc::new(CredentialChain(chain)),
+        max_requests_per_host: config
+            .max_requests_per_host
+            .or(ClientConfig::default().max_requests_per_host),
+        read_timeout: config
+            .read_timeout
+            .unwrap_or(ClientConfig::default().read_timeout),
         ..ClientConfig::default()
     })
 }

@@ -181,6 +181,8 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
     }
     Ok(SyncConfig {
         jobs: None,
+        max_requests_per_host: None,
+        read_timeout: None,
         registries,
         entries,
     })
