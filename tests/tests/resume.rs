@@ -440,3 +440,51 @@ async fn a_second_run_on_a_state_directory_in_use_is_refused() {
     let run = mirror(&args, &[]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 }
+
+#[tokio::test]
+async fn a_full_disk_under_the_state_directory_only_turns_spooling_off() {
+    // A 2 MiB tmpfs in a private mount namespace stands for a full disk.
+    let probe = tokio::process::Command::new("unshare")
+        .args(["-rm", "true"])
+        .output()
+        .await;
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        println!("SKIPPED: unshare -rm is not possible here: {probe:?}");
+        return;
+    }
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let img = image_from_layers(45, vec![blob(45, 8 * MIB as usize)], false);
+    push_image(
+        &client(&src.host(), None),
+        &repo(&src.host(), "app"),
+        "v1",
+        &img,
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let mnt = work.path().join("state");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let script = r#"
+mount -t tmpfs -o size=2m tmpfs "$MNT" || exit 90
+"$MIRROR" copy --progress none --state-dir "$MNT" --spool-threshold 1M "$SRC/app:v1" "$DST/app:v1" 2>"$ERR"
+"#;
+    let err = work.path().join("stderr");
+    let status = tokio::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", script])
+        .env("MNT", &mnt)
+        .env("ERR", &err)
+        .env("MIRROR", mirror_tests::cli::mirror_bin())
+        .env("SRC", src.host())
+        .env("DST", dst.host())
+        .status()
+        .await
+        .unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("cannot keep a partial download") && stderr.contains("No space left"),
+        "says why spooling stopped: {stderr}"
+    );
+    assert_landed(&dst.host(), "app", "v1", &img).await;
+}
