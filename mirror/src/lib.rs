@@ -14,4 +14,5 @@ pub mod progress;
 pub mod report;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod transfer;

@@ -42,7 +42,8 @@ pub struct UploadOverride {
 }
 
 impl UploadOverride {
-    fn apply(&self, registry: &str) -> UploadPolicy {
+    /// The policy for one registry: its default with these settings over it.
+    pub fn apply(&self, registry: &str) -> UploadPolicy {
         let default = UploadPolicy::for_registry(registry);
         UploadPolicy {
             chunk_threshold: self.chunk_threshold.unwrap_or(default.chunk_threshold),

@@ -638,7 +638,7 @@ fn is_foreign(d: &Descriptor) -> bool {
 
 /// The same index with only `children` in `manifests`; every other field as
 /// it was. Its bytes (and so its digest) necessarily differ.
-fn filtered_index(index: &Manifest, children: &[Descriptor]) -> Result<Manifest, StoreError> {
+pub fn filtered_index(index: &Manifest, children: &[Descriptor]) -> Result<Manifest, StoreError> {
     let mut value: serde_json::Value = serde_json::from_slice(&index.bytes)
         .map_err(|e| StoreError::invalid(format!("index {}", index.digest), e.to_string()))?;
     let keep: HashSet<&Digest> = children.iter().map(|c| &c.digest).collect();

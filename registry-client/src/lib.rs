@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod catalog;
 pub mod client;
 pub mod descriptor;
 pub mod digest;

@@ -99,7 +99,7 @@ impl Client {
 }
 
 /// The target of the `rel="next"` link in a `Link` header.
-fn next_link(header: &str) -> Option<String> {
+pub(crate) fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         let is_next = params

@@ -8,7 +8,11 @@ pub const FAILED: i32 = 1;
 pub const USAGE: i32 = 2;
 /// Authentication failed (credentials missing or refused).
 pub const AUTH: i32 = 3;
-/// Another run holds the lock (the state directory): nothing was done.
+/// Another run holds the lock (`copy`: the state directory; `sync`: the
+/// config's lock or the state directory): nothing was done.
 pub const LOCKED: i32 = 4;
+/// `mirror sync`: everything succeeded and something was copied (with
+/// `--dry-run`: something would be). 0 means every image was already current.
+pub const CHANGED: i32 = 5;
 /// Interrupted (Ctrl-C, SIGINT): stopped cleanly; nothing partial is visible.
 pub const INTERRUPTED: i32 = 130;

@@ -5,6 +5,7 @@ mod azureml;
 mod copy;
 pub mod exit;
 mod render;
+mod sync;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Copy images: `mirror copy SRC DST [SRC DST ...]`.
     Copy(copy::CopyArgs),
+    /// Keep images current from a config file: `mirror sync CONFIG`.
+    Sync(sync::SyncArgs),
     /// The AzureML preset: the common-runtime images and job variables.
     #[command(subcommand)]
     Azureml(azureml::AzuremlCommand),
@@ -63,7 +66,7 @@ pub struct RegistryArgs {
 }
 
 /// `30s`, `500ms`, `2m`, or bare seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     use std::time::Duration;
     let bad = || format!("{s:?} is not a duration (e.g. 30s, 500ms, 2m)");
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
@@ -112,7 +115,7 @@ impl StateArgs {
 }
 
 /// `123`, `512K`, `16M`, `1G` (powers of 1024).
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, ""),
@@ -208,6 +211,7 @@ pub fn run() -> i32 {
     runtime.block_on(async {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
+            Command::Sync(args) => sync::run(args).await,
             Command::Azureml(command) => azureml::run(command),
         }
     })

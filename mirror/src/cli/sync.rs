@@ -1,0 +1,330 @@
+//! `mirror sync CONFIG` (or `--from-skopeo FILE --target DEST`): keep the
+//! config's images current, copying only what differs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+
+use super::render::{human_bytes, Renderer};
+use super::{exit, OutputFormat, ProgressMode};
+use crate::progress::NoProgress;
+use crate::sync::lock::{default_lock_path, LockError, RunLock};
+use crate::sync::plan::{compare, expand, Stores};
+use crate::sync::run::execute;
+use crate::sync::{self as engine, Shard, Status, SyncConfig, SyncReport};
+use crate::transfer::CopyOptions;
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The sync config (YAML); see examples/sync.yaml.
+    #[arg(
+        value_name = "CONFIG",
+        required_unless_present = "from_skopeo",
+        conflicts_with = "from_skopeo"
+    )]
+    config: Option<PathBuf>,
+    /// Read a skopeo sync YAML file instead (images, images-by-tag-regex,
+    /// images-by-semver, credentials, tls-verify, cert-dir); needs --target.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    from_skopeo: Option<PathBuf>,
+    /// With --from-skopeo: where images go, `HOST/PREFIX` or `oci:DIR`;
+    /// like skopeo, each lands under the last part of its repository name.
+    #[arg(long, value_name = "DEST")]
+    target: Option<String>,
+    /// Print what would be copied and the blob bytes missing at the
+    /// targets; copy nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write the JSON report to this file too.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Take only this worker's share of the images: I/N, 0 <= I < N.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
+    /// The lock that keeps two runs of this config apart (default: in
+    /// $XDG_RUNTIME_DIR or the temporary directory, named after the config).
+    #[arg(long, value_name = "PATH")]
+    lock_file: Option<PathBuf>,
+    /// Keep partial downloads and open upload sessions here, so a rerun
+    /// after a crash, kill or Ctrl-C continues them (as `mirror copy` does).
+    /// One run at a time per directory: give each shard its own. Default:
+    /// none, every run starts its blobs afresh.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// With --state-dir: blobs at least this large are kept there while
+    /// they stream from a registry (default 32M).
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, requires = "state_dir")]
+    spool_threshold: Option<u64>,
+    /// Requests and blob streams in flight at once (default: the config's
+    /// `jobs`, else 8).
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: Option<u16>,
+    /// The exit code for "everything succeeded and something was copied"
+    ///; `--changes-exit-code 0` for schedulers that treat any
+    /// other code as a failure.
+    #[arg(long, value_name = "CODE", default_value_t = exit::CHANGED, value_parser = clap::value_parser!(i32).range(0..=255))]
+    changes_exit_code: i32,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// The report on standard output: a text summary or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+pub async fn run(args: SyncArgs) -> i32 {
+    let started = Instant::now();
+    let (config, config_path) = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let lock_path = args
+        .lock_file
+        .clone()
+        .unwrap_or_else(|| default_lock_path(&config_path, args.target.as_deref(), args.shard));
+    let _lock = match RunLock::acquire(&lock_path) {
+        Ok(l) => l,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("error: {e}");
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    // A dry run writes nothing, so it needs no state.
+    let state = match (&args.state_dir, args.dry_run) {
+        (Some(dir), false) => {
+            let threshold = args
+                .spool_threshold
+                .unwrap_or(crate::state::DEFAULT_SPOOL_THRESHOLD);
+            match crate::state::StateDir::open(dir, threshold) {
+                Ok(s) => Some(s),
+                Err(e @ crate::state::StateError::Locked { .. }) => {
+                    eprintln!("error: {e}");
+                    return exit::LOCKED;
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        _ => None,
+    };
+    let client = match engine::client(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let jobs = args
+        .jobs
+        .map(usize::from)
+        .or(config.jobs)
+        .unwrap_or(CopyOptions::default().jobs);
+    let mut stores = Stores::new(client, &config, !args.dry_run);
+    if let Some(s) = &state {
+        stores = stores.with_sessions(s.uploads().clone());
+    }
+
+    let work = async {
+        let mut items = expand(&config, &stores, args.shard, jobs).await;
+        compare(&mut items, jobs, args.dry_run).await;
+        let to_copy = items
+            .iter()
+            .filter(|i| matches!(i.state, crate::sync::plan::State::Copy { .. }))
+            .count();
+        if !args.dry_run && args.progress != ProgressMode::None {
+            let failed = items
+                .iter()
+                .filter(|i| matches!(i.state, crate::sync::plan::State::Failed { .. }))
+                .count();
+            eprintln!(
+                "planned: {} images, {} current, {to_copy} to copy, {failed} failed ({:.1}s)",
+                items.len(),
+                items.len() - to_copy - failed,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        let renderer = Arc::new(Renderer::new(
+            if args.dry_run {
+                ProgressMode::None
+            } else {
+                args.progress
+            },
+            to_copy,
+        ));
+        let ticker = renderer.start_ticker();
+        let progress: Arc<dyn crate::progress::Progress> = if args.dry_run {
+            Arc::new(NoProgress)
+        } else {
+            renderer.clone()
+        };
+        let report = execute(
+            items,
+            CopyOptions {
+                jobs,
+                spools: state.as_ref().map(|s| s.spools().clone()),
+                ..CopyOptions::default()
+            },
+            progress,
+            args.dry_run,
+            args.shard,
+            started,
+        )
+        .await;
+        ticker.abort();
+        renderer.finish();
+        report
+    };
+    let report = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: stopped; nothing partial is visible at the targets (run again to continue)");
+            return exit::INTERRUPTED;
+        }
+    };
+
+    let mut code = match exit_code(&report) {
+        exit::CHANGED => args.changes_exit_code,
+        c => c,
+    };
+    if let Some(path) = &args.report {
+        if let Err(e) = write_report(path, &report) {
+            eprintln!("error: writing the report {}: {e}", path.display());
+            code = code.max(exit::FAILED);
+        }
+    }
+    match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: writing the report: {e}"),
+        },
+        OutputFormat::Text => print!("{}", summary(&report)),
+    }
+    code
+}
+
+fn load(args: &SyncArgs) -> Result<(SyncConfig, PathBuf), String> {
+    match (&args.from_skopeo, &args.config) {
+        (Some(file), _) => {
+            let target = args.target.as_deref().unwrap_or_default();
+            let c = engine::skopeo::load(file, target).map_err(|e| e.to_string())?;
+            Ok((c, file.clone()))
+        }
+        (None, Some(file)) => {
+            if args.target.is_some() {
+                return Err("--target goes with --from-skopeo; a config names its targets".into());
+            }
+            let c = engine::config::load(file).map_err(|e| e.to_string())?;
+            Ok((c, file.clone()))
+        }
+        (None, None) => Err("give a config file or --from-skopeo FILE".into()),
+    }
+}
+
+/// Failures first (auth apart), then "changes made", then "all current".
+fn exit_code(report: &SyncReport) -> i32 {
+    if report.failed > 0 {
+        if report.any_auth_failure() {
+            exit::AUTH
+        } else {
+            exit::FAILED
+        }
+    } else if report.copied > 0 || report.would_copy > 0 {
+        exit::CHANGED
+    } else {
+        exit::OK
+    }
+}
+
+/// Written whole under a temporary name, then renamed, so a reader never
+/// sees half a report.
+fn write_report(path: &Path, report: &SyncReport) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The text report: one line per image, then totals.
+fn summary(report: &SyncReport) -> String {
+    let mut out = String::new();
+    for i in &report.images {
+        let digest = |d: &Option<registry_client::Digest>| {
+            d.as_ref().map(|d| d.to_string()).unwrap_or_default()
+        };
+        match i.status {
+            Status::Current => {
+                out += &format!(
+                    "current     {} → {} {}\n",
+                    i.source,
+                    i.target,
+                    digest(&i.target_digest)
+                )
+            }
+            Status::Copied => {
+                out += &format!(
+                    "copied      {} → {} {} (copied {}, present {}, mounted {}; {})\n",
+                    i.source,
+                    i.target,
+                    digest(&i.target_digest),
+                    i.blobs_copied,
+                    i.blobs_present,
+                    i.blobs_mounted,
+                    human_bytes(i.bytes_copied)
+                );
+                if let Some(why) = &i.digest_changed {
+                    out += &format!("            note: digest changed: {why}\n");
+                }
+            }
+            Status::WouldCopy => {
+                out += &format!(
+                    "would copy  {} → {} {} ({} missing at the target)\n",
+                    i.source,
+                    i.target,
+                    digest(&i.source_digest),
+                    human_bytes(i.bytes_missing.unwrap_or(0))
+                )
+            }
+            Status::Failed => {
+                out += &format!(
+                    "FAILED      {} → {}: {}\n",
+                    i.source,
+                    i.target,
+                    i.error.as_deref().unwrap_or("")
+                )
+            }
+        }
+    }
+    if report.dry_run {
+        out += &format!(
+            "dry run: {} images: {} current, {} to copy ({} missing), {} failed\n",
+            report.images.len(),
+            report.current,
+            report.would_copy,
+            human_bytes(report.bytes_missing.unwrap_or(0)),
+            report.failed
+        );
+    } else {
+        out += &format!(
+            "{} images: {} current, {} copied, {} failed; {} moved in {:.1}s\n",
+            report.images.len(),
+            report.current,
+            report.copied,
+            report.failed,
+            human_bytes(report.bytes_copied),
+            report.seconds
+        );
+    }
+    out
+}
