@@ -327,9 +327,12 @@ async fn ctrl_c_keeps_the_partial_download_and_exits_130() {
 
     let run = mirror(&args, &[]).await;
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // Re-read: what was in flight at the interrupt (socket buffers between
+    // the proxy and mirror hold several MiB on loopback) and was never
+    // received, so is not in the spool.
     let total = served(&src_proxy, &layer);
     assert!(
-        total as f64 <= size as f64 * 1.1,
+        total <= size + 16 * MIB,
         "the source served {total} bytes for a {size}-byte layer"
     );
     assert_landed(&dst.host(), "app", "v1", &img).await;
