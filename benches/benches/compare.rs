@@ -65,6 +65,7 @@ fn main() -> anyhow::Result<()> {
     if args.copiers.is_empty() {
         args.copiers = vec![
             Copier::Mirror,
+            Copier::MirrorSync,
             Copier::SkopeoSync,
             Copier::SkopeoCopy,
             Copier::Limit,

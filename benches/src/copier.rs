@@ -13,6 +13,8 @@ use crate::scenario::Image;
 pub enum Copier {
     /// `mirror copy --from-file` over every tag.
     Mirror,
+    /// `mirror sync` over a config naming every tag (HEAD-compares first).
+    MirrorSync,
     /// `skopeo sync --all`, one call per repository.
     SkopeoSync,
     /// `skopeo copy --all`, one call per tag.
@@ -25,6 +27,7 @@ impl Copier {
     pub fn name(self) -> &'static str {
         match self {
             Copier::Mirror => "mirror",
+            Copier::MirrorSync => "mirror sync",
             Copier::SkopeoSync => "skopeo sync",
             Copier::SkopeoCopy => "skopeo copy",
             Copier::Limit => "limit",
@@ -68,6 +71,28 @@ impl Copier {
                     .arg(&file)
                     .arg("--state-dir")
                     .arg(job.work.join("state"));
+                c
+            }
+            Copier::MirrorSync => {
+                let mut tags: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+                for i in &job.images {
+                    tags.entry(&i.repository).or_default().push(&i.tag);
+                }
+                let mut config = String::from("sync:\n");
+                for (repo, tags) in tags {
+                    let _ = writeln!(
+                        config,
+                        "  - source: {src}/{repo}\n    target: {dst}/{repo}\n    tags: [{tags}]",
+                        src = job.source,
+                        dst = job.target,
+                        tags = tags.join(", ")
+                    );
+                }
+                let file = job.work.join("sync.yaml");
+                std::fs::write(&file, config)?;
+                let mut c = Command::new(&job.mirror_bin);
+                c.args(["sync", "--progress", "none", "--changes-exit-code", "0"])
+                    .arg(&file);
                 c
             }
             Copier::SkopeoSync => {

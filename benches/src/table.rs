@@ -63,21 +63,23 @@ impl Results {
     }
 
     /// The table: one row per (scenario, phase, copier) with medians, then
-    /// mirror's ratios of wall time against each other copier.
+    /// the wall time of `mirror copy` and of `mirror sync` divided by this
+    /// row's (below 1: mirror is faster).
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        out.push_str("| scenario | phase | copier | runs | wall s | CPU s | peak RSS MiB | source MiB | requests | mirror ÷ this (wall) |\n");
-        out.push_str("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        out.push_str("| scenario | phase | copier | runs | wall s | CPU s | peak RSS MiB | source MiB | requests | mirror copy ÷ this | mirror sync ÷ this |\n");
+        out.push_str(
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        );
         for key in self.samples.keys() {
             let Some(m) = self.medians(key) else { continue };
-            let mine = self.medians(&(key.0.clone(), key.1.clone(), Copier::Mirror));
-            let ratio = match mine {
-                Some(me) if key.2 != Copier::Mirror => format!("{:.2}", me.wall / m.wall),
+            let ratio = |mine: Copier| match self.medians(&(key.0.clone(), key.1.clone(), mine)) {
+                Some(me) if key.2 != mine => format!("{:.2}", me.wall / m.wall),
                 _ => String::new(),
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {} |",
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {} | {} |",
                 key.0,
                 key.1,
                 key.2.name(),
@@ -87,7 +89,8 @@ impl Results {
                 m.rss_mib,
                 m.source_mib,
                 m.requests,
-                ratio
+                ratio(Copier::Mirror),
+                ratio(Copier::MirrorSync),
             );
         }
         out
