@@ -9,6 +9,7 @@ use registry_client::Client;
 
 use crate::endpoint::Endpoint;
 use crate::state::UploadJournal;
+use crate::store::archive::{ArchiveReader, ArchiveWriter};
 use crate::store::layout::LayoutStore;
 use crate::store::registry::{RegistryStore, UploadPolicy};
 use crate::store::{ImageRef, ImageStore, StoreError};
@@ -30,6 +31,8 @@ pub enum PlanError {
 pub struct Planner {
     client: Client,
     layouts: HashMap<PathBuf, Arc<LayoutStore>>,
+    archives_in: HashMap<PathBuf, Arc<ArchiveReader>>,
+    archives_out: HashMap<PathBuf, Arc<ArchiveWriter>>,
     uploads: UploadOverride,
     sessions: Option<UploadJournal>,
 }
@@ -56,6 +59,8 @@ impl Planner {
         Planner {
             client,
             layouts: HashMap::new(),
+            archives_in: HashMap::new(),
+            archives_out: HashMap::new(),
             uploads: UploadOverride::default(),
             sessions: None,
         }
@@ -97,6 +102,23 @@ impl Planner {
                         pair: pair.clone(),
                         source,
                     })?;
+                let r = name.clone().map_or(ImageRef::Only, ImageRef::Tag);
+                (store as Arc<dyn ImageStore>, r)
+            }
+            Endpoint::Archive { path, name } => {
+                let store = match self.archives_in.get(path) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(ArchiveReader::open(path).map_err(|source| {
+                            PlanError::Store {
+                                pair: pair.clone(),
+                                source,
+                            }
+                        })?);
+                        self.archives_in.insert(path.clone(), s.clone());
+                        s
+                    }
+                };
                 let r = name.clone().map_or(ImageRef::Only, ImageRef::Tag);
                 (store as Arc<dyn ImageStore>, r)
             }
@@ -146,6 +168,35 @@ impl Planner {
                     source,
                 })?;
                 (store, Some(name))
+            }
+            Endpoint::Archive { path, name } => {
+                let name = name.clone().or_else(|| source.layout_name()).ok_or_else(|| PlanError::Pair {
+                    pair: pair.clone(),
+                    reason: "name the image in the archive (oci-archive:PATH:NAME); the source has no tag to name it by".into(),
+                })?;
+                if self.archives_in.contains_key(path) {
+                    return Err(PlanError::Pair {
+                        pair,
+                        reason: "an archive cannot be read and written in one run".into(),
+                    });
+                }
+                let store = match self.archives_out.get(path) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(ArchiveWriter::create(path).map_err(|source| {
+                            PlanError::Store {
+                                pair: pair.clone(),
+                                source,
+                            }
+                        })?);
+                        self.archives_out.insert(path.clone(), s.clone());
+                        s
+                    }
+                };
+                if let Some(reference) = source.full_reference() {
+                    store.record_reference(&name, &reference);
+                }
+                (store as Arc<dyn ImageStore>, Some(name))
             }
         };
         Ok(CopyJob {
