@@ -100,7 +100,7 @@ struct WriteState {
 #[derive(Debug, Default)]
 struct Contents {
     blobs: HashMap<Digest, u64>,
-    /// `index.json` entries in the order they were named.
+    /// `index.json` entries (sorted by name when written).
     names: Vec<Value>,
 }
 
@@ -465,7 +465,17 @@ impl ImageStore for ArchiveWriter {
         if self.done.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let names = self.contents().names.clone();
+        let mut names = self.contents().names.clone();
+        // In name order, not in the order images happened to finish.
+        names.sort_by(|a, b| {
+            let name = |v: &Value| {
+                v.pointer("/annotations")
+                    .and_then(|a| a.get(REF_NAME))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            name(a).cmp(&name(b))
+        });
         if names.is_empty() {
             // Every image failed: no bundle (nor an empty one) is written.
             st.out = None;

@@ -1,0 +1,420 @@
+//! `oci-archive:` end to end: registry → bundle → registry byte for byte,
+//! shared blobs written once, skopeo reading ours and we reading skopeo's,
+//! failed writes leaving no bundle, hostile bundles refused.
+
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use futures::{stream, StreamExt};
+use mirror::store::layout::LayoutStore;
+use mirror::store::ImageStore;
+use mirror_tests::cli::mirror;
+use mirror_tests::images::{blob, client, image, image_from_layers, index, push_image, repo};
+use mirror_tests::peers::{run_peer, skopeo_raw};
+use mirror_tests::Registry;
+use registry_client::{Descriptor, Digest, Manifest};
+
+/// The entries of a tar, in order.
+fn entries(path: &Path) -> Vec<String> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+/// The files in a directory, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `index.json` of a bundle, parsed.
+fn index_json(path: &Path) -> serde_json::Value {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("index.json") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            return serde_json::from_str(&s).unwrap();
+        }
+    }
+    panic!("no index.json in {}", path.display());
+}
+
+/// Whether a registry answers for this reference (skopeo, so no client state).
+fn exists(reference: &str) -> bool {
+    Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", reference])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+async fn copy_ok(args: &[&str]) {
+    let mut all = vec!["copy", "--progress", "none"];
+    all.extend_from_slice(args);
+    let run = mirror(&all, &[]).await;
+    assert_eq!(run.code, 0, "copy {args:?}: {}{}", run.stdout, run.stderr);
+}
+
+#[tokio::test]
+async fn registry_to_bundle_to_registry_keeps_every_byte_and_writes_shared_blobs_once() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let base = blob(77, 200_000);
+    let names = [
+        "boot/vm-bootstrapper/binimage/linux",
+        "cap/lifecycler/installed",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let img = image_from_layers(
+            10 + i as u64,
+            vec![base.clone(), blob(90 + i as u64, 30_000)],
+            false,
+        );
+        push_image(&c, &repo(&src.host(), name), "eastus-stable", &img).await;
+    }
+    // A multi-platform index whose children share the base layer too.
+    let r = repo(&src.host(), "multi/app");
+    let a = image_from_layers(20, vec![base.clone()], false);
+    let b = image(21, &[4000], true);
+    push_image(&c, &r, &a.digest.to_string(), &a).await;
+    push_image(&c, &r, &b.digest.to_string(), &b).await;
+    let (idx, _, idx_mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
+    c.put_manifest(&r, "v1", idx_mt, idx).await.unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle.tar");
+    let target = format!("oci-archive:{}", bundle.display());
+    let sources: Vec<String> = names
+        .iter()
+        .map(|n| format!("{}/{n}:eastus-stable", src.host()))
+        .chain([format!("{}/multi/app:v1", src.host())])
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for s in &sources {
+        args.extend([s.as_str(), target.as_str()]);
+    }
+    copy_ok(&args).await;
+    assert_eq!(listing(tmp.path()), vec!["bundle.tar".to_string()]);
+
+    // Each blob once: the base layer is in three images.
+    let listed = entries(&bundle);
+    let base_entry = format!("blobs/sha256/{}", Digest::sha256_of(&base).hex());
+    assert_eq!(listed.iter().filter(|e| **e == base_entry).count(), 1);
+    let mut unique = listed.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), listed.len(), "an entry repeats: {listed:?}");
+    // 2 images × (config, own layer, manifest) + base + index + 2 children
+    // × (config, manifest) + b's layer + oci-layout + index.json.
+    assert_eq!(listed.len(), 6 + 1 + 1 + 4 + 1 + 2, "{listed:?}");
+
+    // Named as oci: names them; the full source reference recorded.
+    let index = index_json(&bundle);
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 3);
+    // In name order; each with the source's full reference.
+    let mut by_name = sources.clone();
+    by_name.sort_by_key(|s| s.split_once('/').unwrap().1.to_string());
+    for (m, source) in manifests.iter().zip(&by_name) {
+        let a = &m["annotations"];
+        assert_eq!(a["io.containerd.image.name"], source.as_str());
+        let repo_tag = source.split_once('/').unwrap().1;
+        assert_eq!(a["org.opencontainers.image.ref.name"], repo_tag);
+    }
+
+    // And back into another registry: the same bytes.
+    for s in &sources {
+        let repo_tag = s.split_once('/').unwrap().1;
+        copy_ok(&[
+            &format!("oci-archive:{}:{repo_tag}", bundle.display()),
+            &format!("{}/{repo_tag}", dst.host()),
+        ])
+        .await;
+        assert_eq!(
+            skopeo_raw(&format!("docker://{s}")),
+            skopeo_raw(&format!("docker://{}/{repo_tag}", dst.host())),
+            "{repo_tag}"
+        );
+    }
+    // Every child of the index arrived (skopeo inspect reads each by digest).
+    for child in [&a, &b] {
+        assert!(exists(&format!(
+            "docker://{}/multi/app@{}",
+            dst.host(),
+            child.digest
+        )));
+    }
+}
+
+#[tokio::test]
+async fn skopeo_reads_our_bundle() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image(31, &[1000, 250_000], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &img).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("b.tar");
+    copy_ok(&[
+        &format!("{}/team/app:v1", src.host()),
+        &format!("oci-archive:{}:app", bundle.display()),
+    ])
+    .await;
+    let from = format!("oci-archive:{}:app", bundle.display());
+    assert_eq!(skopeo_raw(&from), img.manifest);
+    let to = format!("docker://{}/peer/app:v1", dst.host());
+    run_peer(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            &from,
+            &to,
+        ],
+    );
+    assert_eq!(skopeo_raw(&to), img.manifest);
+}
+
+#[tokio::test]
+async fn we_read_a_bundle_skopeo_writes() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image(41, &[3000, 120_000], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &img).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("skopeo.tar");
+    let theirs = format!("oci-archive:{}:app:v1", bundle.display());
+    run_peer(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &format!("docker://{}/team/app:v1", src.host()),
+            &theirs,
+        ],
+    );
+    copy_ok(&[&theirs, &format!("{}/imported/app:v1", dst.host())]).await;
+    // What skopeo put in the bundle (it may have recompressed) is exactly
+    // what arrived.
+    assert_eq!(
+        skopeo_raw(&theirs),
+        skopeo_raw(&format!("docker://{}/imported/app:v1", dst.host()))
+    );
+}
+
+fn descriptor(data: &Bytes) -> Descriptor {
+    Descriptor::new(
+        "application/octet-stream",
+        Digest::sha256_of(data),
+        data.len() as u64,
+    )
+}
+
+/// A layout holding `good` and `bad` (`bad`'s layer corrupted on disk).
+async fn layout_with_a_corrupt_image(dir: &Path) {
+    let store = LayoutStore::create(dir).unwrap();
+    for (name, seed) in [("good", 51), ("bad", 52)] {
+        let img = image(seed, &[5000], false);
+        for b in std::iter::once(&img.config).chain(&img.layers) {
+            let s = stream::iter([Ok(b.clone())]).boxed();
+            store.write_blob(&descriptor(b), s).await.unwrap();
+        }
+        let m = Manifest {
+            media_type: img.media_type.into(),
+            digest: img.digest.clone(),
+            bytes: img.manifest.clone(),
+        };
+        store.put_manifest(&m).await.unwrap();
+        store.set_tag(name, &m).await.unwrap();
+        if name == "bad" {
+            let layer = Digest::sha256_of(&img.layers[0]);
+            let file = dir.join("blobs/sha256").join(layer.hex());
+            std::fs::write(file, vec![b'x'; 5000]).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_leaves_no_bundle_and_a_partial_run_keeps_what_succeeded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    layout_with_a_corrupt_image(&layout).await;
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let bundle = out.join("b.tar");
+    let target = format!("oci-archive:{}", bundle.display());
+
+    // The only image fails: no bundle, no temporary file left.
+    let bad = format!("oci:{}:bad", layout.display());
+    let run = mirror(&["copy", "--progress", "none", &bad, &target], &[]).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("corrupt"), "{}", run.stdout);
+    assert!(listing(&out).is_empty(), "{:?}", listing(&out));
+
+    // One of two fails: the bundle holds the other, and the run says it failed.
+    let good = format!("oci:{}:good", layout.display());
+    let run = mirror(
+        &["copy", "--progress", "none", &good, &target, &bad, &target],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(listing(&out), vec!["b.tar".to_string()]);
+    let index = index_json(&bundle);
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, vec!["good"]);
+    assert!(exists(&format!("oci-archive:{}:good", bundle.display())));
+}
+
+/// A raw tar entry (no checks on the name: that is the point).
+fn raw(name: &str, kind: tar::EntryType, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    if kind == tar::EntryType::Symlink {
+        h.set_link_name("/etc").unwrap();
+    }
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+#[tokio::test]
+async fn hostile_bundles_are_refused_and_nothing_reaches_the_target() {
+    let dst = Registry::start_open().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // A good bundle to start from, written by mirror from a layout.
+    let layout = tmp.path().join("layout");
+    layout_with_a_corrupt_image(&layout).await;
+    let good = tmp.path().join("good.tar");
+    copy_ok(&[
+        &format!("oci:{}:good", layout.display()),
+        &format!("oci-archive:{}:v1", good.display()),
+    ])
+    .await;
+    let bytes = std::fs::read(&good).unwrap();
+    let body = &bytes[..bytes.len() - 1024]; // without the end blocks
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "escape",
+            raw("../../etc/evil", tar::EntryType::Regular, b"x"),
+            "../../etc/evil",
+        ),
+        (
+            "absolute",
+            raw("/tmp/evil", tar::EntryType::Regular, b"x"),
+            "/tmp/evil",
+        ),
+        (
+            "symlink",
+            raw("blobs/sha256/ln", tar::EntryType::Symlink, b""),
+            "blobs/sha256/ln",
+        ),
+        (
+            "device",
+            raw("blobs/dev", tar::EntryType::Block, b""),
+            "blobs/dev",
+        ),
+        (
+            "duplicate",
+            raw(
+                "oci-layout",
+                tar::EntryType::Regular,
+                br#"{"imageLayoutVersion":"9"}"#,
+            ),
+            "oci-layout",
+        ),
+    ];
+    for (what, extra, entry) in cases {
+        let path = tmp.path().join(format!("{what}.tar"));
+        let mut t = body.to_vec();
+        t.extend_from_slice(&extra);
+        t.extend_from_slice(&[0u8; 1024]);
+        std::fs::write(&path, t).unwrap();
+        let target = format!("{}/hostile/{what}:v1", dst.host());
+        let run = mirror(
+            &[
+                "copy",
+                "--progress",
+                "none",
+                &format!("oci-archive:{}:v1", path.display()),
+                &target,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(run.code, 2, "{what}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{entry:?}")),
+            "{what}: the error must name {entry:?}: {}",
+            run.stderr
+        );
+        assert!(!exists(&format!("docker://{target}")), "{what}");
+        assert!(!tmp.path().join("etc").exists() && !Path::new("/tmp/evil").exists());
+    }
+
+    // A blob whose content is not its name: refused as it streams, naming
+    // the entry; the tag never moves.
+    let layer_name = {
+        let img = image(51, &[5000], false);
+        format!("blobs/sha256/{}", Digest::sha256_of(&img.layers[0]).hex())
+    };
+    let mut forged = bytes.clone();
+    let at = find(&forged, layer_name.as_bytes()) + 512;
+    forged[at] ^= 0xff;
+    let path = tmp.path().join("forged.tar");
+    std::fs::write(&path, forged).unwrap();
+    let target = format!("{}/hostile/forged:v1", dst.host());
+    let run = mirror(
+        &[
+            "copy",
+            "--progress",
+            "none",
+            &format!("oci-archive:{}:v1", path.display()),
+            &target,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&layer_name), "{}", run.stdout);
+    assert!(!exists(&format!("docker://{target}")));
+}
+
+/// Where `needle` first occurs in `hay` (an entry's header starts there).
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the entry is in the bundle")
+}
