@@ -418,3 +418,98 @@ fn find(hay: &[u8], needle: &[u8]) -> usize {
         .position(|w| w == needle)
         .expect("the entry is in the bundle")
 }
+
+/// Start `mirror copy SRC DST` and wait until the proxy has begun serving
+/// `layer` (which then stalls mid-body) and the temporary bundle holds bytes.
+async fn start_stalled_copy(
+    proxy: &mirror_tests::FaultProxy,
+    layer: &Digest,
+    src: &str,
+    out: &Path,
+    dst: &str,
+) -> tokio::process::Child {
+    let state = out.parent().unwrap().join("state");
+    let child = mirror_tests::cli::command(
+        &[
+            "copy",
+            "--progress",
+            "none",
+            "--state-dir",
+            state.to_str().unwrap(),
+            src,
+            dst,
+        ],
+        &[],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let partial_bytes: u64 = std::fs::read_dir(out)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".partial."))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        if proxy.count(&http::Method::GET, &format!("/blobs/{layer}")) > 0 && partial_bytes > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the copy never reached the layer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn an_interrupted_or_killed_write_leaves_nothing_under_the_final_name() {
+    use mirror_tests::{Fault, FaultProxy, Rule};
+    let src = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image(61, &[2_000_000], false);
+    push_image(&c, &repo(&src.host(), "slow/img"), "v1", &img).await;
+    let layer = Digest::sha256_of(&img.layers[0]);
+    // The layer stalls after 1.5 MB (past the 1 MiB write buffer): its entry
+    // is partly on disk when the run stops.
+    proxy.add_rule(
+        Rule::new(Fault::StallResponseBodyAfter(1_500_000))
+            .path_contains(&format!("/blobs/{layer}")),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let bundle = out.join("b.tar");
+    let (from, to) = (
+        format!("{}/slow/img:v1", proxy.host()),
+        format!("oci-archive:{}", bundle.display()),
+    );
+
+    // Ctrl-C: exit 130, and the temporary file is gone too.
+    let mut child = start_stalled_copy(&proxy, &layer, &from, &out, &to).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("mirror stopped")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(listing(&out).is_empty(), "{:?}", listing(&out));
+
+    // SIGKILL: no clean-up at all, yet nothing under the final name.
+    let mut child = start_stalled_copy(&proxy, &layer, &from, &out, &to).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let left = listing(&out);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with("b.tar.partial."), "{left:?}");
+    assert!(!bundle.exists());
+}
