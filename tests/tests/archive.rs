@@ -11,7 +11,7 @@ use mirror::store::layout::LayoutStore;
 use mirror::store::ImageStore;
 use mirror_tests::cli::mirror;
 use mirror_tests::images::{blob, client, image, image_from_layers, index, push_image, repo};
-use mirror_tests::peers::{run_peer, skopeo_raw};
+use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
 use mirror_tests::Registry;
 use registry_client::{Descriptor, Digest, Manifest};
 
@@ -187,6 +187,19 @@ async fn skopeo_reads_our_bundle() {
         ],
     );
     assert_eq!(skopeo_raw(&to), img.manifest);
+    // Unpacked, it is an OCI layout umoci lists.
+    let unpacked = tmp.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    run_peer(
+        "tar",
+        &[
+            "-xf",
+            bundle.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(umoci_ls(&unpacked).trim(), "app");
 }
 
 #[tokio::test]
