@@ -106,6 +106,12 @@ impl Planner {
                 (store as Arc<dyn ImageStore>, r)
             }
             Endpoint::Archive { path, name } => {
+                if self.archives_out.contains_key(path) {
+                    return Err(PlanError::Pair {
+                        pair,
+                        reason: "an archive cannot be read and written in one run".into(),
+                    });
+                }
                 let store = match self.archives_in.get(path) {
                     Some(s) => s.clone(),
                     None => {
@@ -221,5 +227,69 @@ impl Planner {
         let store = Arc::new(store);
         self.layouts.insert(path.to_path_buf(), store.clone());
         Ok(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planner() -> Planner {
+        Planner::new(Client::new(registry_client::ClientConfig::default()).unwrap())
+    }
+
+    #[test]
+    fn pairs_into_one_archive_share_a_writer_and_reading_it_too_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("b.tar");
+        let target = Endpoint::parse(&format!("oci-archive:{}", bundle.display())).unwrap();
+        let mut p = planner();
+        let a = p
+            .copy(&Endpoint::parse("reg.example/a/b:v1").unwrap(), &target)
+            .unwrap();
+        let b = p
+            .copy(&Endpoint::parse("reg.example/c:v2").unwrap(), &target)
+            .unwrap();
+        assert!(Arc::ptr_eq(&a.target, &b.target));
+        assert_eq!(a.target_tag.as_deref(), Some("a/b:v1"));
+        assert_eq!(
+            a.target.describe(),
+            format!("oci-archive:{}", bundle.display())
+        );
+        // A source by digest has no tag to name it by.
+        let d = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let err = p
+            .copy(
+                &Endpoint::parse(&format!("reg.example/a@{d}")).unwrap(),
+                &target,
+            )
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("oci-archive:PATH:NAME"), "{err}");
+        // The archive being written cannot be a source in the same run.
+        let src = Endpoint::parse(&format!("oci-archive:{}:a/b:v1", bundle.display())).unwrap();
+        let err = p
+            .copy(&src, &Endpoint::parse("reg.example/x:v1").unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("read and written"), "{err}");
+        // Nothing is under the final name while planning.
+        assert!(!bundle.exists());
+    }
+
+    #[test]
+    fn a_missing_archive_source_is_named() {
+        let mut p = planner();
+        let err = p
+            .copy(
+                &Endpoint::parse("oci-archive:/nonexistent/b.tar").unwrap(),
+                &Endpoint::parse("reg.example/x:v1").unwrap(),
+            )
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("/nonexistent/b.tar"), "{err}");
     }
 }
