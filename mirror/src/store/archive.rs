@@ -1163,6 +1163,63 @@ mod tests {
         assert!(err.to_string().contains("app:v1"), "{err}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_leave_only_whole_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.tar");
+        let w = std::sync::Arc::new(ArchiveWriter::create(&path).unwrap());
+        let blobs: Vec<Vec<u8>> = (0..24u32)
+            .map(|i| {
+                (0..(3000 + i * 7919))
+                    .map(|j| (j * (i + 3)) as u8)
+                    .collect()
+            })
+            .collect();
+        let tasks: Vec<_> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let (w, b) = (w.clone(), b.clone());
+                tokio::spawn(async move {
+                    let d = desc(&b);
+                    if i % 5 == 0 {
+                        // Fails after some bytes: must leave nothing behind.
+                        let half = Bytes::copy_from_slice(&b[..b.len() / 2]);
+                        let body = stream::iter([
+                            Ok(half),
+                            Err(StoreError::io(
+                                "gone",
+                                io::Error::from(io::ErrorKind::BrokenPipe),
+                            )),
+                        ])
+                        .boxed();
+                        assert!(w.write_blob(&d, body).await.is_err());
+                    } else {
+                        w.write_blob(&d, chunks(&b, 1000)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let m = manifest_over(&[]);
+        w.put_manifest(&m).await.unwrap();
+        w.set_tag("x", &m).await.unwrap();
+        w.finish().await.unwrap();
+        let r = ArchiveReader::open(&path).unwrap();
+        for (i, b) in blobs.iter().enumerate() {
+            let d = desc(b);
+            if i % 5 == 0 {
+                assert_eq!(r.blob_size(&d.digest).await.unwrap(), None);
+            } else {
+                assert_eq!(&read_all(r.read_blob(&d).await.unwrap()).await.unwrap(), b);
+            }
+        }
+        // 19 blobs, the manifest, oci-layout and index.json.
+        assert_eq!(entry_names(&path).len(), 22);
+    }
+
     #[tokio::test]
     async fn long_blob_names_use_gnu_long_names() {
         let dir = tempfile::tempdir().unwrap();
