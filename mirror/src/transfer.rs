@@ -132,15 +132,13 @@ impl Engine {
         // Each distinct target is finished once at the end (an archive is
         // written out then); which image went to which target, for errors.
         let target_of: Vec<String> = jobs.iter().map(|j| j.target.describe()).collect();
-        let mut targets: Vec<Arc<dyn ImageStore>> = Vec::new();
-        for job in &jobs {
-            if !targets
-                .iter()
-                .any(|t| t.describe() == job.target.describe())
-            {
-                targets.push(job.target.clone());
-            }
-        }
+        let mut seen = HashSet::new();
+        let targets: Vec<Arc<dyn ImageStore>> = jobs
+            .iter()
+            .zip(&target_of)
+            .filter(|(_, name)| seen.insert(name.as_str()))
+            .map(|(j, _)| j.target.clone())
+            .collect();
         let mut set = JoinSet::new();
         for (i, job) in jobs.into_iter().enumerate() {
             let engine = self.clone();

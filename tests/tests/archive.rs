@@ -4,11 +4,14 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{stream, StreamExt};
+use mirror::progress::NoProgress;
 use mirror::store::layout::LayoutStore;
-use mirror::store::ImageStore;
+use mirror::store::{BlobStream, ImageRef, ImageStore, StoreError};
+use mirror::transfer::{CopyJob, CopyOptions, Engine};
 use mirror_tests::cli::mirror;
 use mirror_tests::images::{blob, client, image, image_from_layers, index, push_image, repo};
 use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
@@ -525,4 +528,90 @@ async fn an_interrupted_or_killed_write_leaves_nothing_under_the_final_name() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].starts_with("b.tar.partial."), "{left:?}");
     assert!(!bundle.exists());
+}
+
+/// A layout target whose `finish` fails, as an archive's would when its
+/// rename is refused.
+#[derive(Debug)]
+struct FailsToFinish(LayoutStore);
+
+#[async_trait::async_trait]
+impl ImageStore for FailsToFinish {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn blob_domain(&self) -> String {
+        self.0.blob_domain()
+    }
+    async fn resolve(&self, r: &ImageRef) -> Result<Manifest, StoreError> {
+        self.0.resolve(r).await
+    }
+    async fn resolve_digest(&self, r: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        self.0.resolve_digest(r).await
+    }
+    async fn manifest(&self, d: &Digest) -> Result<Manifest, StoreError> {
+        self.0.manifest(d).await
+    }
+    async fn has_manifest(&self, d: &Digest) -> Result<bool, StoreError> {
+        self.0.has_manifest(d).await
+    }
+    async fn put_manifest(&self, m: &Manifest) -> Result<(), StoreError> {
+        self.0.put_manifest(m).await
+    }
+    async fn set_tag(&self, t: &str, m: &Manifest) -> Result<(), StoreError> {
+        self.0.set_tag(t, m).await
+    }
+    async fn blob_size(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        self.0.blob_size(d).await
+    }
+    async fn read_blob(&self, d: &Descriptor) -> Result<BlobStream, StoreError> {
+        self.0.read_blob(d).await
+    }
+    async fn write_blob(&self, d: &Descriptor, s: BlobStream) -> Result<(), StoreError> {
+        self.0.write_blob(d, s).await
+    }
+    async fn finish(&self) -> Result<(), StoreError> {
+        Err(StoreError::io(
+            "renaming the bundle",
+            std::io::Error::other("refused for the test"),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_finish_fails_the_images_bound_for_it_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    layout_with_a_corrupt_image(&layout).await;
+    let source: Arc<dyn ImageStore> = Arc::new(LayoutStore::open(&layout).unwrap());
+    let failing: Arc<dyn ImageStore> = Arc::new(FailsToFinish(
+        LayoutStore::create(tmp.path().join("a")).unwrap(),
+    ));
+    let fine: Arc<dyn ImageStore> = Arc::new(LayoutStore::create(tmp.path().join("b")).unwrap());
+    let job = |target: &Arc<dyn ImageStore>, tag: &str| CopyJob {
+        source: source.clone(),
+        source_ref: ImageRef::Tag("good".into()),
+        target: target.clone(),
+        target_tag: Some(tag.into()),
+        source_label: "good".into(),
+        target_label: target.describe(),
+    };
+    let engine = Engine::new(CopyOptions::default(), Arc::new(NoProgress));
+    let report = engine
+        .run(vec![
+            job(&failing, "one"),
+            job(&fine, "x"),
+            job(&failing, "two"),
+        ])
+        .await;
+    assert_eq!((report.succeeded, report.failed), (1, 2));
+    for i in [0, 2] {
+        let err = report.images[i].error.as_deref().unwrap();
+        assert!(
+            err.contains("finishing oci:") && err.contains("refused for the test"),
+            "{err}"
+        );
+        assert!(report.images[i].target_digest.is_none());
+    }
+    assert!(report.images[1].error.is_none());
 }
