@@ -21,7 +21,10 @@
 //! memory; [`ImageStore::finish`] writes `oci-layout`, `index.json` and the
 //! end of the archive, fsyncs, and renames the temporary file
 //! (`PATH.partial.<random>`, beside `PATH`) to `PATH`. Until then nothing is
-//! under `PATH`; a writer dropped unfinished removes its temporary file. A
+//! under `PATH`; a writer dropped unfinished removes its temporary file.
+//! `finish` runs after every image of the run, failed ones included: the
+//! bundle holds the images that succeeded (entries sorted by name; blobs of
+//! failed images may remain, unnamed) and the run still exits non-zero. A
 //! bundle whose every image failed is not written at all.
 //!
 //! Reading ([`ArchiveReader`]): the tar is indexed once when opened, and
