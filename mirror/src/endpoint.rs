@@ -1,5 +1,5 @@
 //! Where images come from and go to, as users write them on the command line:
-//! `HOST/REPO[:TAG|@DIGEST]` or `oci:PATH[:NAME]`.
+//! `HOST/REPO[:TAG|@DIGEST]`, `oci:PATH[:NAME]` or `oci-archive:PATH[:NAME]`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -18,6 +18,11 @@ pub enum Endpoint {
         path: PathBuf,
         name: Option<String>,
     },
+    /// A tar of an OCI image layout (see `store::archive`).
+    Archive {
+        path: PathBuf,
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,20 +38,26 @@ impl Endpoint {
             input: input.to_string(),
             reason,
         };
-        if let Some(rest) = input.strip_prefix("oci:") {
+        for (prefix, archive) in [("oci:", false), ("oci-archive:", true)] {
+            let Some(rest) = input.strip_prefix(prefix) else {
+                continue;
+            };
             let (path, name) = match rest.split_once(':') {
                 Some((p, n)) => (p, Some(n.to_string())),
                 None => (rest, None),
             };
             if path.is_empty() {
-                return Err(err("the layout path is empty".into()));
+                let what = if archive { "archive" } else { "layout" };
+                return Err(err(format!("the {what} path is empty")));
             }
             if let Some(n) = &name {
                 validate_ref_name(n).map_err(err)?;
             }
-            return Ok(Endpoint::Layout {
-                path: PathBuf::from(path),
-                name,
+            let path = PathBuf::from(path);
+            return Ok(if archive {
+                Endpoint::Archive { path, name }
+            } else {
+                Endpoint::Layout { path, name }
             });
         }
         if let Some((scheme, _)) = input.split_once("://") {
@@ -74,7 +85,7 @@ impl Endpoint {
     pub fn tag(&self) -> Option<&str> {
         match self {
             Endpoint::Registry { tag, .. } => tag.as_deref(),
-            Endpoint::Layout { name, .. } => name.as_deref(),
+            Endpoint::Layout { name, .. } | Endpoint::Archive { name, .. } => name.as_deref(),
         }
     }
 
@@ -83,7 +94,7 @@ impl Endpoint {
     pub fn portable_tag(&self) -> Option<String> {
         match self {
             Endpoint::Registry { tag, .. } => tag.clone(),
-            Endpoint::Layout { name, .. } => name
+            Endpoint::Layout { name, .. } | Endpoint::Archive { name, .. } => name
                 .as_deref()
                 .map(|n| n.rsplit_once(':').map_or(n, |(_, t)| t).to_string()),
         }
@@ -96,7 +107,24 @@ impl Endpoint {
             Endpoint::Registry {
                 repository, tag, ..
             } => tag.as_ref().map(|t| format!("{}:{t}", repository.name())),
-            Endpoint::Layout { name, .. } => name.clone(),
+            Endpoint::Layout { name, .. } | Endpoint::Archive { name, .. } => name.clone(),
+        }
+    }
+
+    /// The full reference to record for an image written into an archive
+    /// (`HOST/REPO:TAG`, or `HOST/REPO@DIGEST`): only a registry source has one.
+    pub fn full_reference(&self) -> Option<String> {
+        match self {
+            Endpoint::Registry {
+                repository,
+                tag,
+                digest,
+            } => match (tag, digest) {
+                (Some(t), _) => Some(format!("{repository}:{t}")),
+                (None, Some(d)) => Some(format!("{repository}@{d}")),
+                (None, None) => Some(format!("{repository}:latest")),
+            },
+            _ => None,
         }
     }
 }
@@ -118,8 +146,13 @@ impl fmt::Display for Endpoint {
                 }
                 Ok(())
             }
-            Endpoint::Layout { path, name } => {
-                write!(f, "oci:{}", path.display())?;
+            Endpoint::Layout { path, name } | Endpoint::Archive { path, name } => {
+                let scheme = if matches!(self, Endpoint::Archive { .. }) {
+                    "oci-archive"
+                } else {
+                    "oci"
+                };
+                write!(f, "{scheme}:{}", path.display())?;
                 if let Some(n) = name {
                     write!(f, ":{n}")?;
                 }
@@ -175,6 +208,33 @@ mod tests {
         assert!(Endpoint::parse("oci::x").is_err());
         let err = Endpoint::parse("oci:/x:../etc").unwrap_err().to_string();
         assert!(err.contains("../etc"), "{err}");
+    }
+
+    #[test]
+    fn archives_with_and_without_names() {
+        let e = Endpoint::parse("oci-archive:/tmp/b.tar:cap/lifecycler/installed:stable").unwrap();
+        assert_eq!(
+            e,
+            Endpoint::Archive {
+                path: "/tmp/b.tar".into(),
+                name: Some("cap/lifecycler/installed:stable".into())
+            }
+        );
+        assert_eq!(e.portable_tag().as_deref(), Some("stable"));
+        assert_eq!(
+            e.to_string(),
+            "oci-archive:/tmp/b.tar:cap/lifecycler/installed:stable"
+        );
+        let e = Endpoint::parse("oci-archive:b.tar").unwrap();
+        assert_eq!(e.tag(), None);
+        assert_eq!(e.full_reference(), None);
+        assert!(Endpoint::parse("oci-archive::x").is_err());
+        let err = Endpoint::parse("oci-archive:/x:../etc")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("../etc"), "{err}");
+        let e = Endpoint::parse("127.0.0.1:5000/a/b:v1").unwrap();
+        assert_eq!(e.full_reference().as_deref(), Some("127.0.0.1:5000/a/b:v1"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use registry_client::Client;
 
 use crate::endpoint::Endpoint;
 use crate::state::UploadJournal;
+use crate::store::archive::{ArchiveReader, ArchiveWriter};
 use crate::store::layout::LayoutStore;
 use crate::store::registry::{RegistryStore, UploadPolicy};
 use crate::store::{ImageRef, ImageStore, StoreError};
@@ -30,6 +31,8 @@ pub enum PlanError {
 pub struct Planner {
     client: Client,
     layouts: HashMap<PathBuf, Arc<LayoutStore>>,
+    archives_in: HashMap<PathBuf, Arc<ArchiveReader>>,
+    archives_out: HashMap<PathBuf, Arc<ArchiveWriter>>,
     uploads: UploadOverride,
     sessions: Option<UploadJournal>,
 }
@@ -57,6 +60,8 @@ impl Planner {
         Planner {
             client,
             layouts: HashMap::new(),
+            archives_in: HashMap::new(),
+            archives_out: HashMap::new(),
             uploads: UploadOverride::default(),
             sessions: None,
         }
@@ -98,6 +103,29 @@ impl Planner {
                         pair: pair.clone(),
                         source,
                     })?;
+                let r = name.clone().map_or(ImageRef::Only, ImageRef::Tag);
+                (store as Arc<dyn ImageStore>, r)
+            }
+            Endpoint::Archive { path, name } => {
+                if self.archives_out.contains_key(path) {
+                    return Err(PlanError::Pair {
+                        pair,
+                        reason: "an archive cannot be read and written in one run".into(),
+                    });
+                }
+                let store = match self.archives_in.get(path) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(ArchiveReader::open(path).map_err(|source| {
+                            PlanError::Store {
+                                pair: pair.clone(),
+                                source,
+                            }
+                        })?);
+                        self.archives_in.insert(path.clone(), s.clone());
+                        s
+                    }
+                };
                 let r = name.clone().map_or(ImageRef::Only, ImageRef::Tag);
                 (store as Arc<dyn ImageStore>, r)
             }
@@ -148,6 +176,35 @@ impl Planner {
                 })?;
                 (store, Some(name))
             }
+            Endpoint::Archive { path, name } => {
+                let name = name.clone().or_else(|| source.layout_name()).ok_or_else(|| PlanError::Pair {
+                    pair: pair.clone(),
+                    reason: "name the image in the archive (oci-archive:PATH:NAME); the source has no tag to name it by".into(),
+                })?;
+                if self.archives_in.contains_key(path) {
+                    return Err(PlanError::Pair {
+                        pair,
+                        reason: "an archive cannot be read and written in one run".into(),
+                    });
+                }
+                let store = match self.archives_out.get(path) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(ArchiveWriter::create(path).map_err(|source| {
+                            PlanError::Store {
+                                pair: pair.clone(),
+                                source,
+                            }
+                        })?);
+                        self.archives_out.insert(path.clone(), s.clone());
+                        s
+                    }
+                };
+                if let Some(reference) = source.full_reference() {
+                    store.record_reference(&name, &reference);
+                }
+                (store as Arc<dyn ImageStore>, Some(name))
+            }
         };
         Ok(CopyJob {
             source: source_store,
@@ -171,5 +228,69 @@ impl Planner {
         let store = Arc::new(store);
         self.layouts.insert(path.to_path_buf(), store.clone());
         Ok(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planner() -> Planner {
+        Planner::new(Client::new(registry_client::ClientConfig::default()).unwrap())
+    }
+
+    #[test]
+    fn pairs_into_one_archive_share_a_writer_and_reading_it_too_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("b.tar");
+        let target = Endpoint::parse(&format!("oci-archive:{}", bundle.display())).unwrap();
+        let mut p = planner();
+        let a = p
+            .copy(&Endpoint::parse("reg.example/a/b:v1").unwrap(), &target)
+            .unwrap();
+        let b = p
+            .copy(&Endpoint::parse("reg.example/c:v2").unwrap(), &target)
+            .unwrap();
+        assert!(Arc::ptr_eq(&a.target, &b.target));
+        assert_eq!(a.target_tag.as_deref(), Some("a/b:v1"));
+        assert_eq!(
+            a.target.describe(),
+            format!("oci-archive:{}", bundle.display())
+        );
+        // A source by digest has no tag to name it by.
+        let d = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let err = p
+            .copy(
+                &Endpoint::parse(&format!("reg.example/a@{d}")).unwrap(),
+                &target,
+            )
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("oci-archive:PATH:NAME"), "{err}");
+        // The archive being written cannot be a source in the same run.
+        let src = Endpoint::parse(&format!("oci-archive:{}:a/b:v1", bundle.display())).unwrap();
+        let err = p
+            .copy(&src, &Endpoint::parse("reg.example/x:v1").unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("read and written"), "{err}");
+        // Nothing is under the final name while planning.
+        assert!(!bundle.exists());
+    }
+
+    #[test]
+    fn a_missing_archive_source_is_named() {
+        let mut p = planner();
+        let err = p
+            .copy(
+                &Endpoint::parse("oci-archive:/nonexistent/b.tar").unwrap(),
+                &Endpoint::parse("reg.example/x:v1").unwrap(),
+            )
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("/nonexistent/b.tar"), "{err}");
     }
 }

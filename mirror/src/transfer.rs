@@ -129,6 +129,16 @@ impl Engine {
     /// image's failure is recorded in its report and stops no other.
     pub async fn run(&self, jobs: Vec<CopyJob>) -> RunReport {
         let started = Instant::now();
+        // Each distinct target is finished once at the end (an archive is
+        // written out then); which image went to which target, for errors.
+        let target_of: Vec<String> = jobs.iter().map(|j| j.target.describe()).collect();
+        let mut seen = HashSet::new();
+        let targets: Vec<Arc<dyn ImageStore>> = jobs
+            .iter()
+            .zip(&target_of)
+            .filter(|(_, name)| seen.insert(name.as_str()))
+            .map(|(j, _)| j.target.clone())
+            .collect();
         let mut set = JoinSet::new();
         for (i, job) in jobs.into_iter().enumerate() {
             let engine = self.clone();
@@ -142,6 +152,19 @@ impl Engine {
             }
         }
         images.sort_by_key(|(i, _)| *i);
+        for target in targets {
+            let name = target.describe();
+            if let Err(e) = target.finish().await {
+                // The images bound for it are not where they were meant to be.
+                for (i, report) in images.iter_mut() {
+                    if target_of[*i] == name && report.error.is_none() {
+                        report.error = Some(format!("finishing {name}: {e}"));
+                        report.error_kind = Some(e.kind());
+                        report.target_digest = None;
+                    }
+                }
+            }
+        }
         RunReport::new(
             images.into_iter().map(|(_, r)| r).collect(),
             started.elapsed(),

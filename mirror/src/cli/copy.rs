@@ -14,8 +14,9 @@ use crate::transfer::{CopyOptions, Engine};
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Pairs of SOURCE and DESTINATION: `HOST/REPO[:TAG|@DIGEST]` or
-    /// `oci:PATH[:NAME]`. A destination without a tag keeps the source's.
+    /// Pairs of SOURCE and DESTINATION: `HOST/REPO[:TAG|@DIGEST]`,
+    /// `oci:PATH[:NAME]` or `oci-archive:PATH[:NAME]`. A destination without
+    /// a tag keeps the source's.
     #[arg(value_name = "SRC DST")]
     pairs: Vec<String>,
     /// Read pairs from a file: one `SRC DST` per line; `#` starts a comment.

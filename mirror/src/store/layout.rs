@@ -628,7 +628,7 @@ fn process_lock(root: &Path) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// The index entries, each a valid descriptor; errors name the file.
-fn parse_index(file: &Path, bytes: &[u8]) -> Result<Vec<Descriptor>, StoreError> {
+pub(super) fn parse_index(file: &Path, bytes: &[u8]) -> Result<Vec<Descriptor>, StoreError> {
     let bad = |reason: String| StoreError::invalid(file.display().to_string(), reason);
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
@@ -655,7 +655,7 @@ fn parse_index(file: &Path, bytes: &[u8]) -> Result<Vec<Descriptor>, StoreError>
 }
 
 /// The names in an index for messages; unnamed entries by digest.
-fn list_names(index: &[Descriptor]) -> String {
+pub(super) fn list_names(index: &[Descriptor]) -> String {
     if index.is_empty() {
         return "none".into();
     }
@@ -671,7 +671,7 @@ fn list_names(index: &[Descriptor]) -> String {
 
 /// A manifest's own `mediaType`; without one, an index if it lists
 /// manifests, else an OCI image manifest.
-fn media_type_in(bytes: &[u8]) -> String {
+pub(super) fn media_type_in(bytes: &[u8]) -> String {
     let value: Option<Value> = serde_json::from_slice(bytes).ok();
     let value = value.as_ref();
     if let Some(mt) = value

@@ -1,7 +1,8 @@
 //! Image stores: the places images live. A registry repository, an OCI image
-//! layout directory (and later an OCI archive) implement one trait, so copy,
+//! layout directory and an OCI archive implement one trait, so copy,
 //! sync, export and import are one engine with different ends.
 
+pub mod archive;
 pub mod feed;
 pub mod layout;
 pub mod registry;
@@ -204,5 +205,13 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
     /// without moving its bytes. `Ok(false)` when that could not be done.
     async fn mount_blob(&self, _desc: &Descriptor, _from: &Repository) -> Result<bool, StoreError> {
         Ok(false)
+    }
+
+    /// Called once after every image bound for this store is done (those
+    /// that failed too): a store that assembles its output at the end (an
+    /// archive) writes it here and makes it visible. Nothing before this
+    /// call may make such a store's output look complete. Default: nothing.
+    async fn finish(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
