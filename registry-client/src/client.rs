@@ -47,6 +47,9 @@ pub struct ClientConfig {
     /// 503 and grows back by one after as many successes as the limit.
     /// `None`: no cap and no such backoff. Default 16.
     pub max_requests_per_host: Option<usize>,
+    /// Caps for particular registry hosts (`host` or `host:port`), in place
+    /// of `max_requests_per_host`.
+    pub host_requests: std::collections::HashMap<String, usize>,
     pub credentials: Arc<dyn CredentialStore>,
 }
 
@@ -62,6 +65,7 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
             max_requests_per_host: Some(16),
+            host_requests: std::collections::HashMap::new(),
             credentials: Arc::new(StaticCredentials::new()),
         }
     }
@@ -181,7 +185,8 @@ impl Client {
         let http = build(builder())?;
         let auth_http = build(builder().read_timeout(config.read_timeout))?;
         let auth = Authenticator::new(config.credentials.clone());
-        let limits = HostLimits::new(config.max_requests_per_host);
+        let limits =
+            HostLimits::with_hosts(config.max_requests_per_host, config.host_requests.clone());
         Ok(Client {
             inner: Arc::new(Inner {
                 http,

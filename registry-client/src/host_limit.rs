@@ -28,20 +28,28 @@ type Lanes = HashMap<(String, Lane), Arc<Limiter>>;
 pub struct HostLimits {
     /// `None`: no cap and no backoff beyond the retry pauses.
     cap: Option<usize>,
+    /// Caps for particular hosts, in place of `cap`.
+    per_host: Arc<HashMap<String, usize>>,
     lanes: Arc<Mutex<Lanes>>,
 }
 
 impl HostLimits {
     pub fn new(cap: Option<usize>) -> Self {
+        Self::with_hosts(cap, HashMap::new())
+    }
+
+    /// `cap` for every host but those in `per_host`, which get their own.
+    pub fn with_hosts(cap: Option<usize>, per_host: HashMap<String, usize>) -> Self {
         HostLimits {
             cap: cap.map(|c| c.max(1)),
+            per_host: Arc::new(per_host),
             lanes: Arc::default(),
         }
     }
 
     /// The limiter for `host`'s `lane`, made on first use.
     pub fn limiter(&self, host: &str, lane: Lane) -> Option<Arc<Limiter>> {
-        let cap = self.cap?;
+        let cap = self.per_host.get(host).copied().or(self.cap)?.max(1);
         let mut lanes = self.lanes.lock().expect("host limit lock");
         Some(
             lanes

@@ -917,4 +917,18 @@ async fn the_configs_request_limit_caps_requests_in_flight_to_a_registry() {
     let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
     assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
     assert!(proxy.max_in_flight() > 2, "{}", proxy.max_in_flight());
+    // A registry's own limit replaces the top-level one for that host.
+    proxy.reset_max_in_flight();
+    let own = format!(
+        "max_requests_per_host: 8
+registries:
+  - host: {}
+    max_requests_per_host: 1
+",
+        proxy.host()
+    );
+    let config = scratch.write("own.yaml", &config_with(&own));
+    let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
+    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    assert_eq!(proxy.max_in_flight(), 1);
 }

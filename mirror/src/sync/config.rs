@@ -67,6 +67,8 @@ pub struct RegistrySettings {
     pub tls: bool,
     pub chunk_threshold: Option<u64>,
     pub chunk_size: Option<usize>,
+    /// Requests in flight to this registry, in place of the top-level value.
+    pub max_requests_per_host: Option<usize>,
 }
 
 /// Where an entry's images come from.
@@ -126,6 +128,7 @@ struct RawRegistry {
     tls: Option<RawTls>,
     chunk_threshold: Option<S>,
     chunk_size: Option<S>,
+    max_requests_per_host: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,9 +346,17 @@ impl Cx {
             ),
             None => (Vec::new(), false),
         };
+        let max_requests_per_host = match &r.max_requests_per_host {
+            Some(n) if n.value == 0 => {
+                return Err(self.at(n, "max_requests_per_host must be at least 1"))
+            }
+            Some(n) => Some(n.value as usize),
+            None => None,
+        };
         Ok(RegistrySettings {
             host,
             credential,
+            max_requests_per_host,
             ca_files,
             insecure,
             tls: tls && !insecure,

@@ -56,6 +56,11 @@ pub fn client(config: &SyncConfig) -> Result<Client, registry_client::Error> {
             .flat_map(|r| r.ca_files.iter().cloned())
             .collect(),
         credentials: Arc::new(CredentialChain(chain)),
+        host_requests: config
+            .registries
+            .iter()
+            .filter_map(|r| Some((r.host.clone(), r.max_requests_per_host?)))
+            .collect(),
         max_requests_per_host: config
             .max_requests_per_host
             .or(ClientConfig::default().max_requests_per_host),
