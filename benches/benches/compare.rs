@@ -49,6 +49,10 @@ enum Phase {
 
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
+    // The measuring wrapper must stay small: decide before anything else.
+    if argv.get(1).map(String::as_str) == Some("measure") {
+        std::process::exit(measure::measure_main(&argv[2..])?);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     // The limit runs as a child process of this binary, measured like the others.
     if argv.get(1).map(String::as_str) == Some("limit") {

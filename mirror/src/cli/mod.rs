@@ -95,7 +95,7 @@ pub struct StateArgs {
     #[arg(long, value_name = "DIR", env = "MIRROR_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Blobs at least this large are kept in the state directory while they
-    /// stream from a registry (default 32M); smaller ones start over.
+    /// stream from a registry (default 64M); smaller ones start over.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     spool_threshold: Option<u64>,
 }

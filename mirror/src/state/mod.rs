@@ -22,7 +22,7 @@ pub use uploads::{UploadJournal, UploadRecord};
 
 /// Blobs at least this large are kept on disk while they stream, so a
 /// rerun need not fetch them again; smaller ones just start over.
-pub const DEFAULT_SPOOL_THRESHOLD: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_SPOOL_THRESHOLD: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
