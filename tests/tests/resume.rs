@@ -399,6 +399,8 @@ async fn state_that_cannot_be_trusted_is_discarded_and_the_copy_lands() {
             "none",
             "--chunk-threshold",
             "16M",
+            "--spool-threshold",
+            "16M",
             "--state-dir",
             state.path().to_str().unwrap(),
             &format!("{}/app:v1", src.host()),
