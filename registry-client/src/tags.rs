@@ -8,7 +8,8 @@ use crate::client::{read_capped, Call, Client};
 use crate::error::{redact_url, Error};
 use crate::reference::Repository;
 
-const TAG_PAGE_LIMIT: u64 = 16 * 1024 * 1024;
+/// The largest page of a listing (tags, catalog) read.
+const PAGE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// One page of tags and where the next one is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,21 +56,40 @@ impl Client {
                 u
             }
         };
-        let resp = self
-            .send(Call::new(
-                Method::GET,
-                url.clone(),
-                repo.registry(),
-                Scopes::pull(repo.name()),
-            ))
-            .await?;
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let call = Call::new(
+            Method::GET,
+            url.clone(),
+            repo.registry(),
+            Scopes::pull(repo.name()),
+        );
+        let (list, next): (List, _) = self.json_page(call, "tag list").await?;
+        Ok(TagPage {
+            tags: list.tags.unwrap_or_default(),
+            next,
+        })
+    }
+
+    /// GET one page of a JSON listing (`what`: for errors) and the URL its
+    /// `Link: <…>; rel="next"` names.
+    pub(crate) async fn json_page<T: serde::de::DeserializeOwned>(
+        &self,
+        call: Call,
+        what: &str,
+    ) -> Result<(T, Option<Url>), Error> {
+        let url = call.url.clone();
+        let resp = self.send(call).await?;
         let next = resp
             .headers()
             .get(header::LINK)
             .and_then(|v| v.to_str().ok())
             .and_then(next_link)
             .and_then(|l| url.join(&l).ok());
-        let body = read_capped(resp, TAG_PAGE_LIMIT)
+        let body = read_capped(resp, PAGE_LIMIT)
             .await
             .map_err(|e| Error::Transport {
                 method: "GET".into(),
@@ -77,24 +97,16 @@ impl Client {
                 source: e.without_url(),
             })?
             .ok_or_else(|| Error::TooLarge {
-                what: "tag list page".into(),
+                what: format!("{what} page"),
                 url: redact_url(&url),
-                limit: TAG_PAGE_LIMIT,
+                limit: PAGE_LIMIT,
             })?;
-        #[derive(serde::Deserialize)]
-        struct List {
-            #[serde(default)]
-            tags: Option<Vec<String>>,
-        }
-        let list: List = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
+        let page = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
             method: "GET".into(),
             url: redact_url(&url),
-            reason: format!("tag list is not valid JSON: {e}"),
+            reason: format!("{what} is not valid JSON: {e}"),
         })?;
-        Ok(TagPage {
-            tags: list.tags.unwrap_or_default(),
-            next,
-        })
+        Ok((page, next))
     }
 }
 
