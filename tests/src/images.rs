@@ -166,3 +166,46 @@ pub async fn read_all(
     }
     Ok(out)
 }
+
+/// Push `tag`: an image whose one layer is `chunks` repeats of a
+/// `chunk`-byte piece, streamed so that the test holds one piece of it.
+/// Returns the image (its `layers` hold a placeholder: the real layer is
+/// too big to keep), the layer's digest and its size.
+pub async fn push_big_layer_image(
+    client: &Client,
+    repo: &Repository,
+    tag: &str,
+    seed: u64,
+    chunk: usize,
+    chunks: usize,
+) -> (TestImage, Digest, u64) {
+    let piece = blob(seed, chunk);
+    let mut h = registry_client::Hasher::new(registry_client::Algorithm::Sha256);
+    for _ in 0..chunks {
+        h.update(&piece);
+    }
+    let digest = h.finish();
+    let total = (chunk * chunks) as u64;
+    let session = client.start_upload(repo).await.expect("start upload");
+    session
+        .put_whole(
+            stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(piece.clone()))),
+            total,
+            &digest,
+        )
+        .await
+        .expect("put the layer");
+    // A manifest naming it (the image helper wants layer bytes only for digests).
+    let mut img = image_from_layers(1, vec![Bytes::from_static(b"placeholder")], false);
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    m["layers"][0]["digest"] = json!(digest.to_string());
+    m["layers"][0]["size"] = json!(total);
+    img.manifest = Bytes::from(serde_json::to_vec(&m).unwrap());
+    img.digest = Digest::sha256_of(&img.manifest);
+    push_blob(client, repo, img.config.clone()).await;
+    client
+        .put_manifest(repo, tag, img.media_type, img.manifest.clone())
+        .await
+        .expect("put manifest");
+    (img, digest, total)
+}

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod images;
+pub mod memory;
 pub mod peers;
 pub mod registry;
 mod server;

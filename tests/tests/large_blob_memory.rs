@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 use mirror_tests::images::{blob, client, repo};
+use mirror_tests::memory::{reset_peak, status_kib};
 use mirror_tests::Registry;
 use registry_client::{Algorithm, BlobRead, Hasher};
 
@@ -11,17 +12,6 @@ const CHUNK: usize = 1024 * 1024;
 const CHUNKS: usize = 300;
 /// Far below the blob's 300 MiB; what the HTTP stack and buffers may use.
 const MAX_GROWTH: u64 = 64 * 1024 * 1024;
-
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// Reset the peak-RSS counter so the next reading covers only what follows.
-fn reset_peak() {
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
-}
 
 #[tokio::test]
 async fn a_300_mib_blob_streams_up_and_down_with_flat_memory() {
