@@ -390,8 +390,10 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
                         return Some((Ok(chunk), Some((source, writer, pos))));
                     }
                     Some(Err(e)) => {
-                        if e.kind() == ErrorKind::Integrity {
-                            // The bytes are wrong somewhere: none are kept.
+                        // A digest that does not match at full length means
+                        // wrong bytes somewhere: none are kept. A stream cut
+                        // short says nothing against what arrived.
+                        if e.kind() == ErrorKind::Integrity && pos >= writer.desc.size {
                             writer.done = true;
                             writer.paths.discard();
                         }
