@@ -370,13 +370,15 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
                             if let Err(e) = writer.keep(&chunk).await {
                                 // The spool only saves a later run work:
                                 // without it (a full disk) the copy goes on.
+                                // What the last checkpoint covers stays: the
+                                // failure may be the runtime shutting down
+                                // on Ctrl-C, just when it is wanted.
                                 tracing::warn!(
                                     path = %writer.paths.data.display(),
                                     error = %e,
                                     "cannot keep a partial download; continuing without"
                                 );
                                 writer.done = true;
-                                writer.paths.discard();
                             }
                         }
                         let start = pos;
