@@ -43,15 +43,8 @@ pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 /// fixtures).
 pub const GZIP_LEVEL: u32 = 1;
 
-/// The six AzureML system repositories, in the order of the design document.
-pub const AZUREML_REPOSITORIES: [&str; 6] = [
-    "boot/vm-bootstrapper/binimage/linux",
-    "exe/execution-wrapper/installed",
-    "cap/lifecycler/installed",
-    "cap/cs-capability/installed",
-    "cap/data-capability/installed",
-    "cap/hosttools-capability/installed",
-];
+/// The six AzureML system repositories, as the preset's own table has them.
+pub const AZUREML_REPOSITORIES: [&str; 6] = mirror::azureml::images::RUNTIME_REPOSITORIES;
 
 /// The region of the committed fixture set.
 pub const FIXTURE_REGION: &str = "eastus";

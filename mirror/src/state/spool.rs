@@ -422,6 +422,15 @@ mod tests {
     use futures::TryStreamExt;
     use registry_client::Manifest;
 
+    /// What the memory source answers for anything but blob reads, which
+    /// are all a spool asks of its source.
+    fn not_served<T>() -> Result<T, StoreError> {
+        Err(StoreError::invalid(
+            "memory source",
+            "serves blob reads only",
+        ))
+    }
+
     /// A source that serves a blob from memory, failing after `cut` bytes
     /// when asked to.
     #[derive(Debug)]
@@ -440,28 +449,28 @@ mod tests {
             "memory".into()
         }
         async fn resolve(&self, _: &crate::store::ImageRef) -> Result<Manifest, StoreError> {
-            unimplemented!()
+            not_served()
         }
         async fn resolve_digest(
             &self,
             _: &crate::store::ImageRef,
         ) -> Result<Option<Digest>, StoreError> {
-            unimplemented!()
+            not_served()
         }
         async fn manifest(&self, _: &Digest) -> Result<Manifest, StoreError> {
-            unimplemented!()
+            not_served()
         }
         async fn has_manifest(&self, _: &Digest) -> Result<bool, StoreError> {
-            unimplemented!()
+            not_served()
         }
         async fn put_manifest(&self, _: &Manifest) -> Result<(), StoreError> {
-            unimplemented!()
+            not_served()
         }
         async fn set_tag(&self, _: &str, _: &Manifest) -> Result<(), StoreError> {
-            unimplemented!()
+            not_served()
         }
         async fn blob_size(&self, _: &Digest) -> Result<Option<u64>, StoreError> {
-            unimplemented!()
+            not_served()
         }
         async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
             self.read_blob_from(desc, Hasher::new(desc.digest.algorithm()))
@@ -486,7 +495,7 @@ mod tests {
             Ok(Box::pin(futures::stream::iter(items)))
         }
         async fn write_blob(&self, _: &Descriptor, _: BlobStream) -> Result<(), StoreError> {
-            unimplemented!()
+            not_served()
         }
     }
 
