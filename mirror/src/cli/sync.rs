@@ -33,13 +33,6 @@ pub struct SyncArgs {
     /// like skopeo, each lands under the last part of its repository name.
     #[arg(long, value_name = "DEST")]
     target: Option<String>,
-    /// Print what would be copied and the blob bytes missing at the
-    /// targets; copy nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Write the JSON report to this file too.
-    #[arg(long, value_name = "FILE")]
-    report: Option<PathBuf>,
     /// Take only this worker's share of the images: I/N, 0 <= I < N.
     #[arg(long, value_name = "I/N")]
     shard: Option<Shard>,
@@ -47,30 +40,45 @@ pub struct SyncArgs {
     /// $XDG_RUNTIME_DIR or the temporary directory, named after the config).
     #[arg(long, value_name = "PATH")]
     lock_file: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// The report on standard output: a text summary or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+/// How a sync runs and reports; shared with `mirror azureml sync`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Print what would be copied and the blob bytes missing at the
+    /// targets; copy nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the JSON report to this file too.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Keep partial downloads and open upload sessions here, so a rerun
     /// after a crash, kill or Ctrl-C continues them (as `mirror copy` does).
     /// One run at a time per directory: give each shard its own. Default:
     /// none, every run starts its blobs afresh.
     #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     /// With --state-dir: blobs at least this large are kept there while
     /// they stream from a registry (default 32M).
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size, requires = "state_dir")]
-    spool_threshold: Option<u64>,
+    pub spool_threshold: Option<u64>,
     /// Requests and blob streams in flight at once (default: the config's
     /// `jobs`, else 8).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
-    jobs: Option<u16>,
+    pub jobs: Option<u16>,
     /// The exit code for "everything succeeded and something was copied"
-    ///; `--changes-exit-code 0` for schedulers that treat any
-    /// other code as a failure.
-    #[arg(long, value_name = "CODE", default_value_t = exit::CHANGED, value_parser = clap::value_parser!(i32).range(0..=255))]
-    changes_exit_code: i32,
+    /// (`mirror sync`: 5, so schedulers can tell; `mirror azureml sync`:
+    /// 0). `--changes-exit-code 0` for schedulers that treat any other
+    /// code as a failure.
+    #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(i32).range(0..=255))]
+    pub changes_exit_code: Option<i32>,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    progress: ProgressMode,
-    /// The report on standard output: a text summary or JSON.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
+    pub progress: ProgressMode,
 }
 
 pub async fn run(args: SyncArgs) -> i32 {
@@ -86,15 +94,58 @@ pub async fn run(args: SyncArgs) -> i32 {
         .lock_file
         .clone()
         .unwrap_or_else(|| default_lock_path(&config_path, args.target.as_deref(), args.shard));
-    let _lock = match RunLock::acquire(&lock_path) {
+    let (code, _report) = run_config(
+        &config,
+        &args.run,
+        args.shard,
+        &lock_path,
+        Report {
+            format: args.output,
+            to: Stream::Stdout,
+            changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::CHANGED),
+        },
+        started,
+    )
+    .await;
+    code
+}
+
+/// How a run reports when it is done.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    pub format: OutputFormat,
+    /// Standard error when standard output carries something else (the
+    /// AzureML job variables).
+    pub to: Stream,
+    /// The exit code for "all succeeded, something changed".
+    pub changes_exit_code: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Runs a loaded config under its lock: plan, compare, copy, report.
+/// Returns the exit code and, when the run got that far, its report.
+pub async fn run_config(
+    config: &SyncConfig,
+    args: &RunArgs,
+    shard: Option<Shard>,
+    lock_path: &Path,
+    output: Report,
+    started: Instant,
+) -> (i32, Option<SyncReport>) {
+    let _lock = match RunLock::acquire(lock_path) {
         Ok(l) => l,
         Err(e @ LockError::Held { .. }) => {
             eprintln!("error: {e}");
-            return exit::LOCKED;
+            return (exit::LOCKED, None);
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::USAGE;
+            return (exit::USAGE, None);
         }
     };
     // A dry run writes nothing, so it needs no state.
@@ -107,21 +158,21 @@ pub async fn run(args: SyncArgs) -> i32 {
                 Ok(s) => Some(s),
                 Err(e @ crate::state::StateError::Locked { .. }) => {
                     eprintln!("error: {e}");
-                    return exit::LOCKED;
+                    return (exit::LOCKED, None);
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    return exit::USAGE;
+                    return (exit::USAGE, None);
                 }
             }
         }
         _ => None,
     };
-    let client = match engine::client(&config) {
+    let client = match engine::client(config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::USAGE;
+            return (exit::USAGE, None);
         }
     };
     let jobs = args
@@ -129,13 +180,13 @@ pub async fn run(args: SyncArgs) -> i32 {
         .map(usize::from)
         .or(config.jobs)
         .unwrap_or(CopyOptions::default().jobs);
-    let mut stores = Stores::new(client, &config, !args.dry_run);
+    let mut stores = Stores::new(client, config, !args.dry_run);
     if let Some(s) = &state {
         stores = stores.with_sessions(s.uploads().clone());
     }
 
     let work = async {
-        let mut items = expand(&config, &stores, args.shard, jobs).await;
+        let mut items = expand(config, &stores, shard, jobs).await;
         compare(&mut items, jobs, args.dry_run).await;
         let to_copy = items
             .iter()
@@ -176,7 +227,7 @@ pub async fn run(args: SyncArgs) -> i32 {
             },
             progress,
             args.dry_run,
-            args.shard,
+            shard,
             started,
         )
         .await;
@@ -188,12 +239,12 @@ pub async fn run(args: SyncArgs) -> i32 {
         r = work => r,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: stopped; nothing partial is visible at the targets (run again to continue)");
-            return exit::INTERRUPTED;
+            return (exit::INTERRUPTED, None);
         }
     };
 
     let mut code = match exit_code(&report) {
-        exit::CHANGED => args.changes_exit_code,
+        exit::CHANGED => output.changes_exit_code,
         c => c,
     };
     if let Some(path) = &args.report {
@@ -202,14 +253,21 @@ pub async fn run(args: SyncArgs) -> i32 {
             code = code.max(exit::FAILED);
         }
     }
-    match args.output {
+    let text = match output.format {
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: writing the report: {e}"),
+            Ok(s) => s + "\n",
+            Err(e) => {
+                eprintln!("error: writing the report: {e}");
+                String::new()
+            }
         },
-        OutputFormat::Text => print!("{}", summary(&report)),
+        OutputFormat::Text => summary(&report),
+    };
+    match output.to {
+        Stream::Stdout => print!("{text}"),
+        Stream::Stderr => eprint!("{text}"),
     }
-    code
+    (code, Some(report))
 }
 
 fn load(args: &SyncArgs) -> Result<(SyncConfig, PathBuf), String> {

@@ -483,17 +483,17 @@ async fn list_tags(src: &SourceRepo, stores: &Stores) -> Result<Vec<String>, Sto
 /// filter decides what the target holds). With `estimate`, also count the
 /// blob bytes missing at the target for what would be copied.
 pub async fn compare(items: &mut [Item], jobs: usize, estimate: bool) {
-    // First one image per repository not seen before, then the rest: on a
-    // token registry the first request to a repository meets the 401
-    // challenge, and the others then find its token cached instead of each
-    // meeting the challenge too.
+    // First one image per registry not seen before, then the rest: on a
+    // token registry the first request meets the 401 challenge; once it is
+    // known the others ask for their tokens up front (or find one cached)
+    // instead of each meeting the challenge too.
     let mut seen = HashSet::new();
     let (first, rest): (Vec<usize>, Vec<usize>) = (0..items.len())
         .filter(|i| matches!(items[*i].state, State::Pending))
         .partition(|i| {
             let it = &items[*i];
-            let source = it.source.as_ref().map(|s| s.describe());
-            let target = it.target.as_ref().map(|t| t.describe());
+            let source = it.source.as_ref().map(|s| s.blob_domain());
+            let target = it.target.as_ref().map(|t| t.blob_domain());
             // Both inserts run: `|` does not short-circuit.
             seen.insert((0, source)) | seen.insert((1, target))
         });
