@@ -7,6 +7,9 @@
 //! `AZUREML_COMPUTE_USE_COMMON_RUNTIME` and
 //! `AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE`.
 
+pub mod check;
+pub mod entra;
 pub mod images;
+pub mod preset;
 pub mod regions;
 pub mod variables;

@@ -81,6 +81,35 @@ impl JobVariables {
         serde_json::to_string(&value).expect("strings serialise")
     }
 
+    /// Reads an override back (as a job would see it), to check it.
+    pub fn from_override(json: &str) -> Result<JobVariables, String> {
+        let v: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| format!("{CONFIG_OVERRIDE} is not JSON: {e}"))?;
+        let c = &v["capabilities_registry"];
+        let text = |value: &serde_json::Value, key: &str| {
+            value
+                .as_str()
+                .map(str::to_string)
+                .ok_or(format!("{CONFIG_OVERRIDE} has no {key}"))
+        };
+        Ok(JobVariables {
+            registry: text(&c["registry"]["url"], "capabilities_registry.registry.url")?,
+            username: text(
+                &c["registry"]["username"],
+                "capabilities_registry.registry.username",
+            )?,
+            password: Secret::new(text(
+                &c["registry"]["password"],
+                "capabilities_registry.registry.password",
+            )?),
+            repo_prefix: c["repo_prefix"]
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+            regional_tag_prefix: c["regional_tag_prefix"].as_bool().unwrap_or(false),
+        })
+    }
+
     /// The two variables, in order.
     pub fn pairs(&self, reveal: bool) -> [(&'static str, String); 2] {
         [
@@ -202,6 +231,17 @@ mod tests {
             assert!(v.render(f, true).contains("s3cret-value"));
         }
         assert!(!format!("{v:?}").contains("s3cret-value"));
+    }
+
+    #[test]
+    fn an_override_reads_back_and_a_broken_one_is_named() {
+        let v = vars("pw\"'$", Some("azureml"));
+        let back = JobVariables::from_override(&v.config_override(true)).unwrap();
+        assert_eq!(back.password.expose(), "pw\"'$");
+        assert_eq!(back.repo_prefix.as_deref(), Some("azureml"));
+        assert_eq!(back.registry, "contoso.azurecr.io");
+        let err = JobVariables::from_override(r#"{"capabilities_registry": {}}"#).unwrap_err();
+        assert!(err.contains("registry.url"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use registry_client::{Client, ClientConfig, DockerConfig};
+use registry_client::{Client, ClientConfig, Credential, CredentialStore, DockerConfig};
 
 /// Copy container images between registries and OCI layouts: concurrent,
 /// verified, resumable.
@@ -30,7 +30,7 @@ enum Command {
     Sync(sync::SyncArgs),
     /// The AzureML preset: the common-runtime images and job variables.
     #[command(subcommand)]
-    Azureml(azureml::AzuremlCommand),
+    Azureml(Box<azureml::AzuremlCommand>),
 }
 
 /// How to reach registries; shared by every command that talks to one.
@@ -151,8 +151,15 @@ impl RegistryArgs {
 
     /// A client with docker's credentials (`DOCKER_CONFIG` or ~/.docker).
     pub fn client(&self) -> anyhow::Result<Client> {
-        let credentials = DockerConfig::discover()?;
-        Ok(Client::new(ClientConfig {
+        Ok(self.client_with(Arc::new(DockerConfig::discover()?))?)
+    }
+
+    /// A client asking `credentials` for each registry.
+    pub fn client_with(
+        &self,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<Client, registry_client::Error> {
+        Client::new(ClientConfig {
             insecure_registries: self.insecure.clone(),
             tls_registries: self.tls.clone(),
             ca_files: self.ca_files.clone(),
@@ -163,9 +170,27 @@ impl RegistryArgs {
             read_timeout: self
                 .read_timeout
                 .unwrap_or(ClientConfig::default().read_timeout),
-            credentials: Arc::new(credentials),
+            credentials,
             ..ClientConfig::default()
-        })?)
+        })
+    }
+
+    /// These settings for one registry, as a sync config holds them.
+    pub fn settings(
+        &self,
+        host: &str,
+        credential: Option<Credential>,
+    ) -> crate::sync::config::RegistrySettings {
+        crate::sync::config::RegistrySettings {
+            host: host.to_string(),
+            credential,
+            ca_files: self.ca_files.clone(),
+            insecure: self.insecure.iter().any(|h| h == host),
+            tls: self.tls.iter().any(|h| h == host),
+            chunk_threshold: self.chunk_threshold,
+            chunk_size: self.chunk_size.map(|n| n as usize),
+            max_requests_per_host: None,
+        }
     }
 }
 
@@ -212,7 +237,7 @@ pub fn run() -> i32 {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
             Command::Sync(args) => sync::run(args).await,
-            Command::Azureml(command) => azureml::run(command),
+            Command::Azureml(command) => azureml::run(*command).await,
         }
     })
 }

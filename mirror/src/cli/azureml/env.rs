@@ -1,21 +1,13 @@
-//! `mirror azureml …`: the AzureML preset. `env` prints the job variables
-//! that point the runtime at the customer's registry.
+//! `mirror azureml env`: the job variables for a target registry, in the
+//! form asked for; and how every azureml command writes them.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
-use registry_client::{Credential, Secret};
+use clap::Args;
 
-use super::exit;
+use super::login::{secret, Stdin};
 use crate::azureml::variables::{Format, JobVariables};
-
-#[derive(Debug, Subcommand)]
-pub enum AzuremlCommand {
-    /// Print AZUREML_COMPUTE_USE_COMMON_RUNTIME and
-    /// AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE for a target registry.
-    Env(EnvArgs),
-}
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
@@ -37,30 +29,35 @@ pub struct EnvArgs {
     /// The target keeps the regional tags (`{region}-stable`).
     #[arg(long)]
     regional_tags: bool,
+    #[command(flatten)]
+    out: VariablesOut,
+}
+
+/// Where and how the job variables are written.
+#[derive(Debug, Args)]
+pub struct VariablesOut {
+    /// The form of the job variables.
     #[arg(long, value_enum, default_value_t = Format::Dotenv)]
     format: Format,
     /// Show the password on a terminal (it is masked there otherwise).
     #[arg(long)]
     show_secret: bool,
-    /// Write to this file (mode 0600) instead of standard output.
+    /// Write the job variables to this file (mode 0600) instead of
+    /// standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 }
 
-pub fn run(command: AzuremlCommand) -> i32 {
-    match command {
-        AzuremlCommand::Env(args) => match env(args) {
-            Ok(()) => exit::OK,
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::USAGE
-            }
-        },
-    }
-}
-
-fn env(args: EnvArgs) -> Result<(), String> {
-    let password = password(&args)?;
+pub fn env(args: EnvArgs) -> Result<(), String> {
+    let password = secret(
+        args.password_env.as_deref(),
+        args.password_stdin,
+        "--password-stdin",
+        &mut Stdin::default(),
+    )?
+    .ok_or(
+        "give the password with --password-env VAR or --password-stdin (never on the command line)",
+    )?;
     let vars = JobVariables {
         registry: args.target.clone(),
         username: args.username.clone(),
@@ -68,40 +65,32 @@ fn env(args: EnvArgs) -> Result<(), String> {
         repo_prefix: args.prefix.clone(),
         regional_tag_prefix: args.regional_tags,
     };
-    match &args.out {
-        Some(path) => {
-            let text = vars.render(args.format, true);
-            write_private(path, &text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-            eprintln!("wrote the job variables to {} (mode 0600)", path.display());
-        }
-        None => {
-            let reveal = args.show_secret || !std::io::stdout().is_terminal();
-            let text = vars.render(args.format, reveal);
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(|e| format!("writing the variables: {e}"))?;
-            if !reveal {
-                eprintln!(
-                    "(the password is masked on a terminal; --show-secret or --out FILE writes it)"
-                );
-            }
-        }
-    }
-    Ok(())
+    args.out.write(&vars)
 }
 
-/// From an environment variable or standard input, never an argument
-/// (arguments show in `ps` and shell history).
-fn password(args: &EnvArgs) -> Result<Secret, String> {
-    if args.password_stdin {
-        return Credential::read_secret(std::io::stdin().lock()).map_err(|e| e.to_string());
-    }
-    let var = args.password_env.as_deref().ok_or(
-        "give the password with --password-env VAR or --password-stdin (never on the command line)",
-    )?;
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-        _ => Err(format!("${var} is not set")),
+impl VariablesOut {
+    pub fn write(&self, vars: &JobVariables) -> Result<(), String> {
+        match &self.out {
+            Some(path) => {
+                let text = vars.render(self.format, true);
+                write_private(path, &text)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                eprintln!("wrote the job variables to {} (mode 0600)", path.display());
+            }
+            None => {
+                let reveal = self.show_secret || !std::io::stdout().is_terminal();
+                let text = vars.render(self.format, reveal);
+                std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| format!("writing the variables: {e}"))?;
+                if !reveal {
+                    eprintln!(
+                        "(the password is masked on a terminal; --show-secret or --out FILE writes it)"
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,206 @@
+//! `mirror azureml check`: a table of the runtime images in the target —
+//! present, current, pullable by the job — and an exit code for scripts:
+//! 0 when every image is current (and pullable, when that was checked),
+//! 1 otherwise, 3 when mirror's own credentials were refused.
+
+use std::sync::Arc;
+
+use clap::Args;
+use registry_client::{
+    Credential, CredentialChain, CredentialStore, DockerConfig, StaticCredentials,
+};
+
+use super::login::{JobLogin, SourceLogin, Stdin, TargetLogin};
+use super::PresetArgs;
+use crate::azureml::check::{check, CheckRow, Pull, Standing};
+use crate::azureml::preset::Preset;
+use crate::azureml::variables::{JobVariables, CONFIG_OVERRIDE};
+use crate::cli::{exit, OutputFormat, RegistryArgs};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    preset: PresetArgs,
+    #[command(flatten)]
+    target_login: TargetLogin,
+    #[command(flatten)]
+    source_login: SourceLogin,
+    /// The job's credentials to try pulling with (default: those in
+    /// $AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE, when it is set).
+    #[command(flatten)]
+    job_login: JobLogin,
+    #[command(flatten)]
+    registries: RegistryArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
+}
+
+pub async fn run(args: CheckArgs) -> i32 {
+    let preset = match args.preset.preset() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let mut stdin = Stdin::default();
+    let job = match args.job_login.credential(&mut stdin) {
+        Ok(Some(j)) => Some(j),
+        Ok(None) => match job_from_environment(&preset) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let logins = async {
+        let target = args.target_login.credential(&mut stdin).await?;
+        let source = args.source_login.credential(&mut stdin).await?;
+        Ok::<_, super::login::LoginError>((target, source))
+    };
+    let (target, source) = match logins.await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+
+    let mut explicit = StaticCredentials::new();
+    if let Some(c) = target {
+        explicit.insert(&preset.target.registry, c);
+    }
+    if let Some(c) = source {
+        explicit.insert(&preset.source.registry, c);
+    }
+    let docker = match DockerConfig::discover() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let chain: Vec<Arc<dyn CredentialStore>> = vec![Arc::new(explicit), Arc::new(docker)];
+    let client = args
+        .registries
+        .client_with(Arc::new(CredentialChain(chain)));
+    // The job's client knows only the job's credentials.
+    let job_client = job.map(|(user, password)| {
+        args.registries.client_with(Arc::new(
+            StaticCredentials::new()
+                .with(&preset.target.registry, Credential::basic(user, password)),
+        ))
+    });
+    let (client, job_client) = match (client, job_client.transpose()) {
+        (Ok(c), Ok(j)) => (c, j),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+
+    let images = match preset.images() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let rows = check(&images, &client, job_client.as_ref()).await;
+    match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&rows) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: writing the report: {e}"),
+        },
+        OutputFormat::Text => print!("{}", table(&rows, job_client.is_some())),
+    }
+    if rows.iter().all(CheckRow::ok) {
+        exit::OK
+    } else if rows.iter().any(|r| r.auth_failure) {
+        exit::AUTH
+    } else {
+        exit::FAILED
+    }
+}
+
+/// The job's credentials from the override in the environment, checked
+/// against where the images are.
+fn job_from_environment(
+    preset: &Preset,
+) -> Result<Option<(String, registry_client::Secret)>, String> {
+    let Ok(json) = std::env::var(CONFIG_OVERRIDE) else {
+        return Ok(None);
+    };
+    let vars = JobVariables::from_override(&json)?;
+    let expected = (
+        preset.target.registry.as_str(),
+        preset.target.prefix.as_deref(),
+        preset.regional_tags,
+    );
+    let found = (
+        vars.registry.as_str(),
+        vars.repo_prefix.as_deref(),
+        vars.regional_tag_prefix,
+    );
+    if expected != found {
+        return Err(format!(
+            "${CONFIG_OVERRIDE} points the job at {} (prefix {:?}, regional tags {}), not at {} (prefix {:?}, regional tags {})",
+            found.0, found.1.unwrap_or(""), found.2, expected.0, expected.1.unwrap_or(""), expected.2
+        ));
+    }
+    eprintln!("checking pulls with the credentials in ${CONFIG_OVERRIDE}");
+    Ok(Some((vars.username, vars.password)))
+}
+
+fn table(rows: &[CheckRow], pull_checked: bool) -> String {
+    let width = rows.iter().map(|r| r.image.len()).max().unwrap_or(5).max(5);
+    let mut out = format!(
+        "{:<width$}  {:<13}  {:<11}  TARGET\n",
+        "IMAGE", "STATE", "JOB PULL"
+    );
+    for r in rows {
+        let standing = match r.standing {
+            Standing::Current => "current",
+            Standing::Stale => "STALE",
+            Standing::Missing => "MISSING",
+            Standing::NotAtSource => "NOT AT SOURCE",
+            Standing::Unknown => "UNKNOWN",
+        };
+        let pull = match r.pull {
+            Pull::Allowed => "allowed",
+            Pull::Denied => "DENIED",
+            Pull::NotChecked => "-",
+        };
+        out += &format!(
+            "{:<width$}  {standing:<13}  {pull:<11}  {}\n",
+            r.image, r.target
+        );
+        for e in &r.errors {
+            out += &format!("{:<width$}  {e}\n", "");
+        }
+    }
+    let count = |s: Standing| rows.iter().filter(|r| r.standing == s).count();
+    out += &format!(
+        "{} images: {} current, {} stale, {} missing",
+        rows.len(),
+        count(Standing::Current),
+        count(Standing::Stale),
+        count(Standing::Missing)
+    );
+    let others = count(Standing::NotAtSource) + count(Standing::Unknown);
+    if others > 0 {
+        out += &format!(", {others} unknown");
+    }
+    if pull_checked {
+        let denied = rows.iter().filter(|r| r.pull == Pull::Denied).count();
+        out += &format!("; the job can pull {}", rows.len() - denied);
+    } else {
+        out += "; job pulls not checked (give --pull-username or set $AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE)";
+    }
+    out + "\n"
+}

@@ -1,0 +1,100 @@
+//! `mirror azureml …`: the AzureML preset. `sync` brings the runtime
+//! images into the customer's registry and prints the job variables;
+//! `check` says whether they are there, current and pullable; `env`
+//! prints the job variables alone.
+
+mod check;
+mod env;
+mod login;
+mod sync;
+
+use clap::{Args, Subcommand};
+
+use super::exit;
+use crate::azureml::preset::{Location, Preset};
+use crate::azureml::regions;
+
+#[derive(Debug, Subcommand)]
+pub enum AzuremlCommand {
+    /// Mirror the runtime images (`{region}-stable` → `stable`) into the
+    /// customer's registry, then print the job variables.
+    Sync(sync::SyncArgs),
+    /// For each runtime image: is it in the target, the same as the
+    /// source, and can the job's credentials pull it?
+    Check(check::CheckArgs),
+    /// Print AZUREML_COMPUTE_USE_COMMON_RUNTIME and
+    /// AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE for a target registry.
+    Env(env::EnvArgs),
+}
+
+pub async fn run(command: AzuremlCommand) -> i32 {
+    match command {
+        AzuremlCommand::Sync(args) => sync::run(args).await,
+        AzuremlCommand::Check(args) => check::run(args).await,
+        AzuremlCommand::Env(args) => match env::env(args) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::USAGE
+            }
+        },
+    }
+}
+
+/// Which images, from where, to where.
+#[derive(Debug, Args)]
+pub struct PresetArgs {
+    /// The Azure region whose runtime tags to mirror (`eastus` takes the
+    /// `eastus-stable` tags).
+    #[arg(long, value_name = "REGION")]
+    region: String,
+    /// The customer's registry, optionally with a prefix for the images:
+    /// `contoso.azurecr.io` or `contoso.azurecr.io/azureml`.
+    #[arg(long, value_name = "HOST[/PREFIX]")]
+    target: String,
+    /// Put the images under this prefix in the target (the same as
+    /// --target HOST/PREFIX).
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Option<String>,
+    /// Where the images come from: the AzureML system registry (`HOST`,
+    /// with --source-username or --source-entra-token) or the public
+    /// Microsoft Container Registry (the default:
+    /// mcr.microsoft.com/azureml/runtime, anonymous).
+    #[arg(long, value_name = "HOST[/PREFIX]")]
+    source: Option<String>,
+    /// Keep the regional tags in the target (`eastus-stable`, and
+    /// `regional_tag_prefix: true` in the job variables).
+    #[arg(long)]
+    regional_tags: bool,
+    /// Mirror this repository too, named as in the system registry
+    /// (`cap/new-capability/installed`); repeatable.
+    #[arg(long, value_name = "REPO")]
+    extra: Vec<String>,
+}
+
+impl PresetArgs {
+    pub fn preset(&self) -> Result<Preset, String> {
+        let region = regions::check(&self.region).map_err(|e| e.to_string())?;
+        let mut target = Location::parse(&self.target).map_err(|e| format!("--target {e}"))?;
+        if let Some(p) = &self.prefix {
+            if target.prefix.is_some() {
+                return Err("give the prefix once: in --target HOST/PREFIX or --prefix".into());
+            }
+            target.prefix = Some(p.trim_matches('/').to_string()).filter(|p| !p.is_empty());
+        }
+        let source = match &self.source {
+            Some(s) => Location::parse(s).map_err(|e| format!("--source {e}"))?,
+            None => Location::mcr(),
+        };
+        let preset = Preset {
+            region: region.to_string(),
+            source,
+            target,
+            regional_tags: self.regional_tags,
+            extra: self.extra.clone(),
+        };
+        // Bad repository names are usage errors, found before any request.
+        preset.images()?;
+        Ok(preset)
+    }
+}

@@ -1,0 +1,154 @@
+//! `mirror azureml sync`: the preset as a sync run (concurrent,
+//! incremental: an unchanged image costs two HEAD requests), then the job
+//! variables on standard output; progress and the summary go to standard
+//! error.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use super::env::VariablesOut;
+use super::login::{JobLogin, LoginError, SourceLogin, Stdin, TargetLogin};
+use super::PresetArgs;
+use crate::azureml::variables::JobVariables;
+use crate::cli::sync::{run_config, Report, RunArgs, Stream};
+use crate::cli::{exit, OutputFormat, RegistryArgs};
+use crate::sync::lock::default_lock_path;
+use registry_client::{Credential, Secret};
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    preset: PresetArgs,
+    #[command(flatten)]
+    target_login: TargetLogin,
+    #[command(flatten)]
+    source_login: SourceLogin,
+    #[command(flatten)]
+    job_login: JobLogin,
+    #[command(flatten)]
+    registries: RegistryArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    variables: VariablesOut,
+    /// The lock that keeps two runs for one target apart (default: in
+    /// $XDG_RUNTIME_DIR or the temporary directory, named after the target).
+    #[arg(long, value_name = "PATH")]
+    lock_file: Option<PathBuf>,
+}
+
+pub async fn run(args: SyncArgs) -> i32 {
+    let started = Instant::now();
+    let preset = match args.preset.preset() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let mut stdin = Stdin::default();
+    let logins = async {
+        let job = args.job_login.credential(&mut stdin)?;
+        let target = args.target_login.credential(&mut stdin).await?;
+        let source = args.source_login.credential(&mut stdin).await?;
+        Ok::<_, LoginError>((job, target, source))
+    };
+    let (job, target_credential, source_credential) = match logins.await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let job = job.or_else(|| match &target_credential {
+        Some(Credential::Basic { username, password }) => {
+            eprintln!(
+                "note: the job variables carry the push credentials; give --pull-username for a pull-only token"
+            );
+            Some((username.clone(), password.clone()))
+        }
+        _ => None,
+    });
+
+    let mut registries = vec![args
+        .registries
+        .settings(&preset.target.registry, target_credential)];
+    if preset.source.registry != preset.target.registry {
+        registries.push(
+            args.registries
+                .settings(&preset.source.registry, source_credential),
+        );
+    }
+    let mut config = match preset.sync_config(registries, args.run.jobs.map(usize::from)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::USAGE;
+        }
+    };
+    config.max_requests_per_host = args.registries.max_requests_per_host.map(usize::from);
+    config.read_timeout = args.registries.read_timeout;
+
+    eprintln!(
+        "mirroring {} runtime images for {}: {} → {} ({} → {})",
+        config.entries.len(),
+        preset.region,
+        preset.source,
+        preset.target,
+        crate::azureml::images::source_tag(&preset.region),
+        crate::azureml::images::target_tag(&preset.region, preset.regional_tags),
+    );
+    let lock_path = args.lock_file.clone().unwrap_or_else(|| {
+        default_lock_path(
+            Path::new("/mirror/azureml"),
+            Some(&preset.target.to_string()),
+            None,
+        )
+    });
+    let (code, report) = run_config(
+        &config,
+        &args.run,
+        None,
+        &lock_path,
+        Report {
+            format: OutputFormat::Text,
+            to: Stream::Stderr,
+            changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
+        },
+        started,
+    )
+    .await;
+    let Some(report) = report else { return code };
+    if report.failed > 0 {
+        eprintln!(
+            "not printing the job variables: {} of {} images are not in place",
+            report.failed,
+            report.images.len()
+        );
+        return code;
+    }
+
+    let (username, password) = job.unwrap_or_else(|| {
+        eprintln!(
+            "warning: no pull credentials given: the job variables hold placeholders; \
+             give --pull-username NAME --pull-password-env VAR (an ACR token with pull scope)"
+        );
+        ("<username>".into(), Secret::new("<password>"))
+    });
+    let vars = JobVariables {
+        registry: preset.target.registry.clone(),
+        username,
+        password,
+        repo_prefix: preset.target.prefix.clone(),
+        regional_tag_prefix: preset.regional_tags,
+    };
+    match args.variables.write(&vars) {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            code.max(exit::FAILED)
+        }
+    }
+}
