@@ -43,6 +43,10 @@ pub struct TokenServerOptions {
     pub expires_in: u64,
     /// An "AAD access token" that `POST /oauth2/exchange` accepts.
     pub aad_token: Option<String>,
+    /// Serve that AAD token at `GET /msi/token` as an Azure App Service
+    /// managed identity endpoint does (`IDENTITY_ENDPOINT`), to callers
+    /// sending this secret in `X-IDENTITY-HEADER` (`IDENTITY_HEADER`).
+    pub managed_identity_secret: Option<String>,
 }
 
 impl Default for TokenServerOptions {
@@ -54,6 +58,7 @@ impl Default for TokenServerOptions {
             anonymous_pull: false,
             expires_in: 300,
             aad_token: None,
+            managed_identity_secret: None,
         }
     }
 }
@@ -91,6 +96,13 @@ impl TokenServerOptions {
 
     pub fn with_aad_token(mut self, token: &str) -> Self {
         self.aad_token = Some(token.into());
+        self
+    }
+
+    /// Hand out the AAD token as a managed identity endpoint (see
+    /// [`TokenServer::managed_identity_endpoint`]).
+    pub fn with_managed_identity(mut self, secret: &str) -> Self {
+        self.managed_identity_secret = Some(secret.into());
         self
     }
 }
@@ -256,6 +268,11 @@ impl TokenServer {
         &self.state.opts.service
     }
 
+    /// `IDENTITY_ENDPOINT` for the managed identity this server plays.
+    pub fn managed_identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.base_url())
+    }
+
     pub fn issuer(&self) -> &str {
         &self.state.opts.issuer
     }
@@ -316,6 +333,11 @@ impl State {
             url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
                 .into_owned()
                 .collect();
+        let identity_secret = req
+            .headers()
+            .get("x-identity-header")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = req.into_body().collect().await?.to_bytes();
         if method == Method::POST {
             params.extend(url::form_urlencoded::parse(&body).into_owned());
@@ -341,6 +363,7 @@ impl State {
             (Method::GET, "/token" | "/oauth2/token") => self.docker_token(&params, basic),
             (Method::POST, "/token" | "/oauth2/token") => self.oauth2_token(&params),
             (Method::POST, "/oauth2/exchange") => self.exchange(&params),
+            (Method::GET, "/msi/token") => self.managed_identity(&params, identity_secret),
             _ => oauth_error(StatusCode::NOT_FOUND, "not_found"),
         };
         record.status = status.as_u16();
@@ -419,6 +442,32 @@ impl State {
             ),
             _ => unauthorized("invalid AAD access token"),
         }
+    }
+
+    /// `GET /msi/token?api-version=2019-08-01&resource=...` with the
+    /// endpoint's secret: the AAD token, for ACR's audience only.
+    fn managed_identity(&self, params: &Params, secret: Option<String>) -> Reply {
+        let (Some(expected), Some(token)) =
+            (&self.opts.managed_identity_secret, &self.opts.aad_token)
+        else {
+            return oauth_error(StatusCode::NOT_FOUND, "not_found");
+        };
+        if secret.as_ref() != Some(expected) {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid identity header");
+        }
+        let resource = params.get("resource").unwrap_or_default();
+        if resource != "https://containerregistry.azure.net" {
+            return oauth_error(StatusCode::BAD_REQUEST, "unexpected resource");
+        }
+        (
+            StatusCode::OK,
+            json!({
+                "access_token": token,
+                "expires_on": (unix_now() + 3600).to_string(),
+                "resource": resource,
+                "token_type": "Bearer",
+            }),
+        )
     }
 
     /// A request naming another service is a client bug worth failing loudly on.
