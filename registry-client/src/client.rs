@@ -51,6 +51,19 @@ pub struct ClientConfig {
     /// of `max_requests_per_host`.
     pub host_requests: std::collections::HashMap<String, usize>,
     pub credentials: Arc<dyn CredentialStore>,
+    /// Which HTTP versions to speak.
+    pub http: HttpVersion,
+}
+
+/// HTTP/2 is negotiated (ALPN) over TLS when the registry offers it;
+/// plain-HTTP registries always get HTTP/1.1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/2 where the server offers it, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only: one stream per connection, several connections.
+    Http1,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +80,7 @@ impl Default for ClientConfig {
             max_requests_per_host: Some(16),
             host_requests: std::collections::HashMap::new(),
             credentials: Arc::new(StaticCredentials::new()),
+            http: HttpVersion::Auto,
         }
     }
 }
@@ -173,6 +187,9 @@ impl Client {
                 .pool_idle_timeout(Duration::from_secs(60))
                 .tcp_nodelay(true)
                 .use_rustls_tls();
+            if config.http == HttpVersion::Http1 {
+                b = b.http1_only();
+            }
             for cert in &certs {
                 b = b.add_root_certificate(cert.clone());
             }

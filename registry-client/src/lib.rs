@@ -22,7 +22,7 @@ mod watchdog;
 
 pub use auth::{Credential, CredentialChain, CredentialStore, DockerConfig, StaticCredentials};
 pub use blob::{BlobRead, BlobStream};
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, HttpVersion};
 pub use descriptor::{Descriptor, ManifestContent, Platform};
 pub use digest::{Algorithm, Digest, Hasher, SavedHasher, Verifier};
 pub use error::{Error, ErrorKind};

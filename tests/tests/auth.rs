@@ -335,6 +335,21 @@ async fn tls_registry_with_a_private_ca() {
         reg.log().contains("HTTP/2.0"),
         "no HTTP/2 request in the access log"
     );
+    // Asked to keep to HTTP/1.1, it does.
+    let http1 = Client::new(ClientConfig {
+        http: registry_client::HttpVersion::Http1,
+        ..config(vec![ca.ca_pem_path().to_path_buf()])
+    })
+    .unwrap();
+    let count = |v: &str| reg.log().matches(v).count();
+    let (h2, h1) = (count("HTTP/2.0"), count("HTTP/1.1"));
+    http1.ping(&reg.host()).await.unwrap();
+    push_blob(&http1, &r, blob(8, 10)).await;
+    assert_eq!(count("HTTP/2.0"), h2);
+    assert!(
+        count("HTTP/1.1") >= h1 + 3,
+        "ping, POST and PUT over HTTP/1.1"
+    );
 
     let untrusting = Client::new(config(vec![])).unwrap();
     let err = untrusting.ping(&reg.host()).await.unwrap_err();

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use registry_client::{Client, ClientConfig, Credential, CredentialStore, DockerConfig};
+use registry_client::{
+    Client, ClientConfig, Credential, CredentialStore, DockerConfig, HttpVersion,
+};
 
 /// Copy container images between registries and OCI layouts: concurrent,
 /// verified, resumable.
@@ -63,6 +65,18 @@ pub struct RegistryArgs {
     /// where it stopped.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     read_timeout: Option<std::time::Duration>,
+    /// `auto`: HTTP/2 where a TLS registry offers it, else HTTP/1.1;
+    /// `1.1`: HTTP/1.1 only (for proxies that break HTTP/2).
+    #[arg(long, value_name = "VERSION", default_value = "auto", value_parser = parse_http_version)]
+    http: HttpVersion,
+}
+
+pub(crate) fn parse_http_version(s: &str) -> Result<HttpVersion, String> {
+    match s {
+        "auto" => Ok(HttpVersion::Auto),
+        "1.1" | "1" | "http1" => Ok(HttpVersion::Http1),
+        _ => Err(format!("{s:?}: use auto or 1.1")),
+    }
 }
 
 /// `30s`, `500ms`, `2m`, or bare seconds.
@@ -171,6 +185,7 @@ impl RegistryArgs {
                 .read_timeout
                 .unwrap_or(ClientConfig::default().read_timeout),
             credentials,
+            http: self.http,
             ..ClientConfig::default()
         })
     }

@@ -49,6 +49,9 @@ pub struct SyncConfig {
     /// Give up on a response silent for this long (the client's default
     /// when `None`).
     pub read_timeout: Option<std::time::Duration>,
+    /// `http: "1.1"` keeps to HTTP/1.1; HTTP/2 is otherwise negotiated
+    /// over TLS.
+    pub http: registry_client::HttpVersion,
     pub registries: Vec<RegistrySettings>,
     pub entries: Vec<SyncEntry>,
 }
@@ -113,6 +116,7 @@ struct RawConfig {
     jobs: Option<Spanned<u16>>,
     max_requests_per_host: Option<Spanned<u16>>,
     read_timeout: Option<S>,
+    http: Option<S>,
     defaults: Option<RawSelection>,
     #[serde(default)]
     registries: Vec<RawRegistry>,
@@ -230,10 +234,15 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         Some(t) => Some(crate::cli::parse_duration(&t.value).map_err(|m| cx.at(t, m))?),
         None => None,
     };
+    let http = match &raw.http {
+        Some(h) => crate::cli::parse_http_version(&h.value).map_err(|m| cx.at(h, m))?,
+        None => registry_client::HttpVersion::Auto,
+    };
     Ok(SyncConfig {
         jobs,
         max_requests_per_host,
         read_timeout,
+        http,
         registries,
         entries,
     })

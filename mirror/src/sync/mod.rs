@@ -67,6 +67,7 @@ pub fn client(config: &SyncConfig) -> Result<Client, registry_client::Error> {
         read_timeout: config
             .read_timeout
             .unwrap_or(ClientConfig::default().read_timeout),
+        http: config.http,
         ..ClientConfig::default()
     })
 }

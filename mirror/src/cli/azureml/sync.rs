@@ -90,6 +90,7 @@ pub async fn run(args: SyncArgs) -> i32 {
     };
     config.max_requests_per_host = args.registries.max_requests_per_host.map(usize::from);
     config.read_timeout = args.registries.read_timeout;
+    config.http = args.registries.http;
 
     eprintln!(
         "mirroring {} runtime images for {}: {} → {} ({} → {})",
