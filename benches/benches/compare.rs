@@ -11,7 +11,7 @@ use mirror_benches::scenario::{prepare, prepare_update, Image, Prepared, Scenari
 use mirror_benches::table::Results;
 use mirror_tests::fixtures::push_layout;
 use mirror_tests::images::client;
-use mirror_tests::Registry;
+use mirror_tests::{Registry, RegistryOptions, TestCa};
 
 #[derive(Debug, Parser)]
 #[command(about = "mirror against skopeo and the raw limit, measured in one run")]
@@ -35,6 +35,14 @@ struct Args {
     /// Where generated scenarios are kept between runs.
     #[arg(long, default_value = "target/bench/fixtures")]
     cache: PathBuf,
+    /// An extra argument for mirror's runs (repeatable), to compare
+    /// settings: `--mirror-arg=--jobs=4`. Named in the table's header.
+    #[arg(long = "mirror-arg", value_name = "ARG", allow_hyphen_values = true)]
+    mirror_args: Vec<String>,
+    /// Both registries speak TLS (HTTP/2 is then negotiated); the raw
+    /// limit speaks plain HTTP only and is left out.
+    #[arg(long)]
+    tls: bool,
     /// (cargo bench passes this)
     #[arg(long, hide = true)]
     bench: bool,
@@ -75,6 +83,9 @@ fn main() -> anyhow::Result<()> {
             Copier::Limit,
         ];
     }
+    if args.tls {
+        args.copiers.retain(|c| *c != Copier::Limit);
+    }
     let root = mirror_tests::cli::workspace_root();
     let (out, cache) = (root.join(&args.out), root.join(&args.cache));
     runtime.block_on(bench(args, out, cache))
@@ -83,11 +94,17 @@ fn main() -> anyhow::Result<()> {
 async fn bench(args: Args, out: PathBuf, cache: PathBuf) -> anyhow::Result<()> {
     let mirror_bin = build_mirror()?;
     std::fs::create_dir_all(&cache)?;
+    let ca = if args.tls { Some(TestCa::new()?) } else { None };
+    let setup = Setup {
+        mirror_bin,
+        mirror_args: args.mirror_args.clone(),
+        ca: ca.as_ref(),
+    };
     let mut results = Results::default();
     for &scenario in &args.scenarios {
         let prepared = tokio::task::block_in_place(|| prepare(&cache, scenario))?;
-        let src = Registry::start_open().await?;
-        push_layout(&client(&src.host(), None), &src.host(), &prepared.layout).await?;
+        let src = setup.registry().await?;
+        push_layout(&setup.client(&src.host()), &src.host(), &prepared.layout).await?;
         eprintln!(
             "{}: {} tags, {:.0} MiB unique",
             scenario.name(),
@@ -108,7 +125,7 @@ async fn bench(args: Args, out: PathBuf, cache: PathBuf) -> anyhow::Result<()> {
                 let n = order.len();
                 order.rotate_left(run % n);
                 for copier in order {
-                    let sample = one(&src, &prepared, update.as_ref(), phase, copier, &mirror_bin)
+                    let sample = one(&src, &prepared, update.as_ref(), phase, copier, &setup)
                         .await
                         .with_context(|| {
                             format!("{} {phase:?} {}", scenario.name(), copier.name())
@@ -139,8 +156,14 @@ async fn bench(args: Args, out: PathBuf, cache: PathBuf) -> anyhow::Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let machine = machine();
-    std::fs::write(&out, format!("{machine}\n\n{table}"))?;
+    let mut header = machine();
+    if !args.mirror_args.is_empty() {
+        header += &format!(" mirror ran with `{}`.", args.mirror_args.join(" "));
+    }
+    if args.tls {
+        header += " Both registries spoke TLS.";
+    }
+    std::fs::write(&out, format!("{header}\n\n{table}"))?;
     eprintln!("written to {}", out.display());
     Ok(())
 }
@@ -152,19 +175,20 @@ async fn one(
     update: Option<&Prepared>,
     phase: Phase,
     copier: Copier,
-    mirror_bin: &std::path::Path,
+    setup: &Setup<'_>,
 ) -> anyhow::Result<measure::Sample> {
-    let dst = Registry::start_open().await?;
+    let dst = setup.registry().await?;
     let work = tempfile::tempdir()?;
     let job = |images: &[Image], heads_only: bool| Job {
         source: src.host(),
         target: dst.host(),
         images: images.to_vec(),
         heads_only,
-        mirror_bin: mirror_bin.to_path_buf(),
+        mirror_bin: setup.mirror_bin.clone(),
+        mirror_args: setup.mirror_args_for(&[&src.host(), &dst.host()]),
         work: work.path().to_path_buf(),
     };
-    let client = client(&src.host(), None);
+    let client = setup.client(&src.host());
     if phase != Phase::Cold {
         if update.is_some() {
             // The source as it was before any update.
@@ -197,6 +221,46 @@ async fn one(
     sample.source_bytes = src.response_bytes("GET", "/blobs/") - before;
     sample.requests = (requests() - requests_before) as u64;
     Ok(sample)
+}
+
+/// What every run shares: the binary, its extra arguments, the CA when the
+/// registries speak TLS.
+struct Setup<'a> {
+    mirror_bin: PathBuf,
+    mirror_args: Vec<String>,
+    ca: Option<&'a TestCa>,
+}
+
+impl Setup<'_> {
+    async fn registry(&self) -> anyhow::Result<Registry> {
+        Registry::start(RegistryOptions {
+            tls: self.ca,
+            ..Default::default()
+        })
+        .await
+    }
+
+    fn client(&self, host: &str) -> registry_client::Client {
+        match self.ca {
+            None => client(host, None),
+            Some(ca) => registry_client::Client::new(registry_client::ClientConfig {
+                tls_registries: vec![host.to_string()],
+                ca_files: vec![ca.ca_pem_path().to_path_buf()],
+                ..Default::default()
+            })
+            .expect("client"),
+        }
+    }
+
+    /// mirror's extra arguments, with the CA and TLS hosts when needed.
+    fn mirror_args_for(&self, hosts: &[&str]) -> Vec<String> {
+        let mut args = self.mirror_args.clone();
+        if let Some(ca) = self.ca {
+            args.push(format!("--ca-file={}", ca.ca_pem_path().display()));
+            args.extend(hosts.iter().map(|h| format!("--tls-registry={h}")));
+        }
+        args
+    }
 }
 
 fn machine() -> String {

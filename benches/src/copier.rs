@@ -43,6 +43,8 @@ pub struct Job {
     /// The unchanged re-run: the limit is then two HEADs per tag.
     pub heads_only: bool,
     pub mirror_bin: PathBuf,
+    /// Extra arguments for mirror's commands (settings under study, TLS).
+    pub mirror_args: Vec<String>,
     pub work: PathBuf,
 }
 
@@ -70,7 +72,8 @@ impl Copier {
                 c.args(["copy", "--progress", "none", "--from-file"])
                     .arg(&file)
                     .arg("--state-dir")
-                    .arg(job.work.join("state"));
+                    .arg(job.work.join("state"))
+                    .args(&job.mirror_args);
                 c
             }
             Copier::MirrorSync => {
@@ -93,6 +96,7 @@ impl Copier {
                 let mut c = Command::new(&job.mirror_bin);
                 c.args(["sync", "--progress", "none", "--changes-exit-code", "0"])
                     .arg(&file);
+                sync_settings(&mut c, &job.mirror_args, &file)?;
                 c
             }
             Copier::SkopeoSync => {
@@ -134,6 +138,34 @@ impl Copier {
             }
         })
     }
+}
+
+/// `mirror sync` takes registry settings from its config, not flags: the
+/// settings under study become config keys (`--jobs`), TLS registries a
+/// `registries:` block; anything else is passed as a flag.
+fn sync_settings(c: &mut Command, args: &[String], file: &std::path::Path) -> anyhow::Result<()> {
+    let mut config = std::fs::read_to_string(file)?;
+    let mut registries = String::new();
+    let mut ca = None;
+    for a in args {
+        if let Some(path) = a.strip_prefix("--ca-file=") {
+            ca = Some(path.to_string());
+        } else if let Some(host) = a.strip_prefix("--tls-registry=") {
+            registries += &format!("  - host: '{host}'\n    tls: {{ca_file: '{{CA}}'}}\n");
+        } else if let Some(v) = a.strip_prefix("--http=") {
+            config = format!("http: '{v}'\n{config}");
+        } else if let Some(v) = a.strip_prefix("--max-requests-per-host=") {
+            config = format!("max_requests_per_host: {v}\n{config}");
+        } else {
+            c.arg(a);
+        }
+    }
+    if !registries.is_empty() {
+        let ca = ca.ok_or_else(|| anyhow::anyhow!("TLS registries without --ca-file"))?;
+        config = format!("registries:\n{}{config}", registries.replace("{CA}", &ca));
+    }
+    std::fs::write(file, config)?;
+    Ok(())
 }
 
 /// One `sh -e` running these commands in turn (their CPU and peak RSS are
