@@ -1,8 +1,11 @@
 //! Partial downloads kept on disk. A blob read from a registry is written
-//! here as it streams; every [`CHECKPOINT`] bytes its verified offset and
-//! hash state are recorded. A rerun serves what is on disk and asks the
-//! source only for the rest, the hash continuing from its saved state, so
-//! no byte crosses the network twice.
+//! here as it streams (in batches, off the async workers); every
+//! [`CHECKPOINT`] bytes the offset written is recorded. A rerun hashes what
+//! is on disk once, serves it, and asks the source only for the rest, the
+//! hash continuing from there, so no byte crosses the network twice and
+//! the digest check still covers the whole blob. (The bytes are not hashed
+//! a second time while they stream: the source's verifier already does,
+//! and a continued run is rare enough to pay for its own hashing.)
 //!
 //! The spool outlives the process (a crash, `kill -9`, Ctrl-C), not the
 //! machine: it is not fsynced, which would cost every copy disk bandwidth
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use registry_client::{Descriptor, Digest, ErrorKind, Hasher, SavedHasher};
+use registry_client::{Descriptor, Digest, ErrorKind, Hasher};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -28,6 +31,10 @@ use crate::store::{BlobFeed, BlobStream, ImageStore, StoreError};
 pub const CHECKPOINT: u64 = 8 * 1024 * 1024;
 
 const READ_CHUNK: usize = 256 * 1024;
+
+/// Received bytes are written in batches of this size, each by a blocking
+/// task, so a slow disk never stalls the async workers.
+const WRITE_BATCH: usize = 1024 * 1024;
 
 /// The `downloads/` part of the state directory.
 #[derive(Debug, Clone)]
@@ -99,14 +106,13 @@ impl Paths {
     }
 }
 
-/// What a checkpoint file says: `offset` bytes of `data` are durable and
-/// hash to `hasher`.
+/// What a checkpoint file says: the first `offset` bytes of `data` were
+/// received for this blob.
 #[derive(Debug, Serialize, Deserialize)]
 struct Checkpoint {
     digest: Digest,
     size: u64,
     offset: u64,
-    hasher: String,
 }
 
 /// One blob's spool, claimed for the life of this value.
@@ -151,7 +157,7 @@ impl Spool {
 
 /// The spool's data file opened at its trusted end, with the hash of the
 /// bytes before it. State that cannot be trusted (unreadable, another size,
-/// a short file, a finished hash that is not the digest) is discarded and
+/// a short file, a complete file that is not the blob) is discarded and
 /// the spool starts empty.
 fn resume_point(paths: &Paths, desc: &Descriptor) -> io::Result<(File, Hasher)> {
     if let Some(hasher) = trusted_hasher(paths, desc) {
@@ -178,33 +184,41 @@ fn trusted_hasher(paths: &Paths, desc: &Descriptor) -> Option<Hasher> {
     if cp.digest != desc.digest || cp.size != desc.size || cp.offset > cp.size {
         return why_not("checkpoint for another blob or size");
     }
-    let hasher = match SavedHasher::from_hex(&cp.hasher).and_then(|s| Hasher::restore(&s)) {
-        Ok(h) if h.len() == cp.offset && h.algorithm() == desc.digest.algorithm() => h,
-        _ => return why_not("unusable hash state"),
+    let hasher = match hash_prefix(&paths.data, desc, cp.offset) {
+        Ok(h) => h,
+        Err(_) => return why_not("data shorter than its checkpoint"),
     };
-    let on_disk = fs::metadata(&paths.data).map(|m| m.len()).unwrap_or(0);
-    if on_disk < cp.offset {
-        return why_not("data shorter than its checkpoint");
-    }
     if cp.offset == cp.size && hasher.clone().finish() != desc.digest {
         return why_not("complete but the digest differs");
     }
     Some(hasher)
 }
 
-/// Record offset and hash state of what was written (the writes are in
-/// the file, if not yet on the disk: see the module's note on power loss).
-fn write_checkpoint(
-    _file: &File,
-    path: &Path,
-    desc: &Descriptor,
-    hasher: &Hasher,
-) -> io::Result<()> {
+/// The hash of the first `len` bytes of a spool file.
+fn hash_prefix(path: &Path, desc: &Descriptor, len: u64) -> io::Result<Hasher> {
+    use std::io::Read;
+    let mut hasher = Hasher::new(desc.digest.algorithm());
+    let mut file = File::open(path)?.take(len);
+    let mut buf = vec![0u8; WRITE_BATCH];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => hasher.update(&buf[..n]),
+        }
+    }
+    if hasher.len() < len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file short"));
+    }
+    Ok(hasher)
+}
+
+/// Record how much was written (the writes are in the file, if not yet on
+/// the disk: see the module's note on power loss).
+fn write_checkpoint(path: &Path, desc: &Descriptor, offset: u64) -> io::Result<()> {
     let cp = Checkpoint {
         digest: desc.digest.clone(),
         size: desc.size,
-        offset: hasher.len(),
-        hasher: hasher.save().to_hex(),
+        offset,
     };
     super::write_atomic(path, &serde_json::to_vec(&cp).map_err(io::Error::other)?)
 }
@@ -250,7 +264,9 @@ impl BlobFeed for SpoolFeed {
                 file: Arc::new(file),
                 paths: self.paths.clone(),
                 desc: self.desc.clone(),
-                hasher,
+                written: held,
+                pending: Vec::new(),
+                pending_len: 0,
                 since_checkpoint: 0,
                 done: false,
             };
@@ -304,13 +320,16 @@ fn read_range(path: PathBuf, from: u64, to: u64) -> BlobStream {
     }))
 }
 
-/// Appends what the source sends to the spool, hashing it, checkpointing
-/// as it goes.
+/// Appends what the source sends to the spool, checkpointing as it goes.
 struct SpoolWriter {
     file: Arc<File>,
     paths: Arc<Paths>,
     desc: Descriptor,
-    hasher: Hasher,
+    /// Bytes in the file.
+    written: u64,
+    /// Received, not yet written (less than [`WRITE_BATCH`]).
+    pending: Vec<Bytes>,
+    pending_len: usize,
     since_checkpoint: u64,
     /// Nothing more is written or recorded: the blob ended, its bytes
     /// were bad, or the disk refused them.
@@ -318,38 +337,59 @@ struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    /// Append a chunk, checkpointing every [`CHECKPOINT`] bytes.
+    /// Take a chunk; write a batch when one is full.
     async fn keep(&mut self, chunk: &Bytes) -> io::Result<()> {
-        (&*self.file).write_all(chunk)?;
-        self.hasher.update(chunk);
-        self.since_checkpoint += chunk.len() as u64;
-        if self.since_checkpoint >= CHECKPOINT {
-            self.checkpoint().await?;
+        self.pending_len += chunk.len();
+        self.pending.push(chunk.clone());
+        if self.pending_len >= WRITE_BATCH {
+            self.write(false).await?;
         }
         Ok(())
     }
 
-    async fn checkpoint(&mut self) -> io::Result<()> {
-        self.since_checkpoint = 0;
-        let (file, paths, desc, hasher) = (
-            self.file.clone(),
-            self.paths.clone(),
-            self.desc.clone(),
-            self.hasher.clone(),
-        );
+    /// Write what is pending, and a checkpoint every [`CHECKPOINT`] bytes
+    /// or when `checkpoint` asks.
+    async fn write(&mut self, checkpoint: bool) -> io::Result<()> {
+        let batch = std::mem::take(&mut self.pending);
+        let len = std::mem::take(&mut self.pending_len) as u64;
+        self.since_checkpoint += len;
+        let offset = self.written + len;
+        let record = checkpoint || self.since_checkpoint >= CHECKPOINT;
+        let (file, paths, desc) = (self.file.clone(), self.paths.clone(), self.desc.clone());
         tokio::task::spawn_blocking(move || {
-            write_checkpoint(&file, &paths.checkpoint, &desc, &hasher)
+            for b in &batch {
+                (&*file).write_all(b)?;
+            }
+            if record {
+                write_checkpoint(&paths.checkpoint, &desc, offset)?;
+            }
+            Ok::<_, io::Error>(())
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)??;
+        self.written = offset;
+        if record {
+            self.since_checkpoint = 0;
+        }
+        Ok(())
     }
 }
 
 impl Drop for SpoolWriter {
     /// Stopped mid-way (Ctrl-C, the target failed): keep what arrived.
     fn drop(&mut self) {
-        if !self.done && self.since_checkpoint > 0 {
-            let _ = write_checkpoint(&self.file, &self.paths.checkpoint, &self.desc, &self.hasher);
+        if self.done {
+            return;
+        }
+        let mut offset = self.written;
+        for b in &self.pending {
+            if (&*self.file).write_all(b).is_err() {
+                break;
+            }
+            offset += b.len() as u64;
+        }
+        if offset > self.written || self.since_checkpoint > 0 {
+            let _ = write_checkpoint(&self.paths.checkpoint, &self.desc, offset);
         }
     }
 }
@@ -357,7 +397,7 @@ impl Drop for SpoolWriter {
 /// The source's bytes, written to the spool on the way, yielded from
 /// `offset` on. Bytes that fail verification are not kept.
 fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
-    let pos = writer.hasher.len();
+    let pos = writer.written;
     let state = (source, writer, pos);
     Box::pin(futures::stream::unfold(
         Some(state),
@@ -404,7 +444,7 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
                     None => {
                         // Verified to the end: record it whole, so a target
                         // that fails now can be fed from disk next time.
-                        if !writer.done && writer.checkpoint().await.is_err() {
+                        if !writer.done && writer.write(true).await.is_err() {
                             writer.paths.discard();
                         }
                         writer.done = true;
@@ -560,6 +600,15 @@ mod tests {
     async fn untrusted_state_is_discarded() {
         let (_dir, spools, desc, source) = setup(20_000);
         let spool = spools.claim(&desc).unwrap();
+        collect(spool.feed(source.clone()).open(0).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(spool.held(), 20_000);
+        // A complete file whose bytes changed on disk: hashed again, refused.
+        let mut bytes = fs::read(&spool.paths.data).unwrap();
+        bytes[7] ^= 1;
+        fs::write(&spool.paths.data, &bytes).unwrap();
+        assert_eq!(spool.held(), 0);
         collect(spool.feed(source.clone()).open(0).await.unwrap())
             .await
             .unwrap();
