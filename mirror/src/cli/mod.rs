@@ -5,6 +5,7 @@ mod azureml;
 mod copy;
 pub mod exit;
 mod render;
+mod run;
 mod sync;
 
 use std::path::PathBuf;
