@@ -4,6 +4,7 @@
 mod azureml;
 mod copy;
 pub mod exit;
+mod export;
 mod render;
 mod run;
 mod sync;
@@ -29,6 +30,9 @@ enum Command {
     Copy(copy::CopyArgs),
     /// Keep images current from a config file: `mirror sync CONFIG`.
     Sync(sync::SyncArgs),
+    /// Write images into one bundle to carry across an air gap:
+    /// `mirror export IMAGE... --to BUNDLE`.
+    Export(export::ExportArgs),
     /// The AzureML preset: the common-runtime images and job variables.
     #[command(subcommand)]
     Azureml(azureml::AzuremlCommand),
@@ -213,6 +217,7 @@ pub fn run() -> i32 {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
             Command::Sync(args) => sync::run(args).await,
+            Command::Export(args) => export::run(args).await,
             Command::Azureml(command) => azureml::run(command),
         }
     })

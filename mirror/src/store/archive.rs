@@ -57,6 +57,11 @@ use super::{BlobFeed, BlobStream, ImageRef, ImageStore, StoreError};
 
 /// The annotation holding an image's original full reference.
 pub const IMAGE_NAME: &str = "io.containerd.image.name";
+/// The `index.json` annotation of a delta bundle: the blobs it leaves out
+/// because the receiver already holds them (digests, space-separated).
+/// Readers of plain OCI ignore it; `mirror import` checks the target holds
+/// each, and `mirror verify` lists them as left out, not missing.
+pub const OMITTED_BLOBS: &str = "dev.mirror.bundle.omitted-blobs";
 const LAYOUT_VERSION: &str = "1.0.0";
 const BLOCK: u64 = 512;
 const READ_CHUNK: usize = 256 * 1024;
@@ -87,6 +92,11 @@ pub struct ArchiveWriter {
     index: StdMutex<Contents>,
     /// Original references by name, recorded by the planner.
     references: StdMutex<HashMap<String, String>>,
+    /// Blobs the receiver already holds (a delta's base): answered as
+    /// present, so the engine leaves them out.
+    held: HashMap<Digest, u64>,
+    /// The held blobs an image of this bundle needed: recorded in `index.json`.
+    omitted: StdMutex<std::collections::BTreeSet<Digest>>,
     done: AtomicBool,
 }
 
@@ -153,8 +163,39 @@ impl ArchiveWriter {
             }),
             index: StdMutex::new(Contents::default()),
             references: StdMutex::new(HashMap::new()),
+            held: HashMap::new(),
+            omitted: StdMutex::default(),
             done: AtomicBool::new(false),
         })
+    }
+
+    /// Make this a delta bundle: blobs in `held` (digest and size) are left
+    /// out, and the ones images needed are listed in `index.json`.
+    pub fn leave_out(mut self, held: HashMap<Digest, u64>) -> Self {
+        self.held = held;
+        self
+    }
+
+    /// Every blob written so far and every blob left out, with sizes: what
+    /// a receiver holds once it has imported this bundle.
+    pub fn receiver_holds(&self) -> BTreeMap<Digest, u64> {
+        let mut all: BTreeMap<Digest, u64> = self
+            .contents()
+            .blobs
+            .iter()
+            .map(|(d, n)| (d.clone(), *n))
+            .collect();
+        for d in self
+            .omitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if let Some(n) = self.held.get(d) {
+                all.insert(d.clone(), *n);
+            }
+        }
+        all
     }
 
     /// The temporary file the archive is written to.
@@ -436,7 +477,21 @@ impl ImageStore for ArchiveWriter {
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        Ok(self.contents().blobs.get(digest).copied())
+        if let Some(n) = self.contents().blobs.get(digest) {
+            return Ok(Some(*n));
+        }
+        // Asked only for configs and layers (manifests are always written):
+        // one the receiver holds is left out, and recorded as such.
+        match self.held.get(digest) {
+            Some(n) => {
+                self.omitted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone());
+                Ok(Some(*n))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn read_blob(&self, _desc: &Descriptor) -> Result<BlobStream, StoreError> {
@@ -489,11 +544,21 @@ impl ImageStore for ArchiveWriter {
         let layout = json!({ "imageLayoutVersion": LAYOUT_VERSION });
         self.put_small(&mut st, "oci-layout", to_json(&layout))
             .await?;
-        let index = json!({
+        let mut index = json!({
             "schemaVersion": 2,
             "mediaType": media_type::OCI_INDEX,
             "manifests": names,
         });
+        let omitted: Vec<String> = self
+            .omitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        if !omitted.is_empty() {
+            index["annotations"] = json!({ OMITTED_BLOBS: omitted.join(" ") });
+        }
         self.put_small(&mut st, "index.json", to_json(&index))
             .await?;
         let mut out = st.out.take().ok_or_else(|| self.broken())?;
@@ -548,6 +613,7 @@ pub struct ArchiveReader {
     canonical: PathBuf,
     blobs: HashMap<Digest, Span>,
     index: Vec<Descriptor>,
+    omitted: std::collections::BTreeSet<Digest>,
 }
 
 impl ArchiveReader {
@@ -723,6 +789,7 @@ impl ArchiveReader {
         let index_bytes = small(&mut file, "index.json")?;
         let index_label = PathBuf::from(format!("{}: entry \"index.json\"", path.display()));
         let index = parse_index(&index_label, &index_bytes)?;
+        let omitted = omitted_blobs(&index_bytes).map_err(|r| refuse("index.json", r))?;
         let mut blobs = HashMap::new();
         for (clean, span) in spans {
             if let Some(d) = blob_digest(&clean) {
@@ -764,7 +831,18 @@ impl ArchiveReader {
             canonical,
             blobs,
             index,
+            omitted,
         })
+    }
+
+    /// The blobs a delta bundle leaves out (empty for a whole bundle).
+    pub fn omitted(&self) -> &std::collections::BTreeSet<Digest> {
+        &self.omitted
+    }
+
+    /// Every blob entry (manifests too) with its size.
+    pub fn blob_sizes(&self) -> impl Iterator<Item = (&Digest, u64)> {
+        self.blobs.iter().map(|(d, s)| (d, s.size))
     }
 
     /// The named images in `index.json`, in its order, with their original
@@ -837,6 +915,25 @@ impl ArchiveReader {
         }
         Ok(out.freeze())
     }
+}
+
+/// The digests in `index.json`'s [`OMITTED_BLOBS`] annotation.
+pub fn omitted_blobs(index_bytes: &[u8]) -> Result<std::collections::BTreeSet<Digest>, String> {
+    let value: Value = serde_json::from_slice(index_bytes).map_err(|e| e.to_string())?;
+    let Some(list) = value
+        .pointer("/annotations")
+        .and_then(|a| a.get(OMITTED_BLOBS))
+    else {
+        return Ok(Default::default());
+    };
+    let list = list
+        .as_str()
+        .ok_or_else(|| format!("the {OMITTED_BLOBS} annotation is not a string"))?;
+    list.split_whitespace()
+        .map(|d| {
+            Digest::parse(d).map_err(|e| format!("the {OMITTED_BLOBS} annotation lists {d:?}: {e}"))
+        })
+        .collect()
 }
 
 /// An entry name without a leading `./`; absolute names, `..` and empty
