@@ -2,12 +2,15 @@
 //! progress and the report. Thin by design; the work is in the library.
 
 mod azureml;
+mod bundle;
 mod copy;
 pub mod exit;
 mod export;
+mod import;
 mod render;
 mod run;
 mod sync;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +36,12 @@ enum Command {
     /// Write images into one bundle to carry across an air gap:
     /// `mirror export IMAGE... --to BUNDLE`.
     Export(export::ExportArgs),
+    /// Restore a bundle's images into a registry under their original
+    /// repositories and tags: `mirror import BUNDLE --to HOST[/PREFIX]`.
+    Import(import::ImportArgs),
+    /// Check a bundle offline (every digest, size and reference) and print
+    /// what it holds: `mirror verify BUNDLE`.
+    Verify(verify::VerifyArgs),
     /// The AzureML preset: the common-runtime images and job variables.
     #[command(subcommand)]
     Azureml(azureml::AzuremlCommand),
@@ -218,6 +227,8 @@ pub fn run() -> i32 {
             Command::Copy(args) => copy::run(args).await,
             Command::Sync(args) => sync::run(args).await,
             Command::Export(args) => export::run(args).await,
+            Command::Import(args) => import::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
             Command::Azureml(command) => azureml::run(command),
         }
     })
