@@ -439,3 +439,122 @@ async fn layouts_and_archives_skopeo_writes_import_with_mirror() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_killed_tar_export_continues_from_its_last_whole_entry() {
+    use mirror_tests::{Fault, FaultProxy, Rule};
+    let src = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let c = client(&src.host(), None);
+    let first = blob(41, 1_500_000);
+    let second = blob(42, 16_000_000);
+    let img = image_from_layers(41, vec![first.clone(), second.clone()], false);
+    push_image(&c, &repo(&src.host(), "team/big"), "v1", &img).await;
+    let stalled = Digest::sha256_of(&second);
+    proxy.add_rule(
+        Rule::new(Fault::StallResponseBodyAfter(12_000_000))
+            .path_contains(&format!("/blobs/{stalled}")),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let bundle = out.join("b.tar");
+    let state = tmp.path().join("state");
+    let args = [
+        "export",
+        "--progress",
+        "none",
+        "-j",
+        "1",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--spool-threshold",
+        "1M",
+    ];
+    let image_ref = format!("{}/team/big:v1", proxy.host());
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend([image_ref.as_str(), "--to", bundle.to_str().unwrap()]);
+
+    // Killed while the second layer stalls: only the temporary file is left.
+    let mut child = mirror_tests::cli::command(&all, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = out.join("b.tar.partial");
+    let started = std::time::Instant::now();
+    loop {
+        let sent: u64 = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains(&format!("/blobs/{stalled}")))
+            .map(|r| r.response_body_bytes)
+            .sum();
+        let written = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if sent >= 12_000_000 && written > first.len() as u64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the export never reached the second layer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Let the spool checkpoint what arrived.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(!bundle.exists());
+    assert!(partial.exists());
+
+    // The rerun continues: the first layer is not read again, the second
+    // continues, and the bundle verifies.
+    proxy.clear_rules();
+    let run = mirror(&all, &[]).await;
+    ok(&run, "the rerun");
+    assert_eq!(
+        listing(&out),
+        vec!["b.tar".to_string(), "b.tar.blobs".to_string()]
+    );
+    let first_gets = proxy
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path
+                .contains(&format!("/blobs/{}", Digest::sha256_of(&first)))
+        })
+        .count();
+    assert_eq!(first_gets, 1, "the first layer was read again");
+    let read: u64 = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .map(|r| r.response_body_bytes)
+        .sum();
+    // At most what the spool had not checkpointed yet is read twice: the
+    // rerun continues the second layer instead of starting it over.
+    let total = (first.len() + second.len() + img.config.len()) as u64;
+    let checkpoint = mirror::state::spool::CHECKPOINT;
+    assert!(
+        read <= total + checkpoint,
+        "read {read} source bytes across both runs for {total}"
+    );
+    ok(
+        &mirror(&["verify", bundle.to_str().unwrap()], &[]).await,
+        "verify",
+    );
+    assert_eq!(
+        skopeo_raw(&format!("oci-archive:{}:team/big:v1", bundle.display())),
+        img.manifest
+    );
+}
+
+/// The files in a directory, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
