@@ -558,3 +558,55 @@ fn listing(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+#[tokio::test]
+async fn verify_and_import_refuse_a_hostile_bundle_naming_the_entry() {
+    let src = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image_from_layers(51, vec![blob(51, 5000)], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &img).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.tar");
+    ok(
+        &export(&[
+            &format!("{}/team/app:v1", src.host()),
+            "--to",
+            good.to_str().unwrap(),
+        ])
+        .await,
+        "export",
+    );
+    // The same bundle with an entry that climbs out put in front.
+    let mut h = tar::Header::new_gnu();
+    let name = b"../../etc/cron.d/evil";
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(4);
+    h.set_cksum();
+    let mut bytes = h.as_bytes().to_vec();
+    bytes.extend_from_slice(b"evil");
+    bytes.resize(1024, 0);
+    bytes.extend_from_slice(&std::fs::read(&good).unwrap());
+    let hostile = tmp.path().join("hostile.tar");
+    std::fs::write(&hostile, bytes).unwrap();
+
+    let run = mirror(&["verify", hostile.to_str().unwrap()], &[]).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("../../etc/cron.d/evil"),
+        "{}",
+        run.stderr
+    );
+    let dst = Registry::start_open().await.unwrap();
+    let run = import(hostile.to_str().unwrap(), &dst.host()).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("../../etc/cron.d/evil"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(dst.count_requests("PUT", "/v2/"), 0);
+    assert_eq!(dst.count_requests("POST", "/v2/"), 0);
+    assert!(!tmp.path().join("etc").exists());
+}

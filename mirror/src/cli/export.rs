@@ -62,9 +62,28 @@ pub struct ExportArgs {
     state: StateArgs,
 }
 
-/// Where the bundle goes: an archive or a layout, without a name (a bundle
-/// holds many images, each named after its source).
-fn bundle_target(to: &str) -> Result<Endpoint, String> {
+/// Where the bundle goes: an archive or a layout directory.
+#[derive(Debug)]
+struct BundleTarget {
+    path: PathBuf,
+    archive: bool,
+}
+
+impl BundleTarget {
+    /// The endpoint of one image in the bundle.
+    fn image(&self, name: Option<String>) -> Endpoint {
+        let path = self.path.clone();
+        if self.archive {
+            Endpoint::Archive { path, name }
+        } else {
+            Endpoint::Layout { path, name }
+        }
+    }
+}
+
+/// `oci-archive:PATH`, `oci:DIR` or a plain path (an archive), without a
+/// name: a bundle holds many images, each named after its source.
+fn bundle_target(to: &str) -> Result<BundleTarget, String> {
     let endpoint = if to.starts_with("oci:") || to.starts_with("oci-archive:") {
         Endpoint::parse(to).map_err(|e| e.to_string())?
     } else {
@@ -73,12 +92,21 @@ fn bundle_target(to: &str) -> Result<Endpoint, String> {
             name: None,
         }
     };
-    match &endpoint {
-        Endpoint::Registry { .. } => Err(format!("--to {to}: a bundle is a file or directory")),
-        e if e.tag().is_some() => Err(format!(
+    if endpoint.tag().is_some() {
+        return Err(format!(
             "--to {to}: a bundle names each image after its source; give the path only"
-        )),
-        _ => Ok(endpoint),
+        ));
+    }
+    match endpoint {
+        Endpoint::Archive { path, .. } => Ok(BundleTarget {
+            path,
+            archive: true,
+        }),
+        Endpoint::Layout { path, .. } => Ok(BundleTarget {
+            path,
+            archive: false,
+        }),
+        Endpoint::Registry { .. } => Err(format!("--to {to}: a bundle is a file or directory")),
     }
 }
 
@@ -140,7 +168,7 @@ pub async fn run(args: ExportArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    if args.since.is_some() && !matches!(target, Endpoint::Archive { .. }) {
+    if args.since.is_some() && !target.archive {
         eprintln!("error: --since writes a delta archive; give --to oci-archive:PATH or PATH");
         return exit::USAGE;
     }
@@ -235,18 +263,7 @@ pub async fn run(args: ExportArgs) -> i32 {
                 return exit::USAGE;
             }
         }
-        let to = match &target {
-            Endpoint::Archive { path, .. } => Endpoint::Archive {
-                path: path.clone(),
-                name,
-            },
-            Endpoint::Layout { path, .. } => Endpoint::Layout {
-                path: path.clone(),
-                name,
-            },
-            Endpoint::Registry { .. } => unreachable!("checked by bundle_target"),
-        };
-        match planner.copy(source, &to) {
+        match planner.copy(source, &target.image(name)) {
             Ok(j) => jobs.push(j),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -298,14 +315,9 @@ mod tests {
 
     #[test]
     fn bundle_targets_and_azureml_sources() {
-        assert!(matches!(
-            bundle_target("week1.tar").unwrap(),
-            Endpoint::Archive { name: None, .. }
-        ));
-        assert!(matches!(
-            bundle_target("oci:dir").unwrap(),
-            Endpoint::Layout { .. }
-        ));
+        assert!(bundle_target("week1.tar").unwrap().archive);
+        assert!(bundle_target("oci-archive:week1.tar").unwrap().archive);
+        assert!(!bundle_target("oci:dir").unwrap().archive);
         assert!(bundle_target("oci-archive:b.tar:app:v1")
             .unwrap_err()
             .contains("path only"));
