@@ -592,7 +592,7 @@ async fn verify_and_import_refuse_a_hostile_bundle_naming_the_entry() {
     std::fs::write(&hostile, bytes).unwrap();
 
     let run = mirror(&["verify", hostile.to_str().unwrap()], &[]).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("../../etc/cron.d/evil"),
         "{}",
@@ -600,7 +600,7 @@ async fn verify_and_import_refuse_a_hostile_bundle_naming_the_entry() {
     );
     let dst = Registry::start_open().await.unwrap();
     let run = import(hostile.to_str().unwrap(), &dst.host()).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
     assert!(
         run.stderr.contains("../../etc/cron.d/evil"),
         "{}",

@@ -94,11 +94,13 @@ pub async fn run(args: ImportArgs) -> i32 {
             return exit::USAGE;
         }
     };
+    // A bundle refused when opened (missing, malformed, hostile) exits 2,
+    // as it does for `mirror copy`.
     let bundle = match Bundle::open(&args.bundle).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::FAILED;
+            return exit::USAGE;
         }
     };
     if bundle.names.is_empty() {

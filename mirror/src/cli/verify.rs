@@ -20,11 +20,13 @@ pub struct VerifyArgs {
 
 pub async fn run(args: VerifyArgs) -> i32 {
     // Opening an archive indexes it and refuses hostile entries by name.
+    // A bundle refused when opened (missing, malformed, hostile) exits 2,
+    // as it does for `mirror copy`.
     let bundle = match Bundle::open(&args.bundle).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
-            return exit::FAILED;
+            return exit::USAGE;
         }
     };
     let report = verify(bundle.store.as_ref(), &bundle.names, &bundle.omitted).await;
