@@ -283,16 +283,21 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
         "week 1",
     );
 
-    // Week 2: a new version on the same base, and the old one again.
+    // Week 2: a new version on the same base, the old one again, and a new
+    // repository on the same base (its import links the base from team/app).
     let new_layer = blob(23, 30_000);
     let week2 = image_from_layers(23, vec![base.clone(), new_layer.clone()], false);
     push_image(&c, &repo(&src.host(), "team/app"), "v2", &week2).await;
+    let other = image_from_layers(24, vec![base.clone(), blob(24, 10_000)], false);
+    push_image(&c, &repo(&src.host(), "team/other"), "v1", &other).await;
+    let other_ref = format!("{}/team/other:v1", src.host());
     let list = tmp.path().join("week1.tar.blobs");
     let delta = tmp.path().join("week2.tar");
     let delta_s = delta.to_str().unwrap();
     let run = export(&[
         &format!("{app}:v1"),
         &format!("{app}:v2"),
+        &other_ref,
         "--since",
         list.to_str().unwrap(),
         "--to",
@@ -314,6 +319,7 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
         &export(&[
             &format!("{app}:v1"),
             &format!("{app}:v2"),
+            &other_ref,
             "--since",
             full.to_str().unwrap(),
             "--to",
@@ -364,12 +370,19 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
         "week 1 import",
     );
     ok(&import(delta_s, &fresh.host()).await, "week 2 import");
-    for (tag, img) in [("v1", &week1), ("v2", &week2)] {
+    for (name, img) in [
+        ("team/app:v1", &week1),
+        ("team/app:v2", &week2),
+        ("team/other:v1", &other),
+    ] {
         assert_eq!(
-            skopeo_raw(&format!("docker://{}/team/app:{tag}", fresh.host())),
+            skopeo_raw(&format!("docker://{}/{name}", fresh.host())),
             img.manifest
         );
     }
+    // The base crossed once, in week 1; team/other got it by a mount.
+    let base_pushes = fresh.count_requests("PUT", Digest::sha256_of(&base).hex());
+    assert_eq!(base_pushes, 1);
     // Week 3's list covers what week 2 left out as well.
     let list2 = std::fs::read_to_string(tmp.path().join("week2.tar.blobs")).unwrap();
     assert!(

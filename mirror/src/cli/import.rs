@@ -3,10 +3,15 @@
 //! `io.containerd.image.name` annotation, else its name in the bundle),
 //! through the copy engine: each blob verified before it is committed.
 //! A delta bundle is imported only when the target already holds every
-//! blob it left out; that is checked before anything is written.
+//! blob it left out, in the image's repository or another this import
+//! writes to (then it is mounted from there); that is checked, by HEAD
+//! requests only, before anything is written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use clap::Args;
-use registry_client::{Descriptor, Reference, Repository};
+use registry_client::{Descriptor, Digest, Reference, Repository};
 
 use super::bundle::Bundle;
 use super::run::{exit_code, open_state, run_jobs, Show};
@@ -15,7 +20,8 @@ use crate::azureml::images::under_prefix;
 use crate::endpoint::Endpoint;
 use crate::plan::Planner;
 use crate::store::archive::IMAGE_NAME;
-use crate::transfer::CopyOptions;
+use crate::store::ImageStore;
+use crate::transfer::{CopyJob, CopyOptions};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -153,17 +159,37 @@ pub async fn run(args: ImportArgs) -> i32 {
         }
     }
     if !bundle.omitted.is_empty() {
-        let missing = missing_omitted(&bundle, &jobs).await;
-        if !missing.is_empty() {
-            eprintln!(
-                "error: {} is a delta bundle and the target lacks {} blob(s) it leaves out; nothing was imported (import the bundle it was made --since first, or export a whole bundle):",
-                args.bundle,
-                missing.len()
-            );
-            for m in &missing {
-                eprintln!("  {m}");
+        let mounts = match place_omitted(&bundle, &jobs).await {
+            Ok(m) => m,
+            Err(missing) => {
+                eprintln!(
+                    "error: {} is a delta bundle and the target lacks {} blob(s) it leaves out; nothing was imported (import the bundle it was made --since first, or export a whole bundle):",
+                    args.bundle,
+                    missing.len()
+                );
+                for m in &missing {
+                    eprintln!("  {m}");
+                }
+                return exit::FAILED;
             }
-            return exit::FAILED;
+        };
+        // Every left-out blob is in the registry; link the ones another
+        // repository holds into the repository that needs them.
+        for m in mounts {
+            let linked = m.target.mount_blob(&m.desc, &m.from).await;
+            if !matches!(linked, Ok(true)) {
+                let why = match linked {
+                    Err(e) => e.to_string(),
+                    _ => "the registry did not mount it".into(),
+                };
+                eprintln!(
+                    "error: linking left-out blob {} into {} from {}: {why}",
+                    m.desc.digest,
+                    m.target.describe(),
+                    m.from
+                );
+                return exit::FAILED;
+            }
         }
     }
     let options = CopyOptions {
@@ -188,15 +214,43 @@ pub async fn run(args: ImportArgs) -> i32 {
     }
 }
 
-/// Each blob the bundle leaves out that an image needs and its target
-/// repository does not hold (HEAD), described; or why it could not be told.
-async fn missing_omitted(
+/// A left-out blob one repository lacks and another of this import holds.
+struct Mount {
+    target: Arc<dyn ImageStore>,
+    desc: Descriptor,
+    from: Repository,
+}
+
+/// Where each blob the bundle leaves out is found at the target: in the
+/// repository of the image that needs it, or in another repository this
+/// import writes to (to be mounted from there). Asks only (HEAD); the
+/// `Err` describes each blob found nowhere.
+async fn place_omitted(
     bundle: &Bundle,
-    jobs: &[(crate::transfer::CopyJob, Descriptor)],
-) -> Vec<String> {
+    jobs: &[(CopyJob, Descriptor)],
+) -> Result<Vec<Mount>, Vec<String>> {
     let mut missing = Vec::new();
-    for (job, desc) in jobs {
-        let graph = match crate::verify::image_graph(bundle.store.as_ref(), desc).await {
+    let mut mounts: Vec<Mount> = Vec::new();
+    let mut known: HashMap<(String, Digest), bool> = HashMap::new();
+    async fn holds(
+        known: &mut HashMap<(String, Digest), bool>,
+        store: &Arc<dyn ImageStore>,
+        desc: &Descriptor,
+    ) -> Result<bool, String> {
+        let key = (store.describe(), desc.digest.clone());
+        if let Some(v) = known.get(&key) {
+            return Ok(*v);
+        }
+        let v = store
+            .blob_size(&desc.digest)
+            .await
+            .map_err(|e| format!("asking {} for blob {}: {e}", store.describe(), desc.digest))?
+            .is_some();
+        known.insert(key, v);
+        Ok(v)
+    }
+    for (job, root) in jobs {
+        let graph = match crate::verify::image_graph(bundle.store.as_ref(), root).await {
             Ok(g) => g,
             Err(e) => {
                 missing.push(format!("{}: {e}", job.source_label));
@@ -207,31 +261,63 @@ async fn missing_omitted(
             if !bundle.omitted.contains(&b.digest) {
                 continue;
             }
-            match job.target.blob_size(&b.digest).await {
-                Ok(Some(_)) => {}
-                Ok(None) => missing.push(format!(
-                    "blob {} ({} bytes) of {} is not in {}",
+            match holds(&mut known, &job.target, &b).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    missing.push(e);
+                    continue;
+                }
+            }
+            let mut from = None;
+            for (other, _) in jobs {
+                let Some(repo) = other.target.repository() else {
+                    continue;
+                };
+                if other.target.blob_domain() != job.target.blob_domain()
+                    || other.target.describe() == job.target.describe()
+                {
+                    continue;
+                }
+                if let Ok(true) = holds(&mut known, &other.target, &b).await {
+                    from = Some(repo.clone());
+                    break;
+                }
+            }
+            match from {
+                Some(from) => {
+                    let target = job.target.describe();
+                    if !mounts
+                        .iter()
+                        .any(|m| m.target.describe() == target && m.desc.digest == b.digest)
+                    {
+                        mounts.push(Mount {
+                            target: job.target.clone(),
+                            desc: b,
+                            from,
+                        });
+                    }
+                }
+                None => missing.push(format!(
+                    "blob {} ({} bytes) of {} is not in {} (nor in any repository this import writes to)",
                     b.digest,
                     b.size,
-                    job.source_label,
-                    job.target.describe()
-                )),
-                Err(e) => missing.push(format!(
-                    "blob {} of {}: asking {}: {e}",
-                    b.digest,
                     job.source_label,
                     job.target.describe()
                 )),
             }
         }
     }
-    missing
+    if missing.is_empty() {
+        Ok(mounts)
+    } else {
+        Err(missing)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use registry_client::Digest;
 
     fn desc(annotation: Option<&str>) -> Descriptor {
         let mut d = Descriptor::new(
