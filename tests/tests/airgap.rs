@@ -9,7 +9,7 @@ use std::process::Command;
 use bytes::Bytes;
 use mirror_tests::cli::{mirror, Run};
 use mirror_tests::fixtures::{AZUREML_REPOSITORIES, FIXTURE_REGION};
-use mirror_tests::images::{blob, client, image_from_layers, push_image, repo};
+use mirror_tests::images::{blob, client, image_from_layers, index, push_image, repo};
 use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
 use mirror_tests::Registry;
 use registry_client::Digest;
@@ -165,7 +165,15 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
     push_image(&c, &repo(&src.host(), "team/app"), "v1", &a).await;
     push_image(&c, &repo(&src.host(), "team/app"), "v2", &b).await;
     push_image(&c, &repo(&src.host(), "team/app"), "old", &old).await;
-    push_image(&c, &repo(&src.host(), "tools/cli"), "1.0", &a).await;
+    // tools/cli:1.0 is a multi-platform index.
+    let cli = repo(&src.host(), "tools/cli");
+    let arm = image_from_layers(4, vec![blob(4, 8_000)], false);
+    push_image(&c, &cli, &a.digest.to_string(), &a).await;
+    push_image(&c, &cli, &arm.digest.to_string(), &arm).await;
+    let (idx, _, idx_mt) = index(&[(&a, "linux/amd64"), (&arm, "linux/arm64")], false);
+    c.put_manifest(&cli, "1.0", idx_mt, idx.clone())
+        .await
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("sync.yaml");
     std::fs::write(
@@ -190,11 +198,27 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
         skopeo_raw(&format!("oci:{}:team/app:v2", layout.display())),
         b.manifest
     );
-    // A layout bundle verifies and imports the same way.
-    ok(
-        &mirror(&["verify", layout.to_str().unwrap()], &[]).await,
-        "verify",
+    // A layout bundle verifies (platforms listed) and imports the same way.
+    let run = mirror(
+        &["verify", "--output", "json", layout.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    ok(&run, "verify");
+    let report = run.json();
+    let cli_image = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "tools/cli:1.0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        cli_image["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
     );
+    // v1, v2, the index and its arm64 child (its amd64 child is v1).
+    assert_eq!(report["manifests"], 4, "{report}");
     let dst = Registry::start_open().await.unwrap();
     ok(
         &import(layout.to_str().unwrap(), &dst.host()).await,
@@ -205,6 +229,10 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
         a.manifest
     );
     assert!(!exists(&format!("docker://{}/team/app:old", dst.host())));
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/tools/cli:1.0", dst.host())),
+        idx
+    );
 
     // Two sources one name in the bundle would overwrite each other.
     let other = Registry::start_open().await.unwrap();
