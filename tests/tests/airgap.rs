@@ -189,6 +189,20 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
     let tools = format!("{}/tools/cli:1.0", src.host());
     let run = export(&["--config", config.to_str().unwrap(), &tools, "--to", &to]).await;
     ok(&run, "export");
+    // Run again into the same layout: every blob is there, verified when
+    // it was written, so nothing is read again.
+    let again = export(&[
+        "--config",
+        config.to_str().unwrap(),
+        &tools,
+        "--to",
+        &to,
+        "--output",
+        "json",
+    ])
+    .await;
+    ok(&again, "export again");
+    assert_eq!(again.json()["bytes_copied"], 0, "{}", again.stdout);
     // The config selected v1 and v2 (not `old`); the argument added tools/cli.
     let listed = umoci_ls(&layout);
     let mut names: Vec<&str> = listed.lines().collect();
