@@ -248,6 +248,28 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
         idx
     );
 
+    // Entries keeping different platforms cannot share one run's filter.
+    let mixed = tmp.path().join("mixed.yaml");
+    std::fs::write(
+        &mixed,
+        format!(
+            "sync:\n  - source: {h}/team/app\n    target: unused.example/app\n    tags: [v1]\n  - source: {h}/tools/cli\n    target: unused.example/cli\n    tags: ['1.0']\n    platforms: [linux/arm64]\n",
+            h = src.host()
+        ),
+    )
+    .unwrap();
+    let mixed_out = tmp.path().join("mixed.tar");
+    let run = export(&[
+        "--config",
+        mixed.to_str().unwrap(),
+        "--to",
+        mixed_out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("linux/arm64"), "{}", run.stderr);
+    assert!(!mixed_out.exists());
+
     // Two sources one name in the bundle would overwrite each other.
     let other = Registry::start_open().await.unwrap();
     push_image(

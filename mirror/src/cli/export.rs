@@ -27,7 +27,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "FILE")]
     from_file: Option<PathBuf>,
     /// Export the images a sync config selects (its sources; its targets
-    /// are ignored). Its registry settings and credentials are used.
+    /// are ignored). Its registry settings and credentials are used, and
+    /// its entries' platforms when they agree (--platform overrides).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Export the six AzureML runtime images of this region (`{region}-stable`).
@@ -49,7 +50,8 @@ pub struct ExportArgs {
     /// Requests and blob streams in flight at once, across all images.
     #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     jobs: u16,
-    /// Keep only these platforms of a multi-platform index (repeatable).
+    /// Keep only these platforms of a multi-platform index (repeatable);
+    /// this writes a new index, so its digest changes.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
     platforms: Vec<PlatformFilter>,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
@@ -204,6 +206,9 @@ pub async fn run(args: ExportArgs) -> i32 {
         }
     };
     let mut planning_failed = false;
+    // The platform filter is one for the whole run: --platform, else the
+    // config's entries' (when they agree).
+    let mut config_platforms: Option<Vec<PlatformFilter>> = None;
     if let Some(config) = &config {
         let stores = Stores::new(client.clone(), config, false);
         for item in expand(config, &stores, None, args.jobs as usize).await {
@@ -211,6 +216,18 @@ pub async fn run(args: ExportArgs) -> i32 {
                 eprintln!("error: {}: {error}", item.source_label);
                 planning_failed = true;
                 continue;
+            }
+            match &config_platforms {
+                None => config_platforms = Some(item.platforms.clone()),
+                Some(p) if *p != item.platforms && args.platforms.is_empty() => {
+                    eprintln!(
+                        "error: the config's entries keep different platforms ({} for {}); export them into separate bundles, or give --platform",
+                        describe_platforms(&item.platforms),
+                        item.source_label
+                    );
+                    return exit::USAGE;
+                }
+                Some(_) => {}
             }
             match Endpoint::parse(&item.source_label) {
                 Ok(e) => sources.push(e),
@@ -271,9 +288,14 @@ pub async fn run(args: ExportArgs) -> i32 {
             }
         }
     }
+    let platforms = if args.platforms.is_empty() {
+        config_platforms.unwrap_or_default()
+    } else {
+        args.platforms.clone()
+    };
     let options = CopyOptions {
         jobs: args.jobs as usize,
-        platforms: args.platforms.clone(),
+        platforms,
         spools: Some(state.spools().clone()),
         ..CopyOptions::default()
     };
@@ -307,6 +329,17 @@ pub async fn run(args: ExportArgs) -> i32 {
         code = code.max(exit::FAILED);
     }
     code
+}
+
+fn describe_platforms(p: &[PlatformFilter]) -> String {
+    if p.is_empty() {
+        "all".into()
+    } else {
+        p.iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[cfg(test)]
