@@ -41,24 +41,7 @@ pub async fn load(base: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
         .is_ok()
         && head == *HEADER.as_bytes();
     if !is_list {
-        let reader = ArchiveReader::open(base)?;
-        let mut held: HashMap<Digest, u64> =
-            reader.blob_sizes().map(|(d, n)| (d.clone(), n)).collect();
-        // A delta's receiver holds what it left out too; their sizes are
-        // in the manifests that use them.
-        if !reader.omitted().is_empty() {
-            for (_, desc) in reader.names() {
-                let graph = crate::verify::image_graph(&reader, &desc)
-                    .await
-                    .map_err(|e| StoreError::invalid(label.clone(), e))?;
-                for b in graph.blobs {
-                    if reader.omitted().contains(&b.digest) {
-                        held.insert(b.digest, b.size);
-                    }
-                }
-            }
-        }
-        return Ok(held);
+        return Ok(receiver_holds(base).await?.into_iter().collect());
     }
     let text =
         fs::read_to_string(base).map_err(|e| StoreError::io(format!("reading {label}"), e))?;
@@ -79,6 +62,28 @@ pub async fn load(base: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
             .parse()
             .map_err(|_| StoreError::invalid(at(), format!("{size:?} is not a size")))?;
         held.insert(digest, size);
+    }
+    Ok(held)
+}
+
+/// What a registry holds once it has imported the archive at `bundle`:
+/// the manifests and blobs of its named images, the ones a delta left out
+/// included (they were there before). Blobs in the tar that no image uses
+/// (those of an image that failed) are not counted: import does not push them.
+pub async fn receiver_holds(
+    bundle: &Path,
+) -> Result<std::collections::BTreeMap<Digest, u64>, StoreError> {
+    let reader = ArchiveReader::open(bundle)?;
+    let mut held = std::collections::BTreeMap::new();
+    for (_, desc) in reader.names() {
+        let graph = crate::verify::image_graph(&reader, &desc)
+            .await
+            .map_err(|e| StoreError::invalid(bundle.display().to_string(), e))?;
+        for d in graph.manifests.into_iter().chain(graph.blobs) {
+            if d.urls.is_empty() {
+                held.insert(d.digest, d.size);
+            }
+        }
     }
     Ok(held)
 }

@@ -76,9 +76,9 @@ impl Planner {
         self
     }
 
-    /// The archives this plan writes, by path.
-    pub fn archive_writers(&self) -> impl Iterator<Item = (&PathBuf, &Arc<ArchiveWriter>)> {
-        self.archives_out.iter()
+    /// The paths of the archives this plan writes.
+    pub fn archive_paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.archives_out.keys()
     }
 
     /// Record registry upload sessions here, so a rerun continues them.

@@ -311,8 +311,16 @@ pub async fn run(args: ExportArgs) -> i32 {
     if report.succeeded > 0 {
         // The list of what the receiver holds after importing this bundle:
         // next week's --since.
-        for (path, writer) in planner.archive_writers() {
-            match crate::delta::write_list(path, &writer.receiver_holds()) {
+        for path in planner.archive_paths() {
+            let held = match crate::delta::receiver_holds(path).await {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("error: listing the blobs of {}: {e}", path.display());
+                    code = code.max(exit::FAILED);
+                    continue;
+                }
+            };
+            match crate::delta::write_list(path, &held) {
                 Ok(list) => {
                     if args.progress != ProgressMode::None {
                         eprintln!("wrote {} (for the next export's --since)", list.display());

@@ -210,28 +210,6 @@ impl ArchiveWriter {
         self
     }
 
-    /// Every blob written so far and every blob left out, with sizes: what
-    /// a receiver holds once it has imported this bundle.
-    pub fn receiver_holds(&self) -> BTreeMap<Digest, u64> {
-        let mut all: BTreeMap<Digest, u64> = self
-            .contents()
-            .blobs
-            .iter()
-            .map(|(d, n)| (d.clone(), *n))
-            .collect();
-        for d in self
-            .omitted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            if let Some(n) = self.held.get(d) {
-                all.insert(d.clone(), *n);
-            }
-        }
-        all
-    }
-
     /// The temporary file the archive is written to.
     pub fn temp_path(&self) -> &Path {
         &self.temp
@@ -951,11 +929,6 @@ impl ArchiveReader {
     /// The blobs a delta bundle leaves out (empty for a whole bundle).
     pub fn omitted(&self) -> &std::collections::BTreeSet<Digest> {
         &self.omitted
-    }
-
-    /// Every blob entry (manifests too) with its size.
-    pub fn blob_sizes(&self) -> impl Iterator<Item = (&Digest, u64)> {
-        self.blobs.iter().map(|(d, s)| (d, s.size))
     }
 
     /// The named images in `index.json`, in its order, with their original
