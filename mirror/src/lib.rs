@@ -6,6 +6,7 @@
 
 pub mod azureml;
 pub mod cli;
+pub mod delta;
 pub mod endpoint;
 pub mod ledger;
 pub mod plan;
@@ -16,3 +17,4 @@ pub mod state;
 pub mod store;
 pub mod sync;
 pub mod transfer;
+pub mod verify;

@@ -35,6 +35,8 @@ pub struct Planner {
     archives_out: HashMap<PathBuf, Arc<ArchiveWriter>>,
     uploads: UploadOverride,
     sessions: Option<UploadJournal>,
+    /// Blobs archives written by this plan leave out (a delta's base).
+    leave_out: Option<HashMap<registry_client::Digest, u64>>,
 }
 
 /// User settings that replace a registry's default upload policy.
@@ -64,7 +66,19 @@ impl Planner {
             archives_out: HashMap::new(),
             uploads: UploadOverride::default(),
             sessions: None,
+            leave_out: None,
         }
+    }
+
+    /// Archives written by this plan leave out these blobs (delta bundles).
+    pub fn with_leave_out(mut self, held: HashMap<registry_client::Digest, u64>) -> Self {
+        self.leave_out = Some(held);
+        self
+    }
+
+    /// The paths of the archives this plan writes.
+    pub fn archive_paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.archives_out.keys()
     }
 
     /// Record registry upload sessions here, so a rerun continues them.
@@ -190,12 +204,15 @@ impl Planner {
                 let store = match self.archives_out.get(path) {
                     Some(s) => s.clone(),
                     None => {
-                        let s = Arc::new(ArchiveWriter::create(path).map_err(|source| {
-                            PlanError::Store {
+                        let mut w =
+                            ArchiveWriter::create(path).map_err(|source| PlanError::Store {
                                 pair: pair.clone(),
                                 source,
-                            }
-                        })?);
+                            })?;
+                        if let Some(held) = &self.leave_out {
+                            w = w.leave_out(held.clone());
+                        }
+                        let s = Arc::new(w);
                         self.archives_out.insert(path.clone(), s.clone());
                         s
                     }

@@ -1,16 +1,15 @@
 //! `mirror copy SRC DST [SRC DST ...]` and `--from-file`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 
-use super::render::Renderer;
+use super::run::{exit_code, run_jobs, Show};
 use super::{exit, OutputFormat, ProgressMode, RegistryArgs, StateArgs};
 use crate::endpoint::Endpoint;
 use crate::plan::Planner;
 use crate::platform::PlatformFilter;
-use crate::transfer::{CopyOptions, Engine};
+use crate::transfer::CopyOptions;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -60,16 +59,9 @@ pub async fn run(args: CopyArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let state = match args.state.open() {
+    let state = match super::run::open_state(&args.state) {
         Ok(s) => s,
-        Err(e @ crate::state::StateError::Locked { .. }) => {
-            eprintln!("error: {e}");
-            return exit::LOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     let mut planner = Planner::new(client)
         .with_uploads(args.registry.uploads())
@@ -84,49 +76,20 @@ pub async fn run(args: CopyArgs) -> i32 {
             }
         }
     }
-    let renderer = Arc::new(Renderer::new(args.progress, jobs.len()));
-    let engine = Engine::new(
-        CopyOptions {
-            jobs: args.jobs as usize,
-            platforms: args.platforms.clone(),
-            include_foreign: args.include_foreign,
-            spools: Some(state.spools().clone()),
-            ..CopyOptions::default()
-        },
-        renderer.clone(),
-    );
-    let ticker = renderer.start_ticker();
-    let report = tokio::select! {
-        report = engine.run(jobs) => report,
-        _ = tokio::signal::ctrl_c() => {
-            // Dropping the run cancels every transfer: layout writes discard
-            // their temporary files, upload sessions are never committed,
-            // no tag has moved for an unfinished image, and partial
-            // downloads record how far they got.
-            ticker.abort();
-            renderer.finish();
-            eprintln!(
-                "interrupted: stopped; nothing partial is visible at the targets; run the same command again to continue (state in {})",
-                state.path().display()
-            );
-            return exit::INTERRUPTED;
-        }
+    let options = CopyOptions {
+        jobs: args.jobs as usize,
+        platforms: args.platforms.clone(),
+        include_foreign: args.include_foreign,
+        spools: Some(state.spools().clone()),
+        ..CopyOptions::default()
     };
-    ticker.abort();
-    renderer.finish();
-    match args.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: writing the report: {e}"),
-        },
-        OutputFormat::Text => print!("{}", super::render::summary(&report)),
-    }
-    if report.failed == 0 {
-        exit::OK
-    } else if report.any_auth_failure() {
-        exit::AUTH
-    } else {
-        exit::FAILED
+    let show = Show {
+        progress: args.progress,
+        output: args.output,
+    };
+    match run_jobs(jobs, options, &show, &state).await {
+        Ok(report) => exit_code(&report),
+        Err(code) => code,
     }
 }
 

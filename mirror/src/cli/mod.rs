@@ -2,10 +2,15 @@
 //! progress and the report. Thin by design; the work is in the library.
 
 mod azureml;
+mod bundle;
 mod copy;
 pub mod exit;
+mod export;
+mod import;
 mod render;
+mod run;
 mod sync;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +35,15 @@ enum Command {
     Copy(copy::CopyArgs),
     /// Keep images current from a config file: `mirror sync CONFIG`.
     Sync(sync::SyncArgs),
+    /// Write images into one bundle to carry across an air gap:
+    /// `mirror export IMAGE... --to BUNDLE`.
+    Export(export::ExportArgs),
+    /// Restore a bundle's images into a registry under their original
+    /// repositories and tags: `mirror import BUNDLE --to HOST[/PREFIX]`.
+    Import(import::ImportArgs),
+    /// Check a bundle offline (every digest, size and reference) and print
+    /// what it holds: `mirror verify BUNDLE`.
+    Verify(verify::VerifyArgs),
     /// The AzureML preset: the common-runtime images and job variables.
     #[command(subcommand)]
     Azureml(Box<azureml::AzuremlCommand>),
@@ -252,6 +266,9 @@ pub fn run() -> i32 {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
             Command::Sync(args) => sync::run(args).await,
+            Command::Export(args) => export::run(args).await,
+            Command::Import(args) => import::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
             Command::Azureml(command) => azureml::run(*command).await,
         }
     })

@@ -20,8 +20,13 @@
 //! lock (an opened but idle download would time out). Tags are kept in
 //! memory; [`ImageStore::finish`] writes `oci-layout`, `index.json` and the
 //! end of the archive, fsyncs, and renames the temporary file
-//! (`PATH.partial.<random>`, beside `PATH`) to `PATH`. Until then nothing is
-//! under `PATH`; a writer dropped unfinished removes its temporary file.
+//! (`PATH.partial`, beside `PATH`) to `PATH`. Until then nothing is under
+//! `PATH`. The temporary file is locked while written (a second run on the
+//! same bundle is refused); one left by a killed or interrupted run is
+//! continued: its blob entries are read back, each checked against the
+//! header this writer writes and against its digest, the file is cut back
+//! after the last whole, verified one, and those blobs count as written.
+//! A writer dropped before writing a whole entry removes its file.
 //! `finish` runs after every image of the run, failed ones included: the
 //! bundle holds the images that succeeded (entries sorted by name; blobs of
 //! failed images may remain, unnamed) and the run still exits non-zero. A
@@ -57,6 +62,11 @@ use super::{BlobFeed, BlobStream, ImageRef, ImageStore, StoreError};
 
 /// The annotation holding an image's original full reference.
 pub const IMAGE_NAME: &str = "io.containerd.image.name";
+/// The `index.json` annotation of a delta bundle: the blobs it leaves out
+/// because the receiver already holds them (digests, space-separated).
+/// Readers of plain OCI ignore it; `mirror import` checks the target holds
+/// each, and `mirror verify` lists them as left out, not missing.
+pub const OMITTED_BLOBS: &str = "dev.mirror.bundle.omitted-blobs";
 const LAYOUT_VERSION: &str = "1.0.0";
 const BLOCK: u64 = 512;
 const READ_CHUNK: usize = 256 * 1024;
@@ -87,6 +97,11 @@ pub struct ArchiveWriter {
     index: StdMutex<Contents>,
     /// Original references by name, recorded by the planner.
     references: StdMutex<HashMap<String, String>>,
+    /// Blobs the receiver already holds (a delta's base): answered as
+    /// present, so the engine leaves them out.
+    held: HashMap<Digest, u64>,
+    /// The held blobs an image of this bundle needed: recorded in `index.json`.
+    omitted: StdMutex<std::collections::BTreeSet<Digest>>,
     done: AtomicBool,
 }
 
@@ -130,15 +145,41 @@ impl ArchiveWriter {
                 "is a directory (an OCI layout directory is written with oci:PATH)",
             ));
         }
-        let temp = dir.join(format!(
-            "{file_name}.partial.{:016x}",
-            rand::random::<u64>()
-        ));
-        let file = fs::OpenOptions::new()
+        // One name per bundle, so a rerun finds what a killed run wrote.
+        let temp = dir.join(format!("{file_name}.partial"));
+        let mut file = fs::OpenOptions::new()
+            .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .open(&temp)
             .map_err(|e| StoreError::io(format!("creating {}", temp.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::invalid(
+                    temp.display().to_string(),
+                    "another run is writing this bundle now",
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(format!("locking {}", temp.display()), e))
+            }
+        }
+        let (blobs, committed) = whole_entries(&mut file)
+            .map_err(|e| StoreError::io(format!("reading {}", temp.display()), e))?;
+        // Cut back to the last whole, verified entry and continue there.
+        file.set_len(committed)
+            .and_then(|_| file.seek(SeekFrom::Start(committed)))
+            .map_err(|e| StoreError::io(format!("cutting back {}", temp.display()), e))?;
+        if !blobs.is_empty() {
+            tracing::info!(
+                file = %temp.display(),
+                blobs = blobs.len(),
+                bytes = committed,
+                "continuing an interrupted archive"
+            );
+        }
         Ok(ArchiveWriter {
             path,
             canonical: dir.join(&file_name),
@@ -148,13 +189,25 @@ impl ArchiveWriter {
                     WRITE_BUFFER,
                     tokio::fs::File::from_std(file),
                 )),
-                committed: 0,
+                committed,
                 dirty: false,
             }),
-            index: StdMutex::new(Contents::default()),
+            index: StdMutex::new(Contents {
+                blobs,
+                names: Vec::new(),
+            }),
             references: StdMutex::new(HashMap::new()),
+            held: HashMap::new(),
+            omitted: StdMutex::default(),
             done: AtomicBool::new(false),
         })
+    }
+
+    /// Make this a delta bundle: blobs in `held` (digest and size) are left
+    /// out, and the ones images needed are listed in `index.json`.
+    pub fn leave_out(mut self, held: HashMap<Digest, u64>) -> Self {
+        self.held = held;
+        self
     }
 
     /// The temporary file the archive is written to.
@@ -296,11 +349,90 @@ impl ArchiveWriter {
 }
 
 impl Drop for ArchiveWriter {
+    /// An unfinished archive keeps its temporary file when it holds whole
+    /// entries (a rerun continues from them); an empty one is removed.
     fn drop(&mut self) {
-        if !self.done.load(Ordering::SeqCst) {
+        if !self.done.load(Ordering::SeqCst) && self.file.get_mut().committed == 0 {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// The blob entries at the start of a temporary archive this writer left
+/// (interrupted), each checked against the header this writer would write
+/// and against its digest, up to the first that is not whole or not right;
+/// and where that one starts. Anything after (a cut entry, `oci-layout`,
+/// `index.json`) is written again.
+fn whole_entries(file: &mut fs::File) -> io::Result<(HashMap<Digest, u64>, u64)> {
+    let len = file.metadata()?.len();
+    let mut blobs = HashMap::new();
+    let mut pos = 0u64;
+    let mut block = [0u8; BLOCK as usize];
+    loop {
+        if pos + BLOCK > len {
+            break;
+        }
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut block)?;
+        let header = tar::Header::from_byte_slice(&block);
+        let mut header_len = BLOCK;
+        let (name, size) = match header.entry_type() {
+            tar::EntryType::GNULongName => {
+                let Ok(n) = header.size() else { break };
+                if n > 4096 || pos + BLOCK + round_up(n) + BLOCK > len {
+                    break;
+                }
+                let mut name = vec![0u8; n as usize];
+                file.read_exact(&mut name)?;
+                header_len += round_up(n) + BLOCK;
+                file.seek(SeekFrom::Start(pos + header_len - BLOCK))?;
+                file.read_exact(&mut block)?;
+                let real = tar::Header::from_byte_slice(&block);
+                let Ok(size) = real.size() else { break };
+                let name =
+                    String::from_utf8_lossy(name.strip_suffix(&[0]).unwrap_or(&name)).into_owned();
+                (name, size)
+            }
+            tar::EntryType::Regular => {
+                let Ok(size) = header.size() else { break };
+                (
+                    String::from_utf8_lossy(&header.path_bytes()).into_owned(),
+                    size,
+                )
+            }
+            _ => break,
+        };
+        let Some(digest) = blob_digest(&name) else {
+            break;
+        };
+        let end = pos + header_len + round_up(size);
+        if end > len {
+            break;
+        }
+        // The exact header bytes this writer writes for it.
+        let mut written = vec![0u8; header_len as usize];
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut written)?;
+        if written != header_bytes(&name, size) {
+            break;
+        }
+        let mut hasher = Hasher::new(digest.algorithm());
+        let mut reader = (&mut *file).take(size);
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        if hasher.finish() != digest {
+            break;
+        }
+        blobs.insert(digest, size);
+        pos = end;
+    }
+    Ok((blobs, pos))
 }
 
 fn blob_name(digest: &Digest) -> String {
@@ -436,7 +568,21 @@ impl ImageStore for ArchiveWriter {
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        Ok(self.contents().blobs.get(digest).copied())
+        if let Some(n) = self.contents().blobs.get(digest) {
+            return Ok(Some(*n));
+        }
+        // Asked only for configs and layers (manifests are always written):
+        // one the receiver holds is left out, and recorded as such.
+        match self.held.get(digest) {
+            Some(n) => {
+                self.omitted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone());
+                Ok(Some(*n))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn read_blob(&self, _desc: &Descriptor) -> Result<BlobStream, StoreError> {
@@ -489,11 +635,21 @@ impl ImageStore for ArchiveWriter {
         let layout = json!({ "imageLayoutVersion": LAYOUT_VERSION });
         self.put_small(&mut st, "oci-layout", to_json(&layout))
             .await?;
-        let index = json!({
+        let mut index = json!({
             "schemaVersion": 2,
             "mediaType": media_type::OCI_INDEX,
             "manifests": names,
         });
+        let omitted: Vec<String> = self
+            .omitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        if !omitted.is_empty() {
+            index["annotations"] = json!({ OMITTED_BLOBS: omitted.join(" ") });
+        }
         self.put_small(&mut st, "index.json", to_json(&index))
             .await?;
         let mut out = st.out.take().ok_or_else(|| self.broken())?;
@@ -548,6 +704,7 @@ pub struct ArchiveReader {
     canonical: PathBuf,
     blobs: HashMap<Digest, Span>,
     index: Vec<Descriptor>,
+    omitted: std::collections::BTreeSet<Digest>,
 }
 
 impl ArchiveReader {
@@ -723,6 +880,7 @@ impl ArchiveReader {
         let index_bytes = small(&mut file, "index.json")?;
         let index_label = PathBuf::from(format!("{}: entry \"index.json\"", path.display()));
         let index = parse_index(&index_label, &index_bytes)?;
+        let omitted = omitted_blobs(&index_bytes).map_err(|r| refuse("index.json", r))?;
         let mut blobs = HashMap::new();
         for (clean, span) in spans {
             if let Some(d) = blob_digest(&clean) {
@@ -764,7 +922,13 @@ impl ArchiveReader {
             canonical,
             blobs,
             index,
+            omitted,
         })
+    }
+
+    /// The blobs a delta bundle leaves out (empty for a whole bundle).
+    pub fn omitted(&self) -> &std::collections::BTreeSet<Digest> {
+        &self.omitted
     }
 
     /// The named images in `index.json`, in its order, with their original
@@ -837,6 +1001,25 @@ impl ArchiveReader {
         }
         Ok(out.freeze())
     }
+}
+
+/// The digests in `index.json`'s [`OMITTED_BLOBS`] annotation.
+pub fn omitted_blobs(index_bytes: &[u8]) -> Result<std::collections::BTreeSet<Digest>, String> {
+    let value: Value = serde_json::from_slice(index_bytes).map_err(|e| e.to_string())?;
+    let Some(list) = value
+        .pointer("/annotations")
+        .and_then(|a| a.get(OMITTED_BLOBS))
+    else {
+        return Ok(Default::default());
+    };
+    let list = list
+        .as_str()
+        .ok_or_else(|| format!("the {OMITTED_BLOBS} annotation is not a string"))?;
+    list.split_whitespace()
+        .map(|d| {
+            Digest::parse(d).map_err(|e| format!("the {OMITTED_BLOBS} annotation lists {d:?}: {e}"))
+        })
+        .collect()
 }
 
 /// An entry name without a leading `./`; absolute names, `..` and empty
@@ -1123,7 +1306,7 @@ mod tests {
         w.set_tag("app:v1", &m).await.unwrap();
         assert!(!path.exists(), "nothing under the final name before finish");
         assert_eq!(listing(dir.path()).len(), 1);
-        assert!(listing(dir.path())[0].starts_with("bundle.tar.partial."));
+        assert_eq!(listing(dir.path())[0], "bundle.tar.partial");
         w.finish().await.unwrap();
         assert_eq!(listing(dir.path()), vec!["bundle.tar".to_string()]);
 
@@ -1248,22 +1431,79 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unfinished_or_empty_bundle_leaves_no_file() {
+    async fn an_unfinished_bundle_keeps_only_its_temporary_file_and_an_empty_one_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.tar");
+        // Nothing whole written: nothing left.
+        drop(ArchiveWriter::create(&path).unwrap());
+        assert!(listing(dir.path()).is_empty());
         let w = ArchiveWriter::create(&path).unwrap();
         w.write_blob(&desc(b"abc"), chunks(b"abc", 1))
             .await
             .unwrap();
         drop(w);
-        assert!(listing(dir.path()).is_empty());
-        // Nothing named: finishing writes no bundle.
+        assert_eq!(listing(dir.path()), vec!["b.tar.partial".to_string()]);
+        // Nothing named: finishing writes no bundle, and drops the temporary file.
         let w = ArchiveWriter::create(&path).unwrap();
-        w.write_blob(&desc(b"abc"), chunks(b"abc", 1))
-            .await
-            .unwrap();
         w.finish().await.unwrap();
         assert!(listing(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rerun_continues_after_the_last_whole_verified_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar");
+        let blobs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 700 + i as usize]).collect();
+        let long = Descriptor::new(
+            media_type::OCTET_STREAM,
+            Digest::of(registry_client::Algorithm::Sha512, b"long name"),
+            9,
+        );
+        let w = ArchiveWriter::create(&path).unwrap();
+        // Two writers of one bundle at once are refused.
+        let err = ArchiveWriter::create(&path).unwrap_err().to_string();
+        assert!(err.contains("another run"), "{err}");
+        w.write_blob(&long, chunks(b"long name", 4)).await.unwrap();
+        for b in &blobs {
+            w.write_blob(&desc(b), chunks(b, 100)).await.unwrap();
+        }
+        drop(w);
+        let temp = dir.path().join("b.tar.partial");
+        // Killed mid-entry: a header and half a blob after the whole ones;
+        // and the third entry's content damaged.
+        let mut bytes = fs::read(&temp).unwrap();
+        let third = bytes.len() - round_up(702) as usize - BLOCK as usize;
+        bytes[third + BLOCK as usize + 10] ^= 1;
+        bytes.extend_from_slice(&header_bytes(&blob_name(&desc(b"next").digest), 4000));
+        bytes.extend_from_slice(&[7u8; 1000]);
+        fs::write(&temp, &bytes).unwrap();
+
+        let w = ArchiveWriter::create(&path).unwrap();
+        assert_eq!(w.blob_size(&long.digest).await.unwrap(), Some(9));
+        assert_eq!(
+            w.blob_size(&desc(&blobs[1]).digest).await.unwrap(),
+            Some(701)
+        );
+        assert_eq!(w.blob_size(&desc(&blobs[2]).digest).await.unwrap(), None);
+        assert_eq!(fs::metadata(&temp).unwrap().len(), third as u64);
+        w.write_blob(&desc(&blobs[2]), chunks(&blobs[2], 64))
+            .await
+            .unwrap();
+        let m = manifest_over(&[&blobs[0], &blobs[1], &blobs[2]]);
+        w.put_manifest(&m).await.unwrap();
+        w.set_tag("x", &m).await.unwrap();
+        w.finish().await.unwrap();
+        assert_eq!(listing(dir.path()), vec!["b.tar".to_string()]);
+        let r = ArchiveReader::open(&path).unwrap();
+        for b in &blobs {
+            assert_eq!(
+                &read_all(r.read_blob(&desc(b)).await.unwrap())
+                    .await
+                    .unwrap(),
+                b
+            );
+        }
+        assert_eq!(entry_names(&path).len(), 7);
     }
 
     // ------------------------------------------------ hostile bundles

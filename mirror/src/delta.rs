@@ -1,0 +1,165 @@
+//! Delta bundles: the blobs a receiver already holds, so a new bundle can
+//! leave them out.
+//!
+//! `mirror export --since OLD` takes OLD as a previous bundle (an archive or
+//! a layout directory), or as the blob list export writes beside each
+//! archive (`PATH.blobs`: one `DIGEST SIZE` per line, `#` comments). The
+//! list of a delta bundle holds the blobs it left out too, so each week's
+//! list describes everything the receiver holds after importing it, and
+//! the connected side need keep only the small list.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use registry_client::Digest;
+
+use crate::store::archive::ArchiveReader;
+use crate::store::StoreError;
+
+/// The first line of a blob list.
+const HEADER: &str = "# mirror bundle blob list v1";
+
+/// The blob list written beside an archive: `PATH.blobs`.
+pub fn list_path(bundle: &Path) -> PathBuf {
+    let mut p = bundle.as_os_str().to_owned();
+    p.push(".blobs");
+    PathBuf::from(p)
+}
+
+/// The blobs (digest and size) a receiver of `base` holds: read from a
+/// blob list, an archive, or a layout directory.
+pub async fn load(base: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
+    let label = base.display().to_string();
+    if base.is_dir() {
+        return layout_blobs(base);
+    }
+    let mut head = [0u8; HEADER.len()];
+    let is_list = fs::File::open(base)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head == *HEADER.as_bytes();
+    if !is_list {
+        return Ok(receiver_holds(base).await?.into_iter().collect());
+    }
+    let text =
+        fs::read_to_string(base).map_err(|e| StoreError::io(format!("reading {label}"), e))?;
+    let mut held = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{label}:{}", n + 1);
+        let (digest, size) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| StoreError::invalid(at(), "expected `DIGEST SIZE`"))?;
+        let digest =
+            Digest::parse(digest.trim()).map_err(|e| StoreError::invalid(at(), e.to_string()))?;
+        let size: u64 = size
+            .trim()
+            .parse()
+            .map_err(|_| StoreError::invalid(at(), format!("{size:?} is not a size")))?;
+        held.insert(digest, size);
+    }
+    Ok(held)
+}
+
+/// What a registry holds once it has imported the archive at `bundle`:
+/// the manifests and blobs of its named images, the ones a delta left out
+/// included (they were there before). Blobs in the tar that no image uses
+/// (those of an image that failed) are not counted: import does not push them.
+pub async fn receiver_holds(
+    bundle: &Path,
+) -> Result<std::collections::BTreeMap<Digest, u64>, StoreError> {
+    let reader = ArchiveReader::open(bundle)?;
+    let mut held = std::collections::BTreeMap::new();
+    for (_, desc) in reader.names() {
+        let graph = crate::verify::image_graph(&reader, &desc)
+            .await
+            .map_err(|e| StoreError::invalid(bundle.display().to_string(), e))?;
+        for d in graph.manifests.into_iter().chain(graph.blobs) {
+            if d.urls.is_empty() {
+                held.insert(d.digest, d.size);
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// The blob files of a layout directory, with their sizes.
+fn layout_blobs(dir: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
+    let mut held = HashMap::new();
+    let blobs = dir.join("blobs");
+    let io = |p: &Path, e| StoreError::io(format!("listing {}", p.display()), e);
+    for alg in fs::read_dir(&blobs).map_err(|e| io(&blobs, e))? {
+        let alg = alg.map_err(|e| io(&blobs, e))?;
+        for file in fs::read_dir(alg.path()).map_err(|e| io(&alg.path(), e))? {
+            let file = file.map_err(|e| io(&alg.path(), e))?;
+            let name = format!(
+                "{}:{}",
+                alg.file_name().to_string_lossy(),
+                file.file_name().to_string_lossy()
+            );
+            // Temporary files of an interrupted write are no blobs.
+            let Ok(digest) = Digest::parse(&name) else {
+                continue;
+            };
+            let meta = file.metadata().map_err(|e| io(&file.path(), e))?;
+            if meta.is_file() {
+                held.insert(digest, meta.len());
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Write the blob list for `bundle` beside it (whole, under a temporary
+/// name first).
+pub fn write_list(
+    bundle: &Path,
+    blobs: &std::collections::BTreeMap<Digest, u64>,
+) -> Result<PathBuf, StoreError> {
+    let path = list_path(bundle);
+    let mut text = format!(
+        "{HEADER}\n# the blobs a registry holds after importing {}; give this file to `mirror export --since`\n",
+        bundle.file_name().unwrap_or_default().to_string_lossy()
+    );
+    for (d, n) in blobs {
+        text += &format!("{d} {n}\n");
+    }
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".partial");
+    let temp = PathBuf::from(temp);
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&temp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&temp, &path)
+    };
+    write().map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_written_list_reads_back_and_bad_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("week1.tar");
+        let a = Digest::sha256_of(b"a");
+        let b = Digest::sha256_of(b"bb");
+        let blobs = [(a.clone(), 1), (b.clone(), 2)].into_iter().collect();
+        let list = write_list(&bundle, &blobs).unwrap();
+        assert_eq!(list, dir.path().join("week1.tar.blobs"));
+        let held = load(&list).await.unwrap();
+        assert_eq!(held.len(), 2);
+        assert_eq!(held[&b], 2);
+        fs::write(&list, format!("{HEADER}\n{a} 1\nsha256:zz 3\n")).unwrap();
+        let err = load(&list).await.unwrap_err().to_string();
+        assert!(err.contains("week1.tar.blobs:3"), "{err}");
+    }
+}

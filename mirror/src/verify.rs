@@ -1,0 +1,214 @@
+//! Offline checks of a bundle (an archive or a layout directory): every
+//! manifest and blob read back against its digest and size, every
+//! reference resolved (children of indexes, configs, layers), and a
+//! summary of what it holds. Blobs a delta bundle leaves out on purpose
+//! are listed as left out, not as missing.
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures::StreamExt;
+use registry_client::{Descriptor, Digest};
+use serde::Serialize;
+
+use crate::store::archive::IMAGE_NAME;
+use crate::store::ImageStore;
+
+/// What a bundle holds and what is wrong with it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BundleReport {
+    pub bundle: String,
+    pub images: Vec<ImageSummary>,
+    /// Blobs (configs and layers) checked, and their bytes.
+    pub blobs: usize,
+    pub blob_bytes: u64,
+    /// Manifests (and indexes) checked.
+    pub manifests: usize,
+    /// Blobs a delta bundle leaves out: the target must already hold them.
+    pub omitted: Vec<OmittedBlob>,
+    /// Each problem names the entry and the image it belongs to.
+    pub problems: Vec<String>,
+}
+
+impl BundleReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSummary {
+    /// `org.opencontainers.image.ref.name`.
+    pub name: String,
+    /// The original full reference, when recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub digest: Digest,
+    pub media_type: String,
+    /// `os/arch[/variant]` of each child of an index; empty for one image.
+    pub platforms: Vec<String>,
+    /// Bytes of its manifests and blobs (each once), left-out blobs included.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OmittedBlob {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Every manifest and blob under one image, as its manifests describe them.
+#[derive(Debug, Default)]
+pub struct ImageGraph {
+    /// Manifests, children first.
+    pub manifests: Vec<Descriptor>,
+    /// Configs and layers, each once.
+    pub blobs: Vec<Descriptor>,
+    pub platforms: Vec<String>,
+}
+
+/// Read the manifests under `root` from `store` (each verified against its
+/// digest and size) and collect what they reference.
+pub async fn image_graph(store: &dyn ImageStore, root: &Descriptor) -> Result<ImageGraph, String> {
+    let mut graph = ImageGraph::default();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![(root.clone(), true)];
+    while let Some((desc, is_root)) = todo.pop() {
+        if !seen.insert(desc.digest.clone()) {
+            continue;
+        }
+        let m = store
+            .manifest(&desc.digest)
+            .await
+            .map_err(|e| format!("manifest {}: {e}", desc.digest))?;
+        if m.bytes.len() as u64 != desc.size {
+            return Err(format!(
+                "manifest {} has {} bytes, its descriptor says {}",
+                desc.digest,
+                m.bytes.len(),
+                desc.size
+            ));
+        }
+        let content = m
+            .content()
+            .map_err(|e| format!("manifest {}: {e}", desc.digest))?;
+        if m.is_index() {
+            for child in content.manifests {
+                if is_root {
+                    if let Some(p) = &child.platform {
+                        let mut s = format!("{}/{}", p.os, p.architecture);
+                        if let Some(v) = &p.variant {
+                            s += &format!("/{v}");
+                        }
+                        graph.platforms.push(s);
+                    }
+                }
+                todo.push((child, false));
+            }
+        } else {
+            let mut known: BTreeSet<Digest> =
+                graph.blobs.iter().map(|b| b.digest.clone()).collect();
+            for b in content.config.into_iter().chain(content.layers) {
+                if known.insert(b.digest.clone()) {
+                    graph.blobs.push(b);
+                }
+            }
+        }
+        graph.manifests.push(desc);
+    }
+    graph.manifests.reverse();
+    Ok(graph)
+}
+
+/// Check every named image of a bundle. `omitted`: the blobs the bundle
+/// says it leaves out.
+pub async fn verify(
+    store: &dyn ImageStore,
+    names: &[(String, Descriptor)],
+    omitted: &BTreeSet<Digest>,
+) -> BundleReport {
+    let mut report = BundleReport {
+        bundle: store.describe(),
+        ..BundleReport::default()
+    };
+    if names.is_empty() {
+        report
+            .problems
+            .push("index.json names no image: the bundle holds nothing to import".into());
+    }
+    // Each blob is read once however many images share it.
+    let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
+    let mut manifests_seen = BTreeSet::new();
+    let mut omitted_seen: BTreeSet<(Digest, u64)> = BTreeSet::new();
+    for (name, desc) in names {
+        let graph = match image_graph(store, desc).await {
+            Ok(g) => g,
+            Err(e) => {
+                report.problems.push(format!("image {name:?}: {e}"));
+                continue;
+            }
+        };
+        let mut size = 0;
+        for m in &graph.manifests {
+            size += m.size;
+            manifests_seen.insert(m.digest.clone());
+        }
+        for b in &graph.blobs {
+            size += b.size;
+            if !b.urls.is_empty() {
+                // A foreign layer lives elsewhere by design.
+                continue;
+            }
+            if omitted.contains(&b.digest) {
+                omitted_seen.insert((b.digest.clone(), b.size));
+                continue;
+            }
+            let result = match checked.get(&b.digest) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = check_blob(store, b).await;
+                    if r.is_ok() {
+                        report.blobs += 1;
+                        report.blob_bytes += b.size;
+                    }
+                    checked.insert(b.digest.clone(), r.clone());
+                    r
+                }
+            };
+            if let Err(e) = result {
+                report.problems.push(format!("image {name:?}: {e}"));
+            }
+        }
+        report.images.push(ImageSummary {
+            name: name.clone(),
+            reference: desc.annotations.get(IMAGE_NAME).cloned(),
+            digest: desc.digest.clone(),
+            media_type: desc.media_type.clone(),
+            platforms: graph.platforms,
+            size,
+        });
+    }
+    report.manifests = manifests_seen.len();
+    report.omitted = omitted_seen
+        .into_iter()
+        .map(|(digest, size)| OmittedBlob { digest, size })
+        .collect();
+    report
+}
+
+/// Read a blob whole; the store's stream checks size and digest.
+async fn check_blob(store: &dyn ImageStore, desc: &Descriptor) -> Result<(), String> {
+    let what = || format!("blob {} ({} bytes)", desc.digest, desc.size);
+    match store.blob_size(&desc.digest).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(format!("{} is missing from the bundle", what())),
+        Err(e) => return Err(format!("{}: {e}", what())),
+    }
+    let mut stream = store
+        .read_blob(desc)
+        .await
+        .map_err(|e| format!("{}: {e}", what()))?;
+    while let Some(chunk) = stream.next().await {
+        chunk.map_err(|e| format!("{}: {e}", what()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,689 @@
+//! The air-gap workflow end to end against real registries: `mirror
+//! export` (references, a sync config, the AzureML preset) → `mirror
+//! verify` → `mirror import`, byte for byte; delta bundles; peers reading
+//! what export writes and export/import reading what peers write.
+
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use mirror_tests::cli::{mirror, Run};
+use mirror_tests::fixtures::{AZUREML_REPOSITORIES, FIXTURE_REGION};
+use mirror_tests::images::{blob, client, image_from_layers, index, push_image, repo};
+use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
+use mirror_tests::Registry;
+use registry_client::Digest;
+
+fn ok(run: &Run, what: &str) {
+    assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
+}
+
+async fn export(args: &[&str]) -> Run {
+    let mut all = vec!["export", "--progress", "none"];
+    all.extend_from_slice(args);
+    mirror(&all, &[]).await
+}
+
+async fn import(bundle: &str, to: &str) -> Run {
+    mirror(&["import", "--progress", "none", bundle, "--to", to], &[]).await
+}
+
+/// Whether a registry answers for this reference.
+fn exists(reference: &str) -> bool {
+    Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", reference])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// The entries of a tar, in order.
+fn entries(path: &Path) -> Vec<String> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+fn blob_entry(data: &[u8]) -> String {
+    format!("blobs/sha256/{}", Digest::sha256_of(data).hex())
+}
+
+/// Push the six AzureML fixture images into `registry` under `prefix`.
+async fn push_azureml_fixture(registry: &Registry, prefix: &str) {
+    let layout = mirror_tests::cli::workspace_root().join("fixtures/azureml");
+    let mut args = vec!["copy".to_string(), "--progress".into(), "none".into()];
+    for r in AZUREML_REPOSITORIES {
+        let name = format!("{r}:{FIXTURE_REGION}-stable");
+        args.push(format!("oci:{}:{name}", layout.display()));
+        args.push(format!("{}/{prefix}/{name}", registry.host()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&mirror(&args, &[]).await, "pushing the fixture");
+}
+
+#[tokio::test]
+async fn azureml_preset_round_trip_restores_repositories_and_tags_byte_for_byte() {
+    let src = Registry::start_open().await.unwrap();
+    push_azureml_fixture(&src, "azureml/runtime").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("runtime.tar");
+    let bundle_s = bundle.to_str().unwrap();
+    let source = format!("{}/azureml/runtime", src.host());
+    let run = export(&[
+        "--azureml-region",
+        FIXTURE_REGION,
+        "--source",
+        &source,
+        "--to",
+        bundle_s,
+    ])
+    .await;
+    ok(&run, "export");
+    assert!(run.stdout.contains("6 images: 6 done"), "{}", run.stdout);
+    // The blob list for the next --since sits beside it.
+    assert!(tmp.path().join("runtime.tar.blobs").is_file());
+
+    // verify: every image, its original reference, all good.
+    let run = mirror(&["verify", bundle_s], &[]).await;
+    ok(&run, "verify");
+    for r in AZUREML_REPOSITORIES {
+        assert!(
+            run.stdout
+                .contains(&format!("from {source}/{r}:{FIXTURE_REGION}-stable")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout.contains("every digest and size matches"),
+        "{}",
+        run.stdout
+    );
+    let json = mirror(&["verify", "--output", "json", bundle_s], &[]).await;
+    ok(&json, "verify --output json");
+    let report = json.json();
+    assert_eq!(report["images"].as_array().unwrap().len(), 6);
+    assert!(report["problems"].as_array().unwrap().is_empty());
+
+    // Without a prefix: the original repositories and tags.
+    let dst = Registry::start_open().await.unwrap();
+    ok(&import(bundle_s, &dst.host()).await, "import");
+    // Under a prefix.
+    let run = import(
+        &format!("oci-archive:{bundle_s}"),
+        &format!("{}/dmz/", dst.host()),
+    )
+    .await;
+    ok(&run, "import under a prefix");
+    assert!(run.stdout.contains("6 images: 6 done"), "{}", run.stdout);
+    for r in AZUREML_REPOSITORIES {
+        let path = format!("azureml/runtime/{r}:{FIXTURE_REGION}-stable");
+        let original = skopeo_raw(&format!("docker://{}/{path}", src.host()));
+        assert_eq!(
+            original,
+            skopeo_raw(&format!("docker://{}/{path}", dst.host())),
+            "{path}"
+        );
+        assert_eq!(
+            original,
+            skopeo_raw(&format!("docker://{}/dmz/{path}", dst.host())),
+            "{path} under the prefix"
+        );
+    }
+
+    // skopeo copies an image out of what export wrote.
+    let name = format!("{}:{FIXTURE_REGION}-stable", AZUREML_REPOSITORIES[2]);
+    let peer_target = format!("docker://{}/peer/lifecycler:v1", dst.host());
+    run_peer(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            &format!("oci-archive:{bundle_s}:azureml/runtime/{name}"),
+            &peer_target,
+        ],
+    );
+    assert_eq!(
+        skopeo_raw(&peer_target),
+        skopeo_raw(&format!("docker://{}/azureml/runtime/{name}", src.host()))
+    );
+}
+
+#[tokio::test]
+async fn export_from_a_config_and_references_into_a_layout_peers_read() {
+    let src = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let a = image_from_layers(1, vec![blob(1, 20_000)], false);
+    let b = image_from_layers(2, vec![blob(2, 30_000)], false);
+    let old = image_from_layers(3, vec![blob(3, 10_000)], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &a).await;
+    push_image(&c, &repo(&src.host(), "team/app"), "v2", &b).await;
+    push_image(&c, &repo(&src.host(), "team/app"), "old", &old).await;
+    // tools/cli:1.0 is a multi-platform index.
+    let cli = repo(&src.host(), "tools/cli");
+    let arm = image_from_layers(4, vec![blob(4, 8_000)], false);
+    push_image(&c, &cli, &a.digest.to_string(), &a).await;
+    push_image(&c, &cli, &arm.digest.to_string(), &arm).await;
+    let (idx, _, idx_mt) = index(&[(&a, "linux/amd64"), (&arm, "linux/arm64")], false);
+    c.put_manifest(&cli, "1.0", idx_mt, idx.clone())
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("sync.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sync:\n  - source: {}/team/app\n    target: unused.example/app\n    include: ['^v']\n",
+            src.host()
+        ),
+    )
+    .unwrap();
+    let layout = tmp.path().join("bundle");
+    let to = format!("oci:{}", layout.display());
+    let tools = format!("{}/tools/cli:1.0", src.host());
+    let run = export(&["--config", config.to_str().unwrap(), &tools, "--to", &to]).await;
+    ok(&run, "export");
+    // Run again into the same layout: every blob is there, verified when
+    // it was written, so nothing is read again.
+    let again = export(&[
+        "--config",
+        config.to_str().unwrap(),
+        &tools,
+        "--to",
+        &to,
+        "--output",
+        "json",
+    ])
+    .await;
+    ok(&again, "export again");
+    assert_eq!(again.json()["bytes_copied"], 0, "{}", again.stdout);
+    // The config selected v1 and v2 (not `old`); the argument added tools/cli.
+    let listed = umoci_ls(&layout);
+    let mut names: Vec<&str> = listed.lines().collect();
+    names.sort();
+    assert_eq!(names, ["team/app:v1", "team/app:v2", "tools/cli:1.0"]);
+    assert_eq!(
+        skopeo_raw(&format!("oci:{}:team/app:v2", layout.display())),
+        b.manifest
+    );
+    // A layout bundle verifies (platforms listed) and imports the same way.
+    let run = mirror(
+        &["verify", "--output", "json", layout.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    ok(&run, "verify");
+    let report = run.json();
+    let cli_image = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "tools/cli:1.0")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        cli_image["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    // v1, v2, the index and its arm64 child (its amd64 child is v1).
+    assert_eq!(report["manifests"], 4, "{report}");
+    let dst = Registry::start_open().await.unwrap();
+    ok(
+        &import(layout.to_str().unwrap(), &dst.host()).await,
+        "import",
+    );
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/team/app:v1", dst.host())),
+        a.manifest
+    );
+    assert!(!exists(&format!("docker://{}/team/app:old", dst.host())));
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/tools/cli:1.0", dst.host())),
+        idx
+    );
+
+    // Entries keeping different platforms cannot share one run's filter.
+    let mixed = tmp.path().join("mixed.yaml");
+    std::fs::write(
+        &mixed,
+        format!(
+            "sync:\n  - source: {h}/team/app\n    target: unused.example/app\n    tags: [v1]\n  - source: {h}/tools/cli\n    target: unused.example/cli\n    tags: ['1.0']\n    platforms: [linux/arm64]\n",
+            h = src.host()
+        ),
+    )
+    .unwrap();
+    let mixed_out = tmp.path().join("mixed.tar");
+    let run = export(&[
+        "--config",
+        mixed.to_str().unwrap(),
+        "--to",
+        mixed_out.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("linux/arm64"), "{}", run.stderr);
+    assert!(!mixed_out.exists());
+
+    // Two sources one name in the bundle would overwrite each other.
+    let other = Registry::start_open().await.unwrap();
+    push_image(
+        &client(&other.host(), None),
+        &repo(&other.host(), "tools/cli"),
+        "1.0",
+        &b,
+    )
+    .await;
+    let run = export(&[
+        &tools,
+        &format!("{}/tools/cli:1.0", other.host()),
+        "--to",
+        tmp.path().join("clash.tar").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("tools/cli:1.0"), "{}", run.stderr);
+    assert!(!tmp.path().join("clash.tar").exists());
+}
+
+#[tokio::test]
+async fn verify_and_import_name_a_corrupted_blob_and_import_nothing() {
+    let src = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let layer = blob(11, 50_000);
+    let img = image_from_layers(11, vec![layer.clone()], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &img).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("b.tar");
+    let bundle_s = bundle.to_str().unwrap();
+    ok(
+        &export(&[&format!("{}/team/app:v1", src.host()), "--to", bundle_s]).await,
+        "export",
+    );
+    // One byte in the middle of the layer flipped on the way.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &layer[..64])
+        .expect("the layer is in the bundle")
+        + 25_000;
+    bytes[at] ^= 0xff;
+    std::fs::write(&bundle, &bytes).unwrap();
+
+    let run = mirror(&["verify", bundle_s], &[]).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let digest = Digest::sha256_of(&layer).to_string();
+    assert!(run.stderr.contains(&digest), "{}", run.stderr);
+    assert!(run.stderr.contains(&blob_entry(&layer)), "{}", run.stderr);
+    assert!(run.stderr.contains("team/app:v1"), "{}", run.stderr);
+    let json = mirror(&["verify", "--output", "json", bundle_s], &[]).await;
+    assert_eq!(json.code, 1);
+    assert_eq!(json.json()["problems"].as_array().unwrap().len(), 1);
+
+    let dst = Registry::start_open().await.unwrap();
+    let run = import(bundle_s, &dst.host()).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&digest), "{}", run.stdout);
+    assert!(!exists(&format!("docker://{}/team/app:v1", dst.host())));
+}
+
+#[tokio::test]
+async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_first() {
+    let src = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let base = blob(21, 400_000);
+    let week1 = image_from_layers(21, vec![base.clone(), blob(22, 20_000)], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &week1).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("week1.tar");
+    let app = format!("{}/team/app", src.host());
+    ok(
+        &export(&[&format!("{app}:v1"), "--to", full.to_str().unwrap()]).await,
+        "week 1",
+    );
+
+    // Week 2: a new version on the same base, the old one again, and a new
+    // repository on the same base (its import links the base from team/app).
+    let new_layer = blob(23, 30_000);
+    let week2 = image_from_layers(23, vec![base.clone(), new_layer.clone()], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v2", &week2).await;
+    let other = image_from_layers(24, vec![base.clone(), blob(24, 10_000)], false);
+    push_image(&c, &repo(&src.host(), "team/other"), "v1", &other).await;
+    let other_ref = format!("{}/team/other:v1", src.host());
+    let list = tmp.path().join("week1.tar.blobs");
+    let delta = tmp.path().join("week2.tar");
+    let delta_s = delta.to_str().unwrap();
+    let run = export(&[
+        &format!("{app}:v1"),
+        &format!("{app}:v2"),
+        &other_ref,
+        "--since",
+        list.to_str().unwrap(),
+        "--to",
+        delta_s,
+    ])
+    .await;
+    ok(&run, "week 2 delta");
+    let listed = entries(&delta);
+    assert!(!listed.contains(&blob_entry(&base)), "{listed:?}");
+    assert!(listed.contains(&blob_entry(&new_layer)), "{listed:?}");
+    let delta_size = std::fs::metadata(&delta).unwrap().len();
+    assert!(
+        delta_size < std::fs::metadata(&full).unwrap().len() / 4,
+        "{delta_size}"
+    );
+    // The old bundle itself works as --since too, and gives the same entries.
+    let delta2 = tmp.path().join("week2-from-bundle.tar");
+    ok(
+        &export(&[
+            &format!("{app}:v1"),
+            &format!("{app}:v2"),
+            &other_ref,
+            "--since",
+            full.to_str().unwrap(),
+            "--to",
+            delta2.to_str().unwrap(),
+        ])
+        .await,
+        "delta from the old bundle",
+    );
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(entries(&delta2)), sorted(listed.clone()));
+
+    // verify lists the left-out blobs as such, not as errors.
+    let run = mirror(&["verify", "--output", "json", delta_s], &[]).await;
+    ok(&run, "verify the delta");
+    let report = run.json();
+    let omitted: Vec<&str> = report["omitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["digest"].as_str().unwrap())
+        .collect();
+    assert!(omitted.contains(&Digest::sha256_of(&base).to_string().as_str()));
+
+    // Into a registry that never saw week 1: refused before anything moves.
+    let fresh = Registry::start_open().await.unwrap();
+    let run = import(delta_s, &fresh.host()).await;
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains(&Digest::sha256_of(&base).to_string()),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("nothing was imported"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fresh.count_requests("PUT", "/v2/"), 0);
+    assert_eq!(fresh.count_requests("POST", "/v2/"), 0);
+    assert!(!exists(&format!("docker://{}/team/app:v1", fresh.host())));
+
+    // After week 1, the delta imports and both versions are whole.
+    ok(
+        &import(full.to_str().unwrap(), &fresh.host()).await,
+        "week 1 import",
+    );
+    ok(&import(delta_s, &fresh.host()).await, "week 2 import");
+    for (name, img) in [
+        ("team/app:v1", &week1),
+        ("team/app:v2", &week2),
+        ("team/other:v1", &other),
+    ] {
+        assert_eq!(
+            skopeo_raw(&format!("docker://{}/{name}", fresh.host())),
+            img.manifest
+        );
+    }
+    // The base crossed once, in week 1; team/other got it by a mount.
+    let base_pushes = fresh.count_requests("PUT", Digest::sha256_of(&base).hex());
+    assert_eq!(base_pushes, 1);
+    // Week 3's list covers what week 2 left out as well.
+    let list2 = std::fs::read_to_string(tmp.path().join("week2.tar.blobs")).unwrap();
+    assert!(
+        list2.contains(&Digest::sha256_of(&base).to_string()),
+        "{list2}"
+    );
+    assert!(list2.contains(&Digest::sha256_of(&new_layer).to_string()));
+}
+
+#[tokio::test]
+async fn layouts_and_archives_skopeo_writes_import_with_mirror() {
+    let src = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image_from_layers(
+        31,
+        vec![Bytes::from(vec![7u8; 9000]), blob(32, 12_000)],
+        false,
+    );
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &img).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("skopeo-layout");
+    let archive = tmp.path().join("skopeo.tar");
+    for dest in [
+        format!("oci:{}:team/app:v1", dir.display()),
+        format!("oci-archive:{}:team/app:v1", archive.display()),
+    ] {
+        run_peer(
+            "skopeo",
+            &[
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                &format!("docker://{}/team/app:v1", src.host()),
+                &dest,
+            ],
+        );
+    }
+    let dst = Registry::start_open().await.unwrap();
+    // No recorded reference: the name in the bundle gives repository and tag.
+    ok(
+        &import(
+            &format!("oci:{}", dir.display()),
+            &format!("{}/from-layout", dst.host()),
+        )
+        .await,
+        "import a skopeo layout",
+    );
+    ok(
+        &mirror(&["verify", archive.to_str().unwrap()], &[]).await,
+        "verify a skopeo archive",
+    );
+    ok(
+        &import(
+            archive.to_str().unwrap(),
+            &format!("{}/from-archive", dst.host()),
+        )
+        .await,
+        "import a skopeo archive",
+    );
+    let theirs = skopeo_raw(&format!("oci:{}:team/app:v1", dir.display()));
+    for prefix in ["from-layout", "from-archive"] {
+        assert_eq!(
+            skopeo_raw(&format!("docker://{}/{prefix}/team/app:v1", dst.host())),
+            theirs,
+            "{prefix}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_tar_export_continues_from_its_last_whole_entry() {
+    use mirror_tests::{Fault, FaultProxy, Rule};
+    let src = Registry::start_open().await.unwrap();
+    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let c = client(&src.host(), None);
+    let first = blob(41, 1_500_000);
+    let second = blob(42, 16_000_000);
+    let img = image_from_layers(41, vec![first.clone(), second.clone()], false);
+    push_image(&c, &repo(&src.host(), "team/big"), "v1", &img).await;
+    let stalled = Digest::sha256_of(&second);
+    proxy.add_rule(
+        Rule::new(Fault::StallResponseBodyAfter(12_000_000))
+            .path_contains(&format!("/blobs/{stalled}")),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let bundle = out.join("b.tar");
+    let state = tmp.path().join("state");
+    let args = [
+        "export",
+        "--progress",
+        "none",
+        "-j",
+        "1",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--spool-threshold",
+        "1M",
+    ];
+    let image_ref = format!("{}/team/big:v1", proxy.host());
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend([image_ref.as_str(), "--to", bundle.to_str().unwrap()]);
+
+    // Killed while the second layer stalls: only the temporary file is left.
+    let mut child = mirror_tests::cli::command(&all, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = out.join("b.tar.partial");
+    let started = std::time::Instant::now();
+    loop {
+        let sent: u64 = proxy
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains(&format!("/blobs/{stalled}")))
+            .map(|r| r.response_body_bytes)
+            .sum();
+        let written = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if sent >= 12_000_000 && written > first.len() as u64 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the export never reached the second layer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Let the spool checkpoint what arrived.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(!bundle.exists());
+    assert!(partial.exists());
+
+    // The rerun continues: the first layer is not read again, the second
+    // continues, and the bundle verifies.
+    proxy.clear_rules();
+    let run = mirror(&all, &[]).await;
+    ok(&run, "the rerun");
+    assert_eq!(
+        listing(&out),
+        vec!["b.tar".to_string(), "b.tar.blobs".to_string()]
+    );
+    let first_gets = proxy
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path
+                .contains(&format!("/blobs/{}", Digest::sha256_of(&first)))
+        })
+        .count();
+    assert_eq!(first_gets, 1, "the first layer was read again");
+    let read: u64 = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .map(|r| r.response_body_bytes)
+        .sum();
+    // At most what the spool had not checkpointed yet is read twice: the
+    // rerun continues the second layer instead of starting it over.
+    let total = (first.len() + second.len() + img.config.len()) as u64;
+    let checkpoint = mirror::state::spool::CHECKPOINT;
+    assert!(
+        read <= total + checkpoint,
+        "read {read} source bytes across both runs for {total}"
+    );
+    ok(
+        &mirror(&["verify", bundle.to_str().unwrap()], &[]).await,
+        "verify",
+    );
+    assert_eq!(
+        skopeo_raw(&format!("oci-archive:{}:team/big:v1", bundle.display())),
+        img.manifest
+    );
+}
+
+/// The files in a directory, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn verify_and_import_refuse_a_hostile_bundle_naming_the_entry() {
+    let src = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let img = image_from_layers(51, vec![blob(51, 5000)], false);
+    push_image(&c, &repo(&src.host(), "team/app"), "v1", &img).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.tar");
+    ok(
+        &export(&[
+            &format!("{}/team/app:v1", src.host()),
+            "--to",
+            good.to_str().unwrap(),
+        ])
+        .await,
+        "export",
+    );
+    // The same bundle with an entry that climbs out put in front.
+    let mut h = tar::Header::new_gnu();
+    let name = b"../../etc/cron.d/evil";
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(4);
+    h.set_cksum();
+    let mut bytes = h.as_bytes().to_vec();
+    bytes.extend_from_slice(b"evil");
+    bytes.resize(1024, 0);
+    bytes.extend_from_slice(&std::fs::read(&good).unwrap());
+    let hostile = tmp.path().join("hostile.tar");
+    std::fs::write(&hostile, bytes).unwrap();
+
+    let run = mirror(&["verify", hostile.to_str().unwrap()], &[]).await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("../../etc/cron.d/evil"),
+        "{}",
+        run.stderr
+    );
+    let dst = Registry::start_open().await.unwrap();
+    let run = import(hostile.to_str().unwrap(), &dst.host()).await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("../../etc/cron.d/evil"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(dst.count_requests("PUT", "/v2/"), 0);
+    assert_eq!(dst.count_requests("POST", "/v2/"), 0);
+    assert!(!tmp.path().join("etc").exists());
+}
