@@ -207,7 +207,10 @@ fn hash_prefix(path: &Path, desc: &Descriptor, len: u64) -> io::Result<Hasher> {
         }
     }
     if hasher.len() < len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spool file short"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "spool file short",
+        ));
     }
     Ok(hasher)
 }
