@@ -152,7 +152,7 @@ impl Preset {
             jobs,
             max_requests_per_host: None,
             read_timeout: None,
-            http: registry_client::HttpVersion::Auto,
+            http: registry_client::HttpVersion::default(),
             registries,
             entries,
         })

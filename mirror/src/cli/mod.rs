@@ -79,9 +79,10 @@ pub struct RegistryArgs {
     /// where it stopped.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     read_timeout: Option<std::time::Duration>,
-    /// `auto`: HTTP/2 where a TLS registry offers it, else HTTP/1.1;
-    /// `1.1`: HTTP/1.1 only (for proxies that break HTTP/2).
-    #[arg(long, value_name = "VERSION", default_value = "auto", value_parser = parse_http_version)]
+    /// `1.1` (default): HTTP/1.1, blobs over several connections, measured
+    /// faster than HTTP/2 for blobs; `auto`: HTTP/2 where a TLS registry
+    /// offers it.
+    #[arg(long, value_name = "VERSION", default_value = "1.1", value_parser = parse_http_version)]
     http: HttpVersion,
 }
 

@@ -49,8 +49,7 @@ pub struct SyncConfig {
     /// Give up on a response silent for this long (the client's default
     /// when `None`).
     pub read_timeout: Option<std::time::Duration>,
-    /// `http: "1.1"` keeps to HTTP/1.1; HTTP/2 is otherwise negotiated
-    /// over TLS.
+    /// `http: auto` lets TLS registries offer HTTP/2; HTTP/1.1 otherwise.
     pub http: registry_client::HttpVersion,
     pub registries: Vec<RegistrySettings>,
     pub entries: Vec<SyncEntry>,
@@ -236,7 +235,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
     };
     let http = match &raw.http {
         Some(h) => crate::cli::parse_http_version(&h.value).map_err(|m| cx.at(h, m))?,
-        None => registry_client::HttpVersion::Auto,
+        None => registry_client::HttpVersion::default(),
     };
     Ok(SyncConfig {
         jobs,

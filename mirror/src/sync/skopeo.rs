@@ -183,7 +183,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
         jobs: None,
         max_requests_per_host: None,
         read_timeout: None,
-        http: registry_client::HttpVersion::Auto,
+        http: registry_client::HttpVersion::default(),
         registries,
         entries,
     })
