@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use mirror_benches::copier::{build_mirror, Copier, Job};
+use mirror_benches::copier::{build_mirror, Contender, Copier, Job};
 use mirror_benches::measure;
 use mirror_benches::scenario::{prepare, prepare_update, Image, Prepared, Scenario};
 use mirror_benches::table::Results;
@@ -39,6 +39,11 @@ struct Args {
     /// settings: `--mirror-arg=--jobs=4`. Named in the table's header.
     #[arg(long = "mirror-arg", value_name = "ARG", allow_hyphen_values = true)]
     mirror_args: Vec<String>,
+    /// Also run `mirror copy` with other settings, in the same rotation as
+    /// the rest (repeatable): `--variant 'jobs 4=--jobs 4'`. Its row is
+    /// `mirror [jobs 4]`.
+    #[arg(long = "variant", value_name = "LABEL=ARGS", value_parser = Contender::variant, allow_hyphen_values = true)]
+    variants: Vec<Contender>,
     /// Both registries speak TLS (HTTP/2 is then negotiated); the raw
     /// limit speaks plain HTTP only and is left out.
     #[arg(long)]
@@ -121,19 +126,21 @@ async fn bench(args: Args, out: PathBuf, cache: PathBuf) -> anyhow::Result<()> {
             };
             for run in 0..args.runs {
                 // Alternate the order so no contender always runs on a warm cache.
-                let mut order = args.copiers.clone();
+                let mut order: Vec<Contender> =
+                    args.copiers.iter().map(|c| Contender::plain(*c)).collect();
+                order.extend(args.variants.iter().cloned());
                 let n = order.len();
                 order.rotate_left(run % n);
-                for copier in order {
-                    let sample = one(&src, &prepared, update.as_ref(), phase, copier, &setup)
+                for contender in order {
+                    let sample = one(&src, &prepared, update.as_ref(), phase, &contender, &setup)
                         .await
                         .with_context(|| {
-                            format!("{} {phase:?} {}", scenario.name(), copier.name())
+                            format!("{} {phase:?} {}", scenario.name(), contender.name())
                         })?;
                     eprintln!(
                         "  {:?} {:<12} run {}: {:.2} s wall, {:.2} s CPU, {} MiB RSS, {:.0} MiB from the source, {} requests",
                         phase,
-                        copier.name(),
+                        contender.name(),
                         run + 1,
                         sample.wall.as_secs_f64(),
                         sample.cpu.as_secs_f64(),
@@ -144,7 +151,7 @@ async fn bench(args: Args, out: PathBuf, cache: PathBuf) -> anyhow::Result<()> {
                     results.add(
                         scenario.name(),
                         &format!("{phase:?}").to_lowercase(),
-                        copier,
+                        &contender,
                         sample,
                     );
                 }
@@ -174,9 +181,10 @@ async fn one(
     prepared: &Prepared,
     update: Option<&Prepared>,
     phase: Phase,
-    copier: Copier,
+    contender: &Contender,
     setup: &Setup<'_>,
 ) -> anyhow::Result<measure::Sample> {
+    let copier = contender.copier;
     let dst = setup.registry().await?;
     let work = tempfile::tempdir()?;
     let job = |images: &[Image], heads_only: bool| Job {
@@ -185,7 +193,7 @@ async fn one(
         images: images.to_vec(),
         heads_only,
         mirror_bin: setup.mirror_bin.clone(),
-        mirror_args: setup.mirror_args_for(&[&src.host(), &dst.host()]),
+        mirror_args: setup.mirror_args_for(&[&src.host(), &dst.host()], &contender.args),
         work: work.path().to_path_buf(),
     };
     let client = setup.client(&src.host());
@@ -253,8 +261,9 @@ impl Setup<'_> {
     }
 
     /// mirror's extra arguments, with the CA and TLS hosts when needed.
-    fn mirror_args_for(&self, hosts: &[&str]) -> Vec<String> {
+    fn mirror_args_for(&self, hosts: &[&str], more: &[String]) -> Vec<String> {
         let mut args = self.mirror_args.clone();
+        args.extend_from_slice(more);
         if let Some(ca) = self.ca {
             args.push(format!("--ca-file={}", ca.ca_pem_path().display()));
             args.extend(hosts.iter().map(|h| format!("--tls-registry={h}")));

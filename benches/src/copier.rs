@@ -35,6 +35,47 @@ impl Copier {
     }
 }
 
+/// A contender in the table: a copier, or mirror with other settings (a
+/// variant, named by its label) measured alongside the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Contender {
+    pub copier: Copier,
+    /// Empty for the copier as it is.
+    pub label: String,
+    /// Extra arguments for mirror.
+    pub args: Vec<String>,
+}
+
+impl Contender {
+    pub fn plain(copier: Copier) -> Self {
+        Contender {
+            copier,
+            label: String::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// `LABEL=ARGS`: `mirror copy` with ARGS (split at spaces) added.
+    pub fn variant(spec: &str) -> Result<Self, String> {
+        let (label, args) = spec
+            .split_once('=')
+            .ok_or(format!("{spec:?}: use LABEL=ARGS, e.g. 'jobs 4=--jobs 4'"))?;
+        Ok(Contender {
+            copier: Copier::Mirror,
+            label: label.to_string(),
+            args: args.split_whitespace().map(str::to_string).collect(),
+        })
+    }
+
+    pub fn name(&self) -> String {
+        if self.label.is_empty() {
+            self.copier.name().to_string()
+        } else {
+            format!("{} [{}]", self.copier.name(), self.label)
+        }
+    }
+}
+
 /// Everything a command needs to know about one run.
 pub struct Job {
     pub source: String,

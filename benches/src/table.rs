@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::copier::Copier;
+use crate::copier::{Contender, Copier};
 use crate::measure::Sample;
 
-/// Samples by (scenario, phase, copier).
+/// Samples by (scenario, phase, contender).
 #[derive(Default)]
 pub struct Results {
-    pub samples: BTreeMap<(String, String, Copier), Vec<Sample>>,
+    pub samples: BTreeMap<(String, String, Contender), Vec<Sample>>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -37,14 +37,14 @@ struct Medians {
 }
 
 impl Results {
-    pub fn add(&mut self, scenario: &str, phase: &str, copier: Copier, s: Sample) {
+    pub fn add(&mut self, scenario: &str, phase: &str, contender: &Contender, s: Sample) {
         self.samples
-            .entry((scenario.into(), phase.into(), copier))
+            .entry((scenario.into(), phase.into(), contender.clone()))
             .or_default()
             .push(s);
     }
 
-    fn medians(&self, key: &(String, String, Copier)) -> Option<Medians> {
+    fn medians(&self, key: &(String, String, Contender)) -> Option<Medians> {
         let v = self.samples.get(key)?;
         let secs =
             |f: fn(&Sample) -> Duration| median(v.iter().map(|s| f(s).as_secs_f64()).collect());
@@ -73,9 +73,12 @@ impl Results {
         );
         for key in self.samples.keys() {
             let Some(m) = self.medians(key) else { continue };
-            let ratio = |mine: Copier| match self.medians(&(key.0.clone(), key.1.clone(), mine)) {
-                Some(me) if key.2 != mine => format!("{:.2}", me.wall / m.wall),
-                _ => String::new(),
+            let ratio = |mine: Copier| {
+                let mine = Contender::plain(mine);
+                match self.medians(&(key.0.clone(), key.1.clone(), mine.clone())) {
+                    Some(me) if key.2 != mine => format!("{:.2}", me.wall / m.wall),
+                    _ => String::new(),
+                }
             };
             let _ = writeln!(
                 out,
