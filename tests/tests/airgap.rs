@@ -134,6 +134,55 @@ async fn azureml_preset_round_trip_restores_repositories_and_tags_byte_for_byte(
         );
     }
 
+    // Inside, the preset takes the imported images as its source: a copy
+    // within one registry, so every blob is mounted and none moves; the
+    // images land as `stable` and the job variables come out.
+    let report = tmp.path().join("azureml-report.json");
+    let run = mirror(
+        &[
+            "azureml",
+            "sync",
+            "--region",
+            FIXTURE_REGION,
+            "--source",
+            &format!("{}/azureml/runtime", dst.host()),
+            "--target",
+            &dst.host(),
+            "--pull-username",
+            "puller",
+            "--pull-password-env",
+            "PULL_PW",
+            "--format",
+            "json",
+            "--progress",
+            "none",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[("PULL_PW", "pull-pw")],
+    )
+    .await;
+    ok(&run, "azureml sync from the imported images");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["copied"], 6, "{report:#}");
+    assert_eq!(report["bytes_copied"], 0, "every blob mounted: {report:#}");
+    let vars: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(vars["AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE"]
+        .as_str()
+        .unwrap()
+        .contains(&dst.host()));
+    for r in AZUREML_REPOSITORIES {
+        assert_eq!(
+            skopeo_raw(&format!("docker://{}/{r}:stable", dst.host())),
+            skopeo_raw(&format!(
+                "docker://{}/azureml/runtime/{r}:{FIXTURE_REGION}-stable",
+                src.host()
+            )),
+            "{r}"
+        );
+    }
+
     // skopeo copies an image out of what export wrote.
     let name = format!("{}:{FIXTURE_REGION}-stable", AZUREML_REPOSITORIES[2]);
     let peer_target = format!("docker://{}/peer/lifecycler:v1", dst.host());
