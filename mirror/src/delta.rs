@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use registry_client::Digest;
@@ -129,16 +128,12 @@ pub fn write_list(
     for (d, n) in blobs {
         text += &format!("{d} {n}\n");
     }
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".partial");
-    let temp = PathBuf::from(temp);
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&temp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&temp, &path)
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
-    write().map_err(|e| StoreError::io(format!("writing {}", path.display()), e))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    crate::store::layout::write_atomic_sync(dir, &name, text.as_bytes())?;
     Ok(path)
 }
 

@@ -71,6 +71,8 @@ pub struct ImageGraph {
 pub async fn image_graph(store: &dyn ImageStore, root: &Descriptor) -> Result<ImageGraph, String> {
     let mut graph = ImageGraph::default();
     let mut seen = BTreeSet::new();
+    // The digests in `graph.blobs`, to keep each blob once.
+    let mut known: BTreeSet<Digest> = BTreeSet::new();
     let mut todo = vec![(root.clone(), true)];
     while let Some((desc, is_root)) = todo.pop() {
         if !seen.insert(desc.digest.clone()) {
@@ -105,8 +107,6 @@ pub async fn image_graph(store: &dyn ImageStore, root: &Descriptor) -> Result<Im
                 todo.push((child, false));
             }
         } else {
-            let mut known: BTreeSet<Digest> =
-                graph.blobs.iter().map(|b| b.digest.clone()).collect();
             for b in content.config.into_iter().chain(content.layers) {
                 if known.insert(b.digest.clone()) {
                     graph.blobs.push(b);

@@ -164,6 +164,17 @@ impl Hasher {
         self.len += data.len() as u64;
     }
 
+    /// Hash everything `reader` yields, in 256 KiB reads.
+    pub fn update_from(&mut self, mut reader: impl std::io::Read) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match reader.read(&mut buf)? {
+                0 => return Ok(()),
+                n => self.update(&buf[..n]),
+            }
+        }
+    }
+
     /// Bytes hashed so far.
     pub fn len(&self) -> u64 {
         self.len

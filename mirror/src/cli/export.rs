@@ -9,9 +9,8 @@ use clap::Args;
 
 use super::run::{exit_code, open_state, run_jobs, Show};
 use super::{exit, OutputFormat, ProgressMode, RegistryArgs, StateArgs};
-use crate::azureml::images::{
-    source_tag, under_prefix, MCR_HOST, MCR_PREFIX, RUNTIME_REPOSITORIES,
-};
+use crate::azureml::images::{source_tag, RUNTIME_REPOSITORIES};
+use crate::azureml::preset::Location;
 use crate::endpoint::Endpoint;
 use crate::plan::Planner;
 use crate::platform::PlatformFilter;
@@ -115,23 +114,14 @@ fn bundle_target(to: &str) -> Result<BundleTarget, String> {
 /// The AzureML runtime images of `region` under `source` (`HOST[/PREFIX]`).
 fn azureml_images(region: &str, source: Option<&str>) -> Result<Vec<String>, String> {
     let region = crate::azureml::regions::check(region).map_err(|e| e.to_string())?;
-    let (host, prefix) = match source {
-        Some(s) => match s.trim_end_matches('/').split_once('/') {
-            Some((h, p)) => (h.to_string(), Some(p.to_string())),
-            None => (s.to_string(), None),
-        },
-        None => (MCR_HOST.to_string(), Some(MCR_PREFIX.to_string())),
+    let source = match source {
+        Some(s) => Location::parse(s).map_err(|e| format!("--source {e}"))?,
+        None => Location::mcr(),
     };
-    Ok(RUNTIME_REPOSITORIES
+    RUNTIME_REPOSITORIES
         .iter()
-        .map(|r| {
-            format!(
-                "{host}/{}:{}",
-                under_prefix(prefix.as_deref(), r),
-                source_tag(region)
-            )
-        })
-        .collect())
+        .map(|r| Ok(format!("{}:{}", source.repository(r)?, source_tag(region))))
+        .collect()
 }
 
 /// The images from the arguments, the file and the preset, parsed.
@@ -181,8 +171,6 @@ pub async fn run(args: ExportArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let mut registry = args.registry.clone();
-    registry.max_requests_per_host.get_or_insert(args.jobs);
     // A config brings its own registry settings and credentials.
     let config = match &args.config {
         Some(path) => match crate::sync::config::load(path) {
@@ -196,7 +184,7 @@ pub async fn run(args: ExportArgs) -> i32 {
     };
     let client = match &config {
         Some(c) => crate::sync::client(c).map_err(anyhow::Error::from),
-        None => registry.client(),
+        None => args.registry.client(args.jobs),
     };
     let client = match client {
         Ok(c) => c,

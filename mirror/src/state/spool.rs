@@ -198,14 +198,7 @@ fn trusted_hasher(paths: &Paths, desc: &Descriptor) -> Option<Hasher> {
 fn hash_prefix(path: &Path, desc: &Descriptor, len: u64) -> io::Result<Hasher> {
     use std::io::Read;
     let mut hasher = Hasher::new(desc.digest.algorithm());
-    let mut file = File::open(path)?.take(len);
-    let mut buf = vec![0u8; WRITE_BATCH];
-    loop {
-        match file.read(&mut buf)? {
-            0 => break,
-            n => hasher.update(&buf[..n]),
-        }
-    }
+    hasher.update_from(File::open(path)?.take(len))?;
     if hasher.len() < len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,

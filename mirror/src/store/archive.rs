@@ -417,15 +417,7 @@ fn whole_entries(file: &mut fs::File) -> io::Result<(HashMap<Digest, u64>, u64)>
             break;
         }
         let mut hasher = Hasher::new(digest.algorithm());
-        let mut reader = (&mut *file).take(size);
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
+        hasher.update_from((&mut *file).take(size))?;
         if hasher.finish() != digest {
             break;
         }
@@ -711,16 +703,7 @@ impl ArchiveReader {
     /// Index the archive at `path`, refusing hostile or malformed content.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let canonical = match fs::canonicalize(&path) {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound(format!(
-                    "OCI archive {}",
-                    path.display()
-                )))
-            }
-            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
-        };
+        let canonical = StoreError::canonical(&path, "OCI archive")?;
         let refuse = |entry: &str, reason: String| {
             StoreError::invalid(format!("{}: entry {entry:?}", path.display()), reason)
         };
@@ -1060,15 +1043,7 @@ fn read_span(file: &mut fs::File, span: &Span) -> io::Result<Vec<u8>> {
 fn hash_span(file: &mut fs::File, span: &Span) -> io::Result<Digest> {
     file.seek(SeekFrom::Start(span.offset))?;
     let mut hasher = Hasher::new(registry_client::Algorithm::Sha256);
-    let mut reader = file.take(span.size);
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    hasher.update_from(file.take(span.size))?;
     Ok(hasher.finish())
 }
 

@@ -44,16 +44,7 @@ impl LayoutStore {
     /// `index.json` must be a valid image index.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let root = match fs::canonicalize(&path) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound(format!(
-                    "OCI layout directory {}",
-                    path.display()
-                )))
-            }
-            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
-        };
+        let root = StoreError::canonical(&path, "OCI layout directory")?;
         let store = LayoutStore { path, root };
         store.check_layout_file()?;
         store.read_index_sync()?;
@@ -716,7 +707,7 @@ async fn read_capped(path: &Path, limit: u64, what: &str) -> Result<Option<Bytes
 
 /// Write `dir/name` whole or not at all: a temporary file, fsync, rename,
 /// fsync of the directory.
-fn write_atomic_sync(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_atomic_sync(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let temp = dir.join(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
     let target = dir.join(name);
     let guard = RemoveOnDrop(Some(temp.clone()));

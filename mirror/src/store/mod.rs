@@ -107,6 +107,20 @@ impl StoreError {
         }
     }
 
+    /// `path` made absolute; a path that does not exist is `NotFound`,
+    /// named as `what` (`OCI layout directory x`).
+    pub(crate) fn canonical(
+        path: &std::path::Path,
+        what: &str,
+    ) -> Result<std::path::PathBuf, Self> {
+        std::fs::canonicalize(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                StoreError::NotFound(format!("{what} {}", path.display()))
+            }
+            _ => StoreError::io(format!("opening {}", path.display()), e),
+        })
+    }
+
     pub fn invalid(context: impl Into<String>, reason: impl Into<String>) -> Self {
         StoreError::Invalid {
             context: context.into(),
