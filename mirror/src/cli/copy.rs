@@ -50,9 +50,7 @@ pub async fn run(args: CopyArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let mut registry = args.registry.clone();
-    registry.max_requests_per_host.get_or_insert(args.jobs);
-    let client = match registry.client() {
+    let client = match args.registry.client(args.jobs) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");

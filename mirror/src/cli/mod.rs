@@ -178,9 +178,13 @@ impl RegistryArgs {
         }
     }
 
-    /// A client with docker's credentials (`DOCKER_CONFIG` or ~/.docker).
-    pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(self.client_with(Arc::new(DockerConfig::discover()?))?)
+    /// A client with docker's credentials (`DOCKER_CONFIG` or ~/.docker),
+    /// allowing `jobs` requests per host unless `--max-requests-per-host`
+    /// says otherwise.
+    pub fn client(&self, jobs: u16) -> anyhow::Result<Client> {
+        let mut settings = self.clone();
+        settings.max_requests_per_host.get_or_insert(jobs);
+        Ok(settings.client_with(Arc::new(DockerConfig::discover()?))?)
     }
 
     /// A client asking `credentials` for each registry.

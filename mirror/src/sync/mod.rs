@@ -18,9 +18,7 @@ pub mod template;
 
 use std::sync::Arc;
 
-use registry_client::{
-    Client, ClientConfig, CredentialChain, CredentialStore, DockerConfig, StaticCredentials,
-};
+use registry_client::{Client, ClientConfig, CredentialChain, StaticCredentials};
 
 pub use config::{ConfigError, SyncConfig};
 pub use run::{Status, SyncImage, SyncReport};
@@ -35,8 +33,7 @@ pub fn client(config: &SyncConfig) -> Result<Client, registry_client::Error> {
             explicit.insert(&r.host, c.clone());
         }
     }
-    let chain: Vec<Arc<dyn CredentialStore>> =
-        vec![Arc::new(explicit), Arc::new(DockerConfig::discover()?)];
+    let chain = CredentialChain::explicit_then_docker(explicit)?;
     Client::new(ClientConfig {
         insecure_registries: config
             .registries
@@ -55,7 +52,7 @@ pub fn client(config: &SyncConfig) -> Result<Client, registry_client::Error> {
             .iter()
             .flat_map(|r| r.ca_files.iter().cloned())
             .collect(),
-        credentials: Arc::new(CredentialChain(chain)),
+        credentials: Arc::new(chain),
         host_requests: config
             .registries
             .iter()

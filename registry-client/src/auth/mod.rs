@@ -134,6 +134,17 @@ impl CredentialStore for StaticCredentials {
 #[derive(Debug, Default, Clone)]
 pub struct CredentialChain(pub Vec<Arc<dyn CredentialStore>>);
 
+impl CredentialChain {
+    /// Credentials given explicitly first, then docker's config.json
+    /// (`DOCKER_CONFIG` or ~/.docker), as every command asks.
+    pub fn explicit_then_docker(explicit: StaticCredentials) -> Result<Self, Error> {
+        Ok(CredentialChain(vec![
+            Arc::new(explicit),
+            Arc::new(DockerConfig::discover()?),
+        ]))
+    }
+}
+
 impl CredentialStore for CredentialChain {
     fn credential(&self, registry: &str) -> Result<Credential, Error> {
         for store in &self.0 {

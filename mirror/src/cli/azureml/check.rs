@@ -6,11 +6,9 @@
 use std::sync::Arc;
 
 use clap::Args;
-use registry_client::{
-    Credential, CredentialChain, CredentialStore, DockerConfig, StaticCredentials,
-};
+use registry_client::{Credential, CredentialChain, StaticCredentials};
 
-use super::login::{JobLogin, SourceLogin, Stdin, TargetLogin};
+use super::login::{Logins, Resolved};
 use super::PresetArgs;
 use crate::azureml::check::{check, CheckRow, Pull, Standing};
 use crate::azureml::preset::Preset;
@@ -21,14 +19,10 @@ use crate::cli::{exit, OutputFormat, RegistryArgs};
 pub struct CheckArgs {
     #[command(flatten)]
     preset: PresetArgs,
+    // The job's credentials are tried for pulls: --pull-username, else
+    // those in $AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE when it is set.
     #[command(flatten)]
-    target_login: TargetLogin,
-    #[command(flatten)]
-    source_login: SourceLogin,
-    /// The job's credentials to try pulling with (default: those in
-    /// $AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE, when it is set).
-    #[command(flatten)]
-    job_login: JobLogin,
+    logins: Logins,
     #[command(flatten)]
     registries: RegistryArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -43,32 +37,26 @@ pub async fn run(args: CheckArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let mut stdin = Stdin::default();
-    let job = match args.job_login.credential(&mut stdin) {
-        Ok(Some(j)) => Some(j),
-        Ok(None) => match job_from_environment(&preset) {
+    let Resolved {
+        target,
+        source,
+        job,
+    } = match args.logins.resolve().await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let job = match job {
+        Some(j) => Some(j),
+        None => match job_from_environment(&preset) {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("error: {e}");
                 return exit::USAGE;
             }
         },
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let logins = async {
-        let target = args.target_login.credential(&mut stdin).await?;
-        let source = args.source_login.credential(&mut stdin).await?;
-        Ok::<_, super::login::LoginError>((target, source))
-    };
-    let (target, source) = match logins.await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return e.exit_code();
-        }
     };
 
     let mut explicit = StaticCredentials::new();
@@ -78,17 +66,8 @@ pub async fn run(args: CheckArgs) -> i32 {
     if let Some(c) = source {
         explicit.insert(&preset.source.registry, c);
     }
-    let docker = match DockerConfig::discover() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let chain: Vec<Arc<dyn CredentialStore>> = vec![Arc::new(explicit), Arc::new(docker)];
-    let client = args
-        .registries
-        .client_with(Arc::new(CredentialChain(chain)));
+    let client = CredentialChain::explicit_then_docker(explicit)
+        .and_then(|chain| args.registries.client_with(Arc::new(chain)));
     // The job's client knows only the job's credentials.
     let job_client = job.map(|(user, password)| {
         args.registries.client_with(Arc::new(

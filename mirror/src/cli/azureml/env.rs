@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::login::{secret, Stdin};
+use super::login::secret;
 use crate::azureml::variables::{Format, JobVariables};
 
 #[derive(Debug, Args)]
@@ -53,7 +53,6 @@ pub fn env(args: EnvArgs) -> Result<(), String> {
         args.password_env.as_deref(),
         args.password_stdin,
         "--password-stdin",
-        &mut Stdin::default(),
     )?
     .ok_or(
         "give the password with --password-env VAR or --password-stdin (never on the command line)",

@@ -34,6 +34,36 @@ impl LoginError {
     }
 }
 
+/// Every login `sync` and `check` take.
+#[derive(Debug, Args)]
+pub struct Logins {
+    #[command(flatten)]
+    target: TargetLogin,
+    #[command(flatten)]
+    source: SourceLogin,
+    #[command(flatten)]
+    job: JobLogin,
+}
+
+/// The logins, read: `None` where none was given.
+pub struct Resolved {
+    pub target: Option<Credential>,
+    pub source: Option<Credential>,
+    pub job: Option<(String, Secret)>,
+}
+
+impl Logins {
+    /// Read the secrets and fetch any Entra token.
+    pub async fn resolve(&self) -> Result<Resolved, LoginError> {
+        let job = self.job.credential()?;
+        Ok(Resolved {
+            target: self.target.credential().await?,
+            source: self.source.credential().await?,
+            job,
+        })
+    }
+}
+
 /// How mirror logs in to the customer's registry (default: docker's
 /// config.json, e.g. after `az acr login`).
 #[derive(Debug, Args)]
@@ -116,33 +146,17 @@ pub struct JobLogin {
     pull_password_stdin: bool,
 }
 
-/// Reads standard input at most once: only one secret may come from it.
-#[derive(Debug, Default)]
-pub struct Stdin {
-    taken_by: Option<&'static str>,
-}
-
-impl Stdin {
-    fn read(&mut self, flag: &'static str) -> Result<Secret, String> {
-        if let Some(first) = self.taken_by {
-            return Err(format!(
-                "{first} and {flag} both read standard input; give one of them with an environment variable"
-            ));
-        }
-        self.taken_by = Some(flag);
-        Credential::read_secret(std::io::stdin().lock()).map_err(|e| format!("{flag}: {e}"))
-    }
-}
-
 /// A secret from `$VAR` or standard input, or `None` when neither is asked.
+/// (clap lets at most one `--*-password-stdin` through.)
 pub fn secret(
     env: Option<&str>,
     from_stdin: bool,
-    stdin_flag: &'static str,
-    stdin: &mut Stdin,
+    stdin_flag: &str,
 ) -> Result<Option<Secret>, String> {
     if from_stdin {
-        return stdin.read(stdin_flag).map(Some);
+        return Credential::read_secret(std::io::stdin().lock())
+            .map(Some)
+            .map_err(|e| format!("{stdin_flag}: {e}"));
     }
     match env {
         None => Ok(None),
@@ -169,7 +183,7 @@ fn basic(
 
 impl TargetLogin {
     /// `None`: docker's config.json decides.
-    pub async fn credential(&self, stdin: &mut Stdin) -> Result<Option<Credential>, LoginError> {
+    pub async fn credential(&self) -> Result<Option<Credential>, LoginError> {
         if let Some(source) = &self.entra_token {
             return source
                 .credential(self.tenant.as_deref())
@@ -181,7 +195,6 @@ impl TargetLogin {
             self.password_env.as_deref(),
             self.password_stdin,
             "--password-stdin",
-            stdin,
         )?;
         Ok(basic(
             &self.username,
@@ -192,7 +205,7 @@ impl TargetLogin {
 }
 
 impl SourceLogin {
-    pub async fn credential(&self, stdin: &mut Stdin) -> Result<Option<Credential>, LoginError> {
+    pub async fn credential(&self) -> Result<Option<Credential>, LoginError> {
         if let Some(source) = &self.source_entra_token {
             return source
                 .credential(self.source_tenant.as_deref())
@@ -204,7 +217,6 @@ impl SourceLogin {
             self.source_password_env.as_deref(),
             self.source_password_stdin,
             "--source-password-stdin",
-            stdin,
         )?;
         Ok(basic(
             &self.source_username,
@@ -216,12 +228,11 @@ impl SourceLogin {
 
 impl JobLogin {
     /// The job's user name and password, when given.
-    pub fn credential(&self, stdin: &mut Stdin) -> Result<Option<(String, Secret)>, String> {
+    pub fn credential(&self) -> Result<Option<(String, Secret)>, String> {
         let password = secret(
             self.pull_password_env.as_deref(),
             self.pull_password_stdin,
             "--pull-password-stdin",
-            stdin,
         )?;
         match basic(
             &self.pull_username,

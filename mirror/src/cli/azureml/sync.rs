@@ -9,7 +9,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::env::VariablesOut;
-use super::login::{JobLogin, LoginError, SourceLogin, Stdin, TargetLogin};
+use super::login::{Logins, Resolved};
 use super::PresetArgs;
 use crate::azureml::variables::JobVariables;
 use crate::cli::sync::{run_config, Report, RunArgs, Stream};
@@ -22,11 +22,7 @@ pub struct SyncArgs {
     #[command(flatten)]
     preset: PresetArgs,
     #[command(flatten)]
-    target_login: TargetLogin,
-    #[command(flatten)]
-    source_login: SourceLogin,
-    #[command(flatten)]
-    job_login: JobLogin,
+    logins: Logins,
     #[command(flatten)]
     registries: RegistryArgs,
     #[command(flatten)]
@@ -48,14 +44,11 @@ pub async fn run(args: SyncArgs) -> i32 {
             return exit::USAGE;
         }
     };
-    let mut stdin = Stdin::default();
-    let logins = async {
-        let job = args.job_login.credential(&mut stdin)?;
-        let target = args.target_login.credential(&mut stdin).await?;
-        let source = args.source_login.credential(&mut stdin).await?;
-        Ok::<_, LoginError>((job, target, source))
-    };
-    let (job, target_credential, source_credential) = match logins.await {
+    let Resolved {
+        target: target_credential,
+        source: source_credential,
+        job,
+    } = match args.logins.resolve().await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
