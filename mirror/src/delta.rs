@@ -78,10 +78,11 @@ pub async fn receiver_holds(
         let graph = crate::verify::image_graph(&reader, &desc)
             .await
             .map_err(|e| StoreError::invalid(bundle.display().to_string(), e))?;
-        for d in graph.manifests.into_iter().chain(graph.blobs) {
-            if d.urls.is_empty() {
-                held.insert(d.digest, d.size);
-            }
+        for m in graph.manifests {
+            held.insert(m.digest, m.bytes.len() as u64);
+        }
+        for b in graph.blobs {
+            held.insert(b.digest, b.size);
         }
     }
     Ok(held)

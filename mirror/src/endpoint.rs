@@ -6,6 +6,49 @@ use std::path::PathBuf;
 
 use registry_client::{Digest, Reference, Repository};
 
+/// The two kinds of image store kept in files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// An OCI image layout directory (`oci:`).
+    Layout,
+    /// A tar of one (`oci-archive:`).
+    Archive,
+}
+
+impl FileKind {
+    pub fn scheme(self) -> &'static str {
+        match self {
+            FileKind::Layout => "oci",
+            FileKind::Archive => "oci-archive",
+        }
+    }
+}
+
+/// The one reader of the `oci:` and `oci-archive:` prefixes:
+/// `oci:PATH[:NAME]` → the kind, the path and the name as written; `None`
+/// for anything else (a registry reference). An empty path is an error.
+pub fn split_file(text: &str) -> Option<Result<(FileKind, &str, Option<&str>), String>> {
+    let (kind, rest) = if let Some(r) = text.strip_prefix("oci:") {
+        (FileKind::Layout, r)
+    } else if let Some(r) = text.strip_prefix("oci-archive:") {
+        (FileKind::Archive, r)
+    } else {
+        return None;
+    };
+    let (path, name) = match rest.split_once(':') {
+        Some((p, n)) => (p, Some(n)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        let what = match kind {
+            FileKind::Layout => "layout",
+            FileKind::Archive => "archive",
+        };
+        return Some(Err(format!("the {what} path is empty")));
+    }
+    Some(Ok((kind, path, name)))
+}
+
 /// One side of a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -38,26 +81,15 @@ impl Endpoint {
             input: input.to_string(),
             reason,
         };
-        for (prefix, archive) in [("oci:", false), ("oci-archive:", true)] {
-            let Some(rest) = input.strip_prefix(prefix) else {
-                continue;
-            };
-            let (path, name) = match rest.split_once(':') {
-                Some((p, n)) => (p, Some(n.to_string())),
-                None => (rest, None),
-            };
-            if path.is_empty() {
-                let what = if archive { "archive" } else { "layout" };
-                return Err(err(format!("the {what} path is empty")));
-            }
-            if let Some(n) = &name {
+        if let Some(file) = split_file(input) {
+            let (kind, path, name) = file.map_err(err)?;
+            if let Some(n) = name {
                 validate_ref_name(n).map_err(err)?;
             }
-            let path = PathBuf::from(path);
-            return Ok(if archive {
-                Endpoint::Archive { path, name }
-            } else {
-                Endpoint::Layout { path, name }
+            let (path, name) = (PathBuf::from(path), name.map(str::to_string));
+            return Ok(match kind {
+                FileKind::Archive => Endpoint::Archive { path, name },
+                FileKind::Layout => Endpoint::Layout { path, name },
             });
         }
         if let Some((scheme, _)) = input.split_once("://") {
@@ -79,6 +111,23 @@ impl Endpoint {
             },
             digest: reference.digest().cloned(),
         })
+    }
+
+    /// A file location's kind; `None` for a registry.
+    pub fn file_kind(&self) -> Option<FileKind> {
+        match self {
+            Endpoint::Registry { .. } => None,
+            Endpoint::Layout { .. } => Some(FileKind::Layout),
+            Endpoint::Archive { .. } => Some(FileKind::Archive),
+        }
+    }
+
+    /// A file location of `kind`.
+    pub fn file(kind: FileKind, path: PathBuf, name: Option<String>) -> Self {
+        match kind {
+            FileKind::Layout => Endpoint::Layout { path, name },
+            FileKind::Archive => Endpoint::Archive { path, name },
+        }
     }
 
     /// The tag or name written, if any.
@@ -147,11 +196,7 @@ impl fmt::Display for Endpoint {
                 Ok(())
             }
             Endpoint::Layout { path, name } | Endpoint::Archive { path, name } => {
-                let scheme = if matches!(self, Endpoint::Archive { .. }) {
-                    "oci-archive"
-                } else {
-                    "oci"
-                };
+                let scheme = self.file_kind().expect("a file location").scheme();
                 write!(f, "{scheme}:{}", path.display())?;
                 if let Some(n) = name {
                     write!(f, ":{n}")?;
@@ -164,7 +209,7 @@ impl fmt::Display for Endpoint {
 
 /// `org.opencontainers.image.ref.name` grammar: components of alphanumerics
 /// joined by `-._:@+` (and `--`), separated by `/`.
-fn validate_ref_name(name: &str) -> Result<(), String> {
+pub fn validate_ref_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.split('/').all(|c| {
             !c.is_empty()

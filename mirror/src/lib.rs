@@ -5,16 +5,18 @@
 //! events along the way for the CLI to render.
 
 pub mod azureml;
-pub mod cli;
 pub mod delta;
 pub mod endpoint;
+pub mod graph;
 pub mod ledger;
 pub mod plan;
 pub mod platform;
 pub mod progress;
 pub mod report;
+pub mod settings;
 pub mod state;
 pub mod store;
 pub mod sync;
 pub mod transfer;
+pub mod units;
 pub mod verify;

@@ -7,6 +7,14 @@ use crate::report::{BlobOutcome, ImageReport};
 
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A plan was compared: this many images, and what each needs.
+    Planned {
+        images: usize,
+        current: usize,
+        to_copy: usize,
+        failed: usize,
+        seconds: f64,
+    },
     /// An image's copy began.
     ImageStarted {
         image: usize,

@@ -27,6 +27,9 @@ pub struct ImageReport {
     /// Why the target digest differs from the source's (a platform filter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest_changed: Option<String>,
+    /// The target already held the source's digest: nothing was read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub current: bool,
     pub blobs_copied: usize,
     pub blobs_present: usize,
     pub blobs_mounted: usize,

@@ -14,8 +14,8 @@ use registry_client::{Descriptor, Digest, ErrorKind, Manifest};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::graph::{self, Bounds, ManifestReader, Selection};
 use crate::ledger::{BlobHome, Ledger, Placed};
-use crate::platform::PlatformFilter;
 use crate::progress::{Event, Progress};
 use crate::report::{BlobOutcome, ImageReport, RunReport};
 use crate::state::Spools;
@@ -29,6 +29,9 @@ pub struct CopyJob {
     pub target: Arc<dyn ImageStore>,
     /// The tag (a layout's name) to set last; `None` pushes by digest only.
     pub target_tag: Option<String>,
+    /// What of the image to take (platforms, foreign layers): per image,
+    /// so one run mixes images with different selections.
+    pub selection: Selection,
     /// How the user named each side, for the report.
     pub source_label: String,
     pub target_label: String,
@@ -38,10 +41,8 @@ pub struct CopyJob {
 pub struct CopyOptions {
     /// Requests and blob streams in flight at once, across all images.
     pub jobs: usize,
-    /// Keep only these platforms of a multi-platform index (writes a new index).
-    pub platforms: Vec<PlatformFilter>,
-    /// Copy non-distributable (foreign) layers too.
-    pub include_foreign: bool,
+    /// How large one image's graph may be.
+    pub bounds: Bounds,
     /// Tries per blob when a transfer breaks in a way worth retrying (a
     /// dropped connection, a server error, a lost upload session).
     pub blob_attempts: u32,
@@ -58,8 +59,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
             jobs: 8,
-            platforms: Vec::new(),
-            include_foreign: false,
+            bounds: Bounds::default(),
             blob_attempts: 3,
             run_retries: 50,
             spools: None,
@@ -215,12 +215,25 @@ impl Engine {
         };
         report.source_digest = Some(root.digest.clone());
 
-        let mut graph = Graph::default();
-        let root = self.walk(job, root, true, &mut graph, report).await?;
+        let reader = PermittedReader {
+            engine: self,
+            source: job.source.as_ref(),
+        };
+        let graph = graph::walk(
+            &reader,
+            root,
+            &job.selection,
+            &self.inner.options.bounds,
+            self.inner.options.jobs,
+        )
+        .await
+        .map_err(|e| graph_error(e, &job.source_label))?;
+        report.digest_changed = graph.digest_changed.clone();
+        let root = graph.root.clone();
         self.emit(Event::ImagePlanned {
             image,
             blobs: graph.blobs.len(),
-            bytes: graph.blobs.iter().map(|b| b.size).sum(),
+            bytes: graph.blob_bytes(),
         });
 
         let mut set = JoinSet::new();
@@ -299,91 +312,6 @@ impl Engine {
             .acquire()
             .await
             .expect("semaphore never closed")
-    }
-
-    /// Read every manifest under `manifest`, collecting manifests (children
-    /// first) and the blobs they reference. Returns the manifest to push in
-    /// its place: a new index when a platform filter dropped children.
-    async fn walk(
-        &self,
-        job: &CopyJob,
-        manifest: Manifest,
-        is_root: bool,
-        graph: &mut Graph,
-        report: &mut ImageReport,
-    ) -> Result<Manifest, CopyError> {
-        let content = manifest.content().context(|| {
-            format!(
-                "reading manifest {} of {}",
-                manifest.digest, job.source_label
-            )
-        })?;
-        if manifest.is_index() {
-            let all = content.manifests.len();
-            let filters = &self.inner.options.platforms;
-            let filtering = is_root && !filters.is_empty();
-            let children: Vec<Descriptor> = content
-                .manifests
-                .into_iter()
-                .filter(|d| {
-                    !filtering
-                        || d.platform
-                            .as_ref()
-                            .is_some_and(|p| filters.iter().any(|f| f.matches(p)))
-                })
-                .collect();
-            if filtering && children.is_empty() {
-                let wanted: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
-                return Err(CopyError {
-                    context: format!("filtering {}", job.source_label),
-                    source: StoreError::NotFound(format!(
-                        "a manifest for platform {}",
-                        wanted.join(", ")
-                    )),
-                });
-            }
-            for child in &children {
-                if !graph.seen_manifests.insert(child.digest.clone()) {
-                    continue;
-                }
-                let m = {
-                    let _p = self.permit().await;
-                    job.source.manifest(&child.digest).await.context(|| {
-                        format!("reading manifest {} of {}", child.digest, job.source_label)
-                    })?
-                };
-                Box::pin(self.walk(job, m, false, graph, report)).await?;
-            }
-            if filtering && children.len() != all {
-                let filtered = filtered_index(&manifest, &children)
-                    .context(|| format!("filtering {}", job.source_label))?;
-                let wanted: Vec<String> = self
-                    .inner
-                    .options
-                    .platforms
-                    .iter()
-                    .map(|f| f.to_string())
-                    .collect();
-                report.digest_changed = Some(format!(
-                    "the platform filter ({}) kept {} of {all} manifests, so a new index was written",
-                    wanted.join(", "),
-                    children.len()
-                ));
-                graph.manifests.push(filtered.clone());
-                return Ok(filtered);
-            }
-        } else {
-            for d in content.config.into_iter().chain(content.layers) {
-                if is_foreign(&d) && !self.inner.options.include_foreign {
-                    continue;
-                }
-                if graph.seen_blobs.insert(d.digest.clone()) {
-                    graph.blobs.push(d);
-                }
-            }
-        }
-        graph.manifests.push(manifest.clone());
-        Ok(manifest)
     }
 
     /// Make one blob present at the target: found there, mounted from a
@@ -644,42 +572,35 @@ where
     }
 }
 
-#[derive(Default)]
-struct Graph {
-    manifests: Vec<Manifest>,
-    blobs: Vec<Descriptor>,
-    seen_blobs: HashSet<Digest>,
-    seen_manifests: HashSet<Digest>,
-}
-
-/// Non-distributable layers: they carry `urls`, or say so in their media type.
-fn is_foreign(d: &Descriptor) -> bool {
-    !d.urls.is_empty()
-        || d.media_type.contains("nondistributable")
-        || d.media_type.contains("foreign")
-}
-
-/// The same index with only `children` in `manifests`; every other field as
-/// it was. Its bytes (and so its digest) necessarily differ.
-pub fn filtered_index(index: &Manifest, children: &[Descriptor]) -> Result<Manifest, StoreError> {
-    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes)
-        .map_err(|e| StoreError::invalid(format!("index {}", index.digest), e.to_string()))?;
-    let keep: HashSet<&Digest> = children.iter().map(|c| &c.digest).collect();
-    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
-        list.retain(|d| {
-            d.get("digest")
-                .and_then(|x| x.as_str())
-                .and_then(|s| Digest::parse(s).ok())
-                .is_some_and(|dg| keep.contains(&dg))
-        });
+/// A graph walk's failure as an image's error, naming the image.
+fn graph_error(e: graph::GraphError, label: &str) -> CopyError {
+    use graph::GraphError;
+    match e {
+        GraphError::Read { digest, source } => CopyError {
+            context: format!("reading manifest {digest} of {label}"),
+            source,
+        },
+        GraphError::NoPlatform { wanted } => CopyError {
+            context: format!("filtering {label}"),
+            source: StoreError::NotFound(format!("a manifest for platform {wanted}")),
+        },
+        other => CopyError {
+            context: format!("reading the manifests of {label}"),
+            source: StoreError::invalid(label, other.to_string()),
+        },
     }
-    let bytes = Bytes::from(
-        serde_json::to_vec_pretty(&value)
-            .map_err(|e| StoreError::invalid(format!("index {}", index.digest), e.to_string()))?,
-    );
-    Ok(Manifest {
-        media_type: index.media_type.clone(),
-        digest: Digest::sha256_of(&bytes),
-        bytes,
-    })
+}
+
+/// Reads manifests for the graph walk within the run's concurrency budget.
+struct PermittedReader<'a> {
+    engine: &'a Engine,
+    source: &'a dyn ImageStore,
+}
+
+#[async_trait::async_trait]
+impl ManifestReader for PermittedReader<'_> {
+    async fn read_manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
+        let _p = self.engine.permit().await;
+        self.source.manifest(digest).await
+    }
 }

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use registry_client::{Descriptor, Digest};
 use serde::Serialize;
 
+use crate::graph::{self, Bounds, ImageGraph, Selection, StoreReader};
 use crate::store::archive::IMAGE_NAME;
 use crate::store::ImageStore;
 
@@ -56,67 +57,32 @@ pub struct OmittedBlob {
     pub size: u64,
 }
 
-/// Every manifest and blob under one image, as its manifests describe them.
-#[derive(Debug, Default)]
-pub struct ImageGraph {
-    /// Manifests, children first.
-    pub manifests: Vec<Descriptor>,
-    /// Configs and layers, each once.
-    pub blobs: Vec<Descriptor>,
-    pub platforms: Vec<String>,
-}
-
-/// Read the manifests under `root` from `store` (each verified against its
-/// digest and size) and collect what they reference.
+/// Read the image under `root` from `store` through the one graph walk:
+/// every manifest checked against its descriptor's digest and size, the
+/// blobs it references collected (foreign layers apart: they live
+/// elsewhere by design, so copy, export and verify all leave them).
 pub async fn image_graph(store: &dyn ImageStore, root: &Descriptor) -> Result<ImageGraph, String> {
-    let mut graph = ImageGraph::default();
-    let mut seen = BTreeSet::new();
-    // The digests in `graph.blobs`, to keep each blob once.
-    let mut known: BTreeSet<Digest> = BTreeSet::new();
-    let mut todo = vec![(root.clone(), true)];
-    while let Some((desc, is_root)) = todo.pop() {
-        if !seen.insert(desc.digest.clone()) {
-            continue;
-        }
-        let m = store
-            .manifest(&desc.digest)
-            .await
-            .map_err(|e| format!("manifest {}: {e}", desc.digest))?;
-        if m.bytes.len() as u64 != desc.size {
-            return Err(format!(
-                "manifest {} has {} bytes, its descriptor says {}",
-                desc.digest,
-                m.bytes.len(),
-                desc.size
-            ));
-        }
-        let content = m
-            .content()
-            .map_err(|e| format!("manifest {}: {e}", desc.digest))?;
-        if m.is_index() {
-            for child in content.manifests {
-                if is_root {
-                    if let Some(p) = &child.platform {
-                        let mut s = format!("{}/{}", p.os, p.architecture);
-                        if let Some(v) = &p.variant {
-                            s += &format!("/{v}");
-                        }
-                        graph.platforms.push(s);
-                    }
-                }
-                todo.push((child, false));
-            }
-        } else {
-            for b in content.config.into_iter().chain(content.layers) {
-                if known.insert(b.digest.clone()) {
-                    graph.blobs.push(b);
-                }
-            }
-        }
-        graph.manifests.push(desc);
+    let manifest = store
+        .manifest(&root.digest)
+        .await
+        .map_err(|e| format!("manifest {}: {e}", root.digest))?;
+    if manifest.bytes.len() as u64 != root.size {
+        return Err(format!(
+            "manifest {} has {} bytes, its descriptor says {}",
+            root.digest,
+            manifest.bytes.len(),
+            root.size
+        ));
     }
-    graph.manifests.reverse();
-    Ok(graph)
+    graph::walk(
+        &StoreReader(store),
+        manifest,
+        &Selection::default(),
+        &Bounds::default(),
+        1,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Check every named image of a bundle. `omitted`: the blobs the bundle
@@ -147,17 +113,13 @@ pub async fn verify(
                 continue;
             }
         };
-        let mut size = 0;
+        let mut size: u64 = graph.foreign.iter().map(|f| f.size).sum();
         for m in &graph.manifests {
-            size += m.size;
+            size += m.bytes.len() as u64;
             manifests_seen.insert(m.digest.clone());
         }
         for b in &graph.blobs {
             size += b.size;
-            if !b.urls.is_empty() {
-                // A foreign layer lives elsewhere by design.
-                continue;
-            }
             if omitted.contains(&b.digest) {
                 omitted_seen.insert((b.digest.clone(), b.size));
                 continue;

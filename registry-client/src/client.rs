@@ -69,6 +69,18 @@ pub enum HttpVersion {
     Http1,
 }
 
+impl std::str::FromStr for HttpVersion {
+    type Err = String;
+    /// `auto`, or `1.1` (also `1`, `http1`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(HttpVersion::Auto),
+            "1.1" | "1" | "http1" => Ok(HttpVersion::Http1),
+            _ => Err(format!("{s:?}: use auto or 1.1")),
+        }
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {

@@ -34,6 +34,13 @@ impl Descriptor {
             platform: None,
         }
     }
+
+    /// A non-distributable (foreign) layer: it names `urls` to fetch it
+    /// from, or its media type says so. The one rule for which blobs copy,
+    /// export and verify leave where they are.
+    pub fn is_foreign(&self) -> bool {
+        !self.urls.is_empty() || crate::media_type::is_non_distributable(&self.media_type)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

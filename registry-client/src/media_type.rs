@@ -31,3 +31,10 @@ pub fn is_index(media_type: &str) -> bool {
 pub fn is_schema1(media_type: &str) -> bool {
     media_type == DOCKER_SCHEMA1 || media_type == DOCKER_SCHEMA1_SIGNED
 }
+
+/// Whether a layer of this media type may be copied between registries.
+/// The OCI and Docker non-distributable (foreign) layer types say no; the
+/// spec deprecates them, but Windows base images still carry them.
+pub fn is_non_distributable(media_type: &str) -> bool {
+    media_type.contains("nondistributable") || media_type.contains(".foreign.")
+}

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use registry_client::{Descriptor, Digest};
 
-use crate::endpoint::Endpoint;
-use crate::store::archive::ArchiveReader;
-use crate::store::layout::LayoutStore;
-use crate::store::ImageStore;
+use mirror::endpoint::{split_file, Endpoint, FileKind};
+use mirror::store::archive::ArchiveReader;
+use mirror::store::layout::LayoutStore;
+use mirror::store::ImageStore;
 
 /// A bundle opened for reading, as a store with its named images.
 pub struct Bundle {
@@ -25,14 +25,16 @@ impl Bundle {
     /// `oci-archive:PATH`, `oci:DIR`, or a path: a directory is a layout,
     /// a file an archive.
     pub async fn open(text: &str) -> Result<Bundle, String> {
-        let (path, archive) = if let Some(p) = text.strip_prefix("oci-archive:") {
-            (PathBuf::from(p), true)
-        } else if let Some(p) = text.strip_prefix("oci:") {
-            (PathBuf::from(p), false)
-        } else {
-            let p = PathBuf::from(text);
-            let dir = p.is_dir();
-            (p, !dir)
+        let (path, archive) = match split_file(text) {
+            Some(file) => {
+                let (kind, path, _) = file?;
+                (PathBuf::from(path), kind == FileKind::Archive)
+            }
+            None => {
+                let p = PathBuf::from(text);
+                let dir = p.is_dir();
+                (p, !dir)
+            }
         };
         if archive {
             let reader = ArchiveReader::open(&path).map_err(|e| e.to_string())?;

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::run::{exit_code, run_jobs, Show};
-use super::{exit, OutputFormat, ProgressMode, RegistryArgs, StateArgs};
-use crate::endpoint::Endpoint;
-use crate::plan::Planner;
-use crate::platform::PlatformFilter;
-use crate::transfer::CopyOptions;
+use super::error::{CommandResult, Failure};
+use super::run::{exit_code, open_state, run_jobs, Show};
+use super::{OutputFormat, ProgressMode, RegistryArgs, StateArgs};
+use mirror::endpoint::Endpoint;
+use mirror::graph::Selection;
+use mirror::plan::{compare, Stores};
+use mirror::platform::PlatformFilter;
+use mirror::transfer::CopyOptions;
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
@@ -31,6 +33,12 @@ pub struct CopyArgs {
     /// Copy non-distributable (foreign) layers too.
     #[arg(long)]
     include_foreign: bool,
+    /// Walk every image and check each blob at the target even when the
+    /// target tag already holds the source's digest (repairs a target
+    /// whose blobs went missing). Without it an unchanged image costs two
+    /// HEAD requests and moves nothing.
+    #[arg(long)]
+    force: bool,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
     /// The report on standard output: a text summary or JSON.
@@ -42,42 +50,33 @@ pub struct CopyArgs {
     state: StateArgs,
 }
 
-pub async fn run(args: CopyArgs) -> i32 {
-    let pairs = match read_pairs(&args) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let client = match args.registry.client(args.jobs) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return exit::USAGE;
-        }
-    };
-    let state = match super::run::open_state(&args.state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let mut planner = Planner::new(client)
+pub async fn run(args: CopyArgs) -> CommandResult {
+    let pairs = read_pairs(&args).map_err(Failure::usage)?;
+    let client = args.registry.client(args.jobs).map_err(Failure::setup)?;
+    let state = open_state(&args.state)?;
+    let stores = Stores::new(client)
         .with_uploads(args.registry.uploads())
         .with_sessions(state.uploads().clone());
-    let mut jobs = Vec::new();
-    for (src, dst) in &pairs {
-        match planner.copy(src, dst) {
-            Ok(j) => jobs.push(j),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::USAGE;
-            }
-        }
-    }
-    let options = CopyOptions {
-        jobs: args.jobs as usize,
+    let selection = Selection {
         platforms: args.platforms.clone(),
         include_foreign: args.include_foreign,
+    };
+    let mut jobs = Vec::new();
+    for (src, dst) in &pairs {
+        jobs.push(
+            stores
+                .job(src, dst, selection.clone())
+                .map_err(Failure::usage)?,
+        );
+    }
+    let jobs_n = args.jobs as usize;
+    if !args.force {
+        // Sync's incremental check: two HEADs per image, nothing moved
+        // for one the target already holds.
+        compare(&mut jobs, jobs_n, false).await;
+    }
+    let options = CopyOptions {
+        jobs: jobs_n,
         spools: Some(state.spools().clone()),
         ..CopyOptions::default()
     };
@@ -85,50 +84,36 @@ pub async fn run(args: CopyArgs) -> i32 {
         progress: args.progress,
         output: args.output,
     };
-    match run_jobs(jobs, options, &show, &state).await {
-        Ok(report) => exit_code(&report),
-        Err(code) => code,
-    }
+    let report = run_jobs(&jobs, options, &show, &state).await?;
+    Ok(exit_code(&report))
 }
 
 /// The pairs from the arguments and the file, each side parsed; errors name
 /// the argument or the file and line.
 fn read_pairs(args: &CopyArgs) -> Result<Vec<(Endpoint, Endpoint)>, String> {
-    let mut words: Vec<(String, String)> = Vec::new();
     if !args.pairs.len().is_multiple_of(2) {
         return Err(format!(
             "copy takes SOURCE DESTINATION pairs; {:?} has no destination",
             args.pairs.last().map(String::as_str).unwrap_or_default()
         ));
     }
-    for chunk in args.pairs.chunks(2) {
-        words.push((chunk[0].clone(), chunk[1].clone()));
-    }
     let mut out = Vec::new();
-    for (s, d) in words {
+    for chunk in args.pairs.chunks(2) {
         out.push((
-            Endpoint::parse(&s).map_err(|e| e.to_string())?,
-            Endpoint::parse(&d).map_err(|e| e.to_string())?,
+            Endpoint::parse(&chunk[0]).map_err(|e| e.to_string())?,
+            Endpoint::parse(&chunk[1]).map_err(|e| e.to_string())?,
         ));
     }
     if let Some(path) = &args.from_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let at = || format!("{}:{}", path.display(), n + 1);
+        for (at, line) in super::lines::read(path)? {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() != 2 {
                 return Err(format!(
-                    "{}: expected `SOURCE DESTINATION`, found {} fields",
-                    at(),
+                    "{at}: expected `SOURCE DESTINATION`, found {} fields",
                     fields.len()
                 ));
             }
-            let parse = |f: &str| Endpoint::parse(f).map_err(|e| format!("{}: {e}", at()));
+            let parse = |f: &str| Endpoint::parse(f).map_err(|e| format!("{at}: {e}"));
             out.push((parse(fields[0])?, parse(fields[1])?));
         }
     }

@@ -7,15 +7,17 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::error::{CommandResult, Failure};
 use super::run::{exit_code, open_state, run_jobs, Show};
 use super::{exit, OutputFormat, ProgressMode, RegistryArgs, StateArgs};
-use crate::azureml::images::{source_tag, RUNTIME_REPOSITORIES};
-use crate::azureml::preset::Location;
-use crate::endpoint::Endpoint;
-use crate::plan::Planner;
-use crate::platform::PlatformFilter;
-use crate::sync::plan::{expand, State, Stores};
-use crate::transfer::CopyOptions;
+use mirror::azureml::images::{source_tag, RUNTIME_REPOSITORIES};
+use mirror::azureml::preset::Location;
+use mirror::endpoint::{split_file, Endpoint, FileKind};
+use mirror::graph::Selection;
+use mirror::plan::{State, Stores};
+use mirror::platform::PlatformFilter;
+use mirror::sync::expand::expand;
+use mirror::transfer::CopyOptions;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -27,7 +29,7 @@ pub struct ExportArgs {
     from_file: Option<PathBuf>,
     /// Export the images a sync config selects (its sources; its targets
     /// are ignored). Its registry settings and credentials are used, and
-    /// its entries' platforms when they agree (--platform overrides).
+    /// each entry's platforms (--platform overrides them all).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Export the six AzureML runtime images of this region (`{region}-stable`).
@@ -67,53 +69,37 @@ pub struct ExportArgs {
 #[derive(Debug)]
 struct BundleTarget {
     path: PathBuf,
-    archive: bool,
+    kind: FileKind,
 }
 
 impl BundleTarget {
-    /// The endpoint of one image in the bundle.
+    /// The location of one image in the bundle.
     fn image(&self, name: Option<String>) -> Endpoint {
-        let path = self.path.clone();
-        if self.archive {
-            Endpoint::Archive { path, name }
-        } else {
-            Endpoint::Layout { path, name }
-        }
+        Endpoint::file(self.kind, self.path.clone(), name)
     }
 }
 
 /// `oci-archive:PATH`, `oci:DIR` or a plain path (an archive), without a
 /// name: a bundle holds many images, each named after its source.
 fn bundle_target(to: &str) -> Result<BundleTarget, String> {
-    let endpoint = if to.starts_with("oci:") || to.starts_with("oci-archive:") {
-        Endpoint::parse(to).map_err(|e| e.to_string())?
-    } else {
-        Endpoint::Archive {
-            path: PathBuf::from(to),
-            name: None,
-        }
+    let (kind, path, name) = match split_file(to) {
+        Some(file) => file.map_err(|e| format!("--to {to}: {e}"))?,
+        None => (FileKind::Archive, to, None),
     };
-    if endpoint.tag().is_some() {
+    if name.is_some() {
         return Err(format!(
             "--to {to}: a bundle names each image after its source; give the path only"
         ));
     }
-    match endpoint {
-        Endpoint::Archive { path, .. } => Ok(BundleTarget {
-            path,
-            archive: true,
-        }),
-        Endpoint::Layout { path, .. } => Ok(BundleTarget {
-            path,
-            archive: false,
-        }),
-        Endpoint::Registry { .. } => Err(format!("--to {to}: a bundle is a file or directory")),
-    }
+    Ok(BundleTarget {
+        path: PathBuf::from(path),
+        kind,
+    })
 }
 
 /// The AzureML runtime images of `region` under `source` (`HOST[/PREFIX]`).
 fn azureml_images(region: &str, source: Option<&str>) -> Result<Vec<String>, String> {
-    let region = crate::azureml::regions::check(region).map_err(|e| e.to_string())?;
+    let region = mirror::azureml::regions::check(region).map_err(|e| e.to_string())?;
     let source = match source {
         Some(s) => Location::parse(s).map_err(|e| format!("--source {e}"))?,
         None => Location::mcr(),
@@ -132,13 +118,8 @@ fn listed_images(args: &ExportArgs) -> Result<Vec<Endpoint>, String> {
         .map(|w| (w.clone(), format!("argument {w:?}")))
         .collect();
     if let Some(path) = &args.from_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if !line.is_empty() {
-                words.push((line.to_string(), format!("{}:{}", path.display(), n + 1)));
-            }
+        for (at, line) in super::lines::read(path)? {
+            words.push((line, at));
         }
     }
     if let Some(region) = &args.azureml_region {
@@ -152,73 +133,45 @@ fn listed_images(args: &ExportArgs) -> Result<Vec<Endpoint>, String> {
         .collect()
 }
 
-pub async fn run(args: ExportArgs) -> i32 {
-    let target = match bundle_target(&args.to) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    if args.since.is_some() && !target.archive {
-        eprintln!("error: --since writes a delta archive; give --to oci-archive:PATH or PATH");
-        return exit::USAGE;
+pub async fn run(args: ExportArgs) -> CommandResult {
+    let target = bundle_target(&args.to).map_err(Failure::usage)?;
+    if args.since.is_some() && target.kind != FileKind::Archive {
+        return Err(Failure::usage(
+            "--since writes a delta archive; give --to oci-archive:PATH or PATH",
+        ));
     }
-    let mut sources = match listed_images(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let listed = listed_images(&args).map_err(Failure::usage)?;
     // A config brings its own registry settings and credentials.
     let config = match &args.config {
-        Some(path) => match crate::sync::config::load(path) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::USAGE;
-            }
-        },
+        Some(path) => Some(mirror::sync::config::load(path).map_err(Failure::usage)?),
         None => None,
     };
     let client = match &config {
-        Some(c) => crate::sync::client(c).map_err(anyhow::Error::from),
-        None => args.registry.client(args.jobs),
+        Some(c) => c.client_settings().client().map_err(Failure::usage)?,
+        None => args.registry.client(args.jobs).map_err(Failure::setup)?,
     };
-    let client = match client {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return exit::USAGE;
-        }
+    // --platform applies to every image; else each config entry's own.
+    let selection_of = |platforms: &[PlatformFilter]| Selection {
+        platforms: if args.platforms.is_empty() {
+            platforms.to_vec()
+        } else {
+            args.platforms.clone()
+        },
+        include_foreign: false,
     };
+    let mut sources: Vec<(Endpoint, Selection)> =
+        listed.into_iter().map(|e| (e, selection_of(&[]))).collect();
     let mut planning_failed = false;
-    // The platform filter is one for the whole run: --platform, else the
-    // config's entries' (when they agree).
-    let mut config_platforms: Option<Vec<PlatformFilter>> = None;
     if let Some(config) = &config {
-        let stores = Stores::new(client.clone(), config, false);
+        let stores = mirror::sync::expand::stores(client.clone(), config, false);
         for item in expand(config, &stores, None, args.jobs as usize).await {
             if let State::Failed { error, .. } = &item.state {
                 eprintln!("error: {}: {error}", item.source_label);
                 planning_failed = true;
                 continue;
             }
-            match &config_platforms {
-                None => config_platforms = Some(item.platforms.clone()),
-                Some(p) if *p != item.platforms && args.platforms.is_empty() => {
-                    eprintln!(
-                        "error: the config's entries keep different platforms ({} for {}); export them into separate bundles, or give --platform",
-                        describe_platforms(&item.platforms),
-                        item.source_label
-                    );
-                    return exit::USAGE;
-                }
-                Some(_) => {}
-            }
             match Endpoint::parse(&item.source_label) {
-                Ok(e) => sources.push(e),
+                Ok(e) => sources.push((e, selection_of(&item.selection.platforms))),
                 Err(e) => {
                     eprintln!("error: {e}");
                     planning_failed = true;
@@ -227,36 +180,28 @@ pub async fn run(args: ExportArgs) -> i32 {
         }
     }
     if sources.is_empty() {
-        eprintln!(
-            "error: nothing to export: give images, --from-file, --config or --azureml-region"
-        );
-        return if planning_failed {
-            exit::FAILED
+        let message = "nothing to export: give images, --from-file, --config or --azureml-region";
+        return Err(if planning_failed {
+            Failure::failed(message)
         } else {
-            exit::USAGE
-        };
+            Failure::usage(message)
+        });
     }
-    let state = match open_state(&args.state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let mut planner = Planner::new(client)
+    let state = open_state(&args.state)?;
+    let mut stores = Stores::new(client)
         .with_uploads(args.registry.uploads())
         .with_sessions(state.uploads().clone());
     if let Some(since) = &args.since {
-        match crate::delta::load(since).await {
-            Ok(held) => planner = planner.with_leave_out(held),
-            Err(e) => {
-                eprintln!("error: --since {}: {e}", since.display());
-                return exit::USAGE;
-            }
-        }
+        let held = mirror::delta::load(since)
+            .await
+            .map_err(|e| Failure::usage(format!("--since {}: {e}", since.display())))?;
+        stores = stores.with_leave_out(held);
     }
     // One name per image in the bundle: two sources with one name would
     // overwrite each other.
     let mut named: HashMap<String, String> = HashMap::new();
     let mut jobs = Vec::new();
-    for source in &sources {
+    for (source, selection) in &sources {
         let name = source.layout_name();
         if let Some(n) = &name {
             let label = source.to_string();
@@ -264,26 +209,19 @@ pub async fn run(args: ExportArgs) -> i32 {
                 if other == label {
                     continue;
                 }
-                eprintln!("error: {other} and {label} would both be named {n:?} in the bundle");
-                return exit::USAGE;
+                return Err(Failure::usage(format!(
+                    "{other} and {label} would both be named {n:?} in the bundle"
+                )));
             }
         }
-        match planner.copy(source, &target.image(name)) {
-            Ok(j) => jobs.push(j),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::USAGE;
-            }
-        }
+        jobs.push(
+            stores
+                .job(source, &target.image(name), selection.clone())
+                .map_err(Failure::usage)?,
+        );
     }
-    let platforms = if args.platforms.is_empty() {
-        config_platforms.unwrap_or_default()
-    } else {
-        args.platforms.clone()
-    };
     let options = CopyOptions {
         jobs: args.jobs as usize,
-        platforms,
         spools: Some(state.spools().clone()),
         ..CopyOptions::default()
     };
@@ -291,16 +229,13 @@ pub async fn run(args: ExportArgs) -> i32 {
         progress: args.progress,
         output: args.output,
     };
-    let report = match run_jobs(jobs, options, &show, &state).await {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let report = run_jobs(&jobs, options, &show, &state).await?;
     let mut code = exit_code(&report);
     if report.succeeded > 0 {
         // The list of what the receiver holds after importing this bundle:
         // next week's --since.
-        for path in planner.archive_paths() {
-            let held = match crate::delta::receiver_holds(path).await {
+        for path in stores.archive_paths() {
+            let held = match mirror::delta::receiver_holds(&path).await {
                 Ok(h) => h,
                 Err(e) => {
                     eprintln!("error: listing the blobs of {}: {e}", path.display());
@@ -308,7 +243,7 @@ pub async fn run(args: ExportArgs) -> i32 {
                     continue;
                 }
             };
-            match crate::delta::write_list(path, &held) {
+            match mirror::delta::write_list(&path, &held) {
                 Ok(list) => {
                     if args.progress != ProgressMode::None {
                         eprintln!("wrote {} (for the next export's --since)", list.display());
@@ -324,18 +259,7 @@ pub async fn run(args: ExportArgs) -> i32 {
     if planning_failed {
         code = code.max(exit::FAILED);
     }
-    code
-}
-
-fn describe_platforms(p: &[PlatformFilter]) -> String {
-    if p.is_empty() {
-        "all".into()
-    } else {
-        p.iter()
-            .map(|f| f.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
+    Ok(code)
 }
 
 #[cfg(test)]
@@ -344,9 +268,12 @@ mod tests {
 
     #[test]
     fn bundle_targets_and_azureml_sources() {
-        assert!(bundle_target("week1.tar").unwrap().archive);
-        assert!(bundle_target("oci-archive:week1.tar").unwrap().archive);
-        assert!(!bundle_target("oci:dir").unwrap().archive);
+        assert_eq!(bundle_target("week1.tar").unwrap().kind, FileKind::Archive);
+        assert_eq!(
+            bundle_target("oci-archive:week1.tar").unwrap().kind,
+            FileKind::Archive
+        );
+        assert_eq!(bundle_target("oci:dir").unwrap().kind, FileKind::Layout);
         assert!(bundle_target("oci-archive:b.tar:app:v1")
             .unwrap_err()
             .contains("path only"));

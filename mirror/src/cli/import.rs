@@ -14,14 +14,16 @@ use clap::Args;
 use registry_client::{Descriptor, Digest, Reference, Repository};
 
 use super::bundle::Bundle;
+use super::error::{CommandResult, Failure};
 use super::run::{exit_code, open_state, run_jobs, Show};
-use super::{exit, OutputFormat, ProgressMode, RegistryArgs, StateArgs};
-use crate::azureml::images::under_prefix;
-use crate::endpoint::Endpoint;
-use crate::plan::Planner;
-use crate::store::archive::IMAGE_NAME;
-use crate::store::ImageStore;
-use crate::transfer::{CopyJob, CopyOptions};
+use super::{OutputFormat, ProgressMode, RegistryArgs, StateArgs};
+use mirror::azureml::images::under_prefix;
+use mirror::endpoint::Endpoint;
+use mirror::graph::Selection;
+use mirror::plan::{Job, Stores};
+use mirror::store::archive::IMAGE_NAME;
+use mirror::store::ImageStore;
+use mirror::transfer::CopyOptions;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -92,83 +94,48 @@ fn split_target(to: &str) -> Result<(String, Option<String>), String> {
     Ok((host, prefix))
 }
 
-pub async fn run(args: ImportArgs) -> i32 {
-    let (host, prefix) = match split_target(&args.to) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+pub async fn run(args: ImportArgs) -> CommandResult {
+    let (host, prefix) = split_target(&args.to).map_err(Failure::usage)?;
     // A bundle refused when opened (missing, malformed, hostile) exits 2,
     // as it does for `mirror copy`.
-    let bundle = match Bundle::open(&args.bundle).await {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let bundle = Bundle::open(&args.bundle).await.map_err(Failure::usage)?;
     if bundle.names.is_empty() {
-        eprintln!("error: {}: names no image to import", args.bundle);
-        return exit::FAILED;
+        return Err(Failure::failed(format!(
+            "{}: names no image to import",
+            args.bundle
+        )));
     }
-    let client = match args.registry.client(args.jobs) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return exit::USAGE;
-        }
-    };
-    let state = match open_state(&args.state) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let mut planner = Planner::new(client)
+    let client = args.registry.client(args.jobs).map_err(Failure::setup)?;
+    let state = open_state(&args.state)?;
+    let stores = Stores::new(client)
         .with_uploads(args.registry.uploads())
         .with_sessions(state.uploads().clone());
     let mut jobs = Vec::new();
     for (name, desc) in &bundle.names {
-        let (repo, tag) = match original_place(name, desc) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("error: {}: {e}", args.bundle);
-                return exit::FAILED;
-            }
-        };
-        let repository = match Repository::new(&host, &under_prefix(prefix.as_deref(), &repo)) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: image {name:?} of {}: {e}", args.bundle);
-                return exit::FAILED;
-            }
-        };
+        let (repo, tag) = original_place(name, desc)
+            .map_err(|e| Failure::failed(format!("{}: {e}", args.bundle)))?;
+        let repository = Repository::new(&host, &under_prefix(prefix.as_deref(), &repo))
+            .map_err(|e| Failure::failed(format!("image {name:?} of {}: {e}", args.bundle)))?;
         let target = Endpoint::Registry {
             repository,
             tag: Some(tag),
             digest: None,
         };
-        match planner.copy(&bundle.endpoint(name), &target) {
-            Ok(j) => jobs.push((j, desc.clone())),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::USAGE;
-            }
-        }
+        let job = stores
+            .job(&bundle.endpoint(name), &target, Selection::default())
+            .map_err(Failure::usage)?;
+        jobs.push((job, desc.clone()));
     }
     if !bundle.omitted.is_empty() {
         let mounts = match place_omitted(&bundle, &jobs).await {
             Ok(m) => m,
             Err(missing) => {
-                eprintln!(
-                    "error: {} is a delta bundle and the target lacks {} blob(s) it leaves out; nothing was imported (import the bundle it was made --since first, or export a whole bundle):",
+                return Err(Failure::failed(format!(
+                    "{} is a delta bundle and the target lacks {} blob(s) it leaves out; nothing was imported (import the bundle it was made --since first, or export a whole bundle):\n  {}",
                     args.bundle,
-                    missing.len()
-                );
-                for m in &missing {
-                    eprintln!("  {m}");
-                }
-                return exit::FAILED;
+                    missing.len(),
+                    missing.join("\n  ")
+                )));
             }
         };
         // Every left-out blob is in the registry; link the ones another
@@ -180,13 +147,12 @@ pub async fn run(args: ImportArgs) -> i32 {
                     Err(e) => e.to_string(),
                     _ => "the registry did not mount it".into(),
                 };
-                eprintln!(
-                    "error: linking left-out blob {} into {} from {}: {why}",
+                return Err(Failure::failed(format!(
+                    "linking left-out blob {} into {} from {}: {why}",
                     m.desc.digest,
                     m.target.describe(),
                     m.from
-                );
-                return exit::FAILED;
+                )));
             }
         }
     }
@@ -199,17 +165,9 @@ pub async fn run(args: ImportArgs) -> i32 {
         progress: args.progress,
         output: args.output,
     };
-    match run_jobs(
-        jobs.into_iter().map(|(j, _)| j).collect(),
-        options,
-        &show,
-        &state,
-    )
-    .await
-    {
-        Ok(report) => exit_code(&report),
-        Err(code) => code,
-    }
+    let jobs: Vec<Job> = jobs.into_iter().map(|(j, _)| j).collect();
+    let report = run_jobs(&jobs, options, &show, &state).await?;
+    Ok(exit_code(&report))
 }
 
 /// A left-out blob one repository lacks and another of this import holds.
@@ -225,7 +183,7 @@ struct Mount {
 /// `Err` describes each blob found nowhere.
 async fn place_omitted(
     bundle: &Bundle,
-    jobs: &[(CopyJob, Descriptor)],
+    jobs: &[(Job, Descriptor)],
 ) -> Result<Vec<Mount>, Vec<String>> {
     let mut missing = Vec::new();
     let mut mounts: Vec<Mount> = Vec::new();
@@ -248,7 +206,10 @@ async fn place_omitted(
         Ok(v)
     }
     for (job, root) in jobs {
-        let graph = match crate::verify::image_graph(bundle.store.as_ref(), root).await {
+        let Some(target) = &job.target else {
+            continue;
+        };
+        let graph = match mirror::verify::image_graph(bundle.store.as_ref(), root).await {
             Ok(g) => g,
             Err(e) => {
                 missing.push(format!("{}: {e}", job.source_label));
@@ -259,7 +220,7 @@ async fn place_omitted(
             if !bundle.omitted.contains(&b.digest) {
                 continue;
             }
-            match holds(&mut known, &job.target, &b).await {
+            match holds(&mut known, target, &b).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
@@ -269,28 +230,31 @@ async fn place_omitted(
             }
             let mut from = None;
             for (other, _) in jobs {
-                let Some(repo) = other.target.repository() else {
+                let Some(other_target) = &other.target else {
                     continue;
                 };
-                if other.target.blob_domain() != job.target.blob_domain()
-                    || other.target.describe() == job.target.describe()
+                let Some(repo) = other_target.repository() else {
+                    continue;
+                };
+                if other_target.blob_domain() != target.blob_domain()
+                    || other_target.describe() == target.describe()
                 {
                     continue;
                 }
-                if let Ok(true) = holds(&mut known, &other.target, &b).await {
+                if let Ok(true) = holds(&mut known, other_target, &b).await {
                     from = Some(repo.clone());
                     break;
                 }
             }
             match from {
                 Some(from) => {
-                    let target = job.target.describe();
+                    let name = target.describe();
                     if !mounts
                         .iter()
-                        .any(|m| m.target.describe() == target && m.desc.digest == b.digest)
+                        .any(|m| m.target.describe() == name && m.desc.digest == b.digest)
                     {
                         mounts.push(Mount {
-                            target: job.target.clone(),
+                            target: target.clone(),
                             desc: b,
                             from,
                         });
@@ -301,7 +265,7 @@ async fn place_omitted(
                     b.digest,
                     b.size,
                     job.source_label,
-                    job.target.describe()
+                    target.describe()
                 )),
             }
         }

@@ -4,9 +4,11 @@
 mod azureml;
 mod bundle;
 mod copy;
+mod error;
 pub mod exit;
 mod export;
 mod import;
+mod lines;
 mod render;
 mod run;
 mod sync;
@@ -16,9 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use registry_client::{
-    Client, ClientConfig, Credential, CredentialStore, DockerConfig, HttpVersion,
-};
+use mirror::settings::{ClientSettings, RegistrySettings};
+use registry_client::{Client, Credential, CredentialStore, DockerConfig, HttpVersion};
 
 /// Copy container images between registries and OCI layouts: concurrent,
 /// verified, resumable.
@@ -64,10 +65,10 @@ pub struct RegistryArgs {
     ca_files: Vec<PathBuf>,
     /// Upload blobs larger than this in chunks (e.g. 16M); default: one
     /// streamed PUT, except 16M for *.azurecr.io.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size)]
     chunk_threshold: Option<u64>,
     /// The size of each upload chunk (default 8M).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size)]
     chunk_size: Option<u64>,
     /// Requests in flight at once to one registry host, reads and writes
     /// each (default: --jobs). Halved when the host throttles (429, 503),
@@ -77,42 +78,13 @@ pub struct RegistryArgs {
     /// Give up on a response that sends nothing for this long (`30s`,
     /// `500ms`, `2m`; default 120s); a download that stalls continues from
     /// where it stopped.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = mirror::units::parse_duration)]
     read_timeout: Option<std::time::Duration>,
     /// `1.1` (default): HTTP/1.1, blobs over several connections, measured
     /// faster than HTTP/2 for blobs; `auto`: HTTP/2 where a TLS registry
     /// offers it.
-    #[arg(long, value_name = "VERSION", default_value = "1.1", value_parser = parse_http_version)]
+    #[arg(long, value_name = "VERSION", default_value = "1.1", value_parser = clap::value_parser!(HttpVersion))]
     http: HttpVersion,
-}
-
-pub(crate) fn parse_http_version(s: &str) -> Result<HttpVersion, String> {
-    match s {
-        "auto" => Ok(HttpVersion::Auto),
-        "1.1" | "1" | "http1" => Ok(HttpVersion::Http1),
-        _ => Err(format!("{s:?}: use auto or 1.1")),
-    }
-}
-
-/// `30s`, `500ms`, `2m`, or bare seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
-    let bad = || format!("{s:?} is not a duration (e.g. 30s, 500ms, 2m)");
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() {
-        return Err(bad());
-    }
-    Ok(d)
 }
 
 /// Where a run keeps what lets the next one continue it.
@@ -125,54 +97,28 @@ pub struct StateArgs {
     state_dir: Option<PathBuf>,
     /// Blobs at least this large are kept in the state directory while they
     /// stream from a registry (default 64M); smaller ones start over.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size)]
     spool_threshold: Option<u64>,
 }
 
 impl StateArgs {
     /// Open and lock the state directory.
-    pub fn open(&self) -> Result<crate::state::StateDir, crate::state::StateError> {
+    pub fn open(&self) -> Result<mirror::state::StateDir, mirror::state::StateError> {
         let path = self
             .state_dir
             .clone()
-            .unwrap_or_else(crate::state::StateDir::default_path);
+            .unwrap_or_else(mirror::state::StateDir::default_path);
         let threshold = self
             .spool_threshold
-            .unwrap_or(crate::state::DEFAULT_SPOOL_THRESHOLD);
-        crate::state::StateDir::open(&path, threshold)
-    }
-}
-
-/// `123`, `512K`, `16M`, `1G` (powers of 1024).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, ""),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 8M, 512K, 1G)"))?;
-    let factor = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 1,
-        "K" => 1024,
-        "M" => 1024 * 1024,
-        "G" => 1024 * 1024 * 1024,
-        _ => return Err(format!("{s:?} has an unknown unit (use K, M or G)")),
-    };
-    match n.checked_mul(factor) {
-        Some(0) | None => Err(format!("{s:?} is not a usable size")),
-        Some(v) => Ok(v),
+            .unwrap_or(mirror::state::DEFAULT_SPOOL_THRESHOLD);
+        mirror::state::StateDir::open(&path, threshold)
     }
 }
 
 impl RegistryArgs {
     /// The upload settings given on the command line.
-    pub fn uploads(&self) -> crate::plan::UploadOverride {
-        crate::plan::UploadOverride {
+    pub fn uploads(&self) -> mirror::plan::UploadOverride {
+        mirror::plan::UploadOverride {
             chunk_threshold: self.chunk_threshold,
             chunk_size: self.chunk_size.map(|n| n as usize),
         }
@@ -182,8 +128,10 @@ impl RegistryArgs {
     /// allowing `jobs` requests per host unless `--max-requests-per-host`
     /// says otherwise.
     pub fn client(&self, jobs: u16) -> anyhow::Result<Client> {
-        let mut settings = self.clone();
-        settings.max_requests_per_host.get_or_insert(jobs);
+        let mut settings = self.settings();
+        settings
+            .max_requests_per_host
+            .get_or_insert(usize::from(jobs));
         Ok(settings.client_with(Arc::new(DockerConfig::discover()?))?)
     }
 
@@ -192,30 +140,37 @@ impl RegistryArgs {
         &self,
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<Client, registry_client::Error> {
-        Client::new(ClientConfig {
-            insecure_registries: self.insecure.clone(),
-            tls_registries: self.tls.clone(),
-            ca_files: self.ca_files.clone(),
-            max_requests_per_host: self
-                .max_requests_per_host
-                .map(usize::from)
-                .or(ClientConfig::default().max_requests_per_host),
-            read_timeout: self
-                .read_timeout
-                .unwrap_or(ClientConfig::default().read_timeout),
-            credentials,
+        self.settings().client_with(credentials)
+    }
+
+    /// The flags as the one client builder takes them.
+    pub fn settings(&self) -> ClientSettings {
+        let mut settings = ClientSettings {
+            registries: Vec::new(),
+            max_requests_per_host: self.max_requests_per_host.map(usize::from),
+            read_timeout: self.read_timeout,
             http: self.http,
-            ..ClientConfig::default()
-        })
+        };
+        for host in &self.insecure {
+            settings.registry_mut(host).insecure = true;
+        }
+        for host in &self.tls {
+            settings.registry_mut(host).tls = true;
+        }
+        if !self.ca_files.is_empty() {
+            // CA files are trusted for every registry: keep them on one entry.
+            settings.registry_mut("").ca_files = self.ca_files.clone();
+        }
+        settings
     }
 
     /// These settings for one registry, as a sync config holds them.
-    pub fn settings(
+    pub fn registry_settings(
         &self,
         host: &str,
         credential: Option<Credential>,
-    ) -> crate::sync::config::RegistrySettings {
-        crate::sync::config::RegistrySettings {
+    ) -> RegistrySettings {
+        RegistrySettings {
             host: host.to_string(),
             credential,
             ca_files: self.ca_files.clone(),
@@ -267,7 +222,7 @@ pub fn run() -> i32 {
             return exit::USAGE;
         }
     };
-    runtime.block_on(async {
+    error::finish(runtime.block_on(async {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
             Command::Sync(args) => sync::run(args).await,
@@ -276,7 +231,7 @@ pub fn run() -> i32 {
             Command::Verify(args) => verify::run(args).await,
             Command::Azureml(command) => azureml::run(*command).await,
         }
-    })
+    }))
 }
 
 /// Logs go to stderr, quiet unless `MIRROR_LOG` asks (e.g. `MIRROR_LOG=debug`).
@@ -287,32 +242,4 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{parse_duration, parse_size};
-    use std::time::Duration;
-
-    #[test]
-    fn durations_with_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("1h").unwrap_err().contains("1h"));
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn sizes_with_units() {
-        assert_eq!(parse_size("123"), Ok(123));
-        assert_eq!(parse_size("512K"), Ok(512 * 1024));
-        assert_eq!(parse_size("16M"), Ok(16 * 1024 * 1024));
-        assert_eq!(parse_size("1GiB"), Ok(1024 * 1024 * 1024));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12X").unwrap_err().contains("12X"));
-        assert!(parse_size("lots").is_err());
-    }
 }

@@ -11,14 +11,17 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use registry_client::Digest;
 
 use super::ProgressMode;
-use crate::progress::{Event, Progress};
-use crate::report::{BlobOutcome, RunReport};
+use mirror::progress::{Event, Progress};
+use mirror::report::{BlobOutcome, RunReport};
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 pub struct Renderer {
     mode: Mode,
-    images: usize,
+    /// Images to copy (set again when a plan is announced).
+    images: AtomicUsize,
+    /// Print a line when a plan is compared (`sync`).
+    announce_plan: bool,
     started: Instant,
     done: AtomicUsize,
     failed: AtomicUsize,
@@ -51,13 +54,21 @@ impl Renderer {
         };
         Renderer {
             mode,
-            images,
+            images: AtomicUsize::new(images),
+            announce_plan: false,
             started: Instant::now(),
             done: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             bytes_moved: AtomicU64::new(0),
             bytes_planned: AtomicU64::new(0),
         }
+    }
+
+    /// Print a line when the plan is compared: how many images, and what
+    /// each needs.
+    pub fn announcing_plan(mut self) -> Self {
+        self.announce_plan = true;
+        self
     }
 
     /// In plain mode, a line every few seconds while the run lasts.
@@ -82,7 +93,7 @@ impl Renderer {
         format!(
             "progress: {}/{} images done ({} failed), {} moved, {}/s",
             self.done.load(Ordering::Relaxed),
-            self.images,
+            self.images.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             human_bytes(moved),
             human_bytes((moved as f64 / secs) as u64)
@@ -119,6 +130,20 @@ impl Bars {
 impl Progress for Renderer {
     fn event(&self, event: Event) {
         match &event {
+            Event::Planned {
+                images,
+                current,
+                to_copy,
+                failed,
+                seconds,
+            } => {
+                self.images.store(*to_copy, Ordering::Relaxed);
+                if self.announce_plan && !matches!(self.mode, Mode::None) {
+                    eprintln!(
+                        "planned: {images} images, {current} current, {to_copy} to copy, {failed} failed ({seconds:.1}s)"
+                    );
+                }
+            }
             Event::ImagePlanned { bytes, .. } => {
                 self.bytes_planned.fetch_add(*bytes, Ordering::Relaxed);
             }
@@ -230,6 +255,7 @@ impl Renderer {
                     let _ = b.multi.println(line);
                 }
             }
+            Event::Planned { .. } => {}
         }
     }
 }
@@ -239,6 +265,14 @@ pub fn summary(report: &RunReport) -> String {
     let mut out = String::new();
     for i in &report.images {
         match &i.error {
+            None if i.current => {
+                let digest = i
+                    .target_digest
+                    .as_ref()
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                out += &format!("current {} → {} {digest}\n", i.source, i.target);
+            }
             None => {
                 let digest = i
                     .target_digest
@@ -262,8 +296,14 @@ pub fn summary(report: &RunReport) -> String {
             Some(e) => out += &format!("FAILED  {} → {}: {e}\n", i.source, i.target),
         }
     }
+    let current = report.images.iter().filter(|i| i.current).count();
+    let current = if current > 0 {
+        format!(" ({current} already current)")
+    } else {
+        String::new()
+    };
     out += &format!(
-        "{} images: {} done, {} failed; {} moved in {:.1}s\n",
+        "{} images: {} done{current}, {} failed; {} moved in {:.1}s\n",
         report.images.len(),
         report.succeeded,
         report.failed,

@@ -1,14 +1,16 @@
-//! Running copy jobs from the command line: the engine with progress,
+//! Running planned jobs from the command line: the engine with progress,
 //! Ctrl-C handling, the report and the exit code. Shared by `copy`,
 //! `export` and `import`, so they behave alike.
 
 use std::sync::Arc;
 
+use super::error::Failure;
 use super::render::Renderer;
 use super::{exit, OutputFormat, ProgressMode};
-use crate::report::RunReport;
-use crate::state::StateDir;
-use crate::transfer::{CopyJob, CopyOptions, Engine};
+use mirror::plan::{execute, Job, State};
+use mirror::report::RunReport;
+use mirror::state::StateDir;
+use mirror::transfer::{CopyOptions, Engine};
 
 /// How to show a run.
 pub struct Show {
@@ -16,19 +18,23 @@ pub struct Show {
     pub output: OutputFormat,
 }
 
-/// Run `jobs` and print the report; returns the run's report, or `Err`
-/// with the exit code when it was interrupted.
+/// Run the jobs that need it and print the report of all; `Err` when the
+/// run was interrupted.
 pub async fn run_jobs(
-    jobs: Vec<CopyJob>,
+    jobs: &[Job],
     options: CopyOptions,
     show: &Show,
     state: &StateDir,
-) -> Result<RunReport, i32> {
-    let renderer = Arc::new(Renderer::new(show.progress, jobs.len()));
+) -> Result<RunReport, Failure> {
+    let to_run = jobs
+        .iter()
+        .filter(|j| matches!(j.state, State::Copy { .. } | State::Pending))
+        .count();
+    let renderer = Arc::new(Renderer::new(show.progress, to_run));
     let engine = Engine::new(options, renderer.clone());
     let ticker = renderer.start_ticker();
     let report = tokio::select! {
-        report = engine.run(jobs) => report,
+        report = execute(jobs, &engine) => report,
         _ = tokio::signal::ctrl_c() => {
             // Dropping the run cancels every transfer: layout writes discard
             // their temporary files, upload sessions are never committed,
@@ -36,11 +42,10 @@ pub async fn run_jobs(
             // downloads record how far they got.
             ticker.abort();
             renderer.finish();
-            eprintln!(
+            return Err(Failure::interrupted(format!(
                 "interrupted: stopped; nothing partial is visible at the targets; run the same command again to continue (state in {})",
                 state.path().display()
-            );
-            return Err(exit::INTERRUPTED);
+            )));
         }
     };
     ticker.abort();
@@ -66,17 +71,7 @@ pub fn exit_code(report: &RunReport) -> i32 {
     }
 }
 
-/// Open and lock the state directory, or the exit code for why not.
-pub fn open_state(args: &super::StateArgs) -> Result<StateDir, i32> {
-    match args.open() {
-        Ok(s) => Ok(s),
-        Err(e @ crate::state::StateError::Locked { .. }) => {
-            eprintln!("error: {e}");
-            Err(exit::LOCKED)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(exit::USAGE)
-        }
-    }
+/// Open and lock the state directory.
+pub fn open_state(args: &super::StateArgs) -> Result<StateDir, Failure> {
+    Ok(args.open()?)
 }

@@ -3,18 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Args;
 
+use super::error::{CommandResult, Failure};
 use super::render::{human_bytes, Renderer};
 use super::{exit, OutputFormat, ProgressMode};
-use crate::progress::NoProgress;
-use crate::sync::lock::{default_lock_path, LockError, RunLock};
-use crate::sync::plan::{compare, expand, Stores};
-use crate::sync::run::execute;
-use crate::sync::{self as engine, Shard, Status, SyncConfig, SyncReport};
-use crate::transfer::CopyOptions;
+use mirror::progress::NoProgress;
+use mirror::sync::lock::{default_lock_path, RunLock};
+use mirror::sync::run::{sync, SyncOptions};
+use mirror::sync::{self as engine, Shard, Status, SyncConfig, SyncReport};
+use mirror::transfer::CopyOptions;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -65,7 +64,7 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
     /// With --state-dir: blobs at least this large are kept there while
     /// they stream from a registry (default 32M).
-    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, requires = "state_dir")]
+    #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size, requires = "state_dir")]
     pub spool_threshold: Option<u64>,
     /// Requests and blob streams in flight at once (default: the config's
     /// `jobs`, else 8).
@@ -81,15 +80,8 @@ pub struct RunArgs {
     pub progress: ProgressMode,
 }
 
-pub async fn run(args: SyncArgs) -> i32 {
-    let started = Instant::now();
-    let (config, config_path) = match load(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+pub async fn run(args: SyncArgs) -> CommandResult {
+    let (config, config_path) = load(&args).map_err(Failure::usage)?;
     let lock_path = args
         .lock_file
         .clone()
@@ -104,10 +96,9 @@ pub async fn run(args: SyncArgs) -> i32 {
             to: Stream::Stdout,
             changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::CHANGED),
         },
-        started,
     )
-    .await;
-    code
+    .await?;
+    Ok(code)
 }
 
 /// How a run reports when it is done.
@@ -127,121 +118,61 @@ pub enum Stream {
     Stderr,
 }
 
-/// Runs a loaded config under its lock: plan, compare, copy, report.
-/// Returns the exit code and, when the run got that far, its report.
+/// Runs a loaded config under its lock through the library's sync, with
+/// progress and the report. Returns the exit code and the report.
 pub async fn run_config(
     config: &SyncConfig,
     args: &RunArgs,
     shard: Option<Shard>,
     lock_path: &Path,
     output: Report,
-    started: Instant,
-) -> (i32, Option<SyncReport>) {
-    let _lock = match RunLock::acquire(lock_path) {
-        Ok(l) => l,
-        Err(e @ LockError::Held { .. }) => {
-            eprintln!("error: {e}");
-            return (exit::LOCKED, None);
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return (exit::USAGE, None);
-        }
-    };
+) -> Result<(i32, SyncReport), Failure> {
+    let _lock = RunLock::acquire(lock_path)?;
     // A dry run writes nothing, so it needs no state.
     let state = match (&args.state_dir, args.dry_run) {
         (Some(dir), false) => {
             let threshold = args
                 .spool_threshold
-                .unwrap_or(crate::state::DEFAULT_SPOOL_THRESHOLD);
-            match crate::state::StateDir::open(dir, threshold) {
-                Ok(s) => Some(s),
-                Err(e @ crate::state::StateError::Locked { .. }) => {
-                    eprintln!("error: {e}");
-                    return (exit::LOCKED, None);
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return (exit::USAGE, None);
-                }
-            }
+                .unwrap_or(mirror::state::DEFAULT_SPOOL_THRESHOLD);
+            Some(mirror::state::StateDir::open(dir, threshold)?)
         }
         _ => None,
     };
-    let client = match engine::client(config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return (exit::USAGE, None);
-        }
-    };
+    let client = config.client_settings().client().map_err(Failure::usage)?;
     let jobs = args
         .jobs
         .map(usize::from)
         .or(config.jobs)
         .unwrap_or(CopyOptions::default().jobs);
-    let mut stores = Stores::new(client, config, !args.dry_run);
-    if let Some(s) = &state {
-        stores = stores.with_sessions(s.uploads().clone());
-    }
-
-    let work = async {
-        let mut items = expand(config, &stores, shard, jobs).await;
-        compare(&mut items, jobs, args.dry_run).await;
-        let to_copy = items
-            .iter()
-            .filter(|i| matches!(i.state, crate::sync::plan::State::Copy { .. }))
-            .count();
-        if !args.dry_run && args.progress != ProgressMode::None {
-            let failed = items
-                .iter()
-                .filter(|i| matches!(i.state, crate::sync::plan::State::Failed { .. }))
-                .count();
-            eprintln!(
-                "planned: {} images, {} current, {to_copy} to copy, {failed} failed ({:.1}s)",
-                items.len(),
-                items.len() - to_copy - failed,
-                started.elapsed().as_secs_f64()
-            );
-        }
-        let renderer = Arc::new(Renderer::new(
-            if args.dry_run {
-                ProgressMode::None
-            } else {
-                args.progress
-            },
-            to_copy,
-        ));
-        let ticker = renderer.start_ticker();
-        let progress: Arc<dyn crate::progress::Progress> = if args.dry_run {
-            Arc::new(NoProgress)
-        } else {
-            renderer.clone()
-        };
-        let report = execute(
-            items,
-            CopyOptions {
-                jobs,
-                spools: state.as_ref().map(|s| s.spools().clone()),
-                ..CopyOptions::default()
-            },
-            progress,
-            args.dry_run,
-            shard,
-            started,
-        )
-        .await;
-        ticker.abort();
-        renderer.finish();
-        report
+    let options = SyncOptions {
+        jobs,
+        dry_run: args.dry_run,
+        shard,
+        spools: state.as_ref().map(|s| s.spools().clone()),
+        sessions: state.as_ref().map(|s| s.uploads().clone()),
+    };
+    let mode = if args.dry_run {
+        ProgressMode::None
+    } else {
+        args.progress
+    };
+    let renderer = Arc::new(Renderer::new(mode, 0).announcing_plan());
+    let ticker = renderer.start_ticker();
+    let progress: Arc<dyn mirror::progress::Progress> = if args.dry_run {
+        Arc::new(NoProgress)
+    } else {
+        renderer.clone()
     };
     let report = tokio::select! {
-        r = work => r,
+        r = sync(config, client, &options, progress) => r,
         _ = tokio::signal::ctrl_c() => {
-            eprintln!("interrupted: stopped; nothing partial is visible at the targets (run again to continue)");
-            return (exit::INTERRUPTED, None);
+            ticker.abort();
+            renderer.finish();
+            return Err(Failure::interrupted("interrupted: stopped; nothing partial is visible at the targets (run again to continue)"));
         }
     };
+    ticker.abort();
+    renderer.finish();
 
     let mut code = match exit_code(&report) {
         exit::CHANGED => output.changes_exit_code,
@@ -267,7 +198,7 @@ pub async fn run_config(
         Stream::Stdout => print!("{text}"),
         Stream::Stderr => eprint!("{text}"),
     }
-    (code, Some(report))
+    Ok((code, report))
 }
 
 fn load(args: &SyncArgs) -> Result<(SyncConfig, PathBuf), String> {

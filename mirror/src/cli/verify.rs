@@ -3,9 +3,10 @@
 use clap::Args;
 
 use super::bundle::Bundle;
+use super::error::{CommandResult, Failure};
 use super::render::human_bytes;
 use super::{exit, OutputFormat};
-use crate::verify::{verify, BundleReport};
+use mirror::verify::{verify, BundleReport};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -18,17 +19,11 @@ pub struct VerifyArgs {
     output: OutputFormat,
 }
 
-pub async fn run(args: VerifyArgs) -> i32 {
+pub async fn run(args: VerifyArgs) -> CommandResult {
     // Opening an archive indexes it and refuses hostile entries by name.
     // A bundle refused when opened (missing, malformed, hostile) exits 2,
     // as it does for `mirror copy`.
-    let bundle = match Bundle::open(&args.bundle).await {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let bundle = Bundle::open(&args.bundle).await.map_err(Failure::usage)?;
     let report = verify(bundle.store.as_ref(), &bundle.names, &bundle.omitted).await;
     match args.output {
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
@@ -38,12 +33,9 @@ pub async fn run(args: VerifyArgs) -> i32 {
         OutputFormat::Text => print!("{}", summary(&report)),
     }
     if report.ok() {
-        exit::OK
+        Ok(exit::OK)
     } else {
-        for p in &report.problems {
-            eprintln!("error: {p}");
-        }
-        exit::FAILED
+        Err(Failure::failed(report.problems.join("\nerror: ")))
     }
 }
 

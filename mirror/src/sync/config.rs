@@ -18,6 +18,7 @@ use serde_saphyr::Spanned;
 
 use super::select::TagSelector;
 use super::template::Template;
+use crate::endpoint::{split_file, FileKind};
 use crate::platform::PlatformFilter;
 
 /// A config that could not be used: where, and what is wrong.
@@ -55,23 +56,19 @@ pub struct SyncConfig {
     pub entries: Vec<SyncEntry>,
 }
 
-/// How to reach one registry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegistrySettings {
-    pub host: String,
-    /// Explicit credentials; without them docker's config.json is asked.
-    pub credential: Option<Credential>,
-    /// Trust these CAs (PEM) besides the system roots.
-    pub ca_files: Vec<PathBuf>,
-    /// Plain HTTP (no TLS).
-    pub insecure: bool,
-    /// TLS even on loopback (a `tls:` block without `insecure: true`).
-    pub tls: bool,
-    pub chunk_threshold: Option<u64>,
-    pub chunk_size: Option<usize>,
-    /// Requests in flight to this registry, in place of the top-level value.
-    pub max_requests_per_host: Option<usize>,
+impl SyncConfig {
+    /// How to reach its registries, as the one client builder takes it.
+    pub fn client_settings(&self) -> crate::settings::ClientSettings {
+        crate::settings::ClientSettings {
+            registries: self.registries.clone(),
+            max_requests_per_host: self.max_requests_per_host,
+            read_timeout: self.read_timeout,
+            http: self.http,
+        }
+    }
 }
+
+pub use crate::settings::RegistrySettings;
 
 /// Where an entry's images come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,9 +77,11 @@ pub enum SourceSpec {
     Registry(Repository),
     /// Every repository of a registry under a path prefix (`HOST/PREFIX/*`).
     RegistryPrefix { registry: String, prefix: String },
-    /// An OCI layout: one repository of its names (`oci:PATH:REPO` — names
-    /// `REPO:TAG`), or all of them (`oci:PATH`).
-    Layout {
+    /// An OCI layout or archive: one repository of its names
+    /// (`oci:PATH:REPO` — names `REPO:TAG`), or all of them (`oci:PATH`);
+    /// `oci-archive:` likewise.
+    Files {
+        kind: FileKind,
         path: PathBuf,
         repository: Option<String>,
     },
@@ -230,11 +229,14 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         None => None,
     };
     let read_timeout = match &raw.read_timeout {
-        Some(t) => Some(crate::cli::parse_duration(&t.value).map_err(|m| cx.at(t, m))?),
+        Some(t) => Some(crate::units::parse_duration(&t.value).map_err(|m| cx.at(t, m))?),
         None => None,
     };
     let http = match &raw.http {
-        Some(h) => crate::cli::parse_http_version(&h.value).map_err(|m| cx.at(h, m))?,
+        Some(h) => h
+            .value
+            .parse::<registry_client::HttpVersion>()
+            .map_err(|m| cx.at(h, m))?,
         None => registry_client::HttpVersion::default(),
     };
     Ok(SyncConfig {
@@ -328,7 +330,7 @@ impl Cx {
     }
 
     fn size(&self, v: &S) -> Result<u64, ConfigError> {
-        crate::cli::parse_size(&v.value).map_err(|m| self.at(v, m))
+        crate::units::parse_size(&v.value).map_err(|m| self.at(v, m))
     }
 
     fn registry(&self, r: RawRegistry) -> Result<RegistrySettings, ConfigError> {
@@ -563,25 +565,20 @@ impl Cx {
 
     fn source(&self, s: &S) -> Result<SourceSpec, ConfigError> {
         let text = s.value.trim();
-        if let Some(rest) = text.strip_prefix("oci:") {
-            let (path, repository) = match rest.split_once(':') {
-                Some((p, r)) => (p, Some(r.to_string())),
-                None => (rest, None),
-            };
-            if path.is_empty() {
-                return Err(self.at(s, "the layout path is empty"));
-            }
-            if let Some(r) = &repository {
+        if let Some(file) = split_file(text) {
+            let (kind, path, repository) = file.map_err(|m| self.at(s, m))?;
+            if let Some(r) = repository {
                 if r.contains(':') || r.contains('@') {
                     return Err(self.at(
                         s,
-                        format!("source {text:?}: name a repository of the layout (oci:PATH:REPO), and its tags under tags:"),
+                        format!("source {text:?}: name a repository of the {} ({}:PATH:REPO), and its tags under tags:", kind_word(kind), kind.scheme()),
                     ));
                 }
             }
-            return Ok(SourceSpec::Layout {
+            return Ok(SourceSpec::Files {
+                kind,
                 path: self.path(path),
-                repository,
+                repository: repository.map(str::to_string),
             });
         }
         if let Some(prefix) = text.strip_suffix("/*") {
@@ -608,16 +605,10 @@ impl Cx {
     /// config's directory, like every path in the file.
     fn target(&self, t: &S) -> Result<Template, ConfigError> {
         let text = t.value.trim();
-        let text = match text.strip_prefix("oci:") {
-            Some(rest) => {
-                let (path, name) = match rest.split_once(':') {
-                    Some((p, n)) => (p, Some(n)),
-                    None => (rest, None),
-                };
-                if path.is_empty() {
-                    return Err(self.at(t, "the layout path is empty"));
-                }
-                let mut s = format!("oci:{}", self.path(path).display());
+        let text = match split_file(text) {
+            Some(file) => {
+                let (kind, path, name) = file.map_err(|m| self.at(t, m))?;
+                let mut s = format!("{}:{}", kind.scheme(), self.path(path).display());
                 if let Some(n) = name {
                     s = format!("{s}:{n}");
                 }
@@ -643,6 +634,13 @@ impl Cx {
 
 /// A multi-line message (the regex crate's, with a caret under the
 /// problem) on one line.
+fn kind_word(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Layout => "layout",
+        FileKind::Archive => "archive",
+    }
+}
+
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -765,7 +763,8 @@ sync:
         assert_eq!(e[2].platforms.len(), 1);
         assert_eq!(
             e[3].source,
-            SourceSpec::Layout {
+            SourceSpec::Files {
+                kind: FileKind::Layout,
                 path: "/etc/mirror/layout".into(),
                 repository: Some("cap/x".into())
             }

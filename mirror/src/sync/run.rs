@@ -1,19 +1,21 @@
-//! Runs a compared plan: copies what differs through the engine (one run
-//! per platform filter), records each image's outcome, and builds the sync
-//! report. One image's failure stops no other.
+//! Runs a sync: plans the config, compares, copies what differs through
+//! one engine (whatever the entries' platforms), records each image's
+//! outcome, and builds the sync report. One image's failure stops no other.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use registry_client::{Digest, ErrorKind};
+use registry_client::{Client, Digest, ErrorKind};
 use serde::Serialize;
 
-use super::plan::{Item, State};
+use super::expand::expand;
 use super::shard::Shard;
-use crate::progress::Progress;
-use crate::store::ImageRef;
-use crate::transfer::{CopyJob, CopyOptions, Engine};
+use super::SyncConfig;
+use crate::plan::{compare, execute, Job, State};
+use crate::progress::{Event, Progress};
+use crate::report::RunReport;
+use crate::state::{Spools, UploadJournal};
+use crate::transfer::{CopyOptions, Engine};
 
 /// What happened to one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,7 +80,7 @@ impl SyncReport {
     }
 }
 
-fn image(it: &Item, status: Status) -> SyncImage {
+fn image(it: &Job, status: Status) -> SyncImage {
     SyncImage {
         source: it.source_label.clone(),
         target: it.target_label.clone(),
@@ -97,15 +99,70 @@ fn image(it: &Item, status: Status) -> SyncImage {
     }
 }
 
-/// Copy every item in state `Copy` (unless `dry_run`) and report on all.
-pub async fn execute(
-    items: Vec<Item>,
-    options: CopyOptions,
+/// How a sync runs.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Requests and blob streams in flight at once.
+    pub jobs: usize,
+    /// Compare and count what is missing; copy nothing.
+    pub dry_run: bool,
+    /// Only this worker's share of the images.
+    pub shard: Option<Shard>,
+    /// Where large downloads are kept so a rerun continues them.
+    pub spools: Option<Spools>,
+    /// Where upload sessions are recorded so a rerun continues them.
+    pub sessions: Option<UploadJournal>,
+}
+
+/// Keep a config's images current: expand it into jobs, compare each with
+/// two HEADs, copy what differs through one engine (unless a dry run) and
+/// report on every image. Progress goes to `progress`, starting with
+/// [`Event::Planned`] once the comparison is done.
+pub async fn sync(
+    config: &SyncConfig,
+    client: Client,
+    options: &SyncOptions,
     progress: Arc<dyn Progress>,
-    dry_run: bool,
-    shard: Option<Shard>,
+) -> SyncReport {
+    let started = Instant::now();
+    let mut stores = super::expand::stores(client, config, !options.dry_run);
+    if let Some(s) = &options.sessions {
+        stores = stores.with_sessions(s.clone());
+    }
+    let mut items = expand(config, &stores, options.shard, options.jobs).await;
+    compare(&mut items, options.jobs, options.dry_run).await;
+    let count = |f: fn(&State) -> bool| items.iter().filter(|i| f(&i.state)).count();
+    progress.event(Event::Planned {
+        images: items.len(),
+        current: count(|s| matches!(s, State::Current { .. })),
+        to_copy: count(|s| matches!(s, State::Copy { .. })),
+        failed: count(|s| matches!(s, State::Failed { .. })),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    let engine = Engine::new(
+        CopyOptions {
+            jobs: options.jobs,
+            spools: options.spools.clone(),
+            ..CopyOptions::default()
+        },
+        progress,
+    );
+    let run = if options.dry_run {
+        None
+    } else {
+        Some(execute(&items, &engine).await)
+    };
+    report(&items, run, options, started)
+}
+
+/// The sync report of a compared plan and, unless a dry run, its run.
+fn report(
+    items: &[Job],
+    run: Option<RunReport>,
+    options: &SyncOptions,
     started: Instant,
 ) -> SyncReport {
+    let dry_run = options.dry_run;
     let mut images: Vec<SyncImage> = items
         .iter()
         .map(|it| match &it.state {
@@ -141,56 +198,22 @@ pub async fn execute(
             },
         })
         .collect();
-
-    if !dry_run {
-        // One engine run per platform filter, since the filter is a run option.
-        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, it) in items.iter().enumerate() {
-            if matches!(it.state, State::Copy { .. }) {
-                let key: Vec<String> = it.platforms.iter().map(|p| p.to_string()).collect();
-                groups.entry(key.join(",")).or_default().push(i);
+    if let Some(run) = run {
+        for ((img, it), r) in images.iter_mut().zip(items).zip(run.images) {
+            if !matches!(it.state, State::Copy { .. }) {
+                continue;
             }
-        }
-        for idx in groups.into_values() {
-            let mut jobs = Vec::new();
-            for &i in &idx {
-                let it = &items[i];
-                let State::Copy { source_digest, .. } = &it.state else {
-                    unreachable!("grouped items are to copy")
-                };
-                jobs.push(CopyJob {
-                    source: it.source.clone().expect("a planned image has a source"),
-                    // What was compared is what is copied, even if the
-                    // source tag moves meanwhile.
-                    source_ref: ImageRef::Digest(source_digest.clone()),
-                    target: it.target.clone().expect("a real run opens every target"),
-                    target_tag: Some(it.target_tag.clone()),
-                    source_label: it.source_label.clone(),
-                    target_label: it.target_label.clone(),
-                });
-            }
-            let engine = Engine::new(
-                CopyOptions {
-                    platforms: items[idx[0]].platforms.clone(),
-                    ..options.clone()
-                },
-                progress.clone(),
-            );
-            let run = engine.run(jobs).await;
-            for (&i, r) in idx.iter().zip(run.images) {
-                let img = &mut images[i];
-                img.blobs_copied = r.blobs_copied;
-                img.blobs_present = r.blobs_present;
-                img.blobs_mounted = r.blobs_mounted;
-                img.bytes_copied = r.bytes_copied;
-                img.digest_changed = r.digest_changed;
-                match r.error {
-                    None => img.target_digest = r.target_digest,
-                    Some(e) => {
-                        img.status = Status::Failed;
-                        img.error = Some(e);
-                        img.error_kind = r.error_kind;
-                    }
+            img.blobs_copied = r.blobs_copied;
+            img.blobs_present = r.blobs_present;
+            img.blobs_mounted = r.blobs_mounted;
+            img.bytes_copied = r.bytes_copied;
+            img.digest_changed = r.digest_changed;
+            match r.error {
+                None => img.target_digest = r.target_digest,
+                Some(e) => {
+                    img.status = Status::Failed;
+                    img.error = Some(e);
+                    img.error_kind = r.error_kind;
                 }
             }
         }
@@ -199,7 +222,7 @@ pub async fn execute(
     let count = |s: Status| images.iter().filter(|i| i.status == s).count();
     SyncReport {
         dry_run,
-        shard: shard.map(|s| s.to_string()),
+        shard: options.shard.map(|s| s.to_string()),
         current: count(Status::Current),
         copied: count(Status::Copied),
         would_copy: count(Status::WouldCopy),

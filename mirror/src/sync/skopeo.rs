@@ -102,7 +102,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
             let repository = Repository::new(&host, repo)
                 .map_err(|e| cx.error(Some(line), format!("{host}/{repo}: {e}")))?;
             let name = repo.rsplit('/').next().unwrap_or(repo);
-            let target_text = if target.starts_with("oci:") {
+            let target_text = if crate::endpoint::split_file(target).is_some() {
                 format!("{target}:{name}")
             } else {
                 format!("{target}/{name}")

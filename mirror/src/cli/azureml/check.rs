@@ -10,10 +10,11 @@ use registry_client::{Credential, CredentialChain, StaticCredentials};
 
 use super::login::{Logins, Resolved};
 use super::PresetArgs;
-use crate::azureml::check::{check, CheckRow, Pull, Standing};
-use crate::azureml::preset::Preset;
-use crate::azureml::variables::{JobVariables, CONFIG_OVERRIDE};
+use crate::cli::error::{CommandResult, Failure};
 use crate::cli::{exit, OutputFormat, RegistryArgs};
+use mirror::azureml::check::{check, CheckRow, Pull, Standing};
+use mirror::azureml::preset::Preset;
+use mirror::azureml::variables::{JobVariables, CONFIG_OVERRIDE};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -29,34 +30,16 @@ pub struct CheckArgs {
     output: OutputFormat,
 }
 
-pub async fn run(args: CheckArgs) -> i32 {
-    let preset = match args.preset.preset() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+pub async fn run(args: CheckArgs) -> CommandResult {
+    let preset = args.preset.preset().map_err(Failure::usage)?;
     let Resolved {
         target,
         source,
         job,
-    } = match args.logins.resolve().await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return e.exit_code();
-        }
-    };
+    } = args.logins.resolve().await?;
     let job = match job {
         Some(j) => Some(j),
-        None => match job_from_environment(&preset) {
-            Ok(j) => j,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::USAGE;
-            }
-        },
+        None => job_from_environment(&preset).map_err(Failure::usage)?,
     };
 
     let mut explicit = StaticCredentials::new();
@@ -75,21 +58,9 @@ pub async fn run(args: CheckArgs) -> i32 {
                 .with(&preset.target.registry, Credential::basic(user, password)),
         ))
     });
-    let (client, job_client) = match (client, job_client.transpose()) {
-        (Ok(c), Ok(j)) => (c, j),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-
-    let images = match preset.images() {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let client = client.map_err(Failure::usage)?;
+    let job_client = job_client.transpose().map_err(Failure::usage)?;
+    let images = preset.images().map_err(Failure::usage)?;
     let rows = check(&images, &client, job_client.as_ref()).await;
     match args.output {
         OutputFormat::Json => match serde_json::to_string_pretty(&rows) {
@@ -98,13 +69,13 @@ pub async fn run(args: CheckArgs) -> i32 {
         },
         OutputFormat::Text => print!("{}", table(&rows, job_client.is_some())),
     }
-    if rows.iter().all(CheckRow::ok) {
+    Ok(if rows.iter().all(CheckRow::ok) {
         exit::OK
     } else if rows.iter().any(|r| r.auth_failure) {
         exit::AUTH
     } else {
         exit::FAILED
-    }
+    })
 }
 
 /// The job's credentials from the override in the environment, checked

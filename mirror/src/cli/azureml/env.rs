@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::login::secret;
-use crate::azureml::variables::{Format, JobVariables};
+use mirror::azureml::variables::{Format, JobVariables};
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {

@@ -6,8 +6,8 @@
 use clap::Args;
 use registry_client::{Credential, Secret};
 
-use super::exit;
-use crate::azureml::entra::{TokenError, TokenSource};
+use crate::cli::error::Failure;
+use mirror::azureml::entra::{TokenError, TokenSource};
 
 /// A login that could not be prepared: a usage mistake, or a token that
 /// could not be had (an authentication failure).
@@ -25,11 +25,12 @@ impl From<String> for LoginError {
     }
 }
 
-impl LoginError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            LoginError::Usage(_) => exit::USAGE,
-            LoginError::Token(_) => exit::AUTH,
+impl From<LoginError> for Failure {
+    /// A usage mistake exits 2; a token that could not be had, 3.
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Usage(m) => Failure::usage(m),
+            e @ LoginError::Token(_) => Failure::of_kind(registry_client::ErrorKind::Auth, e),
         }
     }
 }

@@ -10,9 +10,10 @@ mod sync;
 
 use clap::{Args, Subcommand};
 
+use super::error::{CommandResult, Failure};
 use super::exit;
-use crate::azureml::preset::{Location, Preset};
-use crate::azureml::regions;
+use mirror::azureml::preset::{Location, Preset};
+use mirror::azureml::regions;
 
 #[derive(Debug, Subcommand)]
 pub enum AzuremlCommand {
@@ -27,17 +28,14 @@ pub enum AzuremlCommand {
     Env(env::EnvArgs),
 }
 
-pub async fn run(command: AzuremlCommand) -> i32 {
+pub async fn run(command: AzuremlCommand) -> CommandResult {
     match command {
         AzuremlCommand::Sync(args) => sync::run(args).await,
         AzuremlCommand::Check(args) => check::run(args).await,
-        AzuremlCommand::Env(args) => match env::env(args) {
-            Ok(()) => exit::OK,
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::USAGE
-            }
-        },
+        AzuremlCommand::Env(args) => {
+            env::env(args).map_err(Failure::usage)?;
+            Ok(exit::OK)
+        }
     }
 }
 

@@ -4,17 +4,17 @@
 //! error.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use clap::Args;
 
 use super::env::VariablesOut;
 use super::login::{Logins, Resolved};
 use super::PresetArgs;
-use crate::azureml::variables::JobVariables;
+use crate::cli::error::{CommandResult, Failure};
 use crate::cli::sync::{run_config, Report, RunArgs, Stream};
 use crate::cli::{exit, OutputFormat, RegistryArgs};
-use crate::sync::lock::default_lock_path;
+use mirror::azureml::variables::JobVariables;
+use mirror::sync::lock::default_lock_path;
 use registry_client::{Credential, Secret};
 
 #[derive(Debug, Args)]
@@ -35,26 +35,13 @@ pub struct SyncArgs {
     lock_file: Option<PathBuf>,
 }
 
-pub async fn run(args: SyncArgs) -> i32 {
-    let started = Instant::now();
-    let preset = match args.preset.preset() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+pub async fn run(args: SyncArgs) -> CommandResult {
+    let preset = args.preset.preset().map_err(Failure::usage)?;
     let Resolved {
         target: target_credential,
         source: source_credential,
         job,
-    } = match args.logins.resolve().await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return e.exit_code();
-        }
-    };
+    } = args.logins.resolve().await?;
     let job = job.or_else(|| match &target_credential {
         Some(Credential::Basic { username, password }) => {
             eprintln!(
@@ -67,20 +54,16 @@ pub async fn run(args: SyncArgs) -> i32 {
 
     let mut registries = vec![args
         .registries
-        .settings(&preset.target.registry, target_credential)];
+        .registry_settings(&preset.target.registry, target_credential)];
     if preset.source.registry != preset.target.registry {
         registries.push(
             args.registries
-                .settings(&preset.source.registry, source_credential),
+                .registry_settings(&preset.source.registry, source_credential),
         );
     }
-    let mut config = match preset.sync_config(registries, args.run.jobs.map(usize::from)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let mut config = preset
+        .sync_config(registries, args.run.jobs.map(usize::from))
+        .map_err(Failure::usage)?;
     config.max_requests_per_host = args.registries.max_requests_per_host.map(usize::from);
     config.read_timeout = args.registries.read_timeout;
     config.http = args.registries.http;
@@ -91,8 +74,8 @@ pub async fn run(args: SyncArgs) -> i32 {
         preset.region,
         preset.source,
         preset.target,
-        crate::azureml::images::source_tag(&preset.region),
-        crate::azureml::images::target_tag(&preset.region, preset.regional_tags),
+        mirror::azureml::images::source_tag(&preset.region),
+        mirror::azureml::images::target_tag(&preset.region, preset.regional_tags),
     );
     let lock_path = args.lock_file.clone().unwrap_or_else(|| {
         default_lock_path(
@@ -111,17 +94,15 @@ pub async fn run(args: SyncArgs) -> i32 {
             to: Stream::Stderr,
             changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
         },
-        started,
     )
-    .await;
-    let Some(report) = report else { return code };
+    .await?;
     if report.failed > 0 {
         eprintln!(
             "not printing the job variables: {} of {} images are not in place",
             report.failed,
             report.images.len()
         );
-        return code;
+        return Ok(code);
     }
 
     let (username, password) = job.unwrap_or_else(|| {
@@ -139,10 +120,7 @@ pub async fn run(args: SyncArgs) -> i32 {
         regional_tag_prefix: preset.regional_tags,
     };
     match args.variables.write(&vars) {
-        Ok(()) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            code.max(exit::FAILED)
-        }
+        Ok(()) => Ok(code),
+        Err(e) => Err(Failure::failed(e)),
     }
 }

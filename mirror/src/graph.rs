@@ -1,0 +1,403 @@
+//! The image graph: which manifests and blobs an image is made of.
+//!
+//! One iterative walk, used by copy, sync planning, export, import, verify
+//! and delta bundles. A manifest's successors are its edges: an index's
+//! child manifests, a manifest's config and layers. A new kind of edge
+//! (referrers) is a new [`Edge`] variant and one more arm in
+//! [`successors`], not another walker.
+//!
+//! The walk reads each manifest once, checks it against the size its
+//! parent's descriptor gives, applies a [`Selection`] (platforms of the
+//! root index, foreign layers) and stops at explicit [`Bounds`], so a
+//! hostile store cannot make it recurse without end or hold without limit.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use registry_client::{Descriptor, Digest, Manifest};
+
+use crate::platform::PlatformFilter;
+use crate::store::StoreError;
+
+/// What of an image to take.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Keep only these platforms of a root index (empty: all). Dropping
+    /// children writes a new index, so its digest changes.
+    pub platforms: Vec<PlatformFilter>,
+    /// Take non-distributable (foreign) layers too.
+    pub include_foreign: bool,
+}
+
+/// How large an image may be before the walk refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Indexes within indexes (the root is depth 0).
+    pub depth: usize,
+    /// Manifests (and indexes) in one image.
+    pub manifests: usize,
+    /// Configs and layers in one image.
+    pub blobs: usize,
+}
+
+impl Default for Bounds {
+    /// Real images nest one index deep and hold tens of blobs; these leave
+    /// ample room and still end a hostile graph quickly.
+    fn default() -> Self {
+        Bounds {
+            depth: 8,
+            manifests: 10_000,
+            blobs: 100_000,
+        }
+    }
+}
+
+/// Why a manifest points at a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// A child manifest of an index.
+    Child,
+    /// A manifest's config blob.
+    Config,
+    /// A manifest's layer blob.
+    Layer,
+}
+
+impl Edge {
+    /// Whether the descriptor names a manifest (walked) or a blob (moved).
+    pub fn is_manifest(self) -> bool {
+        matches!(self, Edge::Child)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("reading manifest {digest}: {source}")]
+    Read {
+        digest: Digest,
+        #[source]
+        source: StoreError,
+    },
+    #[error("manifest {digest} has {actual} bytes, its descriptor says {expected}")]
+    Size {
+        digest: Digest,
+        actual: u64,
+        expected: u64,
+    },
+    #[error("the image has more than {limit} {what}; refused (a hostile or broken graph)")]
+    Bound { what: &'static str, limit: usize },
+    #[error("a manifest for platform {wanted} not found")]
+    NoPlatform { wanted: String },
+}
+
+impl GraphError {
+    pub fn kind(&self) -> registry_client::ErrorKind {
+        use registry_client::ErrorKind;
+        match self {
+            GraphError::Read { source, .. } => source.kind(),
+            GraphError::Size { .. } => ErrorKind::Integrity,
+            GraphError::Bound { .. } => ErrorKind::Protocol,
+            GraphError::NoPlatform { .. } => ErrorKind::NotFound,
+        }
+    }
+}
+
+/// Reads manifests by digest for the walk (a store, or the engine's
+/// wrapper that takes a concurrency permit first).
+#[async_trait::async_trait]
+pub trait ManifestReader: Send + Sync {
+    async fn read_manifest(&self, digest: &Digest) -> Result<Manifest, StoreError>;
+}
+
+/// The descriptors a manifest points at, with why. Malformed JSON is an
+/// error naming the manifest.
+pub fn successors(manifest: &Manifest) -> Result<Vec<(Edge, Descriptor)>, StoreError> {
+    let content = manifest
+        .content()
+        .map_err(|e| StoreError::invalid(format!("manifest {}", manifest.digest), e.to_string()))?;
+    let mut out = Vec::new();
+    if manifest.is_index() {
+        out.extend(content.manifests.into_iter().map(|d| (Edge::Child, d)));
+    } else {
+        out.extend(content.config.into_iter().map(|d| (Edge::Config, d)));
+        out.extend(content.layers.into_iter().map(|d| (Edge::Layer, d)));
+    }
+    Ok(out)
+}
+
+/// Everything under one image, as the walk found it.
+#[derive(Debug, Clone)]
+pub struct ImageGraph {
+    /// The manifest the target gets in the root's place: the root itself,
+    /// or a new index when the platform filter dropped children.
+    pub root: Manifest,
+    /// Every manifest to write, children before parents, `root` last.
+    pub manifests: Vec<Manifest>,
+    /// Configs and layers to move, each once, in the order found.
+    pub blobs: Vec<Descriptor>,
+    /// Foreign layers left where they are (not selected).
+    pub foreign: Vec<Descriptor>,
+    /// `os/arch[/variant]` of each child a root index keeps.
+    pub platforms: Vec<String>,
+    /// Why `root` differs from the source's root, if it does.
+    pub digest_changed: Option<String>,
+}
+
+impl ImageGraph {
+    /// Bytes of the blobs to move.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+}
+
+/// What a root becomes under a selection: itself, or (an index whose
+/// platform filter dropped children) a new index and the reason. Also the
+/// children it keeps. Sync planning uses it to know the digest a target
+/// will hold without walking the rest.
+pub fn select_root(
+    root: &Manifest,
+    selection: &Selection,
+) -> Result<(Manifest, Option<String>, Vec<Descriptor>), GraphError> {
+    let children: Vec<Descriptor> = successors(root)
+        .map_err(|source| GraphError::Read {
+            digest: root.digest.clone(),
+            source,
+        })?
+        .into_iter()
+        .filter(|(e, _)| e.is_manifest())
+        .map(|(_, d)| d)
+        .collect();
+    let filters = &selection.platforms;
+    if !root.is_index() || filters.is_empty() {
+        return Ok((root.clone(), None, children));
+    }
+    let all = children.len();
+    let kept: Vec<Descriptor> = children
+        .into_iter()
+        .filter(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| filters.iter().any(|f| f.matches(p)))
+        })
+        .collect();
+    let wanted = || {
+        filters
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if kept.is_empty() {
+        return Err(GraphError::NoPlatform { wanted: wanted() });
+    }
+    if kept.len() == all {
+        return Ok((root.clone(), None, kept));
+    }
+    let filtered = filtered_index(root, &kept).map_err(|source| GraphError::Read {
+        digest: root.digest.clone(),
+        source,
+    })?;
+    let why = format!(
+        "the platform filter ({}) kept {} of {all} manifests, so a new index was written",
+        wanted(),
+        kept.len()
+    );
+    Ok((filtered, Some(why), kept))
+}
+
+/// Walk the image under `root`: read every manifest once (up to `jobs`
+/// children of an index at a time), check each against its descriptor's
+/// size, and collect what the selection takes, within `bounds`.
+pub async fn walk(
+    reader: &dyn ManifestReader,
+    root: Manifest,
+    selection: &Selection,
+    bounds: &Bounds,
+    jobs: usize,
+) -> Result<ImageGraph, GraphError> {
+    let (new_root, digest_changed, kept) = select_root(&root, selection)?;
+    let platforms = if root.is_index() {
+        kept.iter()
+            .filter_map(|d| d.platform.as_ref())
+            .map(|p| {
+                let mut s = format!("{}/{}", p.os, p.architecture);
+                if let Some(v) = &p.variant {
+                    s += &format!("/{v}");
+                }
+                s
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut graph = ImageGraph {
+        root: new_root.clone(),
+        manifests: Vec::new(),
+        blobs: Vec::new(),
+        foreign: Vec::new(),
+        platforms,
+        digest_changed,
+    };
+    let mut seen_manifests: HashSet<Digest> = HashSet::from([root.digest.clone()]);
+    let mut seen_blobs: HashSet<Digest> = HashSet::new();
+
+    // Depth-first, children before parents, without recursion: each frame
+    // is a manifest and the successors still to visit.
+    struct Frame {
+        manifest: Manifest,
+        pending: std::vec::IntoIter<Manifest>,
+        depth: usize,
+    }
+    let open = |manifest: Manifest,
+                children: Vec<Manifest>,
+                depth: usize,
+                graph: &mut ImageGraph,
+                seen_blobs: &mut HashSet<Digest>|
+     -> Result<Frame, GraphError> {
+        if !manifest.is_index() {
+            let edges = successors(&manifest).map_err(|source| GraphError::Read {
+                digest: manifest.digest.clone(),
+                source,
+            })?;
+            for (_, d) in edges {
+                if d.is_foreign() && !selection.include_foreign {
+                    graph.foreign.push(d);
+                } else if seen_blobs.insert(d.digest.clone()) {
+                    if seen_blobs.len() > bounds.blobs {
+                        return Err(GraphError::Bound {
+                            what: "blobs",
+                            limit: bounds.blobs,
+                        });
+                    }
+                    graph.blobs.push(d);
+                }
+            }
+        }
+        Ok(Frame {
+            manifest,
+            pending: children.into_iter(),
+            depth,
+        })
+    };
+
+    let root_children = read_children(reader, &kept, &mut seen_manifests, bounds, jobs).await?;
+    let mut stack = vec![open(
+        new_root,
+        root_children,
+        0,
+        &mut graph,
+        &mut seen_blobs,
+    )?];
+    while let Some(top) = stack.last_mut() {
+        match top.pending.next() {
+            Some(child) => {
+                let depth = top.depth + 1;
+                let children = if child.is_index() {
+                    if depth >= bounds.depth {
+                        return Err(GraphError::Bound {
+                            what: "levels of nested indexes",
+                            limit: bounds.depth,
+                        });
+                    }
+                    let descs: Vec<Descriptor> = successors(&child)
+                        .map_err(|source| GraphError::Read {
+                            digest: child.digest.clone(),
+                            source,
+                        })?
+                        .into_iter()
+                        .map(|(_, d)| d)
+                        .collect();
+                    read_children(reader, &descs, &mut seen_manifests, bounds, jobs).await?
+                } else {
+                    Vec::new()
+                };
+                let frame = open(child, children, depth, &mut graph, &mut seen_blobs)?;
+                stack.push(frame);
+            }
+            None => {
+                let done = stack.pop().expect("the loop holds a frame");
+                graph.manifests.push(done.manifest);
+            }
+        }
+    }
+    Ok(graph)
+}
+
+/// The children not read before, read concurrently and checked against
+/// their descriptors' sizes.
+async fn read_children(
+    reader: &dyn ManifestReader,
+    descs: &[Descriptor],
+    seen: &mut HashSet<Digest>,
+    bounds: &Bounds,
+    jobs: usize,
+) -> Result<Vec<Manifest>, GraphError> {
+    let fresh: Vec<Descriptor> = descs
+        .iter()
+        .filter(|d| seen.insert(d.digest.clone()))
+        .cloned()
+        .collect();
+    if seen.len() > bounds.manifests {
+        return Err(GraphError::Bound {
+            what: "manifests",
+            limit: bounds.manifests,
+        });
+    }
+    stream::iter(fresh)
+        .map(|d: Descriptor| async move {
+            let m = reader
+                .read_manifest(&d.digest)
+                .await
+                .map_err(|source| GraphError::Read {
+                    digest: d.digest.clone(),
+                    source,
+                })?;
+            if m.bytes.len() as u64 != d.size {
+                return Err(GraphError::Size {
+                    digest: d.digest.clone(),
+                    actual: m.bytes.len() as u64,
+                    expected: d.size,
+                });
+            }
+            Ok(m)
+        })
+        .buffered(jobs.max(1))
+        .try_collect()
+        .await
+}
+
+/// The same index with only `children` in `manifests`; every other field as
+/// it was. Its bytes (and so its digest) necessarily differ.
+pub fn filtered_index(index: &Manifest, children: &[Descriptor]) -> Result<Manifest, StoreError> {
+    let mut value: serde_json::Value = serde_json::from_slice(&index.bytes)
+        .map_err(|e| StoreError::invalid(format!("index {}", index.digest), e.to_string()))?;
+    let keep: HashSet<&Digest> = children.iter().map(|c| &c.digest).collect();
+    if let Some(list) = value.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        list.retain(|d| {
+            d.get("digest")
+                .and_then(|x| x.as_str())
+                .and_then(|s| Digest::parse(s).ok())
+                .is_some_and(|dg| keep.contains(&dg))
+        });
+    }
+    let bytes = Bytes::from(
+        serde_json::to_vec_pretty(&value)
+            .map_err(|e| StoreError::invalid(format!("index {}", index.digest), e.to_string()))?,
+    );
+    Ok(Manifest {
+        media_type: index.media_type.clone(),
+        digest: Digest::sha256_of(&bytes),
+        bytes,
+    })
+}
+
+/// A store as the walk's manifest reader.
+pub struct StoreReader<'a>(pub &'a dyn crate::store::ImageStore);
+
+#[async_trait::async_trait]
+impl ManifestReader for StoreReader<'_> {
+    async fn read_manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
+        self.0.manifest(digest).await
+    }
+}

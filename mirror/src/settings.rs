@@ -1,0 +1,112 @@
+//! How to reach registries, and the one function that builds a registry
+//! client from it. Command-line flags and sync-config keys both become
+//! [`ClientSettings`], so every command reaches a registry alike.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry_client::{
+    Client, ClientConfig, Credential, CredentialChain, CredentialStore, HttpVersion,
+    StaticCredentials,
+};
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrySettings {
+    pub host: String,
+    /// Explicit credentials; without them docker's config.json is asked.
+    pub credential: Option<Credential>,
+    /// Trust these CAs (PEM) besides the system roots.
+    pub ca_files: Vec<PathBuf>,
+    /// Plain HTTP (no TLS).
+    pub insecure: bool,
+    /// TLS even on loopback (a `tls:` block without `insecure: true`).
+    pub tls: bool,
+    pub chunk_threshold: Option<u64>,
+    pub chunk_size: Option<usize>,
+    /// Requests in flight to this registry, in place of the top-level value.
+    pub max_requests_per_host: Option<usize>,
+}
+/// Every registry setting of a run.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    pub registries: Vec<RegistrySettings>,
+    /// Requests in flight at once to one host (reads and writes each);
+    /// a registry's own value wins.
+    pub max_requests_per_host: Option<usize>,
+    /// Give up on a response silent this long.
+    pub read_timeout: Option<Duration>,
+    pub http: HttpVersion,
+}
+
+impl ClientSettings {
+    /// The settings of one host, created empty when first asked for.
+    pub fn registry_mut(&mut self, host: &str) -> &mut RegistrySettings {
+        match self.registries.iter().position(|r| r.host == host) {
+            Some(i) => &mut self.registries[i],
+            None => {
+                self.registries.push(RegistrySettings {
+                    host: host.to_string(),
+                    ..RegistrySettings::default()
+                });
+                self.registries.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    /// The registries' own credentials first, then docker's config.json.
+    pub fn credentials(&self) -> Result<CredentialChain, registry_client::Error> {
+        let mut explicit = StaticCredentials::new();
+        for r in &self.registries {
+            if let Some(c) = &r.credential {
+                explicit.insert(&r.host, c.clone());
+            }
+        }
+        CredentialChain::explicit_then_docker(explicit)
+    }
+
+    /// A client with the registries' own credentials, then docker's.
+    pub fn client(&self) -> Result<Client, registry_client::Error> {
+        self.client_with(Arc::new(self.credentials()?))
+    }
+
+    /// The one client builder: these settings, asking `credentials`.
+    pub fn client_with(
+        &self,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<Client, registry_client::Error> {
+        let defaults = ClientConfig::default();
+        Client::new(ClientConfig {
+            insecure_registries: self
+                .registries
+                .iter()
+                .filter(|r| r.insecure)
+                .map(|r| r.host.clone())
+                .collect(),
+            tls_registries: self
+                .registries
+                .iter()
+                .filter(|r| r.tls)
+                .map(|r| r.host.clone())
+                .collect(),
+            ca_files: self
+                .registries
+                .iter()
+                .flat_map(|r| r.ca_files.iter().cloned())
+                .collect(),
+            credentials,
+            host_requests: self
+                .registries
+                .iter()
+                .filter_map(|r| Some((r.host.clone(), r.max_requests_per_host?)))
+                .collect(),
+            max_requests_per_host: self
+                .max_requests_per_host
+                .or(defaults.max_requests_per_host),
+            read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
+            http: self.http,
+            ..defaults
+        })
+    }
+}
