@@ -5,9 +5,11 @@
 //! events along the way for the CLI to render.
 
 pub mod azureml;
+pub mod bundle;
 pub mod delta;
 pub mod endpoint;
 pub mod graph;
+pub mod import;
 pub mod ledger;
 pub mod plan;
 pub mod platform;

@@ -107,6 +107,9 @@ struct Inner {
     permits: Semaphore,
     next_mover: AtomicU64,
     retries_left: AtomicU32,
+    /// Every target of the runs so far: where a blob the source lacks
+    /// (one a delta bundle left out) may be mounted from.
+    targets: std::sync::RwLock<Vec<Arc<dyn ImageStore>>>,
 }
 
 impl Engine {
@@ -121,6 +124,7 @@ impl Engine {
                 permits,
                 next_mover: AtomicU64::new(1),
                 retries_left,
+                targets: Default::default(),
             }),
         }
     }
@@ -139,6 +143,11 @@ impl Engine {
             .filter(|(_, name)| seen.insert(name.as_str()))
             .map(|(j, _)| j.target.clone())
             .collect();
+        self.inner
+            .targets
+            .write()
+            .expect("targets lock")
+            .extend(targets.iter().cloned());
         let mut set = JoinSet::new();
         for (i, job) in jobs.into_iter().enumerate() {
             let engine = self.clone();
@@ -378,8 +387,17 @@ impl Engine {
                         return Ok(placed(BlobOutcome::Mounted));
                     }
                 }
-                self.stream_blob(image, desc, source, target).await?;
-                Ok::<_, CopyError>(placed(BlobOutcome::Copied))
+                match self.stream_blob(image, desc, source, target).await {
+                    Ok(()) => Ok::<_, CopyError>(placed(BlobOutcome::Copied)),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {
+                        if self.mount_from_sibling(desc, target).await.context(ctx)? {
+                            Ok(placed(BlobOutcome::Mounted))
+                        } else {
+                            Err(e)
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
             })
             .await?;
         if placed.mover == me {
@@ -403,6 +421,36 @@ impl Engine {
         }
         self.stream_blob(image, desc, source, target).await?;
         Ok(BlobOutcome::Copied)
+    }
+
+    /// A blob the source lacks (a delta bundle leaves out what the
+    /// receiver holds): mount it from another repository this engine
+    /// writes to that holds it. `false` when none does.
+    async fn mount_from_sibling(
+        &self,
+        desc: &Descriptor,
+        target: &Arc<dyn ImageStore>,
+    ) -> Result<bool, StoreError> {
+        let siblings: Vec<Arc<dyn ImageStore>> = self
+            .inner
+            .targets
+            .read()
+            .expect("targets lock")
+            .iter()
+            .filter(|t| {
+                t.blob_domain() == target.blob_domain() && t.repository() != target.repository()
+            })
+            .cloned()
+            .collect();
+        for sibling in siblings {
+            let Some(from) = sibling.repository() else {
+                continue;
+            };
+            if self.present_at(desc, &sibling).await? && target.mount_blob(desc, from).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether the target holds the blob; one it holds with another size is

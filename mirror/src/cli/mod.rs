@@ -2,7 +2,6 @@
 //! progress and the report. Thin by design; the work is in the library.
 
 mod azureml;
-mod bundle;
 mod copy;
 mod error;
 pub mod exit;

@@ -2,10 +2,10 @@
 
 use clap::Args;
 
-use super::bundle::Bundle;
 use super::error::{CommandResult, Failure};
 use super::render::human_bytes;
 use super::{exit, OutputFormat};
+use mirror::bundle::Bundle;
 use mirror::verify::{verify, BundleReport};
 
 #[derive(Debug, Args)]

@@ -1,0 +1,69 @@
+//! A bundle (what `export` writes, `import` and `verify` read): an archive
+//! or a layout directory, opened for reading with its named images and the
+//! blobs a delta bundle leaves out.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use registry_client::{Descriptor, Digest};
+
+use crate::endpoint::{split_file, Endpoint, FileKind};
+use crate::store::archive::ArchiveReader;
+use crate::store::layout::LayoutStore;
+use crate::store::ImageStore;
+
+/// A bundle opened for reading, as a store with its named images.
+pub struct Bundle {
+    pub path: PathBuf,
+    pub kind: FileKind,
+    pub store: Arc<dyn ImageStore>,
+    pub names: Vec<(String, Descriptor)>,
+    pub omitted: BTreeSet<Digest>,
+}
+
+impl Bundle {
+    /// `oci-archive:PATH`, `oci:DIR`, or a path: a directory is a layout,
+    /// a file an archive.
+    pub async fn open(text: &str) -> Result<Bundle, String> {
+        let (path, kind) = match split_file(text) {
+            Some(file) => {
+                let (kind, path, _) = file?;
+                (PathBuf::from(path), kind)
+            }
+            None => {
+                let p = PathBuf::from(text);
+                let kind = if p.is_dir() {
+                    FileKind::Layout
+                } else {
+                    FileKind::Archive
+                };
+                (p, kind)
+            }
+        };
+        let (store, names, omitted): (Arc<dyn ImageStore>, _, _) = match kind {
+            FileKind::Archive => {
+                let reader = ArchiveReader::open(&path).map_err(|e| e.to_string())?;
+                let (names, omitted) = (reader.names(), reader.omitted().clone());
+                (Arc::new(reader), names, omitted)
+            }
+            FileKind::Layout => {
+                let layout = LayoutStore::open(&path).map_err(|e| e.to_string())?;
+                let names = layout.names().await.map_err(|e| e.to_string())?;
+                (Arc::new(layout), names, BTreeSet::new())
+            }
+        };
+        Ok(Bundle {
+            path,
+            kind,
+            store,
+            names,
+            omitted,
+        })
+    }
+
+    /// The location of one named image in it.
+    pub fn image(&self, name: &str) -> Endpoint {
+        Endpoint::file(self.kind, self.path.clone(), Some(name.to_string()))
+    }
+}
