@@ -8,6 +8,7 @@ pub mod azureml;
 pub mod bundle;
 pub mod delta;
 pub mod endpoint;
+pub mod export;
 pub mod graph;
 pub mod import;
 pub mod ledger;

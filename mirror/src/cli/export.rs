@@ -2,7 +2,6 @@
 //! carry across an air gap, from references, a sync config or the AzureML
 //! preset; `--since` leaves out what an earlier bundle carried.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -70,13 +69,6 @@ pub struct ExportArgs {
 struct BundleTarget {
     path: PathBuf,
     kind: FileKind,
-}
-
-impl BundleTarget {
-    /// The location of one image in the bundle.
-    fn image(&self, name: Option<String>) -> Endpoint {
-        Endpoint::file(self.kind, self.path.clone(), name)
-    }
 }
 
 /// `oci-archive:PATH`, `oci:DIR` or a plain path (an archive), without a
@@ -197,29 +189,8 @@ pub async fn run(args: ExportArgs) -> CommandResult {
             .map_err(|e| Failure::usage(format!("--since {}: {e}", since.display())))?;
         stores = stores.with_leave_out(held);
     }
-    // One name per image in the bundle: two sources with one name would
-    // overwrite each other.
-    let mut named: HashMap<String, String> = HashMap::new();
-    let mut jobs = Vec::new();
-    for (source, selection) in &sources {
-        let name = source.layout_name();
-        if let Some(n) = &name {
-            let label = source.to_string();
-            if let Some(other) = named.insert(n.clone(), label.clone()) {
-                if other == label {
-                    continue;
-                }
-                return Err(Failure::usage(format!(
-                    "{other} and {label} would both be named {n:?} in the bundle"
-                )));
-            }
-        }
-        jobs.push(
-            stores
-                .job(source, &target.image(name), selection.clone())
-                .map_err(Failure::usage)?,
-        );
-    }
+    let jobs = mirror::export::jobs(&stores, &sources, target.kind, &target.path)
+        .map_err(Failure::usage)?;
     let options = CopyOptions {
         jobs: args.jobs as usize,
         spools: Some(state.spools().clone()),
@@ -232,18 +203,9 @@ pub async fn run(args: ExportArgs) -> CommandResult {
     let report = run_jobs(&jobs, options, &show, &state).await?;
     let mut code = exit_code(&report);
     if report.succeeded > 0 {
-        // The list of what the receiver holds after importing this bundle:
-        // next week's --since.
-        for path in stores.archive_paths() {
-            let held = match mirror::delta::receiver_holds(&path).await {
-                Ok(h) => h,
-                Err(e) => {
-                    eprintln!("error: listing the blobs of {}: {e}", path.display());
-                    code = code.max(exit::FAILED);
-                    continue;
-                }
-            };
-            match mirror::delta::write_list(&path, &held) {
+        // What the receiver holds after importing: next week's --since.
+        for written in mirror::export::write_blob_lists(&stores).await {
+            match written {
                 Ok(list) => {
                     if args.progress != ProgressMode::None {
                         eprintln!("wrote {} (for the next export's --since)", list.display());
