@@ -20,6 +20,8 @@ pub mod settings;
 pub mod state;
 pub mod store;
 pub mod sync;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod transfer;
 pub mod units;
 pub mod verify;
