@@ -8,27 +8,25 @@
 //! writer does). `index.json` is rewritten the same way under a lock that
 //! holds across tasks of this process and across processes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use registry_client::{media_type, Descriptor, Digest, Manifest, Verifier, MAX_MANIFEST_SIZE};
-use serde_json::{json, Value};
+use registry_client::{Descriptor, Digest, Manifest, Verifier, MAX_MANIFEST_SIZE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use super::oci_index::REF_NAME;
+use super::oci_index::{
+    layout_marker, layout_version, media_type_in, Holder, OciIndex, LAYOUT_VERSION, MAX_INDEX_SIZE,
+};
 use super::{BlobStream, ImageRef, ImageStore, StoreError};
 
-/// The annotation that names an image in `index.json`.
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const LAYOUT_VERSION: &str = "1.0.0";
 const READ_CHUNK: usize = 256 * 1024;
 const WRITE_BUFFER: usize = 1024 * 1024;
-/// `index.json` is small; a huge one is a hostile or broken layout.
-const MAX_INDEX_SIZE: u64 = 64 * 1024 * 1024;
 
 /// One OCI image layout directory. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
@@ -108,15 +106,9 @@ impl LayoutStore {
             }
             self.read_index_sync()?;
         } else {
-            let empty = json!({
-                "schemaVersion": 2,
-                "mediaType": media_type::OCI_INDEX,
-                "manifests": [],
-            });
-            write_atomic_sync(&self.root, "index.json", &to_json(&empty))?;
+            write_atomic_sync(&self.root, "index.json", &OciIndex::new().to_bytes())?;
         }
-        let marker = json!({ "imageLayoutVersion": LAYOUT_VERSION });
-        write_atomic_sync(&self.root, "oci-layout", &to_json(&marker))?;
+        write_atomic_sync(&self.root, "oci-layout", &layout_marker())?;
         Ok(())
     }
 
@@ -127,12 +119,7 @@ impl LayoutStore {
 
     /// The named images in `index.json`, in its order.
     pub async fn names(&self) -> Result<Vec<(String, Descriptor)>, StoreError> {
-        Ok(self
-            .read_index()
-            .await?
-            .into_iter()
-            .filter_map(|d| d.annotations.get(REF_NAME).cloned().map(|n| (n, d)))
-            .collect())
+        Ok(self.read_index().await?.names())
     }
 
     fn check_layout_file(&self) -> Result<(), StoreError> {
@@ -147,10 +134,10 @@ impl LayoutStore {
             }
             Err(e) => return Err(StoreError::io(format!("reading {}", file.display()), e)),
         };
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let version = layout_version(&bytes).map_err(|e| {
             StoreError::invalid(file.display().to_string(), format!("not valid JSON: {e}"))
         })?;
-        match value.get("imageLayoutVersion").and_then(Value::as_str) {
+        match version.as_deref() {
             Some(LAYOUT_VERSION) => Ok(()),
             Some(other) => Err(StoreError::invalid(
                 file.display().to_string(),
@@ -188,7 +175,16 @@ impl LayoutStore {
         }
     }
 
-    async fn read_index(&self) -> Result<Vec<Descriptor>, StoreError> {
+    /// Who holds the index, for its messages.
+    fn holder(&self) -> Holder {
+        Holder {
+            store: self.describe(),
+            index: self.index_file().display().to_string(),
+            syntax: "oci:PATH:NAME",
+        }
+    }
+
+    async fn read_index(&self) -> Result<OciIndex, StoreError> {
         let file = self.index_file();
         let bytes = read_capped(&file, MAX_INDEX_SIZE, "index.json").await?;
         let bytes = bytes.ok_or_else(|| {
@@ -197,51 +193,16 @@ impl LayoutStore {
                 "missing: the directory is no OCI image layout",
             )
         })?;
-        parse_index(&file, &bytes)
+        OciIndex::parse(&file.display().to_string(), &bytes)
     }
 
-    fn read_index_sync(&self) -> Result<Vec<Descriptor>, StoreError> {
+    fn read_index_sync(&self) -> Result<OciIndex, StoreError> {
         let file = self.index_file();
-        let bytes = fs::read(&file)
+        let mut bytes = Vec::new();
+        fs::File::open(&file)
+            .and_then(|f| f.take(MAX_INDEX_SIZE + 1).read_to_end(&mut bytes))
             .map_err(|e| StoreError::io(format!("reading {}", file.display()), e))?;
-        parse_index(&file, &bytes)
-    }
-
-    /// The index entry a name or `Only` picks.
-    async fn find(&self, reference: &ImageRef) -> Result<Option<Descriptor>, StoreError> {
-        let index = self.read_index().await?;
-        match reference {
-            ImageRef::Tag(name) => {
-                let mut hits = index
-                    .iter()
-                    .filter(|d| d.annotations.get(REF_NAME) == Some(name));
-                let Some(first) = hits.next() else {
-                    return Ok(None);
-                };
-                if let Some(other) = hits.find(|d| d.digest != first.digest) {
-                    return Err(StoreError::invalid(
-                        self.index_file().display().to_string(),
-                        format!(
-                            "the name {name:?} is given to two manifests ({} and {})",
-                            first.digest, other.digest
-                        ),
-                    ));
-                }
-                Ok(Some(first.clone()))
-            }
-            ImageRef::Only => match index.len() {
-                0 => Ok(None),
-                1 => Ok(index.into_iter().next()),
-                n => Err(StoreError::invalid(
-                    self.describe(),
-                    format!(
-                        "holds {n} images ({}); name one with oci:PATH:NAME",
-                        list_names(&index)
-                    ),
-                )),
-            },
-            ImageRef::Digest(d) => Ok(index.into_iter().find(|e| &e.digest == d)),
-        }
+        OciIndex::parse(&file.display().to_string(), &bytes)
     }
 
     /// A manifest blob's bytes, capped and verified against its digest.
@@ -344,7 +305,7 @@ impl LayoutStore {
     /// lock, re-reading it once both are held.
     async fn update_index<F>(&self, change: F) -> Result<(), StoreError>
     where
-        F: FnOnce(&mut Vec<Value>) + Send + 'static,
+        F: FnOnce(&mut OciIndex) + Send + 'static,
     {
         let lock = process_lock(&self.root);
         let _held = lock.lock().await;
@@ -359,21 +320,11 @@ impl LayoutStore {
 
     fn update_index_locked<F>(&self, change: F) -> Result<(), StoreError>
     where
-        F: FnOnce(&mut Vec<Value>),
+        F: FnOnce(&mut OciIndex),
     {
-        let file = self.index_file();
-        let bytes = fs::read(&file)
-            .map_err(|e| StoreError::io(format!("reading {}", file.display()), e))?;
-        // Validate as an index, then edit as JSON so unknown fields survive.
-        parse_index(&file, &bytes)?;
-        let mut value: Value = serde_json::from_slice(&bytes).expect("parsed above");
-        let top = value.as_object_mut().expect("parse_index checks an object");
-        let entries = top
-            .entry("manifests")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        let list = entries.as_array_mut().expect("parse_index checks an array");
-        change(list);
-        write_atomic_sync(&self.root, "index.json", &to_json(&value))
+        let mut index = self.read_index_sync()?;
+        change(&mut index);
+        write_atomic_sync(&self.root, "index.json", &index.to_bytes())
     }
 }
 
@@ -391,18 +342,11 @@ impl ImageStore for LayoutStore {
         if let ImageRef::Digest(d) = reference {
             return self.manifest(d).await;
         }
-        let Some(desc) = self.find(reference).await? else {
-            return Err(match reference {
-                ImageRef::Tag(name) => {
-                    let names = list_names(&self.read_index().await?);
-                    StoreError::NotFound(format!(
-                        "image named {name:?} in {} (names: {names})",
-                        self.describe()
-                    ))
-                }
-                _ => StoreError::invalid(self.describe(), "holds no images"),
-            });
-        };
+        let desc = self
+            .read_index()
+            .await?
+            .pick(reference, &self.holder())?
+            .clone();
         let bytes = self.read_manifest_bytes(&desc.digest).await?;
         if bytes.len() as u64 != desc.size {
             return Err(StoreError::invalid(
@@ -425,7 +369,11 @@ impl ImageStore for LayoutStore {
     async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
         match reference {
             ImageRef::Digest(d) => Ok(self.has_manifest(d).await?.then(|| d.clone())),
-            _ => Ok(self.find(reference).await?.map(|d| d.digest)),
+            _ => Ok(self
+                .read_index()
+                .await?
+                .find(reference, &self.holder())?
+                .map(|d| d.digest.clone())),
         }
     }
 
@@ -491,21 +439,9 @@ impl ImageStore for LayoutStore {
                 )))
             }
         }
-        let entry = json!({
-            "mediaType": manifest.media_type,
-            "digest": manifest.digest.to_string(),
-            "size": manifest.bytes.len(),
-            "annotations": { REF_NAME: tag },
-        });
-        let tag = tag.to_string();
-        self.update_index(move |list| {
-            list.retain(|d| {
-                d.pointer("/annotations").and_then(|a| a.get(REF_NAME))
-                    != Some(&Value::String(tag.clone()))
-            });
-            list.push(entry);
-        })
-        .await
+        let (tag, manifest) = (tag.to_string(), manifest.clone());
+        self.update_index(move |index| index.set_name(&tag, &manifest, BTreeMap::new()))
+            .await
     }
 
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
@@ -618,70 +554,6 @@ fn process_lock(root: &Path) -> Arc<tokio::sync::Mutex<()>> {
     map.entry(root.to_path_buf()).or_default().clone()
 }
 
-/// The index entries, each a valid descriptor; errors name the file.
-pub(super) fn parse_index(file: &Path, bytes: &[u8]) -> Result<Vec<Descriptor>, StoreError> {
-    let bad = |reason: String| StoreError::invalid(file.display().to_string(), reason);
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-    let top = value
-        .as_object()
-        .ok_or_else(|| bad("is not a JSON object".into()))?;
-    match top.get("schemaVersion").and_then(Value::as_u64) {
-        Some(2) => {}
-        other => return Err(bad(format!("schemaVersion is {other:?}, not 2"))),
-    }
-    let entries = match top.get("manifests") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(bad("\"manifests\" is not an array".into())),
-    };
-    entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            serde_json::from_value::<Descriptor>(e.clone())
-                .map_err(|err| bad(format!("manifests[{i}] is not a valid descriptor: {err}")))
-        })
-        .collect()
-}
-
-/// The names in an index for messages; unnamed entries by digest.
-pub(super) fn list_names(index: &[Descriptor]) -> String {
-    if index.is_empty() {
-        return "none".into();
-    }
-    index
-        .iter()
-        .map(|d| match d.annotations.get(REF_NAME) {
-            Some(n) => n.clone(),
-            None => format!("unnamed {}", d.digest),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A manifest's own `mediaType`; without one, an index if it lists
-/// manifests, else an OCI image manifest.
-pub(super) fn media_type_in(bytes: &[u8]) -> String {
-    let value: Option<Value> = serde_json::from_slice(bytes).ok();
-    let value = value.as_ref();
-    if let Some(mt) = value
-        .and_then(|v| v.get("mediaType"))
-        .and_then(Value::as_str)
-    {
-        return mt.to_string();
-    }
-    if value.and_then(|v| v.get("manifests")).is_some() {
-        media_type::OCI_INDEX.to_string()
-    } else {
-        media_type::OCI_MANIFEST.to_string()
-    }
-}
-
-fn to_json(value: &Value) -> Vec<u8> {
-    serde_json::to_vec(value).expect("a JSON value serialises")
-}
-
 /// A whole small file, or `None` when absent; refused above `limit` bytes.
 async fn read_capped(path: &Path, limit: u64, what: &str) -> Result<Option<Bytes>, StoreError> {
     let file = match tokio::fs::File::open(path).await {
@@ -739,8 +611,11 @@ async fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::oci_index::to_json;
     use super::*;
     use futures::stream;
+    use registry_client::media_type;
+    use serde_json::{json, Value};
 
     fn desc(data: &[u8]) -> Descriptor {
         Descriptor {

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod feed;
 pub mod layout;
+mod oci_index;
 pub mod registry;
 
 use std::fmt;

@@ -1,0 +1,777 @@
+//! Writing an archive: blob entries appended one at a time under a lock,
+//! each verified as it streams and cut back when it fails; a `.partial`
+//! left by an interrupted run continued from its last whole, verified
+//! entry; `oci-layout`, `index.json` and the end written by `finish`, then
+//! the rename (see the module documentation).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex as StdMutex;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use registry_client::{
+    media_type, Descriptor, Digest, Hasher, Manifest, Verifier, MAX_MANIFEST_SIZE,
+};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::tar::{
+    blob_digest, blob_name, header_bytes, padding, read_header, round_up, EntryHeader,
+    END_OF_ARCHIVE,
+};
+use super::{IMAGE_NAME, OMITTED_BLOBS};
+use crate::store::oci_index::{layout_marker, OciIndex};
+use crate::store::{BlobFeed, BlobStream, ImageRef, ImageStore, StoreError};
+
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// An archive being written: a copy target. Nothing appears under its path
+/// until [`ImageStore::finish`].
+#[derive(Debug)]
+pub struct ArchiveWriter {
+    path: PathBuf,
+    /// Canonical parent directory plus file name: the blob domain.
+    canonical: PathBuf,
+    temp: PathBuf,
+    file: tokio::sync::Mutex<WriteState>,
+    index: StdMutex<Contents>,
+    /// Original references by name, recorded by the planner.
+    references: StdMutex<HashMap<String, String>>,
+    /// Blobs the receiver already holds (a delta's base): answered as
+    /// present, so the engine leaves them out.
+    held: HashMap<Digest, u64>,
+    /// The held blobs an image of this bundle needed: recorded in `index.json`.
+    omitted: StdMutex<BTreeSet<Digest>>,
+    done: AtomicBool,
+}
+
+#[derive(Debug)]
+struct WriteState {
+    /// `None` once finished (or after a failure that lost the handle).
+    out: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    /// The end of the last whole entry.
+    committed: u64,
+    /// Bytes past `committed` may have been written.
+    dirty: bool,
+}
+
+#[derive(Debug, Default)]
+struct Contents {
+    blobs: HashMap<Digest, u64>,
+    /// The images named so far (sorted by name when written).
+    index: OciIndex,
+}
+
+impl ArchiveWriter {
+    /// Start an archive to be renamed to `path` when finished. The directory
+    /// must exist; a file at `path` is replaced only then.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| StoreError::invalid(path.display().to_string(), "names no file"))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = fs::canonicalize(&parent).map_err(|e| {
+            StoreError::io(format!("opening the directory of {}", path.display()), e)
+        })?;
+        if path.is_dir() {
+            return Err(StoreError::invalid(
+                path.display().to_string(),
+                "is a directory (an OCI layout directory is written with oci:PATH)",
+            ));
+        }
+        // One name per bundle, so a rerun finds what a killed run wrote.
+        let temp = dir.join(format!("{file_name}.partial"));
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&temp)
+            .map_err(|e| StoreError::io(format!("creating {}", temp.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::invalid(
+                    temp.display().to_string(),
+                    "another run is writing this bundle now",
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(format!("locking {}", temp.display()), e))
+            }
+        }
+        let (blobs, committed) = whole_entries(&mut file)
+            .map_err(|e| StoreError::io(format!("reading {}", temp.display()), e))?;
+        // Cut back to the last whole, verified entry and continue there.
+        file.set_len(committed)
+            .and_then(|_| file.seek(SeekFrom::Start(committed)))
+            .map_err(|e| StoreError::io(format!("cutting back {}", temp.display()), e))?;
+        if !blobs.is_empty() {
+            tracing::info!(
+                file = %temp.display(),
+                blobs = blobs.len(),
+                bytes = committed,
+                "continuing an interrupted archive"
+            );
+        }
+        Ok(ArchiveWriter {
+            path,
+            canonical: dir.join(&file_name),
+            temp,
+            file: tokio::sync::Mutex::new(WriteState {
+                out: Some(tokio::io::BufWriter::with_capacity(
+                    WRITE_BUFFER,
+                    tokio::fs::File::from_std(file),
+                )),
+                committed,
+                dirty: false,
+            }),
+            index: StdMutex::new(Contents {
+                blobs,
+                index: OciIndex::new(),
+            }),
+            references: StdMutex::new(HashMap::new()),
+            held: HashMap::new(),
+            omitted: StdMutex::default(),
+            done: AtomicBool::new(false),
+        })
+    }
+
+    /// Make this a delta bundle: blobs in `held` (digest and size) are left
+    /// out, and the ones images needed are listed in `index.json`.
+    pub fn leave_out(mut self, held: HashMap<Digest, u64>) -> Self {
+        self.held = held;
+        self
+    }
+
+    /// The temporary file the archive is written to.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Record the original full reference (`HOST/REPO:TAG`) of the image
+    /// that will be named `name`, for the `io.containerd.image.name` annotation.
+    pub fn record_reference(&self, name: &str, reference: &str) {
+        self.references
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), reference.to_string());
+    }
+
+    fn contents(&self) -> std::sync::MutexGuard<'_, Contents> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_err(&self, e: io::Error) -> StoreError {
+        StoreError::io(format!("writing {}", self.temp.display()), e)
+    }
+
+    /// Cut the file back to the last whole entry if a write stopped midway.
+    async fn rewind(&self, st: &mut WriteState) -> Result<(), StoreError> {
+        if !st.dirty {
+            return Ok(());
+        }
+        let out = st.out.take().ok_or_else(|| self.broken())?;
+        // Dropping the buffer discards what the failed entry left in it.
+        let mut file = out.into_inner();
+        file.set_len(st.committed)
+            .await
+            .map_err(|e| self.write_err(e))?;
+        file.seek(SeekFrom::Start(st.committed))
+            .await
+            .map_err(|e| self.write_err(e))?;
+        st.out = Some(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file));
+        st.dirty = false;
+        Ok(())
+    }
+
+    fn broken(&self) -> StoreError {
+        StoreError::invalid(
+            self.describe(),
+            "the archive is finished or was left broken by an earlier failure",
+        )
+    }
+
+    /// Append one entry named `name` holding `desc.size` bytes from `data`,
+    /// verified against `desc`; on any failure the file is cut back.
+    async fn append(
+        &self,
+        st: &mut WriteState,
+        name: &str,
+        desc: &Descriptor,
+        data: BlobStream,
+    ) -> Result<(), StoreError> {
+        self.rewind(st).await?;
+        st.dirty = true;
+        let result = self.append_inner(st, name, desc, data).await;
+        match result {
+            Ok(len) => {
+                st.committed += len;
+                st.dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self.rewind(st).await {
+                    tracing::warn!(error = %cut, "could not cut the archive back");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn append_inner(
+        &self,
+        st: &mut WriteState,
+        name: &str,
+        desc: &Descriptor,
+        mut data: BlobStream,
+    ) -> Result<u64, StoreError> {
+        let out = st.out.as_mut().ok_or_else(|| self.broken())?;
+        let header = header_bytes(name, desc.size);
+        out.write_all(&header)
+            .await
+            .map_err(|e| self.write_err(e))?;
+        let mut verifier = Verifier::new(desc.digest.clone(), Some(desc.size));
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk?;
+            verifier.update(&chunk)?;
+            out.write_all(&chunk).await.map_err(|e| self.write_err(e))?;
+        }
+        drop(data);
+        verifier.finish()?;
+        out.write_all(padding(desc.size))
+            .await
+            .map_err(|e| self.write_err(e))?;
+        // Whole entries leave the buffer at once: what a failure discards
+        // from it is only ever the failed entry's.
+        out.flush().await.map_err(|e| self.write_err(e))?;
+        Ok(header.len() as u64 + round_up(desc.size))
+    }
+
+    /// Write a blob entry unless the archive holds it already.
+    async fn put_blob(
+        &self,
+        st: &mut WriteState,
+        desc: &Descriptor,
+        data: BlobStream,
+    ) -> Result<(), StoreError> {
+        if self.contents().blobs.contains_key(&desc.digest) {
+            return Ok(());
+        }
+        let name = blob_name(&desc.digest);
+        self.append(st, &name, desc, data).await?;
+        self.contents().blobs.insert(desc.digest.clone(), desc.size);
+        Ok(())
+    }
+
+    async fn put_small(
+        &self,
+        st: &mut WriteState,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let bytes = Bytes::from(bytes);
+        let desc = Descriptor::new(
+            media_type::OCTET_STREAM,
+            Digest::sha256_of(&bytes),
+            bytes.len() as u64,
+        );
+        let data = futures::stream::iter([Ok(bytes)]).boxed();
+        self.append(st, name, &desc, data).await
+    }
+}
+
+impl Drop for ArchiveWriter {
+    /// An unfinished archive keeps its temporary file when it holds whole
+    /// entries (a rerun continues from them); an empty one is removed.
+    fn drop(&mut self) {
+        if !self.done.load(Ordering::SeqCst) && self.file.get_mut().committed == 0 {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// The blob entries at the start of a temporary archive this writer left
+/// (interrupted), each checked against the header this writer would write
+/// and against its digest, up to the first that is not whole or not right;
+/// and where that one starts. Anything after (a cut entry, `oci-layout`,
+/// `index.json`) is written again.
+fn whole_entries(file: &mut fs::File) -> io::Result<(HashMap<Digest, u64>, u64)> {
+    let len = file.metadata()?.len();
+    let mut blobs = HashMap::new();
+    let mut pos = 0u64;
+    while let Some(EntryHeader {
+        name,
+        size,
+        len: header_len,
+    }) = read_header(file, pos, len)?
+    {
+        let Some(digest) = blob_digest(&name) else {
+            break;
+        };
+        let end = pos + header_len + round_up(size);
+        if end > len {
+            break;
+        }
+        // The exact header bytes this writer writes for it.
+        let mut written = vec![0u8; header_len as usize];
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut written)?;
+        if written != header_bytes(&name, size) {
+            break;
+        }
+        let mut hasher = Hasher::new(digest.algorithm());
+        hasher.update_from((&mut *file).take(size))?;
+        if hasher.finish() != digest {
+            break;
+        }
+        blobs.insert(digest, size);
+        pos = end;
+    }
+    Ok((blobs, pos))
+}
+
+fn read_only_reader(what: &str) -> StoreError {
+    StoreError::invalid(
+        what,
+        "an archive being written cannot be read in the same run",
+    )
+}
+
+#[async_trait::async_trait]
+impl ImageStore for ArchiveWriter {
+    fn describe(&self) -> String {
+        format!("oci-archive:{}", self.path.display())
+    }
+
+    fn blob_domain(&self) -> String {
+        format!("archive:{}", self.canonical.display())
+    }
+
+    async fn resolve(&self, _reference: &ImageRef) -> Result<Manifest, StoreError> {
+        Err(read_only_reader(&self.describe()))
+    }
+
+    async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        // A new archive holds nothing under any name until it is written.
+        match reference {
+            ImageRef::Digest(d) => Ok(self.contents().blobs.contains_key(d).then(|| d.clone())),
+            _ => Ok(None),
+        }
+    }
+
+    async fn manifest(&self, _digest: &Digest) -> Result<Manifest, StoreError> {
+        Err(read_only_reader(&self.describe()))
+    }
+
+    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.contents().blobs.contains_key(digest))
+    }
+
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let size = manifest.bytes.len() as u64;
+        if size > MAX_MANIFEST_SIZE {
+            return Err(registry_client::Error::TooLarge {
+                what: format!("manifest {}", manifest.digest),
+                url: self.describe(),
+                limit: MAX_MANIFEST_SIZE,
+            }
+            .into());
+        }
+        let desc = Descriptor::new(manifest.media_type.clone(), manifest.digest.clone(), size);
+        let data = futures::stream::iter([Ok(manifest.bytes.clone())]).boxed();
+        let mut st = self.file.lock().await;
+        self.put_blob(&mut st, &desc, data).await
+    }
+
+    async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError> {
+        if tag.is_empty() || tag.chars().any(char::is_control) {
+            return Err(StoreError::invalid(
+                self.describe(),
+                format!("{tag:?} is not a usable image name"),
+            ));
+        }
+        let mut more = BTreeMap::new();
+        if let Some(r) = self
+            .references
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tag)
+        {
+            more.insert(IMAGE_NAME.to_string(), r.clone());
+        }
+        let mut contents = self.contents();
+        match contents.blobs.get(&manifest.digest) {
+            Some(&n) if n == manifest.bytes.len() as u64 => {}
+            _ => {
+                return Err(StoreError::NotFound(format!(
+                    "manifest {} in {} (store it before naming it {tag:?})",
+                    manifest.digest,
+                    self.describe()
+                )))
+            }
+        }
+        contents.index.set_name(tag, manifest, more);
+        Ok(())
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        if let Some(n) = self.contents().blobs.get(digest) {
+            return Ok(Some(*n));
+        }
+        // Asked only for configs and layers (manifests are always written):
+        // one the receiver holds is left out, and recorded as such.
+        match self.held.get(digest) {
+            Some(n) => {
+                self.omitted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone());
+                Ok(Some(*n))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn read_blob(&self, _desc: &Descriptor) -> Result<BlobStream, StoreError> {
+        Err(read_only_reader(&self.describe()))
+    }
+
+    async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
+        let mut st = self.file.lock().await;
+        self.put_blob(&mut st, desc, data).await
+    }
+
+    /// Takes the lock before opening the source, so waiting writers hold no
+    /// idle download open.
+    async fn write_blob_from(
+        &self,
+        desc: &Descriptor,
+        feed: &dyn BlobFeed,
+    ) -> Result<(), StoreError> {
+        let mut st = self.file.lock().await;
+        if self.contents().blobs.contains_key(&desc.digest) {
+            return Ok(());
+        }
+        let data = feed.open(0).await?;
+        self.put_blob(&mut st, desc, data).await
+    }
+
+    async fn finish(&self) -> Result<(), StoreError> {
+        let mut st = self.file.lock().await;
+        if self.done.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut index = self.contents().index.clone();
+        index.sort_by_name();
+        if index.is_empty() {
+            // Every image failed: no bundle (nor an empty one) is written.
+            st.out = None;
+            self.done.store(true, Ordering::SeqCst);
+            let _ = tokio::fs::remove_file(&self.temp).await;
+            return Ok(());
+        }
+        self.put_small(&mut st, "oci-layout", layout_marker())
+            .await?;
+        let omitted: Vec<String> = self
+            .omitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        if !omitted.is_empty() {
+            index.annotate(OMITTED_BLOBS, omitted.join(" "));
+        }
+        self.put_small(&mut st, "index.json", index.to_bytes())
+            .await?;
+        let mut out = st.out.take().ok_or_else(|| self.broken())?;
+        out.write_all(&END_OF_ARCHIVE)
+            .await
+            .map_err(|e| self.write_err(e))?;
+        out.flush().await.map_err(|e| self.write_err(e))?;
+        let file = out.into_inner();
+        file.sync_all().await.map_err(|e| self.write_err(e))?;
+        drop(file);
+        tokio::fs::rename(&self.temp, &self.path)
+            .await
+            .map_err(|e| {
+                StoreError::io(
+                    format!(
+                        "renaming {} to {}",
+                        self.temp.display(),
+                        self.path.display()
+                    ),
+                    e,
+                )
+            })?;
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(dir) = self.canonical.parent() {
+            if let Ok(d) = tokio::fs::File::open(dir).await {
+                let _ = d.sync_all().await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reader::ArchiveReader;
+    use super::super::tar::BLOCK;
+    use super::super::testing::*;
+    use super::*;
+    use futures::stream;
+
+    #[tokio::test]
+    async fn writes_a_bundle_that_reads_back_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.tar");
+        let w = ArchiveWriter::create(&path).unwrap();
+        let big: Vec<u8> = (0..700_001u32).map(|i| (i % 251) as u8).collect();
+        let small = b"small".to_vec();
+        w.write_blob(&desc(&big), chunks(&big, 10_000))
+            .await
+            .unwrap();
+        // A stream that does not match is refused and leaves no entry.
+        let err = w
+            .write_blob(&desc(b"hello world"), chunks(b"hello wurld", 3))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), registry_client::ErrorKind::Integrity, "{err}");
+        let failing = stream::iter([
+            Ok(Bytes::from_static(b"hel")),
+            Err(StoreError::io(
+                "source went away",
+                io::Error::from(io::ErrorKind::ConnectionReset),
+            )),
+        ])
+        .boxed();
+        assert!(w.write_blob(&desc(b"hello world"), failing).await.is_err());
+        w.write_blob(&desc(&small), chunks(&small, 2))
+            .await
+            .unwrap();
+        // The same blob again is not written twice.
+        w.write_blob(&desc(&small), chunks(&small, 2))
+            .await
+            .unwrap();
+        assert_eq!(w.blob_size(&desc(&small).digest).await.unwrap(), Some(5));
+        assert_eq!(
+            w.blob_size(&desc(b"hello world").digest).await.unwrap(),
+            None
+        );
+        let m = manifest_over(&[&big, &small]);
+        w.put_manifest(&m).await.unwrap();
+        w.record_reference("app:v1", "reg.example:5000/team/app:v1");
+        w.set_tag("app:v1", &m).await.unwrap();
+        assert!(!path.exists(), "nothing under the final name before finish");
+        assert_eq!(listing(dir.path()).len(), 1);
+        assert_eq!(listing(dir.path())[0], "bundle.tar.partial");
+        w.finish().await.unwrap();
+        assert_eq!(listing(dir.path()), vec!["bundle.tar".to_string()]);
+
+        let names = entry_names(&path);
+        let small_entry = blob_name(&desc(&small).digest);
+        assert_eq!(names.iter().filter(|n| **n == small_entry).count(), 1);
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(&names[3..], ["oci-layout", "index.json"]);
+
+        let r = ArchiveReader::open(&path).unwrap();
+        let got = r.resolve(&ImageRef::Tag("app:v1".into())).await.unwrap();
+        assert_eq!(got, m);
+        assert_eq!(r.resolve(&ImageRef::Only).await.unwrap(), m);
+        let names = r.names();
+        assert_eq!(
+            names[0].1.annotations[IMAGE_NAME],
+            "reg.example:5000/team/app:v1"
+        );
+        assert_eq!(
+            read_all(r.read_blob(&desc(&big)).await.unwrap())
+                .await
+                .unwrap(),
+            big
+        );
+        assert_eq!(
+            read_all(r.read_blob(&desc(&small)).await.unwrap())
+                .await
+                .unwrap(),
+            small
+        );
+        // A descriptor with another size is refused before any byte, naming the entry.
+        let mut wrong = desc(&small);
+        wrong.size = 6;
+        let err = r.read_blob(&wrong).await.err().unwrap().to_string();
+        assert!(
+            err.contains(&small_entry) && err.contains("says 6"),
+            "{err}"
+        );
+        let err = r.resolve(&ImageRef::Tag("nope".into())).await.unwrap_err();
+        assert!(err.to_string().contains("app:v1"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_leave_only_whole_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.tar");
+        let w = std::sync::Arc::new(ArchiveWriter::create(&path).unwrap());
+        let blobs: Vec<Vec<u8>> = (0..24u32)
+            .map(|i| {
+                (0..(3000 + i * 7919))
+                    .map(|j| (j * (i + 3)) as u8)
+                    .collect()
+            })
+            .collect();
+        let tasks: Vec<_> = blobs
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let (w, b) = (w.clone(), b.clone());
+                tokio::spawn(async move {
+                    let d = desc(&b);
+                    if i % 5 == 0 {
+                        // Fails after some bytes: must leave nothing behind.
+                        let half = Bytes::copy_from_slice(&b[..b.len() / 2]);
+                        let body = stream::iter([
+                            Ok(half),
+                            Err(StoreError::io(
+                                "gone",
+                                io::Error::from(io::ErrorKind::BrokenPipe),
+                            )),
+                        ])
+                        .boxed();
+                        assert!(w.write_blob(&d, body).await.is_err());
+                    } else {
+                        w.write_blob(&d, chunks(&b, 1000)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let m = manifest_over(&[]);
+        w.put_manifest(&m).await.unwrap();
+        w.set_tag("x", &m).await.unwrap();
+        w.finish().await.unwrap();
+        let r = ArchiveReader::open(&path).unwrap();
+        for (i, b) in blobs.iter().enumerate() {
+            let d = desc(b);
+            if i % 5 == 0 {
+                assert_eq!(r.blob_size(&d.digest).await.unwrap(), None);
+            } else {
+                assert_eq!(&read_all(r.read_blob(&d).await.unwrap()).await.unwrap(), b);
+            }
+        }
+        // 19 blobs, the manifest, oci-layout and index.json.
+        assert_eq!(entry_names(&path).len(), 22);
+    }
+
+    #[tokio::test]
+    async fn long_blob_names_use_gnu_long_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar");
+        let w = ArchiveWriter::create(&path).unwrap();
+        let data = b"sha512 content";
+        let d = Descriptor::new(
+            media_type::OCTET_STREAM,
+            Digest::of(registry_client::Algorithm::Sha512, data),
+            data.len() as u64,
+        );
+        w.write_blob(&d, chunks(data, 4)).await.unwrap();
+        let m = manifest_over(&[]);
+        w.put_manifest(&m).await.unwrap();
+        w.set_tag("x", &m).await.unwrap();
+        w.finish().await.unwrap();
+        assert!(entry_names(&path).contains(&blob_name(&d.digest)));
+        let r = ArchiveReader::open(&path).unwrap();
+        assert_eq!(
+            read_all(r.read_blob(&d).await.unwrap()).await.unwrap(),
+            data
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_bundle_keeps_only_its_temporary_file_and_an_empty_one_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar");
+        // Nothing whole written: nothing left.
+        drop(ArchiveWriter::create(&path).unwrap());
+        assert!(listing(dir.path()).is_empty());
+        let w = ArchiveWriter::create(&path).unwrap();
+        w.write_blob(&desc(b"abc"), chunks(b"abc", 1))
+            .await
+            .unwrap();
+        drop(w);
+        assert_eq!(listing(dir.path()), vec!["b.tar.partial".to_string()]);
+        // Nothing named: finishing writes no bundle, and drops the temporary file.
+        let w = ArchiveWriter::create(&path).unwrap();
+        w.finish().await.unwrap();
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rerun_continues_after_the_last_whole_verified_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar");
+        let blobs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 700 + i as usize]).collect();
+        let long = Descriptor::new(
+            media_type::OCTET_STREAM,
+            Digest::of(registry_client::Algorithm::Sha512, b"long name"),
+            9,
+        );
+        let w = ArchiveWriter::create(&path).unwrap();
+        // Two writers of one bundle at once are refused.
+        let err = ArchiveWriter::create(&path).unwrap_err().to_string();
+        assert!(err.contains("another run"), "{err}");
+        w.write_blob(&long, chunks(b"long name", 4)).await.unwrap();
+        for b in &blobs {
+            w.write_blob(&desc(b), chunks(b, 100)).await.unwrap();
+        }
+        drop(w);
+        let temp = dir.path().join("b.tar.partial");
+        // Killed mid-entry: a header and half a blob after the whole ones;
+        // and the third entry's content damaged.
+        let mut bytes = fs::read(&temp).unwrap();
+        let third = bytes.len() - round_up(702) as usize - BLOCK as usize;
+        bytes[third + BLOCK as usize + 10] ^= 1;
+        bytes.extend_from_slice(&header_bytes(&blob_name(&desc(b"next").digest), 4000));
+        bytes.extend_from_slice(&[7u8; 1000]);
+        fs::write(&temp, &bytes).unwrap();
+
+        let w = ArchiveWriter::create(&path).unwrap();
+        assert_eq!(w.blob_size(&long.digest).await.unwrap(), Some(9));
+        assert_eq!(
+            w.blob_size(&desc(&blobs[1]).digest).await.unwrap(),
+            Some(701)
+        );
+        assert_eq!(w.blob_size(&desc(&blobs[2]).digest).await.unwrap(), None);
+        assert_eq!(fs::metadata(&temp).unwrap().len(), third as u64);
+        w.write_blob(&desc(&blobs[2]), chunks(&blobs[2], 64))
+            .await
+            .unwrap();
+        let m = manifest_over(&[&blobs[0], &blobs[1], &blobs[2]]);
+        w.put_manifest(&m).await.unwrap();
+        w.set_tag("x", &m).await.unwrap();
+        w.finish().await.unwrap();
+        assert_eq!(listing(dir.path()), vec!["b.tar".to_string()]);
+        let r = ArchiveReader::open(&path).unwrap();
+        for b in &blobs {
+            assert_eq!(
+                &read_all(r.read_blob(&desc(b)).await.unwrap())
+                    .await
+                    .unwrap(),
+                b
+            );
+        }
+        assert_eq!(entry_names(&path).len(), 7);
+    }
+}
