@@ -326,8 +326,12 @@ impl ImageStore for MemoryStore {
         if !missing.is_empty() {
             let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
             return Err(StoreError::invalid(
-                format!("pushing manifest {} to {}", manifest.digest, self.describe()),
-                format!("it references what is not here: {}", list.join(", ")),
+                self.describe(),
+                format!(
+                    "manifest {} references what is not here: {}",
+                    manifest.digest,
+                    list.join(", ")
+                ),
             ));
         }
         let mut c = self.lock();
