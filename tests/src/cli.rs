@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
 /// The `mirror` binary, built once per test process (the tests crate
 /// cannot name another package's binary directly).
 pub fn mirror_bin() -> PathBuf {
@@ -66,9 +69,25 @@ pub struct Run {
 
 impl Run {
     /// The JSON report (`--output json`).
-    pub fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Panics unless `mirror` exited with `code`, showing all it printed:
+    /// the code alone rarely says why.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "{}{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// [`Run::assert_code`] for a test that runs `mirror` several times:
+    /// `what` says which run it was.
+    #[track_caller]
+    pub fn assert_code_of(&self, what: &str, code: i32) -> &Self {
+        assert_eq!(self.code, code, "{what}: {}{}", self.stdout, self.stderr);
+        self
     }
 }
 
@@ -90,4 +109,58 @@ pub async fn mirror(args: &[&str], env: &[(&str, &str)]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// `mirror SUBCOMMAND --progress none ARGS…`: without progress lines a
+/// failure's message shows the error alone.
+pub async fn quiet(subcommand: &str, args: &[&str]) -> Run {
+    let mut all = vec![subcommand, "--progress", "none"];
+    all.extend_from_slice(args);
+    mirror(&all, &[]).await
+}
+
+/// `mirror copy ARGS…`, which must succeed.
+pub async fn copy_ok(args: &[&str]) {
+    quiet("copy", args)
+        .await
+        .assert_code_of(&format!("copy {args:?}"), 0);
+}
+
+/// `mirror copy --output json ARGS…`, for tests that read the report.
+pub async fn copy_json<S: AsRef<str>>(args: &[S]) -> Run {
+    let mut all = vec!["--output", "json"];
+    all.extend(args.iter().map(AsRef::as_ref));
+    quiet("copy", &all).await
+}
+
+/// Run `mirror` with `stdin_text` on standard input (the `--…-stdin`
+/// options), in a state directory of its own.
+pub async fn mirror_with_stdin(args: &[&str], env: &[(&str, &str)], stdin_text: &str) -> Run {
+    let state = tempfile::tempdir().unwrap();
+    let mut cmd = command(args, env);
+    cmd.env("MIRROR_STATE_DIR", state.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(stdin_text.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The images of a JSON report (`copy`, `sync`, `azureml sync`) with this
+/// `status`, in report order.
+pub fn images_with_status<'a>(report: &'a Value, status: &str) -> Vec<&'a Value> {
+    report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == status)
+        .collect()
 }

@@ -4,7 +4,10 @@
 use bytes::Bytes;
 use futures::stream;
 use registry_client::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
-use registry_client::{Client, ClientConfig, Credential, Digest, Repository, StaticCredentials};
+use registry_client::{
+    BlobRead, Client, ClientConfig, Credential, Digest, Hasher, Reference, Repository,
+    StaticCredentials,
+};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -152,6 +155,70 @@ pub async fn push_image(
         .put_manifest(repo, reference, img.media_type, img.manifest.clone())
         .await
         .expect("put manifest")
+}
+
+/// Push `img` as `host/name:tag` with a client of its own (anonymous), for
+/// a test that only needs the image to be there.
+pub async fn push_to(host: &str, name: &str, tag: &str, img: &TestImage) -> Digest {
+    push_image(&client(host, None), &repo(host, name), tag, img).await
+}
+
+/// Push each child by digest, then the index over them (from [`index`])
+/// under `tag`; returns what [`index`] does.
+pub async fn push_index(
+    client: &Client,
+    repo: &Repository,
+    tag: &str,
+    children: &[(&TestImage, &str)],
+    docker: bool,
+) -> (Bytes, Digest, &'static str) {
+    for (img, _) in children {
+        push_image(client, repo, &img.digest.to_string(), img).await;
+    }
+    let (bytes, digest, media_type) = index(children, docker);
+    client
+        .put_manifest(repo, tag, media_type, bytes.clone())
+        .await
+        .expect("put index");
+    (bytes, digest, media_type)
+}
+
+/// The digest `host/name:tag` names, if the tag exists (asked anonymously).
+pub async fn tag_digest(host: &str, name: &str, tag: &str) -> Option<Digest> {
+    let r = Reference::parse(&format!("{host}/{name}:{tag}")).unwrap();
+    client(host, None)
+        .head_manifest(&r)
+        .await
+        .unwrap()
+        .map(|i| i.digest)
+}
+
+/// Whether `host/name` holds the blob (asked anonymously).
+pub async fn has_blob(host: &str, name: &str, digest: &Digest) -> bool {
+    client(host, None)
+        .head_blob(&repo(host, name), digest)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// A read of a whole blob that must be `size` bytes long.
+pub fn read_sized(size: u64) -> BlobRead {
+    BlobRead {
+        size: Some(size),
+        resume: None,
+    }
+}
+
+/// A read of a `size`-byte blob that already holds `held` (its first
+/// bytes, hashed), so it continues at `held.len()` and verifies the whole.
+pub fn read_resuming(digest: &Digest, size: u64, held: &[u8]) -> BlobRead {
+    let mut hasher = Hasher::new(digest.algorithm());
+    hasher.update(held);
+    BlobRead {
+        size: Some(size),
+        resume: Some(hasher),
+    }
 }
 
 /// Every byte of a blob stream, or its first error (a verification failure

@@ -13,12 +13,15 @@
 
 pub mod cli;
 pub mod fault_proxy;
+pub mod files;
 pub mod fixtures;
 pub mod images;
 pub mod memory;
 pub mod peers;
 pub mod registry;
+pub mod sandbox;
 mod server;
+pub mod setup;
 pub mod storage_host;
 pub mod tls;
 pub mod token_server;

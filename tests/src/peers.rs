@@ -32,3 +32,47 @@ pub fn umoci_ls(dir: &Path) -> String {
     let dir = dir.to_str().expect("a UTF-8 path");
     String::from_utf8_lossy(&run_peer("umoci", &["ls", "--layout", dir])).into_owned()
 }
+
+/// `skopeo copy --preserve-digests FROM docker://…`: skopeo pushing what
+/// mirror wrote into a plain-HTTP registry, exactly as it is.
+pub fn skopeo_copy_to_registry(from: &str, to: &str) {
+    run_peer(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            from,
+            to,
+        ],
+    );
+}
+
+/// `skopeo copy docker://… TO`: skopeo writing, from a plain-HTTP
+/// registry, what mirror then has to read.
+pub fn skopeo_copy_from_registry(from: &str, to: &str) {
+    run_peer(
+        "skopeo",
+        &[
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            from,
+            to,
+        ],
+    );
+}
+
+/// Whether a registry answers for this reference; asked through skopeo so
+/// that no client state of the test's own takes part.
+pub fn skopeo_exists(reference: &str) -> bool {
+    Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", reference])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}

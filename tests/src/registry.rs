@@ -227,6 +227,14 @@ impl Registry {
         self.matching(method, path_substring).map(|e| e.bytes).sum()
     }
 
+    /// Panics if the registry was asked to store anything (a `PUT` or `POST`
+    /// under `/v2/`): for tests where a refusal must come before any write.
+    #[track_caller]
+    pub fn assert_nothing_written(&self) {
+        assert_eq!(self.count_requests("PUT", "/v2/"), 0);
+        assert_eq!(self.count_requests("POST", "/v2/"), 0);
+    }
+
     fn matching<'a>(
         &self,
         method: &'a str,

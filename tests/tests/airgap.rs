@@ -3,48 +3,26 @@
 //! verify` → `mirror import`, byte for byte; delta bundles; peers reading
 //! what export writes and export/import reading what peers write.
 
-use std::path::Path;
-use std::process::Command;
-
 use bytes::Bytes;
-use mirror_tests::cli::{mirror, Run};
+use mirror_tests::cli::{mirror, quiet, Run};
+use mirror_tests::files::{listing, tar_entries};
 use mirror_tests::fixtures::{AZUREML_REPOSITORIES, FIXTURE_REGION};
-use mirror_tests::images::{blob, client, image_from_layers, index, push_image, repo};
-use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
+use mirror_tests::images::{
+    blob, client, image_from_layers, push_image, push_index, push_to, repo,
+};
+use mirror_tests::peers::{
+    skopeo_copy_from_registry, skopeo_copy_to_registry, skopeo_exists, skopeo_raw, umoci_ls,
+};
+use mirror_tests::setup::open_registry_behind_proxy;
 use mirror_tests::Registry;
 use registry_client::Digest;
 
-fn ok(run: &Run, what: &str) {
-    assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
-}
-
 async fn export(args: &[&str]) -> Run {
-    let mut all = vec!["export", "--progress", "none"];
-    all.extend_from_slice(args);
-    mirror(&all, &[]).await
+    quiet("export", args).await
 }
 
 async fn import(bundle: &str, to: &str) -> Run {
-    mirror(&["import", "--progress", "none", bundle, "--to", to], &[]).await
-}
-
-/// Whether a registry answers for this reference.
-fn exists(reference: &str) -> bool {
-    Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", reference])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-/// The entries of a tar, in order.
-fn entries(path: &Path) -> Vec<String> {
-    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
-    ar.entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect()
+    quiet("import", &[bundle, "--to", to]).await
 }
 
 fn blob_entry(data: &[u8]) -> String {
@@ -54,14 +32,16 @@ fn blob_entry(data: &[u8]) -> String {
 /// Push the six AzureML fixture images into `registry` under `prefix`.
 async fn push_azureml_fixture(registry: &Registry, prefix: &str) {
     let layout = mirror_tests::cli::workspace_root().join("fixtures/azureml");
-    let mut args = vec!["copy".to_string(), "--progress".into(), "none".into()];
+    let mut args = Vec::new();
     for r in AZUREML_REPOSITORIES {
         let name = format!("{r}:{FIXTURE_REGION}-stable");
         args.push(format!("oci:{}:{name}", layout.display()));
         args.push(format!("{}/{prefix}/{name}", registry.host()));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&mirror(&args, &[]).await, "pushing the fixture");
+    quiet("copy", &args)
+        .await
+        .assert_code_of("pushing the fixture", 0);
 }
 
 #[tokio::test]
@@ -81,14 +61,14 @@ async fn azureml_preset_round_trip_restores_repositories_and_tags_byte_for_byte(
         bundle_s,
     ])
     .await;
-    ok(&run, "export");
+    run.assert_code_of("export", 0);
     assert!(run.stdout.contains("6 images: 6 done"), "{}", run.stdout);
     // The blob list for the next --since sits beside it.
     assert!(tmp.path().join("runtime.tar.blobs").is_file());
 
     // verify: every image, its original reference, all good.
     let run = mirror(&["verify", bundle_s], &[]).await;
-    ok(&run, "verify");
+    run.assert_code_of("verify", 0);
     for r in AZUREML_REPOSITORIES {
         assert!(
             run.stdout
@@ -103,21 +83,23 @@ async fn azureml_preset_round_trip_restores_repositories_and_tags_byte_for_byte(
         run.stdout
     );
     let json = mirror(&["verify", "--output", "json", bundle_s], &[]).await;
-    ok(&json, "verify --output json");
+    json.assert_code_of("verify --output json", 0);
     let report = json.json();
     assert_eq!(report["images"].as_array().unwrap().len(), 6);
     assert!(report["problems"].as_array().unwrap().is_empty());
 
     // Without a prefix: the original repositories and tags.
     let dst = Registry::start_open().await.unwrap();
-    ok(&import(bundle_s, &dst.host()).await, "import");
+    import(bundle_s, &dst.host())
+        .await
+        .assert_code_of("import", 0);
     // Under a prefix.
     let run = import(
         &format!("oci-archive:{bundle_s}"),
         &format!("{}/dmz/", dst.host()),
     )
     .await;
-    ok(&run, "import under a prefix");
+    run.assert_code_of("import under a prefix", 0);
     assert!(run.stdout.contains("6 images: 6 done"), "{}", run.stdout);
     for r in AZUREML_REPOSITORIES {
         let path = format!("azureml/runtime/{r}:{FIXTURE_REGION}-stable");
@@ -162,7 +144,7 @@ async fn azureml_preset_round_trip_restores_repositories_and_tags_byte_for_byte(
         &[("PULL_PW", "pull-pw")],
     )
     .await;
-    ok(&run, "azureml sync from the imported images");
+    run.assert_code_of("azureml sync from the imported images", 0);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["copied"], 6, "{report:#}");
@@ -186,17 +168,9 @@ async fn azureml_preset_round_trip_restores_repositories_and_tags_byte_for_byte(
     // skopeo copies an image out of what export wrote.
     let name = format!("{}:{FIXTURE_REGION}-stable", AZUREML_REPOSITORIES[2]);
     let peer_target = format!("docker://{}/peer/lifecycler:v1", dst.host());
-    run_peer(
-        "skopeo",
-        &[
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-            &format!("oci-archive:{bundle_s}:azureml/runtime/{name}"),
-            &peer_target,
-        ],
+    skopeo_copy_to_registry(
+        &format!("oci-archive:{bundle_s}:azureml/runtime/{name}"),
+        &peer_target,
     );
     assert_eq!(
         skopeo_raw(&peer_target),
@@ -217,12 +191,14 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
     // tools/cli:1.0 is a multi-platform index.
     let cli = repo(&src.host(), "tools/cli");
     let arm = image_from_layers(4, vec![blob(4, 8_000)], false);
-    push_image(&c, &cli, &a.digest.to_string(), &a).await;
-    push_image(&c, &cli, &arm.digest.to_string(), &arm).await;
-    let (idx, _, idx_mt) = index(&[(&a, "linux/amd64"), (&arm, "linux/arm64")], false);
-    c.put_manifest(&cli, "1.0", idx_mt, idx.clone())
-        .await
-        .unwrap();
+    let (idx, _, _) = push_index(
+        &c,
+        &cli,
+        "1.0",
+        &[(&a, "linux/amd64"), (&arm, "linux/arm64")],
+        false,
+    )
+    .await;
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("sync.yaml");
     std::fs::write(
@@ -237,7 +213,7 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
     let to = format!("oci:{}", layout.display());
     let tools = format!("{}/tools/cli:1.0", src.host());
     let run = export(&["--config", config.to_str().unwrap(), &tools, "--to", &to]).await;
-    ok(&run, "export");
+    run.assert_code_of("export", 0);
     // Run again into the same layout: every blob is there, verified when
     // it was written, so nothing is read again.
     let again = export(&[
@@ -250,7 +226,7 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
         "json",
     ])
     .await;
-    ok(&again, "export again");
+    again.assert_code_of("export again", 0);
     assert_eq!(again.json()["bytes_copied"], 0, "{}", again.stdout);
     // The config selected v1 and v2 (not `old`); the argument added tools/cli.
     let listed = umoci_ls(&layout);
@@ -267,7 +243,7 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
         &[],
     )
     .await;
-    ok(&run, "verify");
+    run.assert_code_of("verify", 0);
     let report = run.json();
     let cli_image = report["images"]
         .as_array()
@@ -283,15 +259,17 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
     // v1, v2, the index and its arm64 child (its amd64 child is v1).
     assert_eq!(report["manifests"], 4, "{report}");
     let dst = Registry::start_open().await.unwrap();
-    ok(
-        &import(layout.to_str().unwrap(), &dst.host()).await,
-        "import",
-    );
+    import(layout.to_str().unwrap(), &dst.host())
+        .await
+        .assert_code_of("import", 0);
     assert_eq!(
         skopeo_raw(&format!("docker://{}/team/app:v1", dst.host())),
         a.manifest
     );
-    assert!(!exists(&format!("docker://{}/team/app:old", dst.host())));
+    assert!(!skopeo_exists(&format!(
+        "docker://{}/team/app:old",
+        dst.host()
+    )));
     assert_eq!(
         skopeo_raw(&format!("docker://{}/tools/cli:1.0", dst.host())),
         idx
@@ -315,19 +293,13 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
         mixed_out.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    run.assert_code(2);
     assert!(run.stderr.contains("linux/arm64"), "{}", run.stderr);
     assert!(!mixed_out.exists());
 
     // Two sources one name in the bundle would overwrite each other.
     let other = Registry::start_open().await.unwrap();
-    push_image(
-        &client(&other.host(), None),
-        &repo(&other.host(), "tools/cli"),
-        "1.0",
-        &b,
-    )
-    .await;
+    push_to(&other.host(), "tools/cli", "1.0", &b).await;
     let run = export(&[
         &tools,
         &format!("{}/tools/cli:1.0", other.host()),
@@ -335,7 +307,7 @@ async fn export_from_a_config_and_references_into_a_layout_peers_read() {
         tmp.path().join("clash.tar").to_str().unwrap(),
     ])
     .await;
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    run.assert_code(2);
     assert!(run.stderr.contains("tools/cli:1.0"), "{}", run.stderr);
     assert!(!tmp.path().join("clash.tar").exists());
 }
@@ -350,10 +322,9 @@ async fn verify_and_import_name_a_corrupted_blob_and_import_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("b.tar");
     let bundle_s = bundle.to_str().unwrap();
-    ok(
-        &export(&[&format!("{}/team/app:v1", src.host()), "--to", bundle_s]).await,
-        "export",
-    );
+    export(&[&format!("{}/team/app:v1", src.host()), "--to", bundle_s])
+        .await
+        .assert_code_of("export", 0);
     // One byte in the middle of the layer flipped on the way.
     let mut bytes = std::fs::read(&bundle).unwrap();
     let at = bytes
@@ -365,7 +336,7 @@ async fn verify_and_import_name_a_corrupted_blob_and_import_nothing() {
     std::fs::write(&bundle, &bytes).unwrap();
 
     let run = mirror(&["verify", bundle_s], &[]).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     let digest = Digest::sha256_of(&layer).to_string();
     assert!(run.stderr.contains(&digest), "{}", run.stderr);
     assert!(run.stderr.contains(&blob_entry(&layer)), "{}", run.stderr);
@@ -376,9 +347,12 @@ async fn verify_and_import_name_a_corrupted_blob_and_import_nothing() {
 
     let dst = Registry::start_open().await.unwrap();
     let run = import(bundle_s, &dst.host()).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     assert!(run.stdout.contains(&digest), "{}", run.stdout);
-    assert!(!exists(&format!("docker://{}/team/app:v1", dst.host())));
+    assert!(!skopeo_exists(&format!(
+        "docker://{}/team/app:v1",
+        dst.host()
+    )));
 }
 
 #[tokio::test]
@@ -391,10 +365,9 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
     let tmp = tempfile::tempdir().unwrap();
     let full = tmp.path().join("week1.tar");
     let app = format!("{}/team/app", src.host());
-    ok(
-        &export(&[&format!("{app}:v1"), "--to", full.to_str().unwrap()]).await,
-        "week 1",
-    );
+    export(&[&format!("{app}:v1"), "--to", full.to_str().unwrap()])
+        .await
+        .assert_code_of("week 1", 0);
 
     // Week 2: a new version on the same base, the old one again, and a new
     // repository on the same base (its import links the base from team/app).
@@ -417,8 +390,8 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
         delta_s,
     ])
     .await;
-    ok(&run, "week 2 delta");
-    let listed = entries(&delta);
+    run.assert_code_of("week 2 delta", 0);
+    let listed = tar_entries(&delta);
     assert!(!listed.contains(&blob_entry(&base)), "{listed:?}");
     assert!(listed.contains(&blob_entry(&new_layer)), "{listed:?}");
     let delta_size = std::fs::metadata(&delta).unwrap().len();
@@ -428,28 +401,26 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
     );
     // The old bundle itself works as --since too, and gives the same entries.
     let delta2 = tmp.path().join("week2-from-bundle.tar");
-    ok(
-        &export(&[
-            &format!("{app}:v1"),
-            &format!("{app}:v2"),
-            &other_ref,
-            "--since",
-            full.to_str().unwrap(),
-            "--to",
-            delta2.to_str().unwrap(),
-        ])
-        .await,
-        "delta from the old bundle",
-    );
+    export(&[
+        &format!("{app}:v1"),
+        &format!("{app}:v2"),
+        &other_ref,
+        "--since",
+        full.to_str().unwrap(),
+        "--to",
+        delta2.to_str().unwrap(),
+    ])
+    .await
+    .assert_code_of("delta from the old bundle", 0);
     let sorted = |mut v: Vec<String>| {
         v.sort();
         v
     };
-    assert_eq!(sorted(entries(&delta2)), sorted(listed.clone()));
+    assert_eq!(sorted(tar_entries(&delta2)), sorted(listed.clone()));
 
     // verify lists the left-out blobs as such, not as errors.
     let run = mirror(&["verify", "--output", "json", delta_s], &[]).await;
-    ok(&run, "verify the delta");
+    run.assert_code_of("verify the delta", 0);
     let report = run.json();
     let omitted: Vec<&str> = report["omitted"]
         .as_array()
@@ -462,7 +433,7 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
     // Into a registry that never saw week 1: refused before anything moves.
     let fresh = Registry::start_open().await.unwrap();
     let run = import(delta_s, &fresh.host()).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     assert!(
         run.stderr.contains(&Digest::sha256_of(&base).to_string()),
         "{}",
@@ -473,16 +444,19 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
         "{}",
         run.stderr
     );
-    assert_eq!(fresh.count_requests("PUT", "/v2/"), 0);
-    assert_eq!(fresh.count_requests("POST", "/v2/"), 0);
-    assert!(!exists(&format!("docker://{}/team/app:v1", fresh.host())));
+    fresh.assert_nothing_written();
+    assert!(!skopeo_exists(&format!(
+        "docker://{}/team/app:v1",
+        fresh.host()
+    )));
 
     // After week 1, the delta imports and both versions are whole.
-    ok(
-        &import(full.to_str().unwrap(), &fresh.host()).await,
-        "week 1 import",
-    );
-    ok(&import(delta_s, &fresh.host()).await, "week 2 import");
+    import(full.to_str().unwrap(), &fresh.host())
+        .await
+        .assert_code_of("week 1 import", 0);
+    import(delta_s, &fresh.host())
+        .await
+        .assert_code_of("week 2 import", 0);
     for (name, img) in [
         ("team/app:v1", &week1),
         ("team/app:v2", &week2),
@@ -522,40 +496,25 @@ async fn layouts_and_archives_skopeo_writes_import_with_mirror() {
         format!("oci:{}:team/app:v1", dir.display()),
         format!("oci-archive:{}:team/app:v1", archive.display()),
     ] {
-        run_peer(
-            "skopeo",
-            &[
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--src-tls-verify=false",
-                &format!("docker://{}/team/app:v1", src.host()),
-                &dest,
-            ],
-        );
+        skopeo_copy_from_registry(&format!("docker://{}/team/app:v1", src.host()), &dest);
     }
     let dst = Registry::start_open().await.unwrap();
     // No recorded reference: the name in the bundle gives repository and tag.
-    ok(
-        &import(
-            &format!("oci:{}", dir.display()),
-            &format!("{}/from-layout", dst.host()),
-        )
-        .await,
-        "import a skopeo layout",
-    );
-    ok(
-        &mirror(&["verify", archive.to_str().unwrap()], &[]).await,
-        "verify a skopeo archive",
-    );
-    ok(
-        &import(
-            archive.to_str().unwrap(),
-            &format!("{}/from-archive", dst.host()),
-        )
-        .await,
-        "import a skopeo archive",
-    );
+    import(
+        &format!("oci:{}", dir.display()),
+        &format!("{}/from-layout", dst.host()),
+    )
+    .await
+    .assert_code_of("import a skopeo layout", 0);
+    mirror(&["verify", archive.to_str().unwrap()], &[])
+        .await
+        .assert_code_of("verify a skopeo archive", 0);
+    import(
+        archive.to_str().unwrap(),
+        &format!("{}/from-archive", dst.host()),
+    )
+    .await
+    .assert_code_of("import a skopeo archive", 0);
     let theirs = skopeo_raw(&format!("oci:{}:team/app:v1", dir.display()));
     for prefix in ["from-layout", "from-archive"] {
         assert_eq!(
@@ -568,9 +527,8 @@ async fn layouts_and_archives_skopeo_writes_import_with_mirror() {
 
 #[tokio::test]
 async fn a_killed_tar_export_continues_from_its_last_whole_entry() {
-    use mirror_tests::{Fault, FaultProxy, Rule};
-    let src = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    use mirror_tests::{Fault, Rule};
+    let (src, proxy) = open_registry_behind_proxy().await;
     let c = client(&src.host(), None);
     let first = blob(41, 1_500_000);
     let second = blob(42, 16_000_000);
@@ -637,7 +595,7 @@ async fn a_killed_tar_export_continues_from_its_last_whole_entry() {
     // continues, and the bundle verifies.
     proxy.clear_rules();
     let run = mirror(&all, &[]).await;
-    ok(&run, "the rerun");
+    run.assert_code_of("the rerun", 0);
     assert_eq!(
         listing(&out),
         vec!["b.tar".to_string(), "b.tar.blobs".to_string()]
@@ -665,24 +623,13 @@ async fn a_killed_tar_export_continues_from_its_last_whole_entry() {
         read <= total + checkpoint,
         "read {read} source bytes across both runs for {total}"
     );
-    ok(
-        &mirror(&["verify", bundle.to_str().unwrap()], &[]).await,
-        "verify",
-    );
+    mirror(&["verify", bundle.to_str().unwrap()], &[])
+        .await
+        .assert_code_of("verify", 0);
     assert_eq!(
         skopeo_raw(&format!("oci-archive:{}:team/big:v1", bundle.display())),
         img.manifest
     );
-}
-
-/// The files in a directory, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]
@@ -693,15 +640,13 @@ async fn verify_and_import_refuse_a_hostile_bundle_naming_the_entry() {
     push_image(&c, &repo(&src.host(), "team/app"), "v1", &img).await;
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good.tar");
-    ok(
-        &export(&[
-            &format!("{}/team/app:v1", src.host()),
-            "--to",
-            good.to_str().unwrap(),
-        ])
-        .await,
-        "export",
-    );
+    export(&[
+        &format!("{}/team/app:v1", src.host()),
+        "--to",
+        good.to_str().unwrap(),
+    ])
+    .await
+    .assert_code_of("export", 0);
     // The same bundle with an entry that climbs out put in front.
     let mut h = tar::Header::new_gnu();
     let name = b"../../etc/cron.d/evil";
@@ -718,7 +663,7 @@ async fn verify_and_import_refuse_a_hostile_bundle_naming_the_entry() {
     std::fs::write(&hostile, bytes).unwrap();
 
     let run = mirror(&["verify", hostile.to_str().unwrap()], &[]).await;
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    run.assert_code(2);
     assert!(
         run.stderr.contains("../../etc/cron.d/evil"),
         "{}",
@@ -726,13 +671,12 @@ async fn verify_and_import_refuse_a_hostile_bundle_naming_the_entry() {
     );
     let dst = Registry::start_open().await.unwrap();
     let run = import(hostile.to_str().unwrap(), &dst.host()).await;
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    run.assert_code(2);
     assert!(
         run.stderr.contains("../../etc/cron.d/evil"),
         "{}",
         run.stderr
     );
-    assert_eq!(dst.count_requests("PUT", "/v2/"), 0);
-    assert_eq!(dst.count_requests("POST", "/v2/"), 0);
+    dst.assert_nothing_written();
     assert!(!tmp.path().join("etc").exists());
 }

@@ -12,30 +12,16 @@ use mirror::progress::NoProgress;
 use mirror::store::layout::LayoutStore;
 use mirror::store::{BlobStream, ImageRef, ImageStore, StoreError};
 use mirror::transfer::{CopyJob, CopyOptions, Engine};
-use mirror_tests::cli::mirror;
-use mirror_tests::images::{blob, client, image, image_from_layers, index, push_image, repo};
-use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
+use mirror_tests::cli::{copy_ok, quiet};
+use mirror_tests::files::{listing, tar_entries};
+use mirror_tests::images::{blob, client, image, image_from_layers, push_image, push_index, repo};
+use mirror_tests::peers::{
+    run_peer, skopeo_copy_from_registry, skopeo_copy_to_registry, skopeo_exists, skopeo_raw,
+    umoci_ls,
+};
+use mirror_tests::setup::open_registry_behind_proxy;
 use mirror_tests::Registry;
 use registry_client::{Descriptor, Digest, Manifest};
-
-/// The entries of a tar, in order.
-fn entries(path: &Path) -> Vec<String> {
-    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
-    ar.entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect()
-}
-
-/// The files in a directory, sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 /// `index.json` of a bundle, parsed.
 fn index_json(path: &Path) -> serde_json::Value {
@@ -49,23 +35,6 @@ fn index_json(path: &Path) -> serde_json::Value {
         }
     }
     panic!("no index.json in {}", path.display());
-}
-
-/// Whether a registry answers for this reference (skopeo, so no client state).
-fn exists(reference: &str) -> bool {
-    Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", reference])
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
-
-async fn copy_ok(args: &[&str]) {
-    let mut all = vec!["copy", "--progress", "none"];
-    all.extend_from_slice(args);
-    let run = mirror(&all, &[]).await;
-    assert_eq!(run.code, 0, "copy {args:?}: {}{}", run.stdout, run.stderr);
 }
 
 #[tokio::test]
@@ -90,10 +59,14 @@ async fn registry_to_bundle_to_registry_keeps_every_byte_and_writes_shared_blobs
     let r = repo(&src.host(), "multi/app");
     let a = image_from_layers(20, vec![base.clone()], false);
     let b = image(21, &[4000], true);
-    push_image(&c, &r, &a.digest.to_string(), &a).await;
-    push_image(&c, &r, &b.digest.to_string(), &b).await;
-    let (idx, _, idx_mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
-    c.put_manifest(&r, "v1", idx_mt, idx).await.unwrap();
+    push_index(
+        &c,
+        &r,
+        "v1",
+        &[(&a, "linux/amd64"), (&b, "linux/arm64")],
+        false,
+    )
+    .await;
 
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("bundle.tar");
@@ -111,7 +84,7 @@ async fn registry_to_bundle_to_registry_keeps_every_byte_and_writes_shared_blobs
     assert_eq!(listing(tmp.path()), vec!["bundle.tar".to_string()]);
 
     // Each blob once: the base layer is in three images.
-    let listed = entries(&bundle);
+    let listed = tar_entries(&bundle);
     let base_entry = format!("blobs/sha256/{}", Digest::sha256_of(&base).hex());
     assert_eq!(listed.iter().filter(|e| **e == base_entry).count(), 1);
     let mut unique = listed.clone();
@@ -152,7 +125,7 @@ async fn registry_to_bundle_to_registry_keeps_every_byte_and_writes_shared_blobs
     }
     // Every child of the index arrived (skopeo inspect reads each by digest).
     for child in [&a, &b] {
-        assert!(exists(&format!(
+        assert!(skopeo_exists(&format!(
             "docker://{}/multi/app@{}",
             dst.host(),
             child.digest
@@ -177,18 +150,7 @@ async fn skopeo_reads_our_bundle() {
     let from = format!("oci-archive:{}:app", bundle.display());
     assert_eq!(skopeo_raw(&from), img.manifest);
     let to = format!("docker://{}/peer/app:v1", dst.host());
-    run_peer(
-        "skopeo",
-        &[
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-            &from,
-            &to,
-        ],
-    );
+    skopeo_copy_to_registry(&from, &to);
     assert_eq!(skopeo_raw(&to), img.manifest);
     // Unpacked, it is an OCI layout umoci lists.
     let unpacked = tmp.path().join("unpacked");
@@ -215,17 +177,7 @@ async fn we_read_a_bundle_skopeo_writes() {
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("skopeo.tar");
     let theirs = format!("oci-archive:{}:app:v1", bundle.display());
-    run_peer(
-        "skopeo",
-        &[
-            "--insecure-policy",
-            "copy",
-            "--quiet",
-            "--src-tls-verify=false",
-            &format!("docker://{}/team/app:v1", src.host()),
-            &theirs,
-        ],
-    );
+    skopeo_copy_from_registry(&format!("docker://{}/team/app:v1", src.host()), &theirs);
     copy_ok(&[&theirs, &format!("{}/imported/app:v1", dst.host())]).await;
     // What skopeo put in the bundle (it may have recompressed) is exactly
     // what arrived.
@@ -279,19 +231,15 @@ async fn a_failed_write_leaves_no_bundle_and_a_partial_run_keeps_what_succeeded(
 
     // The only image fails: no bundle, no temporary file left.
     let bad = format!("oci:{}:bad", layout.display());
-    let run = mirror(&["copy", "--progress", "none", &bad, &target], &[]).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let run = quiet("copy", &[&bad, &target]).await;
+    run.assert_code(1);
     assert!(run.stdout.contains("corrupt"), "{}", run.stdout);
     assert!(listing(&out).is_empty(), "{:?}", listing(&out));
 
     // One of two fails: the bundle holds the other, and the run says it failed.
     let good = format!("oci:{}:good", layout.display());
-    let run = mirror(
-        &["copy", "--progress", "none", &good, &target, &bad, &target],
-        &[],
-    )
-    .await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let run = quiet("copy", &[&good, &target, &bad, &target]).await;
+    run.assert_code(1);
     assert_eq!(listing(&out), vec!["b.tar".to_string()]);
     let index = index_json(&bundle);
     let names: Vec<&str> = index["manifests"]
@@ -305,7 +253,10 @@ async fn a_failed_write_leaves_no_bundle_and_a_partial_run_keeps_what_succeeded(
         })
         .collect();
     assert_eq!(names, vec!["good"]);
-    assert!(exists(&format!("oci-archive:{}:good", bundle.display())));
+    assert!(skopeo_exists(&format!(
+        "oci-archive:{}:good",
+        bundle.display()
+    )));
 }
 
 /// A raw tar entry (no checks on the name: that is the point).
@@ -379,24 +330,18 @@ async fn hostile_bundles_are_refused_and_nothing_reaches_the_target() {
         t.extend_from_slice(&[0u8; 1024]);
         std::fs::write(&path, t).unwrap();
         let target = format!("{}/hostile/{what}:v1", dst.host());
-        let run = mirror(
-            &[
-                "copy",
-                "--progress",
-                "none",
-                &format!("oci-archive:{}:v1", path.display()),
-                &target,
-            ],
-            &[],
+        let run = quiet(
+            "copy",
+            &[&format!("oci-archive:{}:v1", path.display()), &target],
         )
         .await;
-        assert_eq!(run.code, 2, "{what}: {}{}", run.stdout, run.stderr);
+        run.assert_code_of(what, 2);
         assert!(
             run.stderr.contains(&format!("{entry:?}")),
             "{what}: the error must name {entry:?}: {}",
             run.stderr
         );
-        assert!(!exists(&format!("docker://{target}")), "{what}");
+        assert!(!skopeo_exists(&format!("docker://{target}")), "{what}");
         assert!(!tmp.path().join("etc").exists() && !Path::new("/tmp/evil").exists());
     }
 
@@ -412,20 +357,14 @@ async fn hostile_bundles_are_refused_and_nothing_reaches_the_target() {
     let path = tmp.path().join("forged.tar");
     std::fs::write(&path, forged).unwrap();
     let target = format!("{}/hostile/forged:v1", dst.host());
-    let run = mirror(
-        &[
-            "copy",
-            "--progress",
-            "none",
-            &format!("oci-archive:{}:v1", path.display()),
-            &target,
-        ],
-        &[],
+    let run = quiet(
+        "copy",
+        &[&format!("oci-archive:{}:v1", path.display()), &target],
     )
     .await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     assert!(run.stdout.contains(&layer_name), "{}", run.stdout);
-    assert!(!exists(&format!("docker://{target}")));
+    assert!(!skopeo_exists(&format!("docker://{target}")));
 }
 
 /// Where `needle` first occurs in `hay` (an entry's header starts there).
@@ -483,9 +422,8 @@ async fn start_stalled_copy(
 
 #[tokio::test]
 async fn an_interrupted_or_killed_write_leaves_nothing_under_the_final_name() {
-    use mirror_tests::{Fault, FaultProxy, Rule};
-    let src = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    use mirror_tests::{Fault, Rule};
+    let (src, proxy) = open_registry_behind_proxy().await;
     let c = client(&src.host(), None);
     let img = image(61, &[2_000_000], false);
     push_image(&c, &repo(&src.host(), "slow/img"), "v1", &img).await;

@@ -4,15 +4,12 @@
 //! repositories under `azureml/runtime`, anonymous) and a customer's ACR
 //! (token auth with a push user, a pull-only token and Entra exchange).
 
-use std::process::Stdio;
-
-use mirror_tests::cli::{command, mirror, Run};
+use mirror_tests::cli::{images_with_status, mirror, mirror_with_stdin, Run};
 use mirror_tests::fixtures::{self, azureml_images, GeneratedImage, Scale};
 use mirror_tests::images::client;
 use mirror_tests::{Grant, Registry, TokenServer, TokenServerOptions};
 use registry_client::{Credential, Digest, Reference};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
 const RUNTIME: [&str; 6] = mirror::azureml::images::RUNTIME_REPOSITORIES;
 const WORKSPACE_PASSWORD: &str = "ws-SECRET-1";
@@ -99,26 +96,6 @@ fn assert_no_secrets(texts: &[&str]) {
     }
 }
 
-/// Run with `stdin_text` on standard input.
-async fn mirror_with_stdin(args: &[&str], env: &[(&str, &str)], stdin_text: &str) -> Run {
-    let state = tempfile::tempdir().unwrap();
-    let mut cmd = command(args, env);
-    cmd.env("MIRROR_STATE_DIR", state.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(stdin_text.as_bytes()).await.unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[tokio::test]
 async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_two_heads_per_image() {
     let (system, _system_tokens) = system_registry().await;
@@ -151,7 +128,7 @@ async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_two_
     ];
     let env = [("PUSH_PW", PUSH_PASSWORD), ("PULL_PW", PULL_PASSWORD)];
     let run = mirror_with_stdin(&args, &env, &format!("{WORKSPACE_PASSWORD}\n")).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert!(run.stderr.contains("6 copied"), "{}", run.stderr);
     assert_no_secrets(&[&run.stderr]);
 
@@ -179,7 +156,7 @@ async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_two_
     // one 401 that tells a fresh process where each registry's tokens are).
     let before = (system.access_log().len(), customer.access_log().len());
     let run = mirror_with_stdin(&args, &env, &format!("{WORKSPACE_PASSWORD}\n")).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert!(run.stderr.contains("6 current"), "{}", run.stderr);
     for (reg, skip) in [(&system, before.0), (&customer, before.1)] {
         let log = &reg.access_log()[skip..];
@@ -236,7 +213,7 @@ async fn from_mcr_under_its_prefix_into_a_prefix_keeping_regional_tags() {
         &[("PULL_PW", PULL_PASSWORD)],
     )
     .await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(run.stdout, "", "the variables went to the file");
     for repo in RUNTIME {
         let reference = format!("{}/mirrors/azureml/{repo}:westeurope-stable", target.host());
@@ -348,7 +325,7 @@ async fn an_entra_token_from_a_variable_the_azure_cli_or_a_managed_identity_is_e
             &env,
         )
         .await;
-        assert_eq!(run.code, 0, "{from}: {}{}", run.stdout, run.stderr);
+        run.assert_code_of(from, 0);
         let exchanges: Vec<_> = tokens
             .requests()
             .into_iter()
@@ -409,7 +386,7 @@ async fn a_failed_image_is_reported_while_the_others_land_and_no_variables_are_p
         &[],
     )
     .await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     assert_eq!(run.stdout, "", "no job variables when an image is missing");
     assert!(
         run.stderr.contains("not printing the job variables"),
@@ -419,12 +396,7 @@ async fn a_failed_image_is_reported_while_the_others_land_and_no_variables_are_p
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["copied"], 5, "{report:#}");
     assert_eq!(report["failed"], 1, "{report:#}");
-    let failed = report["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["status"] == "failed")
-        .unwrap();
+    let failed = images_with_status(&report, "failed")[0];
     assert!(
         failed["source"].as_str().unwrap().contains(RUNTIME[5]),
         "{failed:#}"
@@ -477,7 +449,7 @@ async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_
     let mut sync = vec!["azureml", "sync", "--progress", "none", "--format", "json"];
     sync.extend_from_slice(&login);
     let run = mirror(&sync, &env).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
 
     // The source moves on for one image; another repository is asked for
     // that was never mirrored.
@@ -504,7 +476,7 @@ async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_
         "PULL_PW",
     ]);
     let (run, rows) = check(&args, &env).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     assert_eq!(rows.len(), 7);
     assert_eq!(row(&rows, RUNTIME[0])["standing"], "current");
     assert_eq!(row(&rows, RUNTIME[0])["pull"], "allowed");
@@ -534,7 +506,7 @@ async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_
     // Sync again and check with the variables a job would carry, for a
     // token that can pull everything: all is well.
     let run = mirror(&sync, &env).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     let vars: Value = serde_json::from_str(&run.stdout).unwrap();
     let job_override = vars["AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE"]
         .as_str()
@@ -551,7 +523,7 @@ async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_
         ],
     )
     .await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert!(rows
         .iter()
         .all(|r| r["standing"] == "current" && r["pull"] == "allowed"));
@@ -566,7 +538,7 @@ async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_
         ],
     )
     .await;
-    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    run.assert_code(2);
     assert!(run.stderr.contains("contoso.azurecr.io"), "{}", run.stderr);
     assert_no_secrets(&[&run.stdout, &run.stderr]);
 }

@@ -101,9 +101,8 @@ fn python_sdk_snippets_run() {
 
 mod command_line {
     use super::*;
-    use mirror_tests::cli::{command, mirror};
+    use mirror_tests::cli::{mirror, mirror_with_stdin};
     use std::os::unix::fs::PermissionsExt;
-    use tokio::io::AsyncWriteExt;
 
     #[tokio::test]
     async fn env_takes_the_password_from_stdin_and_writes_a_private_file() {
@@ -111,7 +110,7 @@ mod command_line {
         let out = dir.path().join("job.env");
         std::fs::write(&out, "old").unwrap(); // an existing file is narrowed too
         std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let mut child = command(
+        let run = mirror_with_stdin(
             &[
                 "azureml",
                 "env",
@@ -126,25 +125,10 @@ mod command_line {
                 out.to_str().unwrap(),
             ],
             &[],
+            &format!("{}\n", NASTY.replace('\n', " ")),
         )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("{}\n", NASTY.replace('\n', " ")).as_bytes())
-            .await
-            .unwrap();
-        drop(stdin);
-        let done = child.wait_with_output().await.unwrap();
-        assert_eq!(
-            done.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&done.stderr)
-        );
+        .await;
+        assert_eq!(run.code, 0, "{}", run.stderr);
         let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&out).unwrap();
@@ -152,7 +136,7 @@ mod command_line {
             text.contains("AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE="),
             "{text}"
         );
-        assert!(done.stdout.is_empty(), "nothing on stdout with --out");
+        assert!(run.stdout.is_empty(), "nothing on stdout with --out");
     }
 
     #[tokio::test]

@@ -3,15 +3,13 @@
 
 use bytes::Bytes;
 use futures::{stream, TryStreamExt};
-use mirror_tests::images::{blob, client, push_blob, read_all, repo};
-use mirror_tests::Registry;
-use registry_client::{BlobRead, Digest, ErrorKind, Hasher, MountOutcome};
+use mirror_tests::images::{blob, push_blob, read_all, read_resuming, read_sized, repo};
+use mirror_tests::setup::open_registry_with_repo;
+use registry_client::{BlobRead, Digest, ErrorKind, MountOutcome};
 
 #[tokio::test]
 async fn head_reports_size_or_absence() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/head");
+    let (_reg, c, r) = open_registry_with_repo("blobs/head").await;
     let data = blob(1, 12345);
     let d = push_blob(&c, &r, data.clone()).await;
     assert_eq!(c.head_blob(&r, &d).await.unwrap(), Some(12345));
@@ -25,44 +23,20 @@ async fn head_reports_size_or_absence() {
 
 #[tokio::test]
 async fn ranged_get_from_an_offset_is_verified_to_the_end() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/range");
+    let (reg, c, r) = open_registry_with_repo("blobs/range").await;
     let data = blob(2, 3 * 1024 * 1024 + 17);
     let d = push_blob(&c, &r, data.clone()).await;
 
     let offset = 1_000_003;
-    let mut held = Hasher::new(d.algorithm());
-    held.update(&data[..offset]);
-    let s = c
-        .get_blob(
-            &r,
-            &d,
-            BlobRead {
-                size: Some(data.len() as u64),
-                resume: Some(held),
-            },
-        )
-        .await
-        .unwrap();
+    let held = read_resuming(&d, data.len() as u64, &data[..offset]);
+    let s = c.get_blob(&r, &d, held).await.unwrap();
     let rest = read_all(s).await.unwrap();
     assert_eq!(&rest[..], &data[offset..]);
     assert!(reg.log().contains("206") || reg.count_requests("GET", &format!("/blobs/{d}")) == 1);
 
     // A resume whose held bytes are wrong fails at the end, naming both digests.
-    let mut wrong = Hasher::new(d.algorithm());
-    wrong.update(&vec![0u8; offset]);
-    let s = c
-        .get_blob(
-            &r,
-            &d,
-            BlobRead {
-                size: Some(data.len() as u64),
-                resume: Some(wrong),
-            },
-        )
-        .await
-        .unwrap();
+    let wrong = read_resuming(&d, data.len() as u64, &vec![0u8; offset]);
+    let s = c.get_blob(&r, &d, wrong).await.unwrap();
     let err = read_all(s).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity);
     assert!(err.to_string().contains(&d.to_string()), "{err}");
@@ -70,22 +44,10 @@ async fn ranged_get_from_an_offset_is_verified_to_the_end() {
 
 #[tokio::test]
 async fn a_wrong_size_in_the_descriptor_fails_the_read() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/size");
+    let (_reg, c, r) = open_registry_with_repo("blobs/size").await;
     let data = blob(3, 4096);
     let d = push_blob(&c, &r, data).await;
-    let s = c
-        .get_blob(
-            &r,
-            &d,
-            BlobRead {
-                size: Some(4000),
-                resume: None,
-            },
-        )
-        .await
-        .unwrap();
+    let s = c.get_blob(&r, &d, read_sized(4000)).await.unwrap();
     let err = read_all(s).await.unwrap_err().to_string();
     assert!(
         err.contains("expected 4000") && err.contains(&d.to_string()),
@@ -95,9 +57,7 @@ async fn a_wrong_size_in_the_descriptor_fails_the_read() {
 
 #[tokio::test]
 async fn chunked_upload_with_status_and_finish() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/chunked");
+    let (reg, c, r) = open_registry_with_repo("blobs/chunked").await;
     let data = blob(4, 5 * 1024 * 1024 + 3);
     let d = Digest::sha256_of(&data);
     let mut s = c.start_upload(&r).await.unwrap();
@@ -124,9 +84,7 @@ async fn chunked_upload_with_status_and_finish() {
 
 #[tokio::test]
 async fn finishing_with_the_wrong_digest_commits_nothing() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/wrong");
+    let (_reg, c, r) = open_registry_with_repo("blobs/wrong").await;
     let data = blob(5, 1000);
     let claimed = Digest::sha256_of(b"something else");
     let s = c.start_upload(&r).await.unwrap();
@@ -144,10 +102,8 @@ async fn finishing_with_the_wrong_digest_commits_nothing() {
 
 #[tokio::test]
 async fn mount_from_a_sibling_repository() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
+    let (reg, c, to) = open_registry_with_repo("app/image").await;
     let from = repo(&reg.host(), "base/image");
-    let to = repo(&reg.host(), "app/image");
     let data = blob(6, 2048);
     let d = push_blob(&c, &from, data).await;
     match c.mount_blob(&to, &d, &from).await.unwrap() {
@@ -159,10 +115,8 @@ async fn mount_from_a_sibling_repository() {
 
 #[tokio::test]
 async fn mount_of_a_missing_blob_continues_as_an_upload() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
+    let (reg, c, to) = open_registry_with_repo("app/target").await;
     let from = repo(&reg.host(), "empty/source");
-    let to = repo(&reg.host(), "app/target");
     let data = blob(7, 4096);
     let d = Digest::sha256_of(&data);
     let session = match c.mount_blob(&to, &d, &from).await.unwrap() {
@@ -178,9 +132,7 @@ async fn mount_of_a_missing_blob_continues_as_an_upload() {
 
 #[tokio::test]
 async fn an_upload_session_can_be_resumed_from_its_location_and_cancelled() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/resume");
+    let (_reg, c, r) = open_registry_with_repo("blobs/resume").await;
     let data = blob(8, 3000);
     let d = Digest::sha256_of(&data);
     let mut s = c.start_upload(&r).await.unwrap();
@@ -204,20 +156,11 @@ async fn an_upload_session_can_be_resumed_from_its_location_and_cancelled() {
 
 #[tokio::test]
 async fn streamed_get_yields_the_blob_in_pieces() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/stream");
+    let (_reg, c, r) = open_registry_with_repo("blobs/stream").await;
     let data = blob(9, 2 * 1024 * 1024);
     let d = push_blob(&c, &r, data.clone()).await;
     let s = c
-        .get_blob(
-            &r,
-            &d,
-            BlobRead {
-                size: Some(data.len() as u64),
-                resume: None,
-            },
-        )
+        .get_blob(&r, &d, read_sized(data.len() as u64))
         .await
         .unwrap();
     let pieces: Vec<Bytes> = s.try_collect().await.unwrap();
@@ -227,9 +170,7 @@ async fn streamed_get_yields_the_blob_in_pieces() {
 
 #[tokio::test]
 async fn sha512_blobs_round_trip_verified() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "blobs/sha512");
+    let (_reg, c, r) = open_registry_with_repo("blobs/sha512").await;
     let data = blob(10, 100_000);
     let d = Digest::of(registry_client::Algorithm::Sha512, &data);
     let s = c.start_upload(&r).await.unwrap();
@@ -237,19 +178,8 @@ async fn sha512_blobs_round_trip_verified() {
         .await
         .unwrap();
     assert_eq!(c.head_blob(&r, &d).await.unwrap(), Some(100_000));
-    let back = read_all(
-        c.get_blob(
-            &r,
-            &d,
-            BlobRead {
-                size: Some(100_000),
-                resume: None,
-            },
-        )
+    let back = read_all(c.get_blob(&r, &d, read_sized(100_000)).await.unwrap())
         .await
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+        .unwrap();
     assert_eq!(back, data);
 }

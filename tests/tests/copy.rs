@@ -2,33 +2,18 @@
 //! and peers (skopeo, umoci).
 
 use bytes::Bytes;
-use mirror_tests::cli::mirror;
+use mirror_tests::cli::{copy_json, copy_ok, mirror};
 use mirror_tests::fixtures::AZUREML_REPOSITORIES;
 use mirror_tests::images::{
-    blob, client, image, image_from_layers, index, push_blob, push_image, repo,
+    blob, client, has_blob, image, image_from_layers, push_blob, push_image, push_index, repo,
+    tag_digest,
 };
-use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
-use mirror_tests::{Fault, FaultProxy, Registry, RegistryOptions, Rule};
+use mirror_tests::peers::{run_peer, skopeo_copy_from_registry, skopeo_raw, umoci_ls};
+use mirror_tests::setup::{open_registry_behind_proxy, open_registry_with_repo};
+use mirror_tests::{Fault, Registry, RegistryOptions, Rule};
 use registry_client::media_type::OCI_MANIFEST;
 use registry_client::{Digest, Reference};
 use serde_json::json;
-
-/// `mirror copy --output json` over these pairs (source, destination, …).
-async fn copy_json(pairs: &[String]) -> mirror_tests::cli::Run {
-    let mut args = vec!["copy", "--output", "json"];
-    args.extend(pairs.iter().map(String::as_str));
-    mirror(&args, &[]).await
-}
-
-/// `mirror copy SRC DST`, which must succeed.
-async fn copy_ok(src: &str, dst: &str) {
-    let run = mirror(&["copy", src, dst], &[]).await;
-    assert_eq!(
-        run.code, 0,
-        "copy {src} {dst}: {}{}",
-        run.stdout, run.stderr
-    );
-}
 
 #[tokio::test]
 async fn every_manifest_kind_is_copied_with_its_digest() {
@@ -42,12 +27,14 @@ async fn every_manifest_kind_is_copied_with_its_digest() {
     let docker = image(2, &[1500], true);
     push_image(&c, &r, "docker", &docker).await;
     let (a, b) = (image(3, &[700], false), image(4, &[800], false));
-    push_image(&c, &r, &a.digest.to_string(), &a).await;
-    push_image(&c, &r, &b.digest.to_string(), &b).await;
-    let (idx, _, idx_mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
-    c.put_manifest(&r, "index", idx_mt, idx.clone())
-        .await
-        .unwrap();
+    let (idx, _, idx_mt) = push_index(
+        &c,
+        &r,
+        "index",
+        &[(&a, "linux/amd64"), (&b, "linux/arm64")],
+        false,
+    )
+    .await;
     // An index of an index.
     let nested = Bytes::from(
         serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": idx_mt, "manifests": [
@@ -56,10 +43,14 @@ async fn every_manifest_kind_is_copied_with_its_digest() {
     );
     c.put_manifest(&r, "nested", idx_mt, nested).await.unwrap();
     let (da, db) = (image(5, &[600], true), image(6, &[500], true));
-    push_image(&c, &r, &da.digest.to_string(), &da).await;
-    push_image(&c, &r, &db.digest.to_string(), &db).await;
-    let (list, _, list_mt) = index(&[(&da, "linux/amd64"), (&db, "linux/arm64")], true);
-    c.put_manifest(&r, "list", list_mt, list).await.unwrap();
+    push_index(
+        &c,
+        &r,
+        "list",
+        &[(&da, "linux/amd64"), (&db, "linux/arm64")],
+        true,
+    )
+    .await;
     let empty = Bytes::from_static(b"{}");
     push_blob(&c, &r, empty.clone()).await;
     let payload = push_blob(&c, &r, Bytes::from_static(b"sbom")).await;
@@ -89,7 +80,7 @@ async fn every_manifest_kind_is_copied_with_its_digest() {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = mirror(&args, &[]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     let report = run.json();
     assert_eq!(report["failed"], 0);
     for (i, t) in tags.iter().enumerate() {
@@ -128,7 +119,7 @@ async fn a_shared_base_layer_crosses_the_wire_once_and_is_mounted_elsewhere() {
         args.push(d);
     }
     let run = mirror(&args, &[]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     let report = run.json();
     assert_eq!(
         src.count_requests("GET", &format!("/blobs/{base_digest}")),
@@ -156,10 +147,7 @@ async fn a_shared_base_layer_crosses_the_wire_once_and_is_mounted_elsewhere() {
     assert_eq!(mounted, 5, "the other five repositories mount it");
     assert!(dst.count_requests("POST", "mount=") >= 5);
     for name in repos {
-        let got = client(&dst.host(), None)
-            .head_manifest(&Reference::parse(&format!("{}/{name}:stable", dst.host())).unwrap())
-            .await
-            .unwrap();
+        let got = tag_digest(&dst.host(), name, "stable").await;
         assert!(got.is_some(), "{name}:stable landed");
     }
     assert!(
@@ -182,8 +170,7 @@ async fn a_shared_base_layer_crosses_the_wire_once_and_is_mounted_elsewhere() {
 
 #[tokio::test]
 async fn a_corrupted_source_blob_fails_its_image_only_and_tags_nothing() {
-    let src = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let c = client(&src.host(), None);
     let good = image(10, &[40_000], false);
@@ -212,23 +199,9 @@ async fn a_corrupted_source_blob_fails_its_image_only_and_tags_nothing() {
         err.contains(&Digest::sha256_of(&corrupted).to_string()),
         "{err}"
     );
-    let dc = client(&dst.host(), None);
-    assert!(dc
-        .head_manifest(&Reference::parse(&format!("{}/bad/img:v1", dst.host())).unwrap())
-        .await
-        .unwrap()
-        .is_none());
-    assert_eq!(
-        dc.head_blob(&repo(&dst.host(), "bad/img"), &layer)
-            .await
-            .unwrap(),
-        None
-    );
-    assert!(dc
-        .head_manifest(&Reference::parse(&format!("{}/good/img:v1", dst.host())).unwrap())
-        .await
-        .unwrap()
-        .is_some());
+    assert!(tag_digest(&dst.host(), "bad/img", "v1").await.is_none());
+    assert!(!has_blob(&dst.host(), "bad/img", &layer).await);
+    assert!(tag_digest(&dst.host(), "good/img", "v1").await.is_some());
 }
 
 #[tokio::test]
@@ -237,28 +210,32 @@ async fn layout_to_registry_to_layout_round_trips_and_peers_read_ours() {
     let c = client(&reg.host(), None);
     let (a, b) = (image(20, &[3000], false), image(21, &[4000], false));
     let r = repo(&reg.host(), "round/trip");
-    push_image(&c, &r, &a.digest.to_string(), &a).await;
-    push_image(&c, &r, &b.digest.to_string(), &b).await;
-    let (idx, idx_digest, mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
-    c.put_manifest(&r, "v1", mt, idx.clone()).await.unwrap();
+    let (idx, idx_digest, _) = push_index(
+        &c,
+        &r,
+        "v1",
+        &[(&a, "linux/amd64"), (&b, "linux/arm64")],
+        false,
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one");
     let two = dir.path().join("two");
-    copy_ok(
+    copy_ok(&[
         &format!("{}/round/trip:v1", reg.host()),
         &format!("oci:{}:app", one.display()),
-    )
+    ])
     .await;
-    copy_ok(
+    copy_ok(&[
         &format!("oci:{}:app", one.display()),
         &format!("{}/back/again:v2", reg.host()),
-    )
+    ])
     .await;
-    copy_ok(
+    copy_ok(&[
         &format!("{}/back/again:v2", reg.host()),
         &format!("oci:{}:app", two.display()),
-    )
+    ])
     .await;
     for dir in [&one, &two] {
         let raw = skopeo_raw(&format!("oci:{}:app", dir.display()));
@@ -293,20 +270,14 @@ async fn a_layout_written_by_skopeo_is_read_by_mirror() {
     let img = image(30, &[5000, 6000], false);
     push_image(&c, &repo(&reg.host(), "from/skopeo"), "v1", &img).await;
     let dir = tempfile::tempdir().unwrap();
-    run_peer(
-        "skopeo",
-        &[
-            "--insecure-policy",
-            "copy",
-            "--src-tls-verify=false",
-            &format!("docker://{}/from/skopeo:v1", reg.host()),
-            &format!("oci:{}:sk", dir.path().display()),
-        ],
+    skopeo_copy_from_registry(
+        &format!("docker://{}/from/skopeo:v1", reg.host()),
+        &format!("oci:{}:sk", dir.path().display()),
     );
-    copy_ok(
+    copy_ok(&[
         &format!("oci:{}:sk", dir.path().display()),
         &format!("{}/into/registry:v1", reg.host()),
-    )
+    ])
     .await;
     let copied = skopeo_raw(&format!("docker://{}/into/registry:v1", reg.host()));
     assert_eq!(
@@ -317,14 +288,16 @@ async fn a_layout_written_by_skopeo_is_read_by_mirror() {
 
 #[tokio::test]
 async fn a_platform_filter_writes_a_new_index_and_says_so() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "multi/plat");
+    let (reg, c, r) = open_registry_with_repo("multi/plat").await;
     let (a, b) = (image(40, &[100], false), image(41, &[200], false));
-    push_image(&c, &r, &a.digest.to_string(), &a).await;
-    push_image(&c, &r, &b.digest.to_string(), &b).await;
-    let (idx, idx_digest, mt) = index(&[(&a, "linux/amd64"), (&b, "linux/arm64")], false);
-    c.put_manifest(&r, "v1", mt, idx).await.unwrap();
+    let (_, idx_digest, _) = push_index(
+        &c,
+        &r,
+        "v1",
+        &[(&a, "linux/amd64"), (&b, "linux/arm64")],
+        false,
+    )
+    .await;
     let run = mirror(
         &[
             "copy",
@@ -417,7 +390,7 @@ async fn foreign_layers_are_skipped_unless_asked_for() {
         &[],
     )
     .await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(
         skopeo_raw(&format!("docker://{}/win/copy:v1", reg.host())),
         manifest.to_vec()
@@ -499,7 +472,7 @@ async fn an_auth_failure_exits_with_the_auth_code_and_shows_no_secret() {
         ],
     )
     .await;
-    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    run.assert_code(3);
     assert!(
         run.stdout.contains("authentication") && run.stdout.contains(&reg.host()),
         "{}",
@@ -596,10 +569,10 @@ async fn an_unnamed_layout_image_needs_a_destination_tag() {
     let reg = Registry::start_open().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("single");
-    copy_ok(
+    copy_ok(&[
         "oci:fixtures/azureml:cap/lifecycler/installed:eastus-stable",
         &format!("oci:{}:only", layout.display()),
-    )
+    ])
     .await;
     let run = mirror(
         &[
@@ -612,17 +585,16 @@ async fn an_unnamed_layout_image_needs_a_destination_tag() {
     .await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("needs a tag"), "{}", run.stderr);
-    copy_ok(
+    copy_ok(&[
         &format!("oci:{}", layout.display()),
         &format!("{}/with/tag:v1", reg.host()),
-    )
+    ])
     .await;
 }
 
 #[tokio::test]
 async fn a_source_connection_dropped_mid_blob_continues_where_it_broke() {
-    let src = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let c = client(&src.host(), None);
     let img = image(70, &[4_000_000], false);
@@ -633,10 +605,10 @@ async fn a_source_connection_dropped_mid_blob_continues_where_it_broke() {
             .path_contains(&format!("/blobs/{layer}"))
             .nth(1),
     );
-    copy_ok(
+    copy_ok(&[
         &format!("{}/flaky/src:v1", proxy.host()),
         &format!("{}/flaky/dst:v1", dst.host()),
-    )
+    ])
     .await;
     let served: u64 = proxy
         .requests()
@@ -699,8 +671,7 @@ async fn large_blobs_are_uploaded_in_chunks_above_the_threshold() {
 #[tokio::test]
 async fn a_broken_upload_starts_that_blob_again_and_gives_up_clearly() {
     let src = Registry::start_open().await.unwrap();
-    let dst = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&dst.base_url()).await.unwrap();
+    let (dst, proxy) = open_registry_behind_proxy().await;
     let c = client(&src.host(), None);
     let img = image(90, &[1_000_000], false);
     push_image(&c, &repo(&src.host(), "upload/img"), "v1", &img).await;
@@ -714,10 +685,10 @@ async fn a_broken_upload_starts_that_blob_again_and_gives_up_clearly() {
             .path_contains(&layer_put)
             .nth(1),
     );
-    copy_ok(
+    copy_ok(&[
         &format!("{}/upload/img:v1", src.host()),
         &format!("{}/upload/img", proxy.host()),
-    )
+    ])
     .await;
     assert_eq!(
         proxy.count(&http::Method::PUT, &layer_put),
@@ -752,17 +723,12 @@ async fn a_broken_upload_starts_that_blob_again_and_gives_up_clearly() {
         "{err}"
     );
     assert_eq!(proxy.count(&http::Method::PUT, &layer_put), 3);
-    assert!(client(&dst.host(), None)
-        .head_manifest(&Reference::parse(&format!("{}/other/img:v1", dst.host())).unwrap())
-        .await
-        .unwrap()
-        .is_none());
+    assert!(tag_digest(&dst.host(), "other/img", "v1").await.is_none());
 }
 
 #[tokio::test]
 async fn ctrl_c_stops_cleanly_with_130_and_leaves_nothing_partial() {
-    let src = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let (src, proxy) = open_registry_behind_proxy().await;
     let c = client(&src.host(), None);
     let img = image(95, &[2_000_000], false);
     push_image(&c, &repo(&src.host(), "slow/img"), "v1", &img).await;

@@ -11,50 +11,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use mirror_tests::cli::{mirror, mirror_bin, Run};
-use mirror_tests::images::{client, image, index, push_image, repo, TestImage};
+use mirror_tests::cli::{copy_json, mirror_bin, Run};
+use mirror_tests::images::{
+    client, has_blob, image, push_image, push_index, push_to, repo, tag_digest, TestImage,
+};
 use mirror_tests::peers::skopeo_raw;
-use mirror_tests::{Fault, FaultProxy, Registry, Rule};
-use registry_client::{Digest, Reference};
-
-/// `mirror copy --output json --progress none` with these extra arguments.
-async fn copy(args: &[&str]) -> Run {
-    let mut all = vec!["copy", "--output", "json", "--progress", "none"];
-    all.extend_from_slice(args);
-    mirror(&all, &[]).await
-}
-
-fn ok(run: &Run) {
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-}
+use mirror_tests::sandbox::private_mounts_possible;
+use mirror_tests::setup::open_registry_behind_proxy;
+use mirror_tests::{Fault, Registry, Rule};
+use registry_client::Digest;
 
 /// A run in which some images failed; returns each image's error (or "").
 fn failed(run: &Run) -> Vec<String> {
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     run.json()["images"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["error"].as_str().unwrap_or_default().to_string())
         .collect()
-}
-
-/// The digest `host/name:tag` names, if any.
-async fn tag_digest(host: &str, name: &str, tag: &str) -> Option<Digest> {
-    let r = Reference::parse(&format!("{host}/{name}:{tag}")).unwrap();
-    client(host, None)
-        .head_manifest(&r)
-        .await
-        .unwrap()
-        .map(|i| i.digest)
-}
-
-async fn has_blob(host: &str, name: &str, digest: &Digest) -> bool {
-    client(host, None)
-        .head_blob(&repo(host, name), digest)
-        .await
-        .unwrap()
-        .is_some()
 }
 
 /// The target's manifest is the source's, byte for byte (read by skopeo).
@@ -70,33 +45,15 @@ fn layer_digest(img: &TestImage, i: usize) -> Digest {
     Digest::sha256_of(&img.layers[i])
 }
 
-/// A registry with a proxy in front of it.
-async fn behind_proxy() -> (Registry, FaultProxy) {
-    let reg = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&reg.base_url()).await.unwrap();
-    (reg, proxy)
-}
-
-/// Push `img` to `reg` as `name:tag`.
-async fn seed(reg: &Registry, name: &str, tag: &str, img: &TestImage) {
-    push_image(
-        &client(&reg.host(), None),
-        &repo(&reg.host(), name),
-        tag,
-        img,
-    )
-    .await;
-}
-
 // ---- throttling and the per-host cap ------------------------------------
 
 #[tokio::test]
 async fn max_requests_per_host_caps_what_is_in_flight_at_the_source() {
-    let (src, proxy) = behind_proxy().await;
+    let (src, proxy) = open_registry_behind_proxy().await;
     let mut imgs = Vec::new();
     for i in 0..3 {
         let img = image(100 + i, &[50_000, 60_000, 70_000], false);
-        seed(&src, &format!("cap/img{i}"), "v1", &img).await;
+        push_to(&src.host(), &format!("cap/img{i}"), "v1", &img).await;
         imgs.push(img);
     }
     // Each blob answer waits a moment, so requests overlap when allowed to.
@@ -121,7 +78,7 @@ async fn max_requests_per_host_caps_what_is_in_flight_at_the_source() {
     let free = pairs("free");
     let mut args = vec!["--jobs", "8"];
     args.extend(free.iter().map(String::as_str));
-    ok(&copy(&args).await);
+    copy_json(&args).await.assert_code(0);
     assert!(
         proxy.max_in_flight() > 2,
         "the control run overlapped only {} requests",
@@ -132,7 +89,7 @@ async fn max_requests_per_host_caps_what_is_in_flight_at_the_source() {
     let capped = pairs("capped");
     let mut args = vec!["--jobs", "8", "--max-requests-per-host", "2"];
     args.extend(capped.iter().map(String::as_str));
-    ok(&copy(&args).await);
+    copy_json(&args).await.assert_code(0);
     assert_eq!(
         proxy.max_in_flight(),
         2,
@@ -147,7 +104,7 @@ async fn max_requests_per_host_caps_what_is_in_flight_at_the_source() {
 
 #[tokio::test]
 async fn a_429_storm_pauses_the_host_halves_what_is_in_flight_and_the_copy_completes() {
-    let (src, proxy) = behind_proxy().await;
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let img = image(
         110,
@@ -156,7 +113,7 @@ async fn a_429_storm_pauses_the_host_halves_what_is_in_flight_and_the_copy_compl
         ],
         false,
     );
-    seed(&src, "storm/img", "v1", &img).await;
+    push_to(&src.host(), "storm/img", "v1", &img).await;
     // The first four blob reads are throttled; every blob answer takes a
     // moment, so requests overlap.
     proxy.add_rule(
@@ -173,7 +130,7 @@ async fn a_429_storm_pauses_the_host_halves_what_is_in_flight_and_the_copy_compl
     mirror_bin(); // built before the clock starts
     let src_ref = format!("{}/storm/img:v1", proxy.host());
     let dst_ref = format!("{}/storm/img", dst.host());
-    let run = tokio::spawn(async move { copy(&["--jobs", "8", &src_ref, &dst_ref]).await });
+    let run = tokio::spawn(async move { copy_json(&["--jobs", "8", &src_ref, &dst_ref]).await });
     // Once the storm has passed and the reads sent before it are answered,
     // measure what is in flight while the host is under its halved limit.
     let started = std::time::Instant::now();
@@ -190,7 +147,7 @@ async fn a_429_storm_pauses_the_host_halves_what_is_in_flight_and_the_copy_compl
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.reset_max_in_flight();
     let run = run.await.unwrap();
-    ok(&run);
+    run.assert_code(0);
     same_manifest(&dst.host(), "storm/img", "v1", &img);
 
     let reqs = proxy.requests();
@@ -233,7 +190,7 @@ async fn a_copy_within_one_host_at_one_request_per_host_does_not_deadlock() {
     // Each download holds the host's only read place while its bytes feed an
     // upload to the same host: uploads draw on the write places, so neither
     // waits on the other.
-    let (reg, proxy) = behind_proxy().await;
+    let (reg, proxy) = open_registry_behind_proxy().await;
     let img = image(115, &[200_000, 210_000, 220_000], false);
     let c = client(&proxy.host(), None);
     push_image(&c, &repo(&proxy.host(), "one/src"), "v1", &img).await;
@@ -253,7 +210,7 @@ async fn a_copy_within_one_host_at_one_request_per_host_does_not_deadlock() {
     );
     let run = tokio::time::timeout(
         Duration::from_secs(120),
-        copy(&[
+        copy_json(&[
             "--jobs",
             "8",
             "--max-requests-per-host",
@@ -264,7 +221,7 @@ async fn a_copy_within_one_host_at_one_request_per_host_does_not_deadlock() {
     )
     .await
     .expect("the copy finished");
-    ok(&run);
+    run.assert_code(0);
     assert_eq!(run.json()["images"][0]["blobs_copied"], 4);
     // skopeo (a blocking call) reads the registry itself, not the proxy
     // this test's runtime serves.
@@ -275,23 +232,24 @@ async fn a_copy_within_one_host_at_one_request_per_host_does_not_deadlock() {
 
 #[tokio::test]
 async fn a_download_reset_again_and_again_continues_each_time_or_fails_cleanly() {
-    let (src, proxy) = behind_proxy().await;
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let img = image(120, &[1_000_000], false);
     let other = image(121, &[20_000], false);
-    seed(&src, "reset/img", "v1", &img).await;
-    seed(&src, "reset/other", "v1", &other).await;
+    push_to(&src.host(), "reset/img", "v1", &img).await;
+    push_to(&src.host(), "reset/other", "v1", &other).await;
     let layer = layer_digest(&img, 0);
     // Every read of the layer breaks after 300 000 bytes: each continues
     // from where the last stopped.
     proxy.add_rule(
         Rule::new(Fault::CutResponseBodyAfter(300_000)).path_contains(&format!("/blobs/{layer}")),
     );
-    ok(&copy(&[
+    copy_json(&[
         &format!("{}/reset/img:v1", proxy.host()),
         &format!("{}/reset/img", dst.host()),
     ])
-    .await);
+    .await
+    .assert_code(0);
     same_manifest(&dst.host(), "reset/img", "v1", &img);
     let reads = proxy.count(&Method::GET, &format!("/blobs/{layer}"));
     assert_eq!(reads, 4, "1 000 000 bytes in reads of 300 000");
@@ -302,7 +260,7 @@ async fn a_download_reset_again_and_again_continues_each_time_or_fails_cleanly()
     proxy.add_rule(
         Rule::new(Fault::CutResponseBodyAfter(0)).path_contains(&format!("/blobs/{layer}")),
     );
-    let run = copy(&[
+    let run = copy_json(&[
         &format!("{}/reset/img:v1", proxy.host()),
         &format!("{}/reset/again", dst.host()),
         &format!("{}/reset/other:v1", proxy.host()),
@@ -323,9 +281,9 @@ async fn a_download_reset_again_and_again_continues_each_time_or_fails_cleanly()
 #[tokio::test]
 async fn a_chunked_upload_reset_mid_patch_starts_that_blob_again() {
     let src = Registry::start_open().await.unwrap();
-    let (dst, proxy) = behind_proxy().await;
+    let (dst, proxy) = open_registry_behind_proxy().await;
     let img = image(130, &[1_000_000], false);
-    seed(&src, "chunks/img", "v1", &img).await;
+    push_to(&src.host(), "chunks/img", "v1", &img).await;
     // distribution keeps the part of a broken PATCH and then refuses the
     // session (BLOB_UPLOAD_INVALID): the blob starts again in a new one.
     proxy.add_rule(
@@ -333,7 +291,7 @@ async fn a_chunked_upload_reset_mid_patch_starts_that_blob_again() {
             .method(Method::PATCH)
             .nth(2),
     );
-    ok(&copy(&[
+    copy_json(&[
         "--chunk-threshold",
         "512K",
         "--chunk-size",
@@ -341,7 +299,8 @@ async fn a_chunked_upload_reset_mid_patch_starts_that_blob_again() {
         &format!("{}/chunks/img:v1", src.host()),
         &format!("{}/chunks/img", proxy.host()),
     ])
-    .await);
+    .await
+    .assert_code(0);
     same_manifest(&dst.host(), "chunks/img", "v1", &img);
     let sessions = proxy.count(&Method::POST, "/blobs/uploads/");
     assert!(
@@ -352,10 +311,10 @@ async fn a_chunked_upload_reset_mid_patch_starts_that_blob_again() {
 
 #[tokio::test]
 async fn server_errors_on_either_side_are_retried_and_the_copy_completes() {
-    let (src, src_proxy) = behind_proxy().await;
-    let (dst, dst_proxy) = behind_proxy().await;
+    let (src, src_proxy) = open_registry_behind_proxy().await;
+    let (dst, dst_proxy) = open_registry_behind_proxy().await;
     let img = image(140, &[200_000, 10_000], false);
-    seed(&src, "errors/img", "v1", &img).await;
+    push_to(&src.host(), "errors/img", "v1", &img).await;
     let layer = layer_digest(&img, 0);
     src_proxy.add_rule(
         Rule::new(Fault::status(500))
@@ -383,11 +342,12 @@ async fn server_errors_on_either_side_are_retried_and_the_copy_completes() {
             .path_contains("/manifests/")
             .nth(1),
     );
-    ok(&copy(&[
+    copy_json(&[
         &format!("{}/errors/img:v1", src_proxy.host()),
         &format!("{}/errors/img", dst_proxy.host()),
     ])
-    .await);
+    .await
+    .assert_code(0);
     same_manifest(&dst.host(), "errors/img", "v1", &img);
     for (proxy, status) in [(&src_proxy, 500), (&src_proxy, 502), (&dst_proxy, 503)] {
         assert!(
@@ -400,17 +360,17 @@ async fn server_errors_on_either_side_are_retried_and_the_copy_completes() {
 #[tokio::test]
 async fn a_server_error_that_persists_fails_cleanly_and_leaves_the_tag_where_it_was() {
     let src = Registry::start_open().await.unwrap();
-    let (dst, proxy) = behind_proxy().await;
+    let (dst, proxy) = open_registry_behind_proxy().await;
     let old = image(150, &[5_000], false);
     let new = image(151, &[6_000], false);
-    seed(&src, "stuck/img", "v1", &new).await;
-    seed(&dst, "stuck/img", "v1", &old).await;
+    push_to(&src.host(), "stuck/img", "v1", &new).await;
+    push_to(&dst.host(), "stuck/img", "v1", &old).await;
     proxy.add_rule(
         Rule::new(Fault::status(503))
             .method(Method::PUT)
             .path_contains("/manifests/"),
     );
-    let run = copy(&[
+    let run = copy_json(&[
         &format!("{}/stuck/img:v1", src.host()),
         &format!("{}/stuck/img", proxy.host()),
     ])
@@ -430,10 +390,10 @@ async fn a_server_error_that_persists_fails_cleanly_and_leaves_the_tag_where_it_
 
 #[tokio::test]
 async fn a_stalled_source_hits_the_read_timeout_and_the_copy_continues() {
-    let (src, proxy) = behind_proxy().await;
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let img = image(160, &[800_000], false);
-    seed(&src, "stall/img", "v1", &img).await;
+    push_to(&src.host(), "stall/img", "v1", &img).await;
     let layer = layer_digest(&img, 0);
     // The first manifest answer never starts; the first layer answer stops
     // mid-body. Both hang far longer than the read timeout.
@@ -450,13 +410,14 @@ async fn a_stalled_source_hits_the_read_timeout_and_the_copy_continues() {
     );
     mirror_bin(); // built before the clock starts
     let started = std::time::Instant::now();
-    ok(&copy(&[
+    copy_json(&[
         "--read-timeout",
         "1s",
         &format!("{}/stall/img:v1", proxy.host()),
         &format!("{}/stall/img", dst.host()),
     ])
-    .await);
+    .await
+    .assert_code(0);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
@@ -482,9 +443,9 @@ async fn a_stalled_source_hits_the_read_timeout_and_the_copy_continues() {
 #[tokio::test]
 async fn a_dropped_upload_session_starts_the_blob_again_or_fails_cleanly() {
     let src = Registry::start_open().await.unwrap();
-    let (dst, proxy) = behind_proxy().await;
+    let (dst, proxy) = open_registry_behind_proxy().await;
     let img = image(170, &[300_000], false);
-    seed(&src, "session/img", "v1", &img).await;
+    push_to(&src.host(), "session/img", "v1", &img).await;
     let layer = layer_digest(&img, 0);
     let layer_put = format!("digest={}", layer.to_string().replace(':', "%3A"));
     let unknown = || {
@@ -502,11 +463,12 @@ async fn a_dropped_upload_session_starts_the_blob_again_or_fails_cleanly() {
             .path_contains(&layer_put)
             .nth(1),
     );
-    ok(&copy(&[
+    copy_json(&[
         &format!("{}/session/img:v1", src.host()),
         &format!("{}/session/img", proxy.host()),
     ])
-    .await);
+    .await
+    .assert_code(0);
     same_manifest(&dst.host(), "session/img", "v1", &img);
     assert_eq!(proxy.count(&Method::PUT, &layer_put), 2);
 
@@ -517,7 +479,7 @@ async fn a_dropped_upload_session_starts_the_blob_again_or_fails_cleanly() {
             .method(Method::PUT)
             .path_contains(&layer_put),
     );
-    let run = copy(&[
+    let run = copy_json(&[
         &format!("{}/session/img:v1", src.host()),
         &format!("{}/session/lost", proxy.host()),
     ])
@@ -553,18 +515,18 @@ fn files(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn wrong_bytes_commit_nothing_under_that_digest_in_a_layout() {
-    let (src, proxy) = behind_proxy().await;
+    let (src, proxy) = open_registry_behind_proxy().await;
     let bad = image(180, &[100_000], false);
     let good = image(181, &[100_000], false);
-    seed(&src, "bytes/bad", "v1", &bad).await;
-    seed(&src, "bytes/good", "v1", &good).await;
+    push_to(&src.host(), "bytes/bad", "v1", &bad).await;
+    push_to(&src.host(), "bytes/good", "v1", &good).await;
     let layer = layer_digest(&bad, 0);
     proxy.add_rule(
         Rule::new(Fault::FlipResponseByte(4321)).path_contains(&format!("/blobs/{layer}")),
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let run = copy(&[
+    let run = copy_json(&[
         &format!("{}/bytes/bad:v1", proxy.host()),
         &format!("oci:{}:bad", out.display()),
         &format!("{}/bytes/good:v1", proxy.host()),
@@ -596,14 +558,14 @@ async fn wrong_bytes_commit_nothing_under_that_digest_in_a_layout() {
 
 #[tokio::test]
 async fn a_body_shorter_or_longer_than_its_descriptor_is_refused() {
-    let (src, proxy) = behind_proxy().await;
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let short = image(190, &[50_000], false);
     let long = image(191, &[50_000], false);
     let good = image(192, &[50_000], false);
-    seed(&src, "size/short", "v1", &short).await;
-    seed(&src, "size/long", "v1", &long).await;
-    seed(&src, "size/good", "v1", &good).await;
+    push_to(&src.host(), "size/short", "v1", &short).await;
+    push_to(&src.host(), "size/long", "v1", &long).await;
+    push_to(&src.host(), "size/good", "v1", &good).await;
     let (short_layer, long_layer) = (layer_digest(&short, 0), layer_digest(&long, 0));
     // Cleanly framed answers (Content-Length matches the body), but not
     // the size the manifest gives.
@@ -625,7 +587,7 @@ async fn a_body_shorter_or_longer_than_its_descriptor_is_refused() {
         args.push(format!("{}/size/{name}", dst.host()));
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let errors = failed(&copy(&args).await);
+    let errors = failed(&copy_json(&args).await);
     for (err, layer) in [(&errors[0], &short_layer), (&errors[1], &long_layer)] {
         assert!(
             err.contains(&layer.to_string()) && err.contains("size mismatch"),
@@ -646,17 +608,21 @@ async fn a_body_shorter_or_longer_than_its_descriptor_is_refused() {
 
 #[tokio::test]
 async fn a_manifest_that_does_not_match_its_digest_is_refused() {
-    let (src, proxy) = behind_proxy().await;
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let c = client(&src.host(), None);
     let r = repo(&src.host(), "mdigest/multi");
     let (amd, arm) = (image(200, &[3_000], false), image(201, &[4_000], false));
-    push_image(&c, &r, &amd.digest.to_string(), &amd).await;
-    push_image(&c, &r, &arm.digest.to_string(), &arm).await;
-    let (idx, idx_digest, idx_mt) = index(&[(&amd, "linux/amd64"), (&arm, "linux/arm64")], false);
-    c.put_manifest(&r, "v1", idx_mt, idx).await.unwrap();
+    let (_, idx_digest, _) = push_index(
+        &c,
+        &r,
+        "v1",
+        &[(&amd, "linux/amd64"), (&arm, "linux/arm64")],
+        false,
+    )
+    .await;
     let good = image(202, &[5_000], false);
-    seed(&src, "mdigest/good", "v1", &good).await;
+    push_to(&src.host(), "mdigest/good", "v1", &good).await;
     // Asked for the arm64 child by digest, the source serves other bytes.
     proxy.add_rule(
         Rule::new(Fault::Respond {
@@ -667,7 +633,7 @@ async fn a_manifest_that_does_not_match_its_digest_is_refused() {
         .method(Method::GET)
         .path_contains(&format!("/manifests/{}", arm.digest)),
     );
-    let run = copy(&[
+    let run = copy_json(&[
         &format!("{}/mdigest/multi:v1", proxy.host()),
         &format!("{}/mdigest/multi", dst.host()),
         &format!("{}/mdigest/good:v1", proxy.host()),
@@ -698,8 +664,8 @@ async fn a_manifest_naming_a_blob_the_source_lost_fails_that_image_only() {
     let dst = Registry::start_open().await.unwrap();
     let lost = image(210, &[20_000], false);
     let good = image(211, &[20_000], false);
-    seed(&src, "lost/img", "v1", &lost).await;
-    seed(&src, "lost/good", "v1", &good).await;
+    push_to(&src.host(), "lost/img", "v1", &lost).await;
+    push_to(&src.host(), "lost/good", "v1", &good).await;
     // The source's storage loses the layer's data behind its back.
     let layer = layer_digest(&lost, 0);
     let data = src
@@ -708,7 +674,7 @@ async fn a_manifest_naming_a_blob_the_source_lost_fails_that_image_only() {
         .join(&layer.hex()[..2])
         .join(layer.hex());
     std::fs::remove_dir_all(&data).unwrap();
-    let run = copy(&[
+    let run = copy_json(&[
         &format!("{}/lost/img:v1", src.host()),
         &format!("{}/lost/img", dst.host()),
         &format!("{}/lost/good:v1", src.host()),
@@ -728,21 +694,14 @@ async fn a_manifest_naming_a_blob_the_source_lost_fails_that_image_only() {
 #[tokio::test]
 async fn a_full_disk_fails_the_layout_write_cleanly_and_keeps_what_was_there() {
     // A 2 MiB tmpfs in a private mount namespace stands for a full disk.
-    let probe = tokio::process::Command::new("unshare")
-        .args(["-rm", "true"])
-        .output()
-        .await;
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        println!(
-            "SKIPPED: unshare -rm is not possible here, so no private tmpfs can be mounted: {probe:?}"
-        );
+    if !private_mounts_possible().await {
         return;
     }
     let src = Registry::start_open().await.unwrap();
     let small = image(220, &[10_000], false);
     let big = image(221, &[3_000_000], false);
-    seed(&src, "disk/small", "v1", &small).await;
-    seed(&src, "disk/big", "v1", &big).await;
+    push_to(&src.host(), "disk/small", "v1", &small).await;
+    push_to(&src.host(), "disk/big", "v1", &big).await;
     let work = tempfile::tempdir().unwrap();
     let mnt = work.path().join("mnt");
     let out = work.path().join("out");

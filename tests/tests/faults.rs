@@ -7,15 +7,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 use http::Method;
-use mirror_tests::images::{blob, client, image, push_blob, push_image, read_all, repo};
+use mirror_tests::images::{
+    blob, client, image, push_blob, push_image, read_all, read_resuming, repo,
+};
+use mirror_tests::setup::open_registry_behind_proxy;
 use mirror_tests::{Fault, FaultProxy, Registry, Rule, StorageHost};
 use registry_client::{BlobRead, Client, ClientConfig, Credential, Digest, ErrorKind, RetryPolicy};
-
-async fn open_behind_proxy() -> (Registry, FaultProxy) {
-    let reg = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&reg.base_url()).await.unwrap();
-    (reg, proxy)
-}
 
 fn fast_retries(attempts: u32) -> Client {
     Client::new(ClientConfig {
@@ -32,7 +29,7 @@ fn fast_retries(attempts: u32) -> Client {
 
 #[tokio::test]
 async fn a_chunked_upload_cut_mid_patch_resumes_from_the_upload_status() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = client(&proxy.host(), None);
     let r = repo(&proxy.host(), "resume/upload");
     let data = blob(1, 3 * 1024 * 1024 + 5);
@@ -80,7 +77,7 @@ async fn a_session_the_registry_drops_after_a_partial_chunk_is_a_clear_error() {
     // distribution 2.8 stores the bytes of a broken PATCH, then refuses the
     // session because its size no longer matches the signed `_state`: the
     // client must say so rather than loop or commit something wrong.
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = client(&proxy.host(), None);
     let r = repo(&proxy.host(), "resume/dropped");
     let data = blob(11, 3 * 1024 * 1024);
@@ -104,7 +101,7 @@ async fn a_session_the_registry_drops_after_a_partial_chunk_is_a_clear_error() {
 
 #[tokio::test]
 async fn a_download_cut_mid_stream_continues_from_the_verified_offset() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = client(&proxy.host(), None);
     let r = repo(&proxy.host(), "resume/download");
     let data = blob(2, 2 * 1024 * 1024);
@@ -158,7 +155,7 @@ async fn a_download_cut_mid_stream_continues_from_the_verified_offset() {
 
 #[tokio::test]
 async fn a_corrupted_blob_fails_naming_expected_and_actual_digests() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = client(&proxy.host(), None);
     let r = repo(&proxy.host(), "corrupt/blob");
     let data = blob(3, 100_000);
@@ -183,7 +180,7 @@ async fn a_corrupted_blob_fails_naming_expected_and_actual_digests() {
 
 #[tokio::test]
 async fn a_corrupted_manifest_by_digest_is_refused() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = client(&proxy.host(), None);
     let r = repo(&proxy.host(), "corrupt/manifest");
     let img = image(4, &[10], false);
@@ -226,22 +223,10 @@ async fn blob_redirects_to_another_host_carry_no_authorization() {
         .unwrap();
     assert_eq!(got, data.to_vec());
     // Resuming follows the redirect with Range, still without credentials.
-    let mut held = registry_client::Hasher::new(d.algorithm());
-    held.update(&data[..400_000]);
-    let rest = read_all(
-        c.get_blob(
-            &r,
-            &d,
-            BlobRead {
-                size: Some(1_000_000),
-                resume: Some(held),
-            },
-        )
+    let held = read_resuming(&d, 1_000_000, &data[..400_000]);
+    let rest = read_all(c.get_blob(&r, &d, held).await.unwrap())
         .await
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+        .unwrap();
     assert_eq!(rest, data[400_000..].to_vec());
 
     let seen = storage.requests();
@@ -258,7 +243,7 @@ async fn blob_redirects_to_another_host_carry_no_authorization() {
 
 #[tokio::test]
 async fn retry_after_is_obeyed_and_then_the_request_succeeds() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = fast_retries(3);
     let r = repo(&proxy.host(), "throttled/img");
     let img = image(6, &[10], false);
@@ -312,7 +297,7 @@ async fn second_request_wait(
 
 #[tokio::test]
 async fn a_throttled_host_pauses_every_request_to_it() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = fast_retries(3);
     let waited = second_request_wait(
         &c,
@@ -330,7 +315,7 @@ async fn a_throttled_host_pauses_every_request_to_it() {
 
 #[tokio::test]
 async fn persistent_server_errors_fail_after_the_configured_attempts() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = fast_retries(4);
     let r = repo(&proxy.host(), "broken/server");
     proxy.add_rule(Rule::new(Fault::status(503)).path_contains("/manifests/"));
@@ -350,7 +335,7 @@ async fn persistent_server_errors_fail_after_the_configured_attempts() {
 
 #[tokio::test]
 async fn oversized_and_schema1_manifests_are_refused_clearly() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = client(&proxy.host(), None);
     let r = repo(&proxy.host(), "odd/manifests");
     proxy.add_rule(
@@ -389,7 +374,7 @@ async fn oversized_and_schema1_manifests_are_refused_clearly() {
 async fn tag_listing_follows_link_pagination() {
     // distribution 2.8.2 ignores `n` and sends no Link header, so the pages
     // are scripted at the proxy; the real registry answers the rest.
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = client(&proxy.host(), None);
     let r = repo(&proxy.host(), "paged/tags");
     let page = |tags: &[&str], next: Option<&str>| {
@@ -428,7 +413,7 @@ async fn tag_listing_follows_link_pagination() {
 
 #[tokio::test]
 async fn chunks_respect_the_registry_minimum_and_requests_name_mirror() {
-    let (reg, proxy) = open_behind_proxy().await;
+    let (reg, proxy) = open_registry_behind_proxy().await;
     let r = repo(&proxy.host(), "min/chunk");
     // A real session, announced through the proxy with a 2 MiB minimum.
     let direct = client(&reg.host(), None);
@@ -488,8 +473,7 @@ async fn chunks_respect_the_registry_minimum_and_requests_name_mirror() {
 
 #[tokio::test]
 async fn a_server_that_ignores_range_is_coped_with() {
-    let reg = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&reg.base_url()).await.unwrap();
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let storage = StorageHost::start().await.unwrap();
     storage.ignore_range(true);
     let c = client(&proxy.host(), None);
@@ -502,29 +486,17 @@ async fn a_server_that_ignores_range_is_coped_with() {
             .method(Method::GET)
             .path_contains("/blobs/sha256"),
     );
-    let mut held = registry_client::Hasher::new(d.algorithm());
-    held.update(&data[..123_456]);
-    let rest = read_all(
-        c.get_blob(
-            &r,
-            &d,
-            BlobRead {
-                size: Some(500_000),
-                resume: Some(held),
-            },
-        )
+    let held = read_resuming(&d, 500_000, &data[..123_456]);
+    let rest = read_all(c.get_blob(&r, &d, held).await.unwrap())
         .await
-        .unwrap(),
-    )
-    .await
-    .unwrap();
+        .unwrap();
     assert_eq!(rest, data[123_456..].to_vec());
     assert_eq!(storage.requests()[0].status, 200);
 }
 
 #[tokio::test]
 async fn a_stalled_response_hits_the_read_timeout_and_is_retryable() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = Client::new(ClientConfig {
         read_timeout: Duration::from_millis(300),
         retry: RetryPolicy {
@@ -636,7 +608,7 @@ async fn an_insufficient_scope_challenge_is_answered_with_a_wider_token() {
 
 #[tokio::test]
 async fn backoff_after_a_server_error_holds_every_request_to_that_host() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = Client::new(ClientConfig {
         retry: RetryPolicy {
             max_attempts: 3,
@@ -697,7 +669,7 @@ async fn an_upload_longer_than_the_read_timeout_is_not_cut() {
 
 #[tokio::test]
 async fn a_body_that_stalls_midway_hits_the_read_timeout_and_is_retryable() {
-    let (_reg, proxy) = open_behind_proxy().await;
+    let (_reg, proxy) = open_registry_behind_proxy().await;
     let c = Client::new(ClientConfig {
         read_timeout: Duration::from_millis(300),
         ..ClientConfig::default()

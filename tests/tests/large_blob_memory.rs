@@ -3,9 +3,9 @@
 
 use bytes::Bytes;
 use futures::{stream, StreamExt};
-use mirror_tests::images::{blob, client, repo};
+use mirror_tests::images::blob;
 use mirror_tests::memory::{reset_peak, status_kib};
-use mirror_tests::Registry;
+use mirror_tests::setup::open_registry_with_repo;
 use registry_client::{Algorithm, BlobRead, Hasher};
 
 const CHUNK: usize = 1024 * 1024;
@@ -15,9 +15,7 @@ const MAX_GROWTH: u64 = 64 * 1024 * 1024;
 
 #[tokio::test]
 async fn a_300_mib_blob_streams_up_and_down_with_flat_memory() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "big/blob");
+    let (_reg, c, r) = open_registry_with_repo("big/blob").await;
     let piece: Bytes = blob(42, CHUNK);
     let mut h = Hasher::new(Algorithm::Sha256);
     for _ in 0..CHUNKS {

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use mirror_tests::images::{self, client, image, index, push_image, repo};
+use mirror_tests::setup::open_registry_with_repo;
 use mirror_tests::Registry;
 use registry_client::media_type::OCI_MANIFEST;
 use registry_client::{Digest, Reference};
@@ -9,9 +10,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn oci_index_round_trips_byte_identical() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "multi/arch");
+    let (_reg, c, r) = open_registry_with_repo("multi/arch").await;
     let amd = image(1, &[100, 200], false);
     let arm = image(2, &[300], false);
     push_image(&c, &r, &amd.digest.to_string(), &amd).await;
@@ -52,9 +51,7 @@ async fn oci_index_round_trips_byte_identical() {
 
 #[tokio::test]
 async fn docker_manifest_list_round_trips_byte_identical() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "docker/list");
+    let (_reg, c, r) = open_registry_with_repo("docker/list").await;
     let a = image(3, &[50], true);
     let b = image(4, &[60], true);
     push_image(&c, &r, "a", &a).await;
@@ -73,9 +70,7 @@ async fn docker_manifest_list_round_trips_byte_identical() {
 
 #[tokio::test]
 async fn artifact_with_subject_round_trips_and_is_found_as_a_referrer() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "app");
+    let (_reg, c, r) = open_registry_with_repo("app").await;
     let img = image(5, &[10], false);
     push_image(&c, &r, "v1", &img).await;
 
@@ -162,9 +157,7 @@ async fn missing_manifest_is_not_found_and_head_says_none() {
 
 #[tokio::test]
 async fn manifest_pushed_before_its_blobs_is_refused_with_the_registry_code() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "orphan");
+    let (_reg, c, r) = open_registry_with_repo("orphan").await;
     let img = image(6, &[10], false);
     let err = c
         .put_manifest(&r, "v1", img.media_type, img.manifest.clone())
@@ -175,9 +168,7 @@ async fn manifest_pushed_before_its_blobs_is_refused_with_the_registry_code() {
 
 #[tokio::test]
 async fn all_tags_are_listed() {
-    let reg = Registry::start_open().await.unwrap();
-    let c = client(&reg.host(), None);
-    let r = repo(&reg.host(), "listed");
+    let (reg, c, r) = open_registry_with_repo("listed").await;
     let img = image(7, &[10], false);
     let mut expected = Vec::new();
     for i in 0..7 {

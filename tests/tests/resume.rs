@@ -11,9 +11,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::Method;
 use mirror_tests::cli::{command, mirror};
-use mirror_tests::images::{blob, client, image_from_layers, push_image, repo, TestImage};
+use mirror_tests::images::{blob, client, image_from_layers, push_to, read_sized, repo, TestImage};
+use mirror_tests::sandbox::private_mounts_possible;
+use mirror_tests::setup::open_registry_behind_proxy;
 use mirror_tests::{Fault, FaultProxy, Registry, Rule};
-use registry_client::{BlobRead, Descriptor, Digest, Repository};
+use registry_client::{Descriptor, Digest, Repository};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -62,12 +64,12 @@ async fn assert_landed(host: &str, name: &str, tag: &str, img: &TestImage) {
     let m = c.get_manifest(&r.tag(tag).unwrap()).await.unwrap();
     assert_eq!(m.digest, img.digest, "the manifest landed as it was");
     let layer = &img.layers[0];
-    let read = BlobRead {
-        size: Some(layer.len() as u64),
-        resume: None,
-    };
     let mut stream = c
-        .get_blob(&r, &Digest::sha256_of(layer), read)
+        .get_blob(
+            &r,
+            &Digest::sha256_of(layer),
+            read_sized(layer.len() as u64),
+        )
         .await
         .unwrap();
     let mut n = 0u64;
@@ -99,13 +101,7 @@ async fn a_download_killed_half_way_continues_from_the_state_directory() {
     );
     let img = image_from_layers(40, vec![blob(40, size as usize)], false);
     let layer = Digest::sha256_of(&img.layers[0]);
-    push_image(
-        &client(&src.host(), None),
-        &repo(&src.host(), "big/app"),
-        "v1",
-        &img,
-    )
-    .await;
+    push_to(&src.host(), "big/app", "v1", &img).await;
     let state = tempfile::tempdir().unwrap();
     let (from, to) = (
         format!("{}/big/app:v1", src_proxy.host()),
@@ -133,7 +129,7 @@ async fn a_download_killed_half_way_continues_from_the_state_directory() {
     );
 
     let run = mirror(&args, &[]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     let total = served(&src_proxy, &layer);
     println!(
         "download kill test: layer {} MiB; the source served {:.1} MiB before the kill, {:.1} MiB in all ({:.3}× the layer); the target received {:.1} MiB of uploads in all",
@@ -190,8 +186,7 @@ async fn layout_with(dir: &Path, name: &str, img: &TestImage) {
 async fn an_upload_killed_half_way_continues_from_the_offset_the_registry_confirms() {
     let size = 512 * MIB;
     let chunk = 16 * MIB;
-    let dst = Registry::start_open().await.unwrap();
-    let dst_proxy = FaultProxy::start(&dst.base_url()).await.unwrap();
+    let (dst, dst_proxy) = open_registry_behind_proxy().await;
     let img = image_from_layers(41, vec![blob(41, size as usize)], false);
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("layout");
@@ -236,7 +231,7 @@ async fn an_upload_killed_half_way_continues_from_the_offset_the_registry_confir
     dst_proxy.clear_rules();
     let before_rerun = dst_proxy.requests().len();
     let run = mirror(&args, &[]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     let total = uploaded(&dst_proxy);
     println!(
         "upload kill test: layer {} MiB in {} MiB chunks; the target received {:.1} MiB before the kill, {:.1} MiB in all ({:.3}× the layer)",
@@ -275,13 +270,7 @@ async fn ctrl_c_keeps_the_partial_download_and_exits_130() {
     );
     let img = image_from_layers(42, vec![blob(42, size as usize)], false);
     let layer = Digest::sha256_of(&img.layers[0]);
-    push_image(
-        &client(&src.host(), None),
-        &repo(&src.host(), "app"),
-        "v1",
-        &img,
-    )
-    .await;
+    push_to(&src.host(), "app", "v1", &img).await;
     let state = tempfile::tempdir().unwrap();
     let (from, to) = (
         format!("{}/app:v1", src_proxy.host()),
@@ -334,7 +323,7 @@ async fn ctrl_c_keeps_the_partial_download_and_exits_130() {
 
     src_proxy.clear_rules();
     let run = mirror(&args, &[]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     // Re-read: what was in flight at the interrupt (socket buffers between
     // the proxy and mirror hold several MiB on loopback) and was never
     // received, so is not in the spool.
@@ -353,13 +342,7 @@ async fn state_that_cannot_be_trusted_is_discarded_and_the_copy_lands() {
     let dst = Registry::start_open().await.unwrap();
     let img = image_from_layers(43, vec![blob(43, size as usize)], false);
     let layer = Digest::sha256_of(&img.layers[0]);
-    push_image(
-        &client(&src.host(), None),
-        &repo(&src.host(), "app"),
-        "v1",
-        &img,
-    )
-    .await;
+    push_to(&src.host(), "app", "v1", &img).await;
     let state = tempfile::tempdir().unwrap();
     {
         let dir = mirror::state::StateDir::open(state.path(), 1).unwrap();
@@ -409,7 +392,7 @@ async fn state_that_cannot_be_trusted_is_discarded_and_the_copy_lands() {
         &[],
     )
     .await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_landed(&dst.host(), "app", "v1", &img).await;
     assert!(files_in(&state.path().join("uploads"), "json").is_empty());
     assert!(files_in(&state.path().join("downloads"), "data").is_empty());
@@ -420,13 +403,7 @@ async fn a_second_run_on_a_state_directory_in_use_is_refused() {
     let src = Registry::start_open().await.unwrap();
     let dst = Registry::start_open().await.unwrap();
     let img = image_from_layers(44, vec![blob(44, 1000)], false);
-    push_image(
-        &client(&src.host(), None),
-        &repo(&src.host(), "app"),
-        "v1",
-        &img,
-    )
-    .await;
+    push_to(&src.host(), "app", "v1", &img).await;
     let state = tempfile::tempdir().unwrap();
     let held = mirror::state::StateDir::open(state.path(), 1).unwrap();
     let args = [
@@ -437,7 +414,7 @@ async fn a_second_run_on_a_state_directory_in_use_is_refused() {
         &format!("{}/app:v1", dst.host()),
     ];
     let run = mirror(&args, &[]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    run.assert_code(4);
     assert!(
         run.stderr.contains("in use by another mirror run")
             && run.stderr.contains(&state.path().display().to_string()),
@@ -451,30 +428,19 @@ async fn a_second_run_on_a_state_directory_in_use_is_refused() {
     );
     drop(held);
     let run = mirror(&args, &[]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
 }
 
 #[tokio::test]
 async fn a_full_disk_under_the_state_directory_only_turns_spooling_off() {
     // A 2 MiB tmpfs in a private mount namespace stands for a full disk.
-    let probe = tokio::process::Command::new("unshare")
-        .args(["-rm", "true"])
-        .output()
-        .await;
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        println!("SKIPPED: unshare -rm is not possible here: {probe:?}");
+    if !private_mounts_possible().await {
         return;
     }
     let src = Registry::start_open().await.unwrap();
     let dst = Registry::start_open().await.unwrap();
     let img = image_from_layers(45, vec![blob(45, 8 * MIB as usize)], false);
-    push_image(
-        &client(&src.host(), None),
-        &repo(&src.host(), "app"),
-        "v1",
-        &img,
-    )
-    .await;
+    push_to(&src.host(), "app", "v1", &img).await;
     let work = tempfile::tempdir().unwrap();
     let mnt = work.path().join("state");
     std::fs::create_dir_all(&mnt).unwrap();

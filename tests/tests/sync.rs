@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use mirror_tests::cli::{mirror, Run};
-use mirror_tests::images::{client, image, push_image, repo, TestImage};
-use mirror_tests::{Fault, FaultProxy, Registry, Rule};
-use registry_client::{Digest, Reference};
+use mirror_tests::cli::{images_with_status, mirror, Run};
+use mirror_tests::images::{client, image, push_image, push_index, repo, tag_digest, TestImage};
+use mirror_tests::setup::open_registry_behind_proxy;
+use mirror_tests::{Fault, Registry, Rule};
+use registry_client::Digest;
 use serde_json::Value;
 
 /// A scratch directory with an empty docker config, so no credentials of
@@ -58,11 +59,8 @@ impl Scratch {
 
 /// (source, target) of the report's images with this status.
 fn with_status(report: &Value, status: &str) -> BTreeSet<(String, String)> {
-    report["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["status"] == status)
+    images_with_status(report, status)
+        .into_iter()
         .map(|i| {
             (
                 i["source"].as_str().unwrap().to_string(),
@@ -83,14 +81,6 @@ async fn push_tags(reg: &Registry, name: &str, tags: &[&str], seed: u64) -> Vec<
         out.push(img);
     }
     out
-}
-
-async fn digest_at(reg: &Registry, name: &str, tag: &str) -> Option<Digest> {
-    client(&reg.host(), None)
-        .head_manifest(&Reference::parse(&format!("{}/{name}:{tag}", reg.host())).unwrap())
-        .await
-        .unwrap()
-        .map(|i| i.digest)
 }
 
 fn pairs(list: &[(String, String)]) -> BTreeSet<(String, String)> {
@@ -168,7 +158,7 @@ sync:
 
     // First run: exactly the selected tags land; exit code "changes made".
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert_eq!(with_status(&report, "copied"), pairs(&expected));
     assert_eq!(report["failed"], 0);
     let dc = client(&d, None);
@@ -179,14 +169,14 @@ sync:
     web.sort();
     assert_eq!(web, vec!["1.1.0", "1.2.0"]);
     assert_eq!(
-        digest_at(&dst, "mirror/boot/linux", "stable").await,
+        tag_digest(&dst.host(), "mirror/boot/linux", "stable").await,
         Some(boot[0].digest.clone())
     );
 
     // Second run: nothing copied, about two requests per tag.
     let (src_before, dst_before) = (src.access_log().len(), dst.access_log().len());
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(with_status(&report, "current"), pairs(&expected));
     assert_eq!(report["bytes_copied"], 0);
     let src_log: Vec<_> = src.access_log().into_iter().skip(src_before).collect();
@@ -220,23 +210,18 @@ sync:
     // Third run: an updated source tag is the only thing copied.
     let newer = push_tags(&src, "apps/db", &["1.9.1"], 900).await;
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     let changed = (
         format!("{s}/apps/db:1.9.1"),
         format!("{d}/mirror/apps/db:1.9.1"),
     );
     assert_eq!(with_status(&report, "copied"), BTreeSet::from([changed]));
     assert_eq!(with_status(&report, "current").len(), tags - 1);
-    let img = report["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["status"] == "copied")
-        .unwrap();
+    let img = images_with_status(&report, "copied")[0];
     assert_eq!(img["target_digest"], newer[0].digest.to_string());
     assert_ne!(img["previous_target_digest"], img["target_digest"]);
     assert_eq!(
-        digest_at(&dst, "mirror/apps/db", "1.9.1").await,
+        tag_digest(&dst.host(), "mirror/apps/db", "1.9.1").await,
         Some(newer[0].digest.clone())
     );
     assert!(run.stdout.contains("1 copied"), "{}", run.stdout);
@@ -244,8 +229,7 @@ sync:
 
 #[tokio::test]
 async fn a_corrupted_source_image_fails_alone_and_the_report_names_it() {
-    let src = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     push_tags(&src, "good/img", &["v1", "v2"], 10).await;
     let bad = push_tags(&src, "bad/img", &["v1"], 20).await;
@@ -266,19 +250,14 @@ async fn a_corrupted_source_image_fails_alone_and_the_report_names_it() {
     assert_eq!(run.code, 1, "some failed: {}{}", run.stdout, run.stderr);
     assert_eq!(report["copied"], 2);
     assert_eq!(report["failed"], 2);
-    let failed: Vec<&Value> = report["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["status"] == "failed")
-        .collect();
+    let failed = images_with_status(&report, "failed");
     assert_eq!(failed[0]["source"], format!("{p}/bad/img:v1"));
     let err = failed[0]["error"].as_str().unwrap();
     assert!(err.contains(&layer.to_string()), "{err}");
     assert!(failed[1]["error"].as_str().unwrap().contains("not found"));
     assert!(run.stdout.contains("FAILED") && run.stdout.contains("bad/img"));
-    assert_eq!(digest_at(&dst, "bad/img", "v1").await, None);
-    assert!(digest_at(&dst, "good/img", "v2").await.is_some());
+    assert_eq!(tag_digest(&dst.host(), "bad/img", "v1").await, None);
+    assert!(tag_digest(&dst.host(), "good/img", "v2").await.is_some());
 }
 
 #[tokio::test]
@@ -294,7 +273,7 @@ async fn overlapping_runs_of_one_config_are_refused() {
     ))
     .unwrap();
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    run.assert_code(4);
     assert!(
         run.stderr.contains("another mirror sync run")
             && run.stderr.contains(&held.path.display().to_string()),
@@ -315,7 +294,7 @@ async fn overlapping_runs_of_one_config_are_refused() {
     drop(held);
     // Free again: this run starts (and fails to reach the registry instead).
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
 }
 
 #[tokio::test]
@@ -377,7 +356,7 @@ async fn shard_workers_together_cover_every_image_exactly_once() {
     assert_eq!(seen, all, "every image once, by one shard");
     // Together they did the whole job.
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(report["current"], 12);
 }
 
@@ -447,9 +426,9 @@ sync:
             &format!("{d}/skopeo"),
         ])
         .await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     let (run, from_native) = scratch.sync(&[native.to_str().unwrap()]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
 
     // (target without its prefix, digest) for each image.
     let landed = |report: &Value, prefix: &str| -> BTreeSet<(String, String)> {
@@ -564,7 +543,7 @@ async fn secrets_from_the_environment_never_appear_even_when_refused() {
             .replace("password: ${MIRROR_SYNC_TEST_PW}", "password_file: pw"),
     );
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
 }
 
 #[tokio::test]
@@ -598,14 +577,14 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
         "a dry run only looks: {:#?}",
         dst.access_log()
     );
-    assert_eq!(digest_at(&dst, "app", "v1").await, None);
+    assert_eq!(tag_digest(&dst.host(), "app", "v1").await, None);
     // After a real run (in chunks, as the registry's settings say) the
     // plan is empty.
     let (run, _) = scratch.sync(&[cfg]).await;
     assert_eq!(run.code, 5);
     assert!(dst.count_requests("PATCH", "/blobs/uploads/") >= 4);
     let (run, report) = scratch.sync(&[cfg, "--dry-run"]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(report["bytes_missing"], 0);
 }
 
@@ -629,7 +608,7 @@ async fn a_registry_prefix_syncs_into_a_layout_and_a_layout_back_into_a_registry
     // Entries are planned in order, before anything is copied: on the first
     // run the layout the first entry creates is still empty for the second.
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     let layout = scratch.path("layout");
     let l = layout.display();
     assert_eq!(
@@ -650,12 +629,14 @@ async fn a_registry_prefix_syncs_into_a_layout_and_a_layout_back_into_a_registry
         ])
     );
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert_eq!(report["current"], 3);
     assert_eq!(report["copied"], 3);
-    assert!(digest_at(&dst, "copy/team/sub/b", "v1").await.is_some());
+    assert!(tag_digest(&dst.host(), "copy/team/sub/b", "v1")
+        .await
+        .is_some());
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(report["current"], 6);
 }
 
@@ -674,7 +655,7 @@ async fn the_demo_config_keeps_the_fixture_images_current_in_a_layout() {
     let config = scratch.write("demo.yaml", &text);
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert_eq!(report["copied"], 6);
     let o = out.display();
     assert!(
@@ -689,7 +670,7 @@ async fn the_demo_config_keeps_the_fixture_images_current_in_a_layout() {
     );
     // Nothing changed: 0; a scheduler may also ask for 0 on changes.
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(report["current"], 6);
     let (run, _) = scratch
         .sync(&[cfg, "--changes-exit-code", "0", "--dry-run"])
@@ -707,11 +688,14 @@ async fn a_platform_filtered_index_is_current_on_the_next_run() {
     let c = client(&src.host(), None);
     let r = repo(&src.host(), "multi");
     let (amd, arm) = (image(501, &[900], false), image(502, &[800], false));
-    push_image(&c, &r, &amd.digest.to_string(), &amd).await;
-    push_image(&c, &r, &arm.digest.to_string(), &arm).await;
-    let (idx, idx_digest, mt) =
-        mirror_tests::images::index(&[(&amd, "linux/amd64"), (&arm, "linux/arm64")], false);
-    c.put_manifest(&r, "v1", mt, idx).await.unwrap();
+    let (_, idx_digest, _) = push_index(
+        &c,
+        &r,
+        "v1",
+        &[(&amd, "linux/amd64"), (&arm, "linux/arm64")],
+        false,
+    )
+    .await;
     let scratch = Scratch::new();
     let config = scratch.write(
         "sync.yaml",
@@ -723,7 +707,7 @@ async fn a_platform_filtered_index_is_current_on_the_next_run() {
     );
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     let img = &report["images"][0];
     assert_eq!(img["source_digest"], idx_digest.to_string());
     assert_ne!(img["target_digest"], idx_digest.to_string());
@@ -733,7 +717,7 @@ async fn a_platform_filtered_index_is_current_on_the_next_run() {
         .contains("linux/amd64"));
     // The new index is what the target should hold: nothing to do now.
     let (run, report) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(report["current"], 1);
 }
 
@@ -762,12 +746,12 @@ async fn an_unchanged_run_against_a_token_registry_asks_a_token_per_repository_n
     let cfg = config.to_str().unwrap();
     let env = [("MIRROR_SYNC_TOKEN_PW", "token-pw")];
     let (run, _) = scratch.sync_env(&[cfg], &env).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
 
     tokens.clear_requests();
     let before = dst.access_log().len();
     let (run, report) = scratch.sync_env(&[cfg], &env).await;
-    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    run.assert_code(0);
     assert_eq!(report["current"], 12);
     let log: Vec<_> = dst.access_log().into_iter().skip(before).collect();
     let answered = log.iter().filter(|e| e.status == 200).count();
@@ -803,13 +787,13 @@ async fn a_state_directory_is_used_when_given_and_its_lock_is_respected() {
     // Another run (a `mirror copy`, say) holds the state directory.
     let held = mirror::state::StateDir::open(&state, 1024).unwrap();
     let (run, _) = scratch.sync(&[cfg, "--state-dir", state_arg]).await;
-    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    run.assert_code(4);
     assert!(run.stderr.contains(state_arg), "{}", run.stderr);
     drop(held);
     let (run, report) = scratch
         .sync(&[cfg, "--state-dir", state_arg, "--spool-threshold", "1K"])
         .await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert_eq!(report["copied"], 1);
 }
 
@@ -835,7 +819,7 @@ async fn a_tls_registry_is_reached_with_the_ca_file_of_the_config() {
         ),
     );
     let (run, report) = scratch.sync(&[config.to_str().unwrap()]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert_eq!(report["copied"], 1);
     // Without the CA the registry's certificate is refused.
     let config = scratch.write(
@@ -847,7 +831,7 @@ async fn a_tls_registry_is_reached_with_the_ca_file_of_the_config() {
         ),
     );
     let (run, report) = scratch.sync(&[config.to_str().unwrap()]).await;
-    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    run.assert_code(1);
     assert_eq!(report["failed"], 1);
 }
 
@@ -874,7 +858,7 @@ async fn an_entra_token_from_a_file_is_exchanged_like_acr_wants() {
     let (run, report) = scratch
         .sync_env(&[config.to_str().unwrap()], &[("MIRROR_LOG", "trace")])
         .await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert_eq!(report["copied"], 1);
     let exchanges = tokens
         .requests()
@@ -889,8 +873,7 @@ async fn an_entra_token_from_a_file_is_exchanged_like_acr_wants() {
 
 #[tokio::test]
 async fn the_configs_request_limit_caps_requests_in_flight_to_a_registry() {
-    let src = Registry::start_open().await.unwrap();
-    let proxy = FaultProxy::start(&src.base_url()).await.unwrap();
+    let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let tags = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"];
     push_tags(&src, "app", &tags, 120).await;
@@ -909,13 +892,13 @@ async fn the_configs_request_limit_caps_requests_in_flight_to_a_registry() {
     };
     let config = scratch.write("limited.yaml", &config_with("max_requests_per_host: 2\n"));
     let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert!(proxy.max_in_flight() <= 2, "{}", proxy.max_in_flight());
     // Without the limit the same plan overlaps more: the cap did it.
     proxy.reset_max_in_flight();
     let config = scratch.write("free.yaml", &config_with(""));
     let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert!(proxy.max_in_flight() > 2, "{}", proxy.max_in_flight());
     // A registry's own limit replaces the top-level one for that host.
     proxy.reset_max_in_flight();
@@ -929,6 +912,6 @@ registries:
     );
     let config = scratch.write("own.yaml", &config_with(&own));
     let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
-    assert_eq!(run.code, 5, "{}{}", run.stdout, run.stderr);
+    run.assert_code(5);
     assert_eq!(proxy.max_in_flight(), 1);
 }
