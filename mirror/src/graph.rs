@@ -11,7 +11,7 @@
 //! root index, foreign layers) and stops at explicit [`Bounds`], so a
 //! hostile store cannot make it recurse without end or hold without limit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -239,112 +239,145 @@ pub async fn walk(
         platforms,
         digest_changed,
     };
-    let mut seen_manifests: HashSet<Digest> = HashSet::from([root.digest.clone()]);
     let mut seen_blobs: HashSet<Digest> = HashSet::new();
+    // Manifests read but not yet entered, and those entered: a child is
+    // read once, and entered (its own children emitted before it) once,
+    // wherever in the graph it is listed first.
+    let mut fetched: HashMap<Digest, Manifest> = HashMap::new();
+    let mut entered: HashSet<Digest> = HashSet::from([root.digest.clone()]);
+    let mut read = 0usize;
 
     // Depth-first, children before parents, without recursion: each frame
-    // is a manifest and the successors still to visit.
-    struct Frame {
-        manifest: Manifest,
-        pending: std::vec::IntoIter<Manifest>,
-        depth: usize,
-    }
-    let open = |manifest: Manifest,
-                children: Vec<Manifest>,
-                depth: usize,
-                graph: &mut ImageGraph,
-                seen_blobs: &mut HashSet<Digest>|
-     -> Result<Frame, GraphError> {
-        if !manifest.is_index() {
-            let edges = successors(&manifest).map_err(|source| GraphError::Read {
-                digest: manifest.digest.clone(),
-                source,
-            })?;
-            for (_, d) in edges {
-                if d.is_foreign() && !selection.include_foreign {
-                    graph.foreign.push(d);
-                } else if seen_blobs.insert(d.digest.clone()) {
-                    if seen_blobs.len() > bounds.blobs {
-                        return Err(GraphError::Bound {
-                            what: "blobs",
-                            limit: bounds.blobs,
-                        });
-                    }
-                    graph.blobs.push(d);
-                }
-            }
-        }
-        Ok(Frame {
-            manifest,
-            pending: children.into_iter(),
-            depth,
-        })
-    };
-
-    let root_children = read_children(reader, &kept, &mut seen_manifests, bounds, jobs).await?;
+    // is a manifest and the children still to visit.
     let mut stack = vec![open(
         new_root,
-        root_children,
+        kept,
         0,
+        selection,
+        bounds,
         &mut graph,
         &mut seen_blobs,
     )?];
     while let Some(top) = stack.last_mut() {
-        match top.pending.next() {
-            Some(child) => {
-                let depth = top.depth + 1;
-                let children = if child.is_index() {
-                    if depth >= bounds.depth {
-                        return Err(GraphError::Bound {
-                            what: "levels of nested indexes",
-                            limit: bounds.depth,
-                        });
-                    }
-                    let descs: Vec<Descriptor> = successors(&child)
-                        .map_err(|source| GraphError::Read {
-                            digest: child.digest.clone(),
-                            source,
-                        })?
-                        .into_iter()
-                        .map(|(_, d)| d)
-                        .collect();
-                    read_children(reader, &descs, &mut seen_manifests, bounds, jobs).await?
-                } else {
-                    Vec::new()
-                };
-                let frame = open(child, children, depth, &mut graph, &mut seen_blobs)?;
-                stack.push(frame);
+        let depth = top.depth + 1;
+        if let Some(child) = top.pending.next() {
+            if !entered.insert(child.digest.clone()) {
+                continue;
             }
-            None => {
-                let done = stack.pop().expect("the loop holds a frame");
-                graph.manifests.push(done.manifest);
+            if !fetched.contains_key(&child.digest) {
+                // Read this child and its unread siblings at once.
+                let mut batch = vec![child.clone()];
+                batch.extend(
+                    top.pending
+                        .as_slice()
+                        .iter()
+                        .filter(|d| {
+                            !entered.contains(&d.digest) && !fetched.contains_key(&d.digest)
+                        })
+                        .cloned(),
+                );
+                batch.dedup_by(|a, b| a.digest == b.digest);
+                read += batch.len();
+                if read + 1 > bounds.manifests {
+                    return Err(GraphError::Bound {
+                        what: "manifests",
+                        limit: bounds.manifests,
+                    });
+                }
+                for m in read_all(reader, batch, jobs).await? {
+                    fetched.insert(m.digest.clone(), m);
+                }
             }
+            let manifest = fetched
+                .remove(&child.digest)
+                .expect("a child is read before it is entered");
+            let children = if manifest.is_index() {
+                if depth >= bounds.depth {
+                    return Err(GraphError::Bound {
+                        what: "levels of nested indexes",
+                        limit: bounds.depth,
+                    });
+                }
+                successors(&manifest)
+                    .map_err(|source| GraphError::Read {
+                        digest: manifest.digest.clone(),
+                        source,
+                    })?
+                    .into_iter()
+                    .map(|(_, d)| d)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let frame = open(
+                manifest,
+                children,
+                depth,
+                selection,
+                bounds,
+                &mut graph,
+                &mut seen_blobs,
+            )?;
+            stack.push(frame);
+        } else {
+            let done = stack.pop().expect("the loop holds a frame");
+            graph.manifests.push(done.manifest);
         }
     }
     Ok(graph)
 }
 
-/// The children not read before, read concurrently and checked against
-/// their descriptors' sizes.
-async fn read_children(
-    reader: &dyn ManifestReader,
-    descs: &[Descriptor],
-    seen: &mut HashSet<Digest>,
+/// A frame for `manifest`: an image's blobs are collected as it is entered;
+/// an index's children are visited next.
+fn open(
+    manifest: Manifest,
+    children: Vec<Descriptor>,
+    depth: usize,
+    selection: &Selection,
     bounds: &Bounds,
+    graph: &mut ImageGraph,
+    seen_blobs: &mut HashSet<Digest>,
+) -> Result<Frame, GraphError> {
+    if !manifest.is_index() {
+        let edges = successors(&manifest).map_err(|source| GraphError::Read {
+            digest: manifest.digest.clone(),
+            source,
+        })?;
+        for (_, d) in edges {
+            if d.is_foreign() && !selection.include_foreign {
+                graph.foreign.push(d);
+            } else if seen_blobs.insert(d.digest.clone()) {
+                if seen_blobs.len() > bounds.blobs {
+                    return Err(GraphError::Bound {
+                        what: "blobs",
+                        limit: bounds.blobs,
+                    });
+                }
+                graph.blobs.push(d);
+            }
+        }
+    }
+    Ok(Frame {
+        manifest,
+        pending: children.into_iter(),
+        depth,
+    })
+}
+
+/// A manifest of the walk and the children still to visit.
+struct Frame {
+    manifest: Manifest,
+    pending: std::vec::IntoIter<Descriptor>,
+    depth: usize,
+}
+
+/// Read `descs` concurrently, each checked against its descriptor's size.
+async fn read_all(
+    reader: &dyn ManifestReader,
+    descs: Vec<Descriptor>,
     jobs: usize,
 ) -> Result<Vec<Manifest>, GraphError> {
-    let fresh: Vec<Descriptor> = descs
-        .iter()
-        .filter(|d| seen.insert(d.digest.clone()))
-        .cloned()
-        .collect();
-    if seen.len() > bounds.manifests {
-        return Err(GraphError::Bound {
-            what: "manifests",
-            limit: bounds.manifests,
-        });
-    }
-    stream::iter(fresh)
+    stream::iter(descs)
         .map(|d: Descriptor| async move {
             let m = reader
                 .read_manifest(&d.digest)
