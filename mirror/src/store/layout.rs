@@ -21,7 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use super::oci_index::REF_NAME;
 use super::oci_index::{
-    layout_marker, layout_version, media_type_in, Holder, OciIndex, LAYOUT_VERSION, MAX_INDEX_SIZE,
+    layout_marker, layout_version, stored_manifest, Holder, OciIndex, LAYOUT_VERSION,
+    MAX_INDEX_SIZE,
 };
 use super::{BlobStream, ImageRef, ImageStore, StoreError};
 
@@ -378,12 +379,10 @@ impl ImageStore for LayoutStore {
     }
 
     async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
-        let bytes = self.read_manifest_bytes(digest).await?;
-        Ok(Manifest {
-            media_type: media_type_in(&bytes),
-            digest: digest.clone(),
-            bytes,
-        })
+        Ok(stored_manifest(
+            digest,
+            self.read_manifest_bytes(digest).await?,
+        ))
     }
 
     async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {

@@ -9,7 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use registry_client::{media_type, Descriptor, Manifest};
+use bytes::Bytes;
+use registry_client::{media_type, Descriptor, Digest, Manifest};
 use serde_json::{json, Value};
 
 use super::{ImageRef, StoreError};
@@ -277,21 +278,26 @@ pub(super) fn layout_version(bytes: &[u8]) -> Result<Option<String>, serde_json:
         .map(str::to_string))
 }
 
-/// A manifest's own `mediaType`; without one, an index if it lists
-/// manifests, else an OCI image manifest.
-pub(super) fn media_type_in(bytes: &[u8]) -> String {
-    let value: Option<Value> = serde_json::from_slice(bytes).ok();
+/// A manifest read by digest, where no descriptor gives its media type:
+/// its own `mediaType`; without one, an index if it lists manifests, else
+/// an OCI image manifest.
+pub(super) fn stored_manifest(digest: &Digest, bytes: Bytes) -> Manifest {
+    let value: Option<Value> = serde_json::from_slice(&bytes).ok();
     let value = value.as_ref();
-    if let Some(mt) = value
+    let media_type = match value
         .and_then(|v| v.get("mediaType"))
         .and_then(Value::as_str)
     {
-        return mt.to_string();
-    }
-    if value.and_then(|v| v.get("manifests")).is_some() {
-        media_type::OCI_INDEX.to_string()
-    } else {
-        media_type::OCI_MANIFEST.to_string()
+        Some(mt) => mt.to_string(),
+        None if value.and_then(|v| v.get("manifests")).is_some() => {
+            media_type::OCI_INDEX.to_string()
+        }
+        None => media_type::OCI_MANIFEST.to_string(),
+    };
+    Manifest {
+        media_type,
+        digest: digest.clone(),
+        bytes,
     }
 }
 
@@ -303,8 +309,6 @@ pub(super) fn to_json(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use registry_client::Digest;
 
     fn manifest(seed: u8) -> Manifest {
         let bytes = Bytes::from(format!("{{\"schemaVersion\":2,\"seed\":{seed}}}"));

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use super::tar::{blob_digest, blob_name, clean_name, round_up, Span};
 use super::OMITTED_BLOBS;
 use crate::store::oci_index::{
-    layout_version, media_type_in, Holder, OciIndex, LAYOUT_VERSION, MAX_INDEX_SIZE,
+    layout_version, stored_manifest, Holder, OciIndex, LAYOUT_VERSION, MAX_INDEX_SIZE,
 };
 use crate::store::{BlobStream, ImageRef, ImageStore, StoreError};
 
@@ -354,12 +354,7 @@ impl ImageStore for ArchiveReader {
     }
 
     async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
-        let bytes = self.manifest_bytes(digest).await?;
-        Ok(Manifest {
-            media_type: media_type_in(&bytes),
-            digest: digest.clone(),
-            bytes,
-        })
+        Ok(stored_manifest(digest, self.manifest_bytes(digest).await?))
     }
 
     async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
