@@ -298,20 +298,14 @@ async fn a_platform_filter_writes_a_new_index_and_says_so() {
         false,
     )
     .await;
-    let run = mirror(
-        &[
-            "copy",
-            "--output",
-            "json",
-            "--platform",
-            "linux/arm64",
-            &format!("{}/multi/plat:v1", reg.host()),
-            &format!("{}/arm/only", reg.host()),
-        ],
-        &[],
-    )
+    let run = copy_json(&[
+        "--platform",
+        "linux/arm64",
+        &format!("{}/multi/plat:v1", reg.host()),
+        &format!("{}/arm/only", reg.host()),
+    ])
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.assert_code(0);
     let img = &run.json()["images"][0];
     assert_eq!(img["source_digest"], idx_digest.to_string());
     assert_ne!(img["target_digest"], idx_digest.to_string());
@@ -500,18 +494,8 @@ async fn the_quick_start_copies_the_fixtures_into_a_layout() {
         ),
     )
     .unwrap();
-    let run = mirror(
-        &[
-            "copy",
-            "--output",
-            "json",
-            "--from-file",
-            list.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = copy_json(&["--from-file", list.to_str().unwrap()]).await;
+    run.assert_code(0);
     let report = run.json();
     assert_eq!(report["succeeded"], 6);
     let names = umoci_ls(&out.path().join("demo"));
@@ -640,20 +624,15 @@ async fn large_blobs_are_uploaded_in_chunks_above_the_threshold() {
     let c = client(&src.host(), None);
     let img = image(80, &[3_000_000, 100_000], false);
     push_image(&c, &repo(&src.host(), "chunky/img"), "v1", &img).await;
-    let run = mirror(
-        &[
-            "copy",
-            "--chunk-threshold",
-            "1M",
-            "--chunk-size",
-            "512K",
-            &format!("{}/chunky/img:v1", src.host()),
-            &format!("{}/chunky/img", dst.host()),
-        ],
-        &[],
-    )
+    copy_ok(&[
+        "--chunk-threshold",
+        "1M",
+        "--chunk-size",
+        "512K",
+        &format!("{}/chunky/img:v1", src.host()),
+        &format!("{}/chunky/img", dst.host()),
+    ])
     .await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
     // 3 000 000 bytes in 512 KiB chunks: six PATCHes; the small blobs go in one PUT.
     assert_eq!(
         dst.count_requests("PATCH", "/v2/chunky/img/blobs/uploads/"),

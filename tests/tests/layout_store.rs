@@ -10,18 +10,11 @@ use futures::{stream, StreamExt};
 use mirror::store::layout::LayoutStore;
 use mirror::store::{ImageRef, ImageStore};
 use mirror_tests::images::{image, index, TestImage};
+use mirror_tests::peers::run_peer;
 use registry_client::{Descriptor, Digest, Manifest};
 
 fn descriptor(media_type: &str, data: &Bytes) -> Descriptor {
-    Descriptor {
-        media_type: media_type.into(),
-        digest: Digest::sha256_of(data),
-        size: data.len() as u64,
-        urls: Vec::new(),
-        annotations: Default::default(),
-        artifact_type: None,
-        platform: None,
-    }
+    Descriptor::new(media_type, Digest::sha256_of(data), data.len() as u64)
 }
 
 /// Write an image's blobs (in small chunks) and manifest, untagged.
@@ -49,21 +42,6 @@ async fn put_image(store: &LayoutStore, img: &TestImage) -> Manifest {
     m
 }
 
-/// Run a peer tool; its stdout, or a panic with its stderr.
-fn run(program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn oci(dir: &Path, name: &str) -> String {
     format!("oci:{}:{name}", dir.display())
 }
@@ -87,14 +65,14 @@ async fn skopeo_and_umoci_read_what_the_store_writes() {
     let m = put_image(&store, &img).await;
     store.set_tag("v1", &m).await.unwrap();
 
-    let raw = run("skopeo", &["inspect", "--raw", &oci(&dir, "v1")]);
+    let raw = run_peer("skopeo", &["inspect", "--raw", &oci(&dir, "v1")]);
     assert_eq!(
         raw, img.manifest,
         "skopeo must see the exact manifest bytes"
     );
     // The parsed view reads the config blob too.
     let inspect: serde_json::Value =
-        serde_json::from_slice(&run("skopeo", &["inspect", &oci(&dir, "v1")])).unwrap();
+        serde_json::from_slice(&run_peer("skopeo", &["inspect", &oci(&dir, "v1")])).unwrap();
     assert_eq!(inspect["Digest"], img.digest.to_string());
     assert_eq!(inspect["Architecture"], "amd64");
 
@@ -111,11 +89,11 @@ async fn skopeo_and_umoci_read_what_the_store_writes() {
     store.put_manifest(&idx).await.unwrap();
     store.set_tag("multi", &idx).await.unwrap();
 
-    let raw = run("skopeo", &["inspect", "--raw", &oci(&dir, "multi")]);
+    let raw = run_peer("skopeo", &["inspect", "--raw", &oci(&dir, "multi")]);
     assert_eq!(raw, bytes, "skopeo must see the exact index bytes");
 
     let dir_arg = dir.to_str().unwrap();
-    let listed = String::from_utf8(run("umoci", &["ls", "--layout", dir_arg])).unwrap();
+    let listed = String::from_utf8(run_peer("umoci", &["ls", "--layout", dir_arg])).unwrap();
     let mut names: Vec<&str> = listed.lines().map(str::trim).collect();
     names.sort();
     assert_eq!(names, vec!["multi", "v1"], "umoci ls printed {listed:?}");
@@ -158,7 +136,7 @@ async fn reads_and_verifies_what_skopeo_copies() {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args.extend([from, to]);
-        run(
+        run_peer(
             "skopeo",
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
@@ -215,7 +193,7 @@ async fn reads_and_verifies_what_skopeo_copies() {
         .resolve(&ImageRef::Tag("rewritten".into()))
         .await
         .unwrap();
-    let raw = run(
+    let raw = run_peer(
         "skopeo",
         &["inspect", "--raw", &oci(&rewritten, "rewritten")],
     );
@@ -304,7 +282,7 @@ async fn tagging_from_several_processes_loses_no_name() {
     want.sort();
     assert_eq!(names, want);
     // umoci agrees that the index is well formed.
-    let listed = run("umoci", &["ls", "--layout", dir.to_str().unwrap()]);
+    let listed = run_peer("umoci", &["ls", "--layout", dir.to_str().unwrap()]);
     assert_eq!(
         String::from_utf8(listed).unwrap().lines().count(),
         want.len()

@@ -93,12 +93,8 @@ fn files_in(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn a_download_killed_half_way_continues_from_the_state_directory() {
     let size = 512 * MIB;
-    let src = Registry::start_open().await.unwrap();
-    let dst = Registry::start_open().await.unwrap();
-    let (src_proxy, dst_proxy) = (
-        FaultProxy::start(&src.base_url()).await.unwrap(),
-        FaultProxy::start(&dst.base_url()).await.unwrap(),
-    );
+    let (src, src_proxy) = open_registry_behind_proxy().await;
+    let (dst, dst_proxy) = open_registry_behind_proxy().await;
     let img = image_from_layers(40, vec![blob(40, size as usize)], false);
     let layer = Digest::sha256_of(&img.layers[0]);
     push_to(&src.host(), "big/app", "v1", &img).await;
@@ -262,12 +258,8 @@ async fn an_upload_killed_half_way_continues_from_the_offset_the_registry_confir
 #[tokio::test]
 async fn ctrl_c_keeps_the_partial_download_and_exits_130() {
     let size = 96 * MIB;
-    let src = Registry::start_open().await.unwrap();
-    let dst = Registry::start_open().await.unwrap();
-    let (src_proxy, dst_proxy) = (
-        FaultProxy::start(&src.base_url()).await.unwrap(),
-        FaultProxy::start(&dst.base_url()).await.unwrap(),
-    );
+    let (src, src_proxy) = open_registry_behind_proxy().await;
+    let (dst, dst_proxy) = open_registry_behind_proxy().await;
     let img = image_from_layers(42, vec![blob(42, size as usize)], false);
     let layer = Digest::sha256_of(&img.layers[0]);
     push_to(&src.host(), "app", "v1", &img).await;
