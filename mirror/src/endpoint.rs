@@ -24,10 +24,13 @@ impl FileKind {
     }
 }
 
+/// A file location as written: its kind, path and name.
+pub type FileParts<'a> = (FileKind, &'a str, Option<&'a str>);
+
 /// The one reader of the `oci:` and `oci-archive:` prefixes:
 /// `oci:PATH[:NAME]` → the kind, the path and the name as written; `None`
 /// for anything else (a registry reference). An empty path is an error.
-pub fn split_file(text: &str) -> Option<Result<(FileKind, &str, Option<&str>), String>> {
+pub fn split_file(text: &str) -> Option<Result<FileParts<'_>, String>> {
     let (kind, rest) = if let Some(r) = text.strip_prefix("oci:") {
         (FileKind::Layout, r)
     } else if let Some(r) = text.strip_prefix("oci-archive:") {
