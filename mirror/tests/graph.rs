@@ -50,8 +50,8 @@ fn assert_children_first(manifests: &[registry_client::Manifest]) {
 #[tokio::test]
 async fn children_come_before_parents_when_an_index_also_lists_a_nested_child_first() {
     // root lists m1, then an index holding m1 and m2.
-    let m1 = image(1, &[layer(1, 100)]);
-    let m2 = image(2, &[layer(2, 100)]);
+    let m1 = image(1, [layer(1, 100)]);
+    let m2 = image(2, [layer(2, 100)]);
     let inner = index(&[(&m1, None), (&m2, None)]);
     let root = index(&[(&m1, None), (&inner, None)]);
     let store = store_of(&[&root]);
@@ -64,8 +64,8 @@ async fn children_come_before_parents_when_an_index_also_lists_a_nested_child_fi
 #[tokio::test]
 async fn children_come_before_parents_when_the_nested_index_comes_first() {
     // root lists an index holding m1 and m2, then m1 itself.
-    let m1 = image(1, &[layer(1, 100)]);
-    let m2 = image(2, &[layer(2, 100)]);
+    let m1 = image(1, [layer(1, 100)]);
+    let m2 = image(2, [layer(2, 100)]);
     let inner = index(&[(&m1, None), (&m2, None)]);
     let root = index(&[(&inner, None), (&m1, None)]);
     let store = store_of(&[&root]);
@@ -77,8 +77,8 @@ async fn children_come_before_parents_when_the_nested_index_comes_first() {
 #[tokio::test]
 async fn shared_children_and_blobs_are_read_and_listed_once() {
     let shared = layer(7, 1000);
-    let m1 = image(1, &[shared.clone(), layer(1, 10)]);
-    let m2 = image(2, &[shared.clone()]);
+    let m1 = image(1, [shared.clone(), layer(1, 10)]);
+    let m2 = image(2, [shared.clone()]);
     let inner = index(&[(&m1, Some("linux/amd64")), (&m2, Some("linux/arm64"))]);
     let root = index(&[(&inner, None), (&m1, None), (&m2, None)]);
     let store = store_of(&[&root]);
@@ -110,7 +110,7 @@ async fn shared_children_and_blobs_are_read_and_listed_once() {
 
 #[tokio::test]
 async fn a_child_whose_size_differs_from_its_descriptor_is_an_error() {
-    let m1 = image(1, &[layer(1, 100)]);
+    let m1 = image(1, [layer(1, 100)]);
     let mut desc = m1.descriptor();
     desc.size += 1;
     let root = index_of(&[desc], [&m1]);
@@ -130,7 +130,7 @@ async fn a_child_whose_size_differs_from_its_descriptor_is_an_error() {
 
 #[tokio::test]
 async fn a_missing_child_is_a_read_error_naming_it() {
-    let m1 = image(1, &[layer(1, 100)]);
+    let m1 = image(1, [layer(1, 100)]);
     let root = index(&[(&m1, None)]);
     let store = MemoryStore::new("src");
     store.seed_manifest(&root.root);
@@ -166,7 +166,7 @@ async fn a_manifest_that_is_not_json_is_an_error() {
 /// `levels` indexes, each holding the one below; one image at the bottom.
 fn chain(levels: usize) -> (MemoryStore, Image) {
     let store = MemoryStore::new("src");
-    let mut top = image(1, &[layer(1, 10)]);
+    let mut top = image(1, [layer(1, 10)]);
     store.seed(&top, None);
     for _ in 0..levels {
         let next = index_of(&[top.descriptor()], []);
@@ -207,7 +207,7 @@ async fn a_deep_chain_within_generous_bounds_is_walked_without_recursion() {
 
 #[tokio::test]
 async fn the_manifest_and_blob_bounds_are_kept() {
-    let images: Vec<Image> = (0..5).map(|i| image(i, &[layer(i, 10)])).collect();
+    let images: Vec<Image> = (0..5).map(|i| image(i, [layer(i, 10)])).collect();
     let children: Vec<(&Image, Option<&str>)> = images.iter().map(|i| (i, None)).collect();
     let root = index(&children);
     let store = store_of(&[&root]);

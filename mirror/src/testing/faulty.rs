@@ -200,28 +200,31 @@ fn tamper(mut stream: BlobStream, faults: &[Fault]) -> BlobStream {
 fn cut(stream: BlobStream, after: u64, error: MakeError) -> BlobStream {
     let mut left = after;
     let mut done = false;
-    Box::pin(stream.scan((), move |_, item| {
-        if done {
-            return futures::future::ready(None);
-        }
-        let out = match item {
-            Ok(mut chunk) if chunk.len() as u64 >= left => {
-                done = true;
-                let head = chunk.split_to(left as usize);
-                left = 0;
-                // The bytes before the cut, then the error.
-                vec![Ok(head), Err(error())]
-            }
-            Ok(chunk) => {
-                left -= chunk.len() as u64;
-                vec![Ok(chunk)]
-            }
-            Err(e) => vec![Err(e)],
-        };
-        futures::future::ready(Some(futures::stream::iter(out)))
-    })
-    .flatten()
-    .filter(|item| futures::future::ready(!matches!(item, Ok(b) if b.is_empty()))))
+    Box::pin(
+        stream
+            .scan((), move |_, item| {
+                if done {
+                    return futures::future::ready(None);
+                }
+                let out = match item {
+                    Ok(mut chunk) if chunk.len() as u64 >= left => {
+                        done = true;
+                        let head = chunk.split_to(left as usize);
+                        left = 0;
+                        // The bytes before the cut, then the error.
+                        vec![Ok(head), Err(error())]
+                    }
+                    Ok(chunk) => {
+                        left -= chunk.len() as u64;
+                        vec![Ok(chunk)]
+                    }
+                    Err(e) => vec![Err(e)],
+                };
+                futures::future::ready(Some(futures::stream::iter(out)))
+            })
+            .flatten()
+            .filter(|item| futures::future::ready(!matches!(item, Ok(b) if b.is_empty()))),
+    )
 }
 
 fn flip(stream: BlobStream, at: u64) -> BlobStream {

@@ -93,7 +93,8 @@ pub fn manifest(media_type: &str, bytes: Bytes) -> Manifest {
 }
 
 /// A single-platform image over `layers`; `seed` makes its config unique.
-pub fn image(seed: u64, layers: &[Blob]) -> Image {
+pub fn image(seed: u64, layers: impl IntoIterator<Item = Blob>) -> Image {
+    let layers: Vec<Blob> = layers.into_iter().collect();
     let config = Blob::new(
         CONFIG,
         json_bytes(&json!({
@@ -114,8 +115,8 @@ pub fn image(seed: u64, layers: &[Blob]) -> Image {
     );
     let mut blobs = vec![config];
     for l in layers {
-        if !blobs.contains(l) {
-            blobs.push(l.clone());
+        if !blobs.contains(&l) {
+            blobs.push(l);
         }
     }
     Image {

@@ -314,7 +314,9 @@ impl ImageStore for MemoryStore {
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let _f = self.begin(Request::PutManifest, Some(&manifest.digest)).await;
+        let _f = self
+            .begin(Request::PutManifest, Some(&manifest.digest))
+            .await;
         let actual = Digest::sha256_of(&manifest.bytes);
         if actual != manifest.digest {
             return Err(StoreError::invalid(
