@@ -11,13 +11,13 @@ use registry_client::{Descriptor, Digest};
 use crate::endpoint::{split_file, Endpoint, FileKind};
 use crate::store::archive::ArchiveReader;
 use crate::store::layout::LayoutStore;
-use crate::store::ImageStore;
+use crate::store::ImageSource;
 
 /// A bundle opened for reading, as a store with its named images.
 pub struct Bundle {
     pub path: PathBuf,
     pub kind: FileKind,
-    pub store: Arc<dyn ImageStore>,
+    pub store: Arc<dyn ImageSource>,
     pub names: Vec<(String, Descriptor)>,
     pub omitted: BTreeSet<Digest>,
 }
@@ -41,7 +41,7 @@ impl Bundle {
                 (p, kind)
             }
         };
-        let (store, names, omitted): (Arc<dyn ImageStore>, _, _) = match kind {
+        let (store, names, omitted): (Arc<dyn ImageSource>, _, _) = match kind {
             FileKind::Archive => {
                 let reader = ArchiveReader::open(&path).map_err(|e| e.to_string())?;
                 let (names, omitted) = (reader.names(), reader.omitted().clone());

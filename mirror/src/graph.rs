@@ -426,7 +426,7 @@ pub fn filtered_index(index: &Manifest, children: &[Descriptor]) -> Result<Manif
 }
 
 /// A store as the walk's manifest reader.
-pub struct StoreReader<'a>(pub &'a dyn crate::store::ImageStore);
+pub struct StoreReader<'a>(pub &'a dyn crate::store::ImageSource);
 
 #[async_trait::async_trait]
 impl ManifestReader for StoreReader<'_> {

@@ -17,7 +17,7 @@ use crate::endpoint::Endpoint;
 use crate::graph::Selection;
 use crate::plan::{Job, Stores};
 use crate::store::archive::IMAGE_NAME;
-use crate::store::ImageStore;
+use crate::store::ImageTarget;
 
 /// The repository path and tag an image returns to: from its recorded
 /// reference (`HOST/REPO:TAG`), else from its name (`REPO:TAG`, or `REPO`
@@ -84,7 +84,7 @@ pub async fn check_omitted(bundle: &Bundle, jobs: &[(Job, Descriptor)]) -> Resul
     let mut known: HashMap<(String, Digest), bool> = HashMap::new();
     async fn holds(
         known: &mut HashMap<(String, Digest), bool>,
-        store: &Arc<dyn ImageStore>,
+        store: &Arc<dyn ImageTarget>,
         desc: &Descriptor,
     ) -> Result<bool, String> {
         let key = (store.describe(), desc.digest.clone());
@@ -99,7 +99,7 @@ pub async fn check_omitted(bundle: &Bundle, jobs: &[(Job, Descriptor)]) -> Resul
         known.insert(key, v);
         Ok(v)
     }
-    let targets: Vec<&Arc<dyn ImageStore>> =
+    let targets: Vec<&Arc<dyn ImageTarget>> =
         jobs.iter().filter_map(|(j, _)| j.target.as_ref()).collect();
     for (job, root) in jobs {
         let Some(target) = &job.target else {

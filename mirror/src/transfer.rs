@@ -19,14 +19,16 @@ use crate::ledger::{BlobHome, Ledger, Placed};
 use crate::progress::{Event, Progress};
 use crate::report::{BlobOutcome, ImageReport, RunReport};
 use crate::state::Spools;
-use crate::store::{BlobFeed, BlobStream, DirectFeed, ImageRef, ImageStore, StoreError};
+use crate::store::{
+    BlobFeed, BlobStream, DirectFeed, ImageRef, ImageSource, ImageTarget, StoreError,
+};
 
 /// One image to copy.
 #[derive(Debug, Clone)]
 pub struct CopyJob {
-    pub source: Arc<dyn ImageStore>,
+    pub source: Arc<dyn ImageSource>,
     pub source_ref: ImageRef,
-    pub target: Arc<dyn ImageStore>,
+    pub target: Arc<dyn ImageTarget>,
     /// The tag (a layout's name) to set last; `None` pushes by digest only.
     pub target_tag: Option<String>,
     /// What of the image to take (platforms, foreign layers): per image,
@@ -109,7 +111,7 @@ struct Inner {
     retries_left: AtomicU32,
     /// Every target of the runs so far: where a blob the source lacks
     /// (one a delta bundle left out) may be mounted from.
-    targets: std::sync::RwLock<Vec<Arc<dyn ImageStore>>>,
+    targets: std::sync::RwLock<Vec<Arc<dyn ImageTarget>>>,
 }
 
 impl Engine {
@@ -137,7 +139,7 @@ impl Engine {
         // written out then); which image went to which target, for errors.
         let target_of: Vec<String> = jobs.iter().map(|j| j.target.describe()).collect();
         let mut seen = HashSet::new();
-        let targets: Vec<Arc<dyn ImageStore>> = jobs
+        let targets: Vec<Arc<dyn ImageTarget>> = jobs
             .iter()
             .zip(&target_of)
             .filter(|(_, name)| seen.insert(name.as_str()))
@@ -330,8 +332,8 @@ impl Engine {
         &self,
         image: usize,
         desc: &Descriptor,
-        source: &Arc<dyn ImageStore>,
-        target: &Arc<dyn ImageStore>,
+        source: &Arc<dyn ImageSource>,
+        target: &Arc<dyn ImageTarget>,
     ) -> Result<BlobOutcome, CopyError> {
         let outcome = self.place_blob(image, desc, source, target).await?;
         self.emit(Event::BlobFinished {
@@ -351,8 +353,8 @@ impl Engine {
         &self,
         image: usize,
         desc: &Descriptor,
-        source: &Arc<dyn ImageStore>,
-        target: &Arc<dyn ImageStore>,
+        source: &Arc<dyn ImageSource>,
+        target: &Arc<dyn ImageTarget>,
     ) -> Result<BlobOutcome, CopyError> {
         let digest = &desc.digest;
         let domain = target.blob_domain();
@@ -429,9 +431,9 @@ impl Engine {
     async fn mount_from_sibling(
         &self,
         desc: &Descriptor,
-        target: &Arc<dyn ImageStore>,
+        target: &Arc<dyn ImageTarget>,
     ) -> Result<bool, StoreError> {
-        let siblings: Vec<Arc<dyn ImageStore>> = self
+        let siblings: Vec<Arc<dyn ImageTarget>> = self
             .inner
             .targets
             .read()
@@ -458,7 +460,7 @@ impl Engine {
     async fn present_at(
         &self,
         desc: &Descriptor,
-        target: &Arc<dyn ImageStore>,
+        target: &Arc<dyn ImageTarget>,
     ) -> Result<bool, StoreError> {
         match target.blob_size(&desc.digest).await? {
             None => Ok(false),
@@ -480,8 +482,8 @@ impl Engine {
         &self,
         image: usize,
         desc: &Descriptor,
-        source: &Arc<dyn ImageStore>,
-        target: &Arc<dyn ImageStore>,
+        source: &Arc<dyn ImageSource>,
+        target: &Arc<dyn ImageTarget>,
     ) -> Result<(), CopyError> {
         let attempts = self.inner.options.blob_attempts.max(1);
         let mut attempt = 1;
@@ -516,8 +518,8 @@ impl Engine {
         &self,
         image: usize,
         desc: &Descriptor,
-        source: &Arc<dyn ImageStore>,
-        target: &Arc<dyn ImageStore>,
+        source: &Arc<dyn ImageSource>,
+        target: &Arc<dyn ImageTarget>,
     ) -> Result<(), CopyError> {
         let ctx = || {
             format!(
@@ -642,7 +644,7 @@ fn graph_error(e: graph::GraphError, label: &str) -> CopyError {
 /// Reads manifests for the graph walk within the run's concurrency budget.
 struct PermittedReader<'a> {
     engine: &'a Engine,
-    source: &'a dyn ImageStore,
+    source: &'a dyn ImageSource,
 }
 
 #[async_trait::async_trait]

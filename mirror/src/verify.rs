@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::graph::{self, Bounds, ImageGraph, Selection, StoreReader};
 use crate::store::archive::IMAGE_NAME;
-use crate::store::ImageStore;
+use crate::store::{ImageSource, StoreError};
 
 /// What a bundle holds and what is wrong with it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -61,7 +61,7 @@ pub struct OmittedBlob {
 /// every manifest checked against its descriptor's digest and size, the
 /// blobs it references collected (foreign layers apart: they live
 /// elsewhere by design, so copy, export and verify all leave them).
-pub async fn image_graph(store: &dyn ImageStore, root: &Descriptor) -> Result<ImageGraph, String> {
+pub async fn image_graph(store: &dyn ImageSource, root: &Descriptor) -> Result<ImageGraph, String> {
     let manifest = store
         .manifest(&root.digest)
         .await
@@ -88,7 +88,7 @@ pub async fn image_graph(store: &dyn ImageStore, root: &Descriptor) -> Result<Im
 /// Check every named image of a bundle. `omitted`: the blobs the bundle
 /// says it leaves out.
 pub async fn verify(
-    store: &dyn ImageStore,
+    store: &dyn ImageSource,
     names: &[(String, Descriptor)],
     omitted: &BTreeSet<Digest>,
 ) -> BundleReport {
@@ -158,17 +158,12 @@ pub async fn verify(
 }
 
 /// Read a blob whole; the store's stream checks size and digest.
-async fn check_blob(store: &dyn ImageStore, desc: &Descriptor) -> Result<(), String> {
+async fn check_blob(store: &dyn ImageSource, desc: &Descriptor) -> Result<(), String> {
     let what = || format!("blob {} ({} bytes)", desc.digest, desc.size);
-    match store.blob_size(&desc.digest).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(format!("{} is missing from the bundle", what())),
-        Err(e) => return Err(format!("{}: {e}", what())),
-    }
-    let mut stream = store
-        .read_blob(desc)
-        .await
-        .map_err(|e| format!("{}: {e}", what()))?;
+    let mut stream = store.read_blob(desc).await.map_err(|e| match e {
+        StoreError::NotFound(_) => format!("{} is missing from the bundle", what()),
+        e => format!("{}: {e}", what()),
+    })?;
     while let Some(chunk) = stream.next().await {
         chunk.map_err(|e| format!("{}: {e}", what()))?;
     }

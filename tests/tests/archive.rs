@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{stream, StreamExt};
 use mirror::progress::NoProgress;
 use mirror::store::layout::LayoutStore;
-use mirror::store::{BlobStream, ImageRef, ImageStore, StoreError};
+use mirror::store::{BlobStream, ImageRef, ImageSource, ImageTarget, Store, StoreError, StoreId};
 use mirror::transfer::{CopyJob, CopyOptions, Engine};
 use mirror_tests::cli::{copy_ok, quiet};
 use mirror_tests::files::{listing, tar_entries};
@@ -477,25 +477,17 @@ async fn an_interrupted_or_killed_write_leaves_nothing_under_the_final_name() {
 #[derive(Debug)]
 struct FailsToFinish(LayoutStore);
 
+impl Store for FailsToFinish {
+    fn id(&self) -> &StoreId {
+        self.0.id()
+    }
+}
+
+/// Only a target: the narrower contract needs no reading side.
 #[async_trait::async_trait]
-impl ImageStore for FailsToFinish {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    fn blob_domain(&self) -> String {
-        self.0.blob_domain()
-    }
-    async fn resolve(&self, r: &ImageRef) -> Result<Manifest, StoreError> {
-        self.0.resolve(r).await
-    }
-    async fn resolve_digest(&self, r: &ImageRef) -> Result<Option<Digest>, StoreError> {
-        self.0.resolve_digest(r).await
-    }
-    async fn manifest(&self, d: &Digest) -> Result<Manifest, StoreError> {
-        self.0.manifest(d).await
-    }
-    async fn has_manifest(&self, d: &Digest) -> Result<bool, StoreError> {
-        self.0.has_manifest(d).await
+impl ImageTarget for FailsToFinish {
+    async fn current(&self, r: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        self.0.current(r).await
     }
     async fn put_manifest(&self, m: &Manifest) -> Result<(), StoreError> {
         self.0.put_manifest(m).await
@@ -505,9 +497,6 @@ impl ImageStore for FailsToFinish {
     }
     async fn blob_size(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
         self.0.blob_size(d).await
-    }
-    async fn read_blob(&self, d: &Descriptor) -> Result<BlobStream, StoreError> {
-        self.0.read_blob(d).await
     }
     async fn write_blob(&self, d: &Descriptor, s: BlobStream) -> Result<(), StoreError> {
         self.0.write_blob(d, s).await
@@ -525,12 +514,12 @@ async fn a_target_that_cannot_finish_fails_the_images_bound_for_it_only() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     layout_with_a_corrupt_image(&layout).await;
-    let source: Arc<dyn ImageStore> = Arc::new(LayoutStore::open(&layout).unwrap());
-    let failing: Arc<dyn ImageStore> = Arc::new(FailsToFinish(
+    let source: Arc<dyn ImageSource> = Arc::new(LayoutStore::open(&layout).unwrap());
+    let failing: Arc<dyn ImageTarget> = Arc::new(FailsToFinish(
         LayoutStore::create(tmp.path().join("a")).unwrap(),
     ));
-    let fine: Arc<dyn ImageStore> = Arc::new(LayoutStore::create(tmp.path().join("b")).unwrap());
-    let job = |target: &Arc<dyn ImageStore>, tag: &str| CopyJob {
+    let fine: Arc<dyn ImageTarget> = Arc::new(LayoutStore::create(tmp.path().join("b")).unwrap());
+    let job = |target: &Arc<dyn ImageTarget>, tag: &str| CopyJob {
         source: source.clone(),
         source_ref: ImageRef::Tag("good".into()),
         target: target.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mirror::progress::NoProgress;
 use mirror::store::archive::{ArchiveReader, ArchiveWriter};
 use mirror::store::registry::RegistryStore;
-use mirror::store::{ImageRef, ImageStore};
+use mirror::store::{ImageRef, ImageSource, ImageTarget};
 use mirror::transfer::{CopyJob, CopyOptions, Engine};
 use mirror_tests::images::{client, push_big_layer_image, repo};
 use mirror_tests::memory::{peak_kib, reset_peak, rss_kib};
@@ -41,7 +41,7 @@ async fn a_300_mib_layer_goes_through_a_bundle_in_flat_memory() {
 
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("big.tar");
-    let job = |source: Arc<dyn ImageStore>, target: Arc<dyn ImageStore>| CopyJob {
+    let job = |source: Arc<dyn ImageSource>, target: Arc<dyn ImageTarget>| CopyJob {
         source,
         source_ref: ImageRef::Tag("v1".into()),
         target,

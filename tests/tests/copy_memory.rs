@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mirror::progress::NoProgress;
 use mirror::store::layout::LayoutStore;
 use mirror::store::registry::RegistryStore;
-use mirror::store::{ImageRef, ImageStore};
+use mirror::store::{ImageRef, ImageSource, ImageTarget};
 use mirror::transfer::{CopyJob, CopyOptions, Engine};
 use mirror_tests::images::{client, push_big_layer_image, repo};
 use mirror_tests::memory::{peak_kib, reset_peak, rss_kib};
@@ -28,14 +28,14 @@ async fn a_300_mib_layer_is_copied_through_flat_memory() {
     let (img, layer_digest, total) = push_big_layer_image(&c, &r, "v1", 7, CHUNK, CHUNKS).await;
 
     let layout_dir = tempfile::tempdir().unwrap();
-    let source: Arc<dyn ImageStore> = Arc::new(RegistryStore::new(c.clone(), r.clone()));
-    let to_registry: Arc<dyn ImageStore> = Arc::new(RegistryStore::new(
+    let source: Arc<dyn ImageSource> = Arc::new(RegistryStore::new(c.clone(), r.clone()));
+    let to_registry: Arc<dyn ImageTarget> = Arc::new(RegistryStore::new(
         client(&dst.host(), None),
         repo(&dst.host(), "big/layer"),
     ));
-    let to_layout: Arc<dyn ImageStore> =
+    let to_layout: Arc<dyn ImageTarget> =
         Arc::new(LayoutStore::open_or_create(layout_dir.path()).unwrap());
-    let job = |target: Arc<dyn ImageStore>| CopyJob {
+    let job = |target: Arc<dyn ImageTarget>| CopyJob {
         source: source.clone(),
         source_ref: ImageRef::Tag("v1".into()),
         target,

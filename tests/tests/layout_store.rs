@@ -8,7 +8,7 @@ use std::process::Command;
 use bytes::Bytes;
 use futures::{stream, StreamExt};
 use mirror::store::layout::LayoutStore;
-use mirror::store::{ImageRef, ImageStore};
+use mirror::store::{ImageRef, ImageSource, ImageTarget};
 use mirror_tests::images::{image, index, TestImage};
 use mirror_tests::peers::run_peer;
 use registry_client::{Descriptor, Digest, Manifest};

@@ -149,7 +149,7 @@ async fn a_download_killed_half_way_continues_from_the_state_directory() {
 /// An OCI layout at `dir` holding `img` as `name`.
 async fn layout_with(dir: &Path, name: &str, img: &TestImage) {
     use mirror::store::layout::LayoutStore;
-    use mirror::store::ImageStore;
+    use mirror::store::ImageTarget;
     let store = LayoutStore::create(dir).unwrap();
     for (media_type, data) in [("application/vnd.oci.image.config.v1+json", &img.config)]
         .into_iter()

@@ -110,7 +110,7 @@ async fn compare_one(it: &Job) -> State {
                 Some(tag) => ImageRef::Tag(tag.clone()),
                 None => ImageRef::Digest(expected.clone()),
             };
-            match t.resolve_digest(&at).await {
+            match t.current(&at).await {
                 Ok(d) => d,
                 Err(e) => return fail(format!("reading {}", it.target_label), e),
             }

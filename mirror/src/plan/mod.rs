@@ -15,7 +15,7 @@ use registry_client::{Digest, ErrorKind};
 
 use crate::endpoint::Endpoint;
 use crate::graph::Selection;
-use crate::store::{ImageRef, ImageStore, StoreError};
+use crate::store::{ImageRef, ImageSource, ImageTarget, StoreError};
 
 pub use compare::{compare, missing_bytes};
 pub use execute::execute;
@@ -38,11 +38,11 @@ pub enum PlanError {
 #[derive(Debug, Clone)]
 pub struct Job {
     /// `None` only for an image that failed while planning.
-    pub source: Option<Arc<dyn ImageStore>>,
+    pub source: Option<Arc<dyn ImageSource>>,
     pub source_ref: ImageRef,
     pub source_label: String,
     /// `None`: a target that does not exist yet (a dry run creates nothing).
-    pub target: Option<Arc<dyn ImageStore>>,
+    pub target: Option<Arc<dyn ImageTarget>>,
     /// The tag (a layout's full name) to set last; `None` pushes by digest.
     pub target_tag: Option<String>,
     pub target_label: String,
@@ -109,7 +109,7 @@ impl Stores {
             source,
         };
         let (source_store, source_ref) = self.source(source).map_err(store_err)?;
-        let (target_store, target_tag): (Arc<dyn ImageStore>, Option<String>) = match target {
+        let (target_store, target_tag): (Arc<dyn ImageTarget>, Option<String>) = match target {
             Endpoint::Registry {
                 repository,
                 tag,

@@ -14,7 +14,7 @@ use crate::state::UploadJournal;
 use crate::store::archive::{ArchiveReader, ArchiveWriter};
 use crate::store::layout::LayoutStore;
 use crate::store::registry::{RegistryStore, UploadPolicy};
-use crate::store::{ImageRef, ImageStore, StoreError};
+use crate::store::{ImageRef, ImageSource, ImageTarget, StoreError};
 
 /// User settings that replace a registry's default upload policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub enum FileSource {
 }
 
 impl FileSource {
-    pub fn store(&self) -> Arc<dyn ImageStore> {
+    pub fn store(&self) -> Arc<dyn ImageSource> {
         match self {
             FileSource::Layout(s) => s.clone(),
             FileSource::Archive(s) => s.clone(),
@@ -136,7 +136,7 @@ impl Stores {
         self.opened().archives_out.keys().cloned().collect()
     }
 
-    pub fn registry(&self, repo: &Repository) -> Arc<dyn ImageStore> {
+    pub fn registry(&self, repo: &Repository) -> Arc<RegistryStore> {
         let host = repo.registry();
         let policy = self
             .registry_uploads
@@ -150,7 +150,7 @@ impl Stores {
         let mut store =
             RegistryStore::new(self.client.clone(), repo.clone()).with_upload_policy(policy);
         if let Some(s) = &self.sessions {
-            store = store.with_sessions(s.clone());
+            store = store.with_sessions(Arc::new(s.clone()));
         }
         Arc::new(store)
     }
@@ -233,7 +233,7 @@ impl Stores {
     }
 
     /// The store and reference a source location names.
-    pub fn source(&self, at: &Endpoint) -> Result<(Arc<dyn ImageStore>, ImageRef), StoreError> {
+    pub fn source(&self, at: &Endpoint) -> Result<(Arc<dyn ImageSource>, ImageRef), StoreError> {
         match at {
             Endpoint::Registry {
                 repository,
@@ -264,7 +264,7 @@ pub enum FileTarget {
 }
 
 impl FileTarget {
-    pub fn store(&self) -> Arc<dyn ImageStore> {
+    pub fn store(&self) -> Arc<dyn ImageTarget> {
         match self {
             FileTarget::Layout(s) => s.clone(),
             FileTarget::Archive(s) => s.clone(),

@@ -25,7 +25,7 @@ use registry_client::{Descriptor, Digest, ErrorKind, Hasher};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::store::{BlobFeed, BlobStream, ImageStore, StoreError};
+use crate::store::{BlobFeed, BlobStream, ImageSource, StoreError};
 
 /// Sync and record progress after this many new bytes.
 pub const CHECKPOINT: u64 = 8 * 1024 * 1024;
@@ -134,7 +134,7 @@ impl Drop for Spool {
 impl Spool {
     /// A feed that serves what is on disk and reads the rest from `source`
     /// into the spool.
-    pub fn feed(&self, source: Arc<dyn ImageStore>) -> SpoolFeed {
+    pub fn feed(&self, source: Arc<dyn ImageSource>) -> SpoolFeed {
         SpoolFeed {
             paths: self.paths.clone(),
             desc: self.desc.clone(),
@@ -223,7 +223,7 @@ fn write_checkpoint(path: &Path, desc: &Descriptor, offset: u64) -> io::Result<(
 pub struct SpoolFeed {
     paths: Arc<Paths>,
     desc: Descriptor,
-    source: Arc<dyn ImageStore>,
+    source: Arc<dyn ImageSource>,
 }
 
 #[async_trait::async_trait]
@@ -471,19 +471,20 @@ mod tests {
     /// when asked to.
     #[derive(Debug)]
     struct MemorySource {
+        id: crate::store::StoreId,
         data: Bytes,
         cut: Mutex<Option<usize>>,
         reads: Mutex<Vec<u64>>,
     }
 
+    impl crate::store::Store for MemorySource {
+        fn id(&self) -> &crate::store::StoreId {
+            &self.id
+        }
+    }
+
     #[async_trait::async_trait]
-    impl ImageStore for MemorySource {
-        fn describe(&self) -> String {
-            "memory".into()
-        }
-        fn blob_domain(&self) -> String {
-            "memory".into()
-        }
+    impl ImageSource for MemorySource {
         async fn resolve(&self, _: &crate::store::ImageRef) -> Result<Manifest, StoreError> {
             not_served()
         }
@@ -496,16 +497,7 @@ mod tests {
         async fn manifest(&self, _: &Digest) -> Result<Manifest, StoreError> {
             not_served()
         }
-        async fn has_manifest(&self, _: &Digest) -> Result<bool, StoreError> {
-            not_served()
-        }
-        async fn put_manifest(&self, _: &Manifest) -> Result<(), StoreError> {
-            not_served()
-        }
-        async fn set_tag(&self, _: &str, _: &Manifest) -> Result<(), StoreError> {
-            not_served()
-        }
-        async fn blob_size(&self, _: &Digest) -> Result<Option<u64>, StoreError> {
+        async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
             not_served()
         }
         async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
@@ -530,9 +522,6 @@ mod tests {
             }
             Ok(Box::pin(futures::stream::iter(items)))
         }
-        async fn write_blob(&self, _: &Descriptor, _: BlobStream) -> Result<(), StoreError> {
-            not_served()
-        }
     }
 
     fn setup(len: usize) -> (tempfile::TempDir, Spools, Descriptor, Arc<MemorySource>) {
@@ -545,6 +534,7 @@ mod tests {
             len as u64,
         );
         let source = Arc::new(MemorySource {
+            id: crate::store::StoreId::Memory("memory".into()),
             data,
             cut: Mutex::new(None),
             reads: Mutex::new(Vec::new()),

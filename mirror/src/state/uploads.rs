@@ -5,19 +5,9 @@
 use std::path::PathBuf;
 
 use registry_client::{Digest, Repository};
-use serde::{Deserialize, Serialize};
 
-/// One in-flight upload. The location is the registry's session URL (its
-/// query carries the registry's signed upload state, not a credential).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadRecord {
-    pub repository: String,
-    pub digest: Digest,
-    pub size: u64,
-    pub location: String,
-    /// Bytes the registry had confirmed when this was written.
-    pub offset: u64,
-}
+pub use crate::store::sessions::UploadRecord;
+use crate::store::sessions::UploadSessions;
 
 /// The `uploads/` part of the state directory: one small JSON file per
 /// (repository, blob).
@@ -84,6 +74,18 @@ impl UploadJournal {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl UploadSessions for UploadJournal {
+    fn load(&self, repo: &Repository, digest: &Digest) -> Option<UploadRecord> {
+        UploadJournal::load(self, repo, digest)
+    }
+    fn save(&self, record: &UploadRecord) {
+        UploadJournal::save(self, record)
+    }
+    fn remove(&self, repo: &Repository, digest: &Digest) {
+        UploadJournal::remove(self, repo, digest)
     }
 }
 

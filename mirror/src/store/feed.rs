@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use registry_client::{Descriptor, Hasher};
 
-use super::{BlobStream, ImageStore, StoreError};
+use super::{BlobStream, ImageSource, StoreError};
 
 /// A blob's bytes from any offset. The stream from `offset` yields the bytes
 /// at `offset..size`, and ends in an error, never a clean end, when the blob
@@ -20,7 +20,7 @@ pub trait BlobFeed: Send + Sync {
 /// start and drops what the target already has: without a saved hash state
 /// the bytes before the offset must pass through the verifier again.
 pub struct DirectFeed {
-    pub source: Arc<dyn ImageStore>,
+    pub source: Arc<dyn ImageSource>,
     pub desc: Descriptor,
 }
 
@@ -54,7 +54,7 @@ pub fn skip_bytes(stream: BlobStream, n: u64) -> BlobStream {
 
 /// The default for stores that cannot resume a read: read from the start
 /// and skip what `held` covers (it is hashed again on the way).
-pub async fn read_from_start<S: ImageStore + ?Sized>(
+pub async fn read_from_start<S: ImageSource + ?Sized>(
     store: &S,
     desc: &Descriptor,
     held: Hasher,

@@ -24,7 +24,7 @@ use super::oci_index::{
     layout_marker, layout_version, stored_manifest, Holder, OciIndex, LAYOUT_VERSION,
     MAX_INDEX_SIZE,
 };
-use super::{BlobStream, ImageRef, ImageStore, StoreError};
+use super::{BlobStream, ImageRef, ImageSource, ImageTarget, Store, StoreError, StoreId};
 
 const READ_CHUNK: usize = 256 * 1024;
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -32,6 +32,7 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 /// One OCI image layout directory. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
 pub struct LayoutStore {
+    id: StoreId,
     /// The path as the user wrote it, for messages.
     path: PathBuf,
     /// The canonical path: every file operation and the lock key use it.
@@ -44,7 +45,14 @@ impl LayoutStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let root = StoreError::canonical(&path, "OCI layout directory")?;
-        let store = LayoutStore { path, root };
+        let store = LayoutStore {
+            id: StoreId::Layout {
+                path: path.clone(),
+                root: root.clone(),
+            },
+            path,
+            root,
+        };
         store.check_layout_file()?;
         store.read_index_sync()?;
         Ok(store)
@@ -70,6 +78,10 @@ impl LayoutStore {
         let root = fs::canonicalize(path)
             .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
         let store = LayoutStore {
+            id: StoreId::Layout {
+                path: path.to_path_buf(),
+                root: root.clone(),
+            },
             path: path.to_path_buf(),
             root,
         };
@@ -329,16 +341,14 @@ impl LayoutStore {
     }
 }
 
+impl Store for LayoutStore {
+    fn id(&self) -> &StoreId {
+        &self.id
+    }
+}
+
 #[async_trait::async_trait]
-impl ImageStore for LayoutStore {
-    fn describe(&self) -> String {
-        format!("oci:{}", self.path.display())
-    }
-
-    fn blob_domain(&self) -> String {
-        format!("layout:{}", self.root.display())
-    }
-
+impl ImageSource for LayoutStore {
     async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError> {
         if let ImageRef::Digest(d) = reference {
             return self.manifest(d).await;
@@ -369,7 +379,7 @@ impl ImageStore for LayoutStore {
 
     async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
         match reference {
-            ImageRef::Digest(d) => Ok(self.has_manifest(d).await?.then(|| d.clone())),
+            ImageRef::Digest(d) => Ok(self.blob_size(d).await?.is_some().then(|| d.clone())),
             _ => Ok(self
                 .read_index()
                 .await?
@@ -385,8 +395,54 @@ impl ImageStore for LayoutStore {
         ))
     }
 
-    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
-        Ok(self.blob_size(digest).await?.is_some())
+    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
+        let path = self.blob_path(&desc.digest);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(self.not_found(format!("blob {}", desc.digest)))
+            }
+            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+        };
+        let state = ReadState {
+            file,
+            verifier: Verifier::new(desc.digest.clone(), Some(desc.size)),
+            path,
+            store: self.clone(),
+        };
+        let stream = futures::stream::unfold(Some(state), |state| async move {
+            let mut st = state?;
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            match st.file.read_buf(&mut buf).await {
+                Ok(0) => match st.verifier.finish() {
+                    Ok(_) => None,
+                    Err(e) => Some((Err(st.store.corrupt(&st.path, e)), None)),
+                },
+                Ok(_) => match st.verifier.update(&buf) {
+                    Ok(()) => Some((Ok(buf.freeze()), Some(st))),
+                    Err(e) => {
+                        let err = st.store.corrupt(&st.path, e);
+                        Some((Err(err), None))
+                    }
+                },
+                Err(e) => {
+                    let err = StoreError::io(format!("reading {}", st.path.display()), e);
+                    Some((Err(err), None))
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.names().await?.into_iter().map(|(n, _)| n).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageTarget for LayoutStore {
+    async fn current(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        self.resolve_digest(reference).await
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -451,45 +507,6 @@ impl ImageStore for LayoutStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io(format!("checking {}", path.display()), e)),
         }
-    }
-
-    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
-        let path = self.blob_path(&desc.digest);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(self.not_found(format!("blob {}", desc.digest)))
-            }
-            Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
-        };
-        let state = ReadState {
-            file,
-            verifier: Verifier::new(desc.digest.clone(), Some(desc.size)),
-            path,
-            store: self.clone(),
-        };
-        let stream = futures::stream::unfold(Some(state), |state| async move {
-            let mut st = state?;
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            match st.file.read_buf(&mut buf).await {
-                Ok(0) => match st.verifier.finish() {
-                    Ok(_) => None,
-                    Err(e) => Some((Err(st.store.corrupt(&st.path, e)), None)),
-                },
-                Ok(_) => match st.verifier.update(&buf) {
-                    Ok(()) => Some((Ok(buf.freeze()), Some(st))),
-                    Err(e) => {
-                        let err = st.store.corrupt(&st.path, e);
-                        Some((Err(err), None))
-                    }
-                },
-                Err(e) => {
-                    let err = StoreError::io(format!("reading {}", st.path.display()), e);
-                    Some((Err(err), None))
-                }
-            }
-        });
-        Ok(stream.boxed())
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
@@ -827,7 +844,7 @@ mod tests {
         let (_d, store) = new_layout();
         let m = manifest(1);
         store.put_manifest(&m).await.unwrap();
-        assert!(store.has_manifest(&m.digest).await.unwrap());
+        assert!(store.blob_size(&m.digest).await.unwrap().is_some());
         assert_eq!(store.manifest(&m.digest).await.unwrap(), m);
         assert_eq!(
             store

@@ -7,8 +7,10 @@ pub mod feed;
 pub mod layout;
 mod oci_index;
 pub mod registry;
+pub mod sessions;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use bytes::Bytes;
@@ -130,35 +132,79 @@ impl StoreError {
     }
 }
 
-/// A place images live. One value is one repository (a registry repository,
-/// or a layout directory with its names).
-///
-/// Contracts every implementation keeps:
-/// - Manifests are bytes: what `put_manifest` receives is stored byte for
-///   byte, and `manifest`/`resolve` return exactly what was stored.
-/// - `read_blob` yields the blob's bytes; its stream ends in an error, never
-///   a clean end, when the bytes do not match the descriptor's size and digest.
-/// - `write_blob` never makes content visible under a digest unless its size
-///   and digest match the descriptor (a registry verifies on commit; a layout
-///   hashes while writing). If the stream yields an error or does not match,
-///   the store discards what it received and returns an error; nothing
-///   partial stays under a final name.
-/// - `put_manifest` is called only after everything the manifest references
-///   is present; `set_tag` is called last and moves the name atomically.
-#[async_trait::async_trait]
-pub trait ImageStore: Send + Sync + fmt::Debug {
-    /// Human-readable name for messages (`127.0.0.1:5000/app`, `oci:/tmp/x`).
-    fn describe(&self) -> String;
+/// What a store is: the one identity the factory, the ledger and messages
+/// use, instead of a display string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StoreId {
+    /// One repository of one registry.
+    Registry(Repository),
+    /// An OCI layout directory: as named, and its canonical root.
+    Layout { path: PathBuf, root: PathBuf },
+    /// An OCI archive: as named, and its canonical path.
+    Archive { path: PathBuf, canonical: PathBuf },
+    /// A store of this process only (tests).
+    Memory(String),
+}
 
+impl StoreId {
     /// Stores with the same blob domain share blobs: a registry host (blobs
     /// can be mounted between its repositories), a layout directory.
-    fn blob_domain(&self) -> String;
+    pub fn blob_domain(&self) -> String {
+        match self {
+            StoreId::Registry(r) => format!("registry:{}", r.registry()),
+            StoreId::Layout { root, .. } => format!("layout:{}", root.display()),
+            StoreId::Archive { canonical, .. } => format!("archive:{}", canonical.display()),
+            StoreId::Memory(name) => format!("memory:{name}"),
+        }
+    }
+}
+
+impl fmt::Display for StoreId {
+    /// How messages name it: `127.0.0.1:5000/app`, `oci:/tmp/x`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreId::Registry(r) => write!(f, "{r}"),
+            StoreId::Layout { path, .. } => write!(f, "oci:{}", path.display()),
+            StoreId::Archive { path, .. } => write!(f, "oci-archive:{}", path.display()),
+            StoreId::Memory(name) => write!(f, "memory:{name}"),
+        }
+    }
+}
+
+/// What every store has: its identity. The rest derives from it.
+pub trait Store: Send + Sync + fmt::Debug {
+    fn id(&self) -> &StoreId;
+
+    /// Human-readable name for messages (`127.0.0.1:5000/app`, `oci:/tmp/x`).
+    fn describe(&self) -> String {
+        self.id().to_string()
+    }
+
+    /// See [`StoreId::blob_domain`].
+    fn blob_domain(&self) -> String {
+        self.id().blob_domain()
+    }
 
     /// The registry repository, for stores that are one (a mount source).
     fn repository(&self) -> Option<&Repository> {
-        None
+        match self.id() {
+            StoreId::Registry(r) => Some(r),
+            _ => None,
+        }
     }
+}
 
+/// A place images are read from: a registry repository, a layout, an
+/// archive.
+///
+/// Contracts every implementation keeps:
+/// - Manifests are bytes: `manifest` and `resolve` return exactly what was
+///   stored, verified against the digest asked for.
+/// - `read_blob` yields the blob's bytes; its stream ends in an error, never
+///   a clean end, when the bytes do not match the descriptor's size and
+///   digest. A blob the store lacks is `NotFound`.
+#[async_trait::async_trait]
+pub trait ImageSource: Store {
     /// The manifest a reference names (verified against a digest reference).
     async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError>;
 
@@ -169,22 +215,9 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
     /// A manifest by digest, verified.
     async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError>;
 
-    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError>;
-
-    /// Store a manifest under its digest, untagged.
-    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError>;
-
-    /// Point `tag` at a manifest already stored.
-    async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError>;
-
-    /// Whether `set_tag` stores the manifest itself (a registry's PUT by
-    /// tag), so a manifest about to be tagged need not be pushed first.
-    fn tag_stores_manifest(&self) -> bool {
-        false
-    }
-
-    /// The blob's size, or `None` when absent.
-    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+    /// The tags of a registry repository; the names of a layout or archive
+    /// (`REPO:TAG`).
+    async fn list_tags(&self) -> Result<Vec<String>, StoreError>;
 
     /// The blob's bytes, verified against `desc` as they stream.
     async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError>;
@@ -198,6 +231,40 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
         held: Hasher,
     ) -> Result<BlobStream, StoreError> {
         feed::read_from_start(self, desc, held).await
+    }
+}
+
+/// A place images are written to: a registry repository, a layout, an
+/// archive being written.
+///
+/// Contracts every implementation keeps:
+/// - What `put_manifest` receives is stored byte for byte.
+/// - `write_blob` never makes content visible under a digest unless its size
+///   and digest match the descriptor (a registry verifies on commit; a layout
+///   hashes while writing). If the stream yields an error or does not match,
+///   the store discards what it received and returns an error; nothing
+///   partial stays under a final name.
+/// - `put_manifest` is called only after everything the manifest references
+///   is present; `set_tag` is called last and moves the name atomically.
+#[async_trait::async_trait]
+pub trait ImageTarget: Store {
+    /// The digest a tag (or digest) names here now, `None` when absent: what
+    /// an incremental copy compares with the source's.
+    async fn current(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError>;
+
+    /// The blob's size, or `None` when absent.
+    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
+    /// Store a manifest under its digest, untagged.
+    async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError>;
+
+    /// Point `tag` at a manifest already stored.
+    async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError>;
+
+    /// Whether `set_tag` stores the manifest itself (a registry's PUT by
+    /// tag), so a manifest about to be tagged need not be pushed first.
+    fn tag_stores_manifest(&self) -> bool {
+        false
     }
 
     /// Store a blob from a stream (see the contract above).
@@ -230,3 +297,9 @@ pub trait ImageStore: Send + Sync + fmt::Debug {
         Ok(())
     }
 }
+
+/// A store that is both ends (a registry repository, a layout): what a
+/// test or a tool that reads back what it wrote holds.
+pub trait ImageStore: ImageSource + ImageTarget {}
+
+impl<T: ImageSource + ImageTarget + ?Sized> ImageStore for T {}

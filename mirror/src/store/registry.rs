@@ -8,8 +8,8 @@ use registry_client::{
     Manifest, MountOutcome, Repository, UploadSession, Url,
 };
 
-use super::{BlobFeed, BlobStream, ImageRef, ImageStore, StoreError};
-use crate::state::{UploadJournal, UploadRecord};
+use super::sessions::{UploadRecord, UploadSessions};
+use super::{BlobFeed, BlobStream, ImageRef, ImageSource, ImageTarget, Store, StoreError, StoreId};
 
 /// How blobs are uploaded: one streamed PUT up to `chunk_threshold` bytes,
 /// chunked PATCHes of `chunk_size` above it (memory holds one chunk per
@@ -44,18 +44,20 @@ impl UploadPolicy {
 /// One repository of one registry.
 #[derive(Debug, Clone)]
 pub struct RegistryStore {
+    id: StoreId,
     client: Client,
     repo: Repository,
     uploads: UploadPolicy,
     /// Where chunked upload sessions are recorded so another run can
     /// continue them; `None` keeps no state.
-    sessions: Option<UploadJournal>,
+    sessions: Option<Arc<dyn UploadSessions>>,
 }
 
 impl RegistryStore {
     pub fn new(client: Client, repo: Repository) -> Self {
         let uploads = UploadPolicy::for_registry(repo.registry());
         RegistryStore {
+            id: StoreId::Registry(repo.clone()),
             client,
             repo,
             uploads,
@@ -63,7 +65,7 @@ impl RegistryStore {
         }
     }
 
-    pub fn with_sessions(mut self, sessions: UploadJournal) -> Self {
+    pub fn with_sessions(mut self, sessions: Arc<dyn UploadSessions>) -> Self {
         self.sessions = Some(sessions);
         self
     }
@@ -112,7 +114,7 @@ impl RegistryStore {
         desc: &Descriptor,
         mut session: UploadSession,
         data: BlobStream,
-        journal: Option<&UploadJournal>,
+        journal: Option<&dyn UploadSessions>,
     ) -> Result<(), StoreError> {
         let record = |s: &UploadSession| UploadRecord {
             repository: self.repo.to_string(),
@@ -167,7 +169,7 @@ impl RegistryStore {
     async fn continue_session(
         &self,
         desc: &Descriptor,
-        journal: &UploadJournal,
+        journal: &dyn UploadSessions,
     ) -> Result<Option<UploadSession>, StoreError> {
         let Some(record) = journal.load(&self.repo, &desc.digest) else {
             return Ok(None);
@@ -207,20 +209,14 @@ impl RegistryStore {
     }
 }
 
+impl Store for RegistryStore {
+    fn id(&self) -> &StoreId {
+        &self.id
+    }
+}
+
 #[async_trait::async_trait]
-impl ImageStore for RegistryStore {
-    fn describe(&self) -> String {
-        self.repo.to_string()
-    }
-
-    fn blob_domain(&self) -> String {
-        format!("registry:{}", self.repo.registry())
-    }
-
-    fn repository(&self) -> Option<&Repository> {
-        Some(&self.repo)
-    }
-
+impl ImageSource for RegistryStore {
     async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError> {
         Ok(self
             .client
@@ -240,12 +236,27 @@ impl ImageStore for RegistryStore {
         Ok(self.client.get_manifest(&self.repo.digest(digest)).await?)
     }
 
-    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
-        Ok(self
-            .client
-            .head_manifest(&self.repo.digest(digest))
-            .await?
-            .is_some())
+    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
+        self.read_from(desc, None).await
+    }
+
+    async fn read_blob_from(
+        &self,
+        desc: &Descriptor,
+        held: Hasher,
+    ) -> Result<BlobStream, StoreError> {
+        self.read_from(desc, Some(held)).await
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.client.list_tags(&self.repo, None).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageTarget for RegistryStore {
+    async fn current(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        self.resolve_digest(reference).await
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -282,18 +293,6 @@ impl ImageStore for RegistryStore {
         Ok(self.client.head_blob(&self.repo, digest).await?)
     }
 
-    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
-        self.read_from(desc, None).await
-    }
-
-    async fn read_blob_from(
-        &self,
-        desc: &Descriptor,
-        held: Hasher,
-    ) -> Result<BlobStream, StoreError> {
-        self.read_from(desc, Some(held)).await
-    }
-
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
         let session = self.client.start_upload(&self.repo).await?;
         if desc.size > self.uploads.chunk_threshold {
@@ -311,7 +310,7 @@ impl ImageStore for RegistryStore {
         feed: &dyn BlobFeed,
     ) -> Result<(), StoreError> {
         let journal = match &self.sessions {
-            Some(j) if desc.size > self.uploads.chunk_threshold => j,
+            Some(j) if desc.size > self.uploads.chunk_threshold => j.as_ref(),
             _ => return self.write_blob(desc, feed.open(0).await?).await,
         };
         let session = match self.continue_session(desc, journal).await? {
@@ -344,7 +343,7 @@ impl ImageStore for RegistryStore {
 /// Whether a chunked upload that ended with `result` stays open for another
 /// try or run: only with a journal, and only when the transfer broke in a
 /// retryable way (what the registry holds so far is good).
-fn keeps_session(journal: Option<&UploadJournal>, result: &Result<(), StoreError>) -> bool {
+fn keeps_session(journal: Option<&dyn UploadSessions>, result: &Result<(), StoreError>) -> bool {
     journal.is_some() && matches!(result, Err(e) if e.kind() == ErrorKind::Retryable)
 }
 

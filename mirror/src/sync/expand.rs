@@ -14,7 +14,7 @@ use super::shard::Shard;
 use crate::endpoint::split_file;
 use crate::graph::Selection;
 use crate::plan::{FileSource, Job, State, Stores};
-use crate::store::{ImageRef, ImageStore, StoreError};
+use crate::store::{ImageRef, ImageSource, ImageTarget, StoreError};
 
 /// The factory for a config: its registries' upload settings over the
 /// defaults; with `create` false (a dry run), nothing is created.
@@ -41,7 +41,7 @@ type Listing = Result<Option<Vec<String>>, StoreError>;
 
 /// A source repository found for an entry.
 struct SourceRepo {
-    store: Arc<dyn ImageStore>,
+    store: Arc<dyn ImageSource>,
     /// Its path (`boot/linux`); `{repo}` in templates.
     repo: String,
     /// Below the entry's prefix; `{path}` in templates.
@@ -241,7 +241,7 @@ fn join_target(target: &str, path: &str) -> String {
 }
 
 struct Target {
-    store: Option<Arc<dyn ImageStore>>,
+    store: Option<Arc<dyn ImageTarget>>,
     /// For a layout or archive: the repository part of its names.
     layout_repo: Option<String>,
     label: String,

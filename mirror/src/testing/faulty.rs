@@ -12,7 +12,9 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use registry_client::{Descriptor, Digest, Manifest, Repository};
 
-use crate::store::{BlobStream, ImageRef, ImageStore, StoreError};
+use crate::store::{
+    BlobStream, ImageRef, ImageSource, ImageStore, ImageTarget, Store, StoreError, StoreId,
+};
 
 /// The calls a fault can hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,20 +251,14 @@ fn digest_of(reference: &ImageRef) -> Option<&Digest> {
     }
 }
 
+impl Store for Faulty {
+    fn id(&self) -> &StoreId {
+        self.inner.id()
+    }
+}
+
 #[async_trait::async_trait]
-impl ImageStore for Faulty {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn blob_domain(&self) -> String {
-        self.inner.blob_domain()
-    }
-
-    fn repository(&self) -> Option<&Repository> {
-        self.inner.repository()
-    }
-
+impl ImageSource for Faulty {
     async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError> {
         self.enter(Op::Resolve, digest_of(reference)).await?;
         self.inner.resolve(reference).await
@@ -278,9 +274,21 @@ impl ImageStore for Faulty {
         self.inner.manifest(digest).await
     }
 
-    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
-        self.enter(Op::Manifest, Some(digest)).await?;
-        self.inner.has_manifest(digest).await
+    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
+        let faults = self.enter(Op::ReadBlob, Some(&desc.digest)).await?;
+        let stream = self.inner.read_blob(desc).await?;
+        Ok(tamper(stream, &faults))
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_tags().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageTarget for Faulty {
+    async fn current(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        self.resolve_digest(reference).await
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -300,12 +308,6 @@ impl ImageStore for Faulty {
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         self.enter(Op::BlobSize, Some(digest)).await?;
         self.inner.blob_size(digest).await
-    }
-
-    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
-        let faults = self.enter(Op::ReadBlob, Some(&desc.digest)).await?;
-        let stream = self.inner.read_blob(desc).await?;
-        Ok(tamper(stream, &faults))
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ use registry_client::{Descriptor, Digest, Manifest, Verifier};
 
 use super::images::{Blob, Image};
 use crate::graph::successors;
-use crate::store::{BlobStream, ImageRef, ImageStore, StoreError};
+use crate::store::{BlobStream, ImageRef, ImageSource, ImageTarget, Store, StoreError, StoreId};
 
 /// The kinds of request a store answers, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,7 +77,7 @@ impl Drop for InFlight {
 /// share blobs only if they are one store.
 #[derive(Debug)]
 pub struct MemoryStore {
-    name: String,
+    id: StoreId,
     chunk: usize,
     latency: Mutex<Duration>,
     content: Mutex<Content>,
@@ -88,7 +88,7 @@ impl MemoryStore {
     /// An empty store; blobs stream in 4 KiB chunks.
     pub fn new(name: &str) -> Self {
         MemoryStore {
-            name: name.to_string(),
+            id: StoreId::Memory(name.to_string()),
             chunk: 4096,
             latency: Mutex::new(Duration::ZERO),
             content: Mutex::default(),
@@ -276,16 +276,14 @@ impl MemoryStore {
     }
 }
 
+impl Store for MemoryStore {
+    fn id(&self) -> &StoreId {
+        &self.id
+    }
+}
+
 #[async_trait::async_trait]
-impl ImageStore for MemoryStore {
-    fn describe(&self) -> String {
-        format!("memory:{}", self.name)
-    }
-
-    fn blob_domain(&self) -> String {
-        self.describe()
-    }
-
+impl ImageSource for MemoryStore {
     async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError> {
         let digest = match reference {
             ImageRef::Digest(d) => Some(d),
@@ -308,9 +306,36 @@ impl ImageStore for MemoryStore {
         self.stored_manifest(digest)
     }
 
-    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
-        let _f = self.begin(Request::HasManifest, Some(digest)).await;
-        Ok(self.lock().manifests.contains_key(digest))
+    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
+        let guard = self.begin(Request::ReadBlob, Some(&desc.digest)).await;
+        let bytes = self
+            .blob_bytes(&desc.digest)
+            .ok_or_else(|| self.not_found(format!("blob {}", desc.digest)))?;
+        let chunks: Vec<Bytes> = (0..bytes.len())
+            .step_by(self.chunk)
+            .map(|at| bytes.slice(at..(at + self.chunk).min(bytes.len())))
+            .collect();
+        let context = format!("reading blob {} from {}", desc.digest, self.describe());
+        Ok(verified(
+            Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
+            desc,
+            context,
+            guard,
+        ))
+    }
+
+    async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
+        let content = self.content.lock().expect("memory store lock");
+        let mut tags: Vec<String> = content.tags.keys().cloned().collect();
+        tags.sort();
+        Ok(tags)
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageTarget for MemoryStore {
+    async fn current(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+        self.resolve_digest(reference).await
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -361,24 +386,6 @@ impl ImageStore for MemoryStore {
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let _f = self.begin(Request::BlobSize, Some(digest)).await;
         Ok(self.lock().blobs.get(digest).map(|b| b.len() as u64))
-    }
-
-    async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
-        let guard = self.begin(Request::ReadBlob, Some(&desc.digest)).await;
-        let bytes = self
-            .blob_bytes(&desc.digest)
-            .ok_or_else(|| self.not_found(format!("blob {}", desc.digest)))?;
-        let chunks: Vec<Bytes> = (0..bytes.len())
-            .step_by(self.chunk)
-            .map(|at| bytes.slice(at..(at + self.chunk).min(bytes.len())))
-            .collect();
-        let context = format!("reading blob {} from {}", desc.digest, self.describe());
-        Ok(verified(
-            Box::pin(futures::stream::iter(chunks.into_iter().map(Ok))),
-            desc,
-            context,
-            guard,
-        ))
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {

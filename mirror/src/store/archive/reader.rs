@@ -18,7 +18,7 @@ use super::OMITTED_BLOBS;
 use crate::store::oci_index::{
     layout_version, stored_manifest, Holder, OciIndex, LAYOUT_VERSION, MAX_INDEX_SIZE,
 };
-use crate::store::{BlobStream, ImageRef, ImageStore, StoreError};
+use crate::store::{BlobStream, ImageRef, ImageSource, Store, StoreError, StoreId};
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Entries indexed at most (the index is held in memory).
@@ -31,6 +31,7 @@ const MAX_TAIL: u64 = 64 * 1024;
 /// when opened; holds no open file.
 #[derive(Debug)]
 pub struct ArchiveReader {
+    id: StoreId,
     path: PathBuf,
     canonical: PathBuf,
     blobs: HashMap<Digest, Span>,
@@ -238,6 +239,10 @@ impl ArchiveReader {
             }
         }
         Ok(ArchiveReader {
+            id: StoreId::Archive {
+                path: path.clone(),
+                canonical: canonical.clone(),
+            },
             path,
             canonical,
             blobs,
@@ -313,23 +318,14 @@ pub fn omitted_blobs(index_bytes: &[u8]) -> Result<BTreeSet<Digest>, String> {
         .collect()
 }
 
-fn read_only(what: String) -> StoreError {
-    StoreError::invalid(
-        what,
-        "an archive is read-only as a source (write a new one as a destination)",
-    )
+impl Store for ArchiveReader {
+    fn id(&self) -> &StoreId {
+        &self.id
+    }
 }
 
 #[async_trait::async_trait]
-impl ImageStore for ArchiveReader {
-    fn describe(&self) -> String {
-        format!("oci-archive:{}", self.path.display())
-    }
-
-    fn blob_domain(&self) -> String {
-        format!("archive:{}", self.canonical.display())
-    }
-
+impl ImageSource for ArchiveReader {
     async fn resolve(&self, reference: &ImageRef) -> Result<Manifest, StoreError> {
         if let ImageRef::Digest(d) = reference {
             return self.manifest(d).await;
@@ -355,22 +351,6 @@ impl ImageStore for ArchiveReader {
 
     async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
         Ok(stored_manifest(digest, self.manifest_bytes(digest).await?))
-    }
-
-    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
-        Ok(self.blobs.contains_key(digest))
-    }
-
-    async fn put_manifest(&self, _manifest: &Manifest) -> Result<(), StoreError> {
-        Err(read_only(self.describe()))
-    }
-
-    async fn set_tag(&self, _tag: &str, _manifest: &Manifest) -> Result<(), StoreError> {
-        Err(read_only(self.describe()))
-    }
-
-    async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        Ok(self.blobs.get(digest).map(|s| s.size))
     }
 
     async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
@@ -424,8 +404,8 @@ impl ImageStore for ArchiveReader {
         Ok(stream.boxed())
     }
 
-    async fn write_blob(&self, _desc: &Descriptor, _data: BlobStream) -> Result<(), StoreError> {
-        Err(read_only(self.describe()))
+    async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.names().into_iter().map(|(n, _)| n).collect())
     }
 }
 

@@ -24,7 +24,7 @@ use super::tar::{
 };
 use super::{IMAGE_NAME, OMITTED_BLOBS};
 use crate::store::oci_index::{layout_marker, OciIndex};
-use crate::store::{BlobFeed, BlobStream, ImageRef, ImageStore, StoreError};
+use crate::store::{BlobFeed, BlobStream, ImageRef, ImageTarget, Store, StoreError, StoreId};
 
 const WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -32,6 +32,7 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 /// until [`ImageStore::finish`].
 #[derive(Debug)]
 pub struct ArchiveWriter {
+    id: StoreId,
     path: PathBuf,
     /// Canonical parent directory plus file name: the blob domain.
     canonical: PathBuf,
@@ -124,6 +125,10 @@ impl ArchiveWriter {
             );
         }
         Ok(ArchiveWriter {
+            id: StoreId::Archive {
+                path: path.clone(),
+                canonical: dir.join(&file_name),
+            },
             path,
             canonical: dir.join(&file_name),
             temp,
@@ -340,41 +345,20 @@ fn whole_entries(file: &mut fs::File) -> io::Result<(HashMap<Digest, u64>, u64)>
     Ok((blobs, pos))
 }
 
-fn read_only_reader(what: &str) -> StoreError {
-    StoreError::invalid(
-        what,
-        "an archive being written cannot be read in the same run",
-    )
+impl Store for ArchiveWriter {
+    fn id(&self) -> &StoreId {
+        &self.id
+    }
 }
 
 #[async_trait::async_trait]
-impl ImageStore for ArchiveWriter {
-    fn describe(&self) -> String {
-        format!("oci-archive:{}", self.path.display())
-    }
-
-    fn blob_domain(&self) -> String {
-        format!("archive:{}", self.canonical.display())
-    }
-
-    async fn resolve(&self, _reference: &ImageRef) -> Result<Manifest, StoreError> {
-        Err(read_only_reader(&self.describe()))
-    }
-
-    async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
+impl ImageTarget for ArchiveWriter {
+    async fn current(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
         // A new archive holds nothing under any name until it is written.
         match reference {
             ImageRef::Digest(d) => Ok(self.contents().blobs.contains_key(d).then(|| d.clone())),
             _ => Ok(None),
         }
-    }
-
-    async fn manifest(&self, _digest: &Digest) -> Result<Manifest, StoreError> {
-        Err(read_only_reader(&self.describe()))
-    }
-
-    async fn has_manifest(&self, digest: &Digest) -> Result<bool, StoreError> {
-        Ok(self.contents().blobs.contains_key(digest))
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -440,10 +424,6 @@ impl ImageStore for ArchiveWriter {
             }
             None => Ok(None),
         }
-    }
-
-    async fn read_blob(&self, _desc: &Descriptor) -> Result<BlobStream, StoreError> {
-        Err(read_only_reader(&self.describe()))
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
@@ -530,6 +510,7 @@ mod tests {
     use super::super::tar::BLOCK;
     use super::super::testing::*;
     use super::*;
+    use crate::store::ImageSource;
     use futures::stream;
 
     #[tokio::test]
@@ -666,7 +647,10 @@ mod tests {
         for (i, b) in blobs.iter().enumerate() {
             let d = desc(b);
             if i % 5 == 0 {
-                assert_eq!(r.blob_size(&d.digest).await.unwrap(), None);
+                assert!(matches!(
+                    r.read_blob(&d).await,
+                    Err(StoreError::NotFound(_))
+                ));
             } else {
                 assert_eq!(&read_all(r.read_blob(&d).await.unwrap()).await.unwrap(), b);
             }
