@@ -136,7 +136,7 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &m
     let listings: Vec<(SourceRepo, Listing)> = stream::iter(repos)
         .map(|src| async move {
             let listed = if entry.selector.needs_listing() {
-                list_tags(&src, stores).await.map(Some)
+                list_tags(&src).await.map(Some)
             } else {
                 Ok(None)
             };
@@ -346,7 +346,7 @@ async fn source_repos(entry: &SyncEntry, stores: &Stores) -> Result<Vec<SourceRe
     }
 }
 
-async fn list_tags(src: &SourceRepo, stores: &Stores) -> Result<Vec<String>, StoreError> {
+async fn list_tags(src: &SourceRepo) -> Result<Vec<String>, StoreError> {
     if let Some(store) = &src.files {
         let prefix = format!("{}:", src.repo);
         return Ok(store
@@ -357,9 +357,5 @@ async fn list_tags(src: &SourceRepo, stores: &Stores) -> Result<Vec<String>, Sto
             .filter(|t| !t.contains(':'))
             .collect());
     }
-    let repo = src
-        .store
-        .repository()
-        .expect("a registry source is a repository");
-    Ok(stores.client().list_tags(repo, None).await?)
+    src.store.list_tags().await
 }
