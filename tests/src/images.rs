@@ -28,18 +28,10 @@ pub fn repo(host: &str, name: &str) -> Repository {
     Repository::new(host, name).expect("repository")
 }
 
-/// `len` deterministic pseudo-random bytes (xorshift), different per seed.
+/// `len` deterministic pseudo-random bytes (xorshift), different per seed:
+/// the same bytes the engine's own tests build.
 pub fn blob(seed: u64, len: usize) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
+    mirror::testing::images::noise(seed, len)
 }
 
 /// Push a blob in one monolithic streamed PUT; returns its digest.
