@@ -22,6 +22,14 @@ impl FileKind {
             FileKind::Archive => "oci-archive",
         }
     }
+
+    /// What messages call it.
+    pub fn noun(self) -> &'static str {
+        match self {
+            FileKind::Layout => "layout",
+            FileKind::Archive => "archive",
+        }
+    }
 }
 
 /// A file location as written: its kind, path and name.
@@ -43,11 +51,7 @@ pub fn split_file(text: &str) -> Option<Result<FileParts<'_>, String>> {
         None => (rest, None),
     };
     if path.is_empty() {
-        let what = match kind {
-            FileKind::Layout => "layout",
-            FileKind::Archive => "archive",
-        };
-        return Some(Err(format!("the {what} path is empty")));
+        return Some(Err(format!("the {} path is empty", kind.noun())));
     }
     Some(Ok((kind, path, name)))
 }
@@ -60,12 +64,10 @@ pub enum Endpoint {
         tag: Option<String>,
         digest: Option<Digest>,
     },
-    Layout {
-        path: PathBuf,
-        name: Option<String>,
-    },
-    /// A tar of an OCI image layout (see `store::archive`).
-    Archive {
+    /// An image in a layout directory or an archive (see `store::archive`):
+    /// by name, or the only one.
+    File {
+        kind: FileKind,
         path: PathBuf,
         name: Option<String>,
     },
@@ -89,11 +91,11 @@ impl Endpoint {
             if let Some(n) = name {
                 validate_ref_name(n).map_err(err)?;
             }
-            let (path, name) = (PathBuf::from(path), name.map(str::to_string));
-            return Ok(match kind {
-                FileKind::Archive => Endpoint::Archive { path, name },
-                FileKind::Layout => Endpoint::Layout { path, name },
-            });
+            return Ok(Endpoint::file(
+                kind,
+                PathBuf::from(path),
+                name.map(str::to_string),
+            ));
         }
         if let Some((scheme, _)) = input.split_once("://") {
             return Err(err(format!(
@@ -120,24 +122,20 @@ impl Endpoint {
     pub fn file_kind(&self) -> Option<FileKind> {
         match self {
             Endpoint::Registry { .. } => None,
-            Endpoint::Layout { .. } => Some(FileKind::Layout),
-            Endpoint::Archive { .. } => Some(FileKind::Archive),
+            Endpoint::File { kind, .. } => Some(*kind),
         }
     }
 
     /// A file location of `kind`.
     pub fn file(kind: FileKind, path: PathBuf, name: Option<String>) -> Self {
-        match kind {
-            FileKind::Layout => Endpoint::Layout { path, name },
-            FileKind::Archive => Endpoint::Archive { path, name },
-        }
+        Endpoint::File { kind, path, name }
     }
 
     /// The tag or name written, if any.
     pub fn tag(&self) -> Option<&str> {
         match self {
             Endpoint::Registry { tag, .. } => tag.as_deref(),
-            Endpoint::Layout { name, .. } | Endpoint::Archive { name, .. } => name.as_deref(),
+            Endpoint::File { name, .. } => name.as_deref(),
         }
     }
 
@@ -146,7 +144,7 @@ impl Endpoint {
     pub fn portable_tag(&self) -> Option<String> {
         match self {
             Endpoint::Registry { tag, .. } => tag.clone(),
-            Endpoint::Layout { name, .. } | Endpoint::Archive { name, .. } => name
+            Endpoint::File { name, .. } => name
                 .as_deref()
                 .map(|n| n.rsplit_once(':').map_or(n, |(_, t)| t).to_string()),
         }
@@ -159,7 +157,7 @@ impl Endpoint {
             Endpoint::Registry {
                 repository, tag, ..
             } => tag.as_ref().map(|t| format!("{}:{t}", repository.name())),
-            Endpoint::Layout { name, .. } | Endpoint::Archive { name, .. } => name.clone(),
+            Endpoint::File { name, .. } => name.clone(),
         }
     }
 
@@ -198,9 +196,8 @@ impl fmt::Display for Endpoint {
                 }
                 Ok(())
             }
-            Endpoint::Layout { path, name } | Endpoint::Archive { path, name } => {
-                let scheme = self.file_kind().expect("a file location").scheme();
-                write!(f, "{scheme}:{}", path.display())?;
+            Endpoint::File { kind, path, name } => {
+                write!(f, "{}:{}", kind.scheme(), path.display())?;
                 if let Some(n) = name {
                     write!(f, ":{n}")?;
                 }
@@ -243,7 +240,8 @@ mod tests {
         assert_eq!(
             Endpoint::parse("oci:/tmp/x:boot/vm-bootstrapper/binimage/linux:eastus-stable")
                 .unwrap(),
-            Endpoint::Layout {
+            Endpoint::File {
+                kind: FileKind::Layout,
                 path: "/tmp/x".into(),
                 name: Some("boot/vm-bootstrapper/binimage/linux:eastus-stable".into())
             }
@@ -263,7 +261,8 @@ mod tests {
         let e = Endpoint::parse("oci-archive:/tmp/b.tar:cap/lifecycler/installed:stable").unwrap();
         assert_eq!(
             e,
-            Endpoint::Archive {
+            Endpoint::File {
+                kind: FileKind::Archive,
                 path: "/tmp/b.tar".into(),
                 name: Some("cap/lifecycler/installed:stable".into())
             }

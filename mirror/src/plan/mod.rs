@@ -139,13 +139,13 @@ impl Stores {
                 }
                 (self.registry(repository), tag)
             }
-            Endpoint::Layout { path, name } | Endpoint::Archive { path, name } => {
-                let kind = target.file_kind().expect("a file location");
+            Endpoint::File { kind, path, name } => {
+                let kind = *kind;
                 let name = name.clone().or_else(|| source.layout_name()).ok_or_else(|| PlanError::Pair {
                     pair: pair.clone(),
                     reason: format!(
                         "name the image in the {} ({}:PATH:NAME); the source has no tag to name it by",
-                        if kind == crate::endpoint::FileKind::Layout { "layout" } else { "archive" },
+                        kind.noun(),
                         kind.scheme()
                     ),
                 })?;

@@ -247,8 +247,8 @@ impl Stores {
                 };
                 Ok((self.registry(repository), r))
             }
-            Endpoint::Layout { path, name } | Endpoint::Archive { path, name } => {
-                let kind = at.file_kind().expect("a file location");
+            Endpoint::File { kind, path, name } => {
+                let kind = *kind;
                 let store = self.file_source(kind, path)?.store();
                 Ok((store, name.clone().map_or(ImageRef::Only, ImageRef::Tag)))
             }

@@ -571,7 +571,7 @@ impl Cx {
                 if r.contains(':') || r.contains('@') {
                     return Err(self.at(
                         s,
-                        format!("source {text:?}: name a repository of the {} ({}:PATH:REPO), and its tags under tags:", kind_word(kind), kind.scheme()),
+                        format!("source {text:?}: name a repository of the {} ({}:PATH:REPO), and its tags under tags:", kind.noun(), kind.scheme()),
                     ));
                 }
             }
@@ -634,13 +634,6 @@ impl Cx {
 
 /// A multi-line message (the regex crate's, with a caret under the
 /// problem) on one line.
-fn kind_word(kind: FileKind) -> &'static str {
-    match kind {
-        FileKind::Layout => "layout",
-        FileKind::Archive => "archive",
-    }
-}
-
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
