@@ -9,8 +9,7 @@ use std::sync::Arc;
 use registry_client::{Descriptor, Digest};
 
 use crate::endpoint::{split_file, Endpoint, FileKind};
-use crate::store::archive::ArchiveReader;
-use crate::store::layout::LayoutStore;
+use crate::plan::FileSource;
 use crate::store::ImageSource;
 
 /// A bundle opened for reading, as a store with its named images.
@@ -41,18 +40,9 @@ impl Bundle {
                 (p, kind)
             }
         };
-        let (store, names, omitted): (Arc<dyn ImageSource>, _, _) = match kind {
-            FileKind::Archive => {
-                let reader = ArchiveReader::open(&path).map_err(|e| e.to_string())?;
-                let (names, omitted) = (reader.names(), reader.omitted().clone());
-                (Arc::new(reader), names, omitted)
-            }
-            FileKind::Layout => {
-                let layout = LayoutStore::open(&path).map_err(|e| e.to_string())?;
-                let names = layout.names().await.map_err(|e| e.to_string())?;
-                (Arc::new(layout), names, BTreeSet::new())
-            }
-        };
+        let files = FileSource::open(kind, &path).map_err(|e| e.to_string())?;
+        let names = files.names().await.map_err(|e| e.to_string())?;
+        let (store, omitted) = (files.store(), files.omitted());
         Ok(Bundle {
             path,
             kind,

@@ -217,8 +217,9 @@ pub fn run() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return exit::USAGE;
+            return error::finish(Err(error::Failure::usage(format!(
+                "starting the async runtime: {e}"
+            ))))
         }
     };
     error::finish(runtime.block_on(async {

@@ -3,7 +3,7 @@
 //! archive being written), so every image bound for one layout or archive
 //! shares it, and applies the registry upload policy.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -43,6 +43,23 @@ pub enum FileSource {
 }
 
 impl FileSource {
+    /// Open a layout or archive for reading (an archive is indexed, and
+    /// refused naming the entry when hostile or malformed).
+    pub fn open(kind: FileKind, path: &Path) -> Result<FileSource, StoreError> {
+        Ok(match kind {
+            FileKind::Layout => FileSource::Layout(Arc::new(LayoutStore::open(path)?)),
+            FileKind::Archive => FileSource::Archive(Arc::new(ArchiveReader::open(path)?)),
+        })
+    }
+
+    /// The blobs it leaves out on purpose (a delta bundle's).
+    pub fn omitted(&self) -> BTreeSet<Digest> {
+        match self {
+            FileSource::Layout(_) => BTreeSet::new(),
+            FileSource::Archive(s) => s.omitted().clone(),
+        }
+    }
+
     pub fn store(&self) -> Arc<dyn ImageSource> {
         match self {
             FileSource::Layout(s) => s.clone(),
