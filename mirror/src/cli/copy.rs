@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::error::{CommandResult, Failure};
-use super::run::{exit_code, open_state, run_jobs, Show};
-use super::{OutputFormat, ProgressMode, RegistryArgs, StateArgs};
+use super::run::{exit_code, open_state, run_jobs, EngineArgs};
+use super::{RegistryArgs, StateArgs};
 use mirror::endpoint::Endpoint;
 use mirror::graph::Selection;
 use mirror::plan::{compare, Stores};
@@ -23,9 +23,6 @@ pub struct CopyArgs {
     /// Read pairs from a file: one `SRC DST` per line; `#` starts a comment.
     #[arg(long, value_name = "FILE")]
     from_file: Option<PathBuf>,
-    /// Requests and blob streams in flight at once, across all images.
-    #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    jobs: u16,
     /// Keep only these platforms of a multi-platform index (repeatable);
     /// this writes a new index, so its digest changes.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
@@ -39,11 +36,8 @@ pub struct CopyArgs {
     /// HEAD requests and moves nothing.
     #[arg(long)]
     force: bool,
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    progress: ProgressMode,
-    /// The report on standard output: a text summary or JSON.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
+    #[command(flatten)]
+    engine: EngineArgs,
     #[command(flatten)]
     registry: RegistryArgs,
     #[command(flatten)]
@@ -52,7 +46,10 @@ pub struct CopyArgs {
 
 pub async fn run(args: CopyArgs) -> CommandResult {
     let pairs = read_pairs(&args).map_err(Failure::usage)?;
-    let client = args.registry.client(args.jobs).map_err(Failure::setup)?;
+    let client = args
+        .registry
+        .client(args.engine.jobs)
+        .map_err(Failure::setup)?;
     let state = open_state(&args.state)?;
     let stores = Stores::new(client)
         .with_uploads(args.registry.uploads())
@@ -69,7 +66,7 @@ pub async fn run(args: CopyArgs) -> CommandResult {
                 .map_err(Failure::usage)?,
         );
     }
-    let jobs_n = args.jobs as usize;
+    let jobs_n = args.engine.jobs as usize;
     if !args.force {
         // Sync's incremental check: two HEADs per image, nothing moved
         // for one the target already holds.
@@ -80,11 +77,7 @@ pub async fn run(args: CopyArgs) -> CommandResult {
         spools: Some(state.spools().clone()),
         ..CopyOptions::default()
     };
-    let show = Show {
-        progress: args.progress,
-        output: args.output,
-    };
-    let report = run_jobs(&jobs, options, &show, &state).await?;
+    let report = run_jobs(&jobs, options, &args.engine, &state).await?;
     Ok(exit_code(&report))
 }
 

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::error::{CommandResult, Failure};
-use super::run::{exit_code, open_state, run_jobs, Show};
-use super::{exit, OutputFormat, ProgressMode, RegistryArgs, StateArgs};
+use super::run::{exit_code, open_state, run_jobs, EngineArgs};
+use super::{exit, ProgressMode, RegistryArgs, StateArgs};
 use mirror::azureml::images::{source_tag, RUNTIME_REPOSITORIES};
 use mirror::azureml::preset::Location;
 use mirror::endpoint::{split_file, Endpoint, FileKind};
@@ -47,17 +47,12 @@ pub struct ExportArgs {
     /// each archive. The new bundle lists what it left out.
     #[arg(long, value_name = "OLD_BUNDLE_OR_LIST")]
     since: Option<PathBuf>,
-    /// Requests and blob streams in flight at once, across all images.
-    #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    jobs: u16,
     /// Keep only these platforms of a multi-platform index (repeatable);
     /// this writes a new index, so its digest changes.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
     platforms: Vec<PlatformFilter>,
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    progress: ProgressMode,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
+    #[command(flatten)]
+    engine: EngineArgs,
     #[command(flatten)]
     registry: RegistryArgs,
     #[command(flatten)]
@@ -140,7 +135,10 @@ pub async fn run(args: ExportArgs) -> CommandResult {
     };
     let client = match &config {
         Some(c) => c.client_settings().client().map_err(Failure::usage)?,
-        None => args.registry.client(args.jobs).map_err(Failure::setup)?,
+        None => args
+            .registry
+            .client(args.engine.jobs)
+            .map_err(Failure::setup)?,
     };
     // --platform applies to every image; else each config entry's own.
     let selection_of = |platforms: &[PlatformFilter]| Selection {
@@ -156,7 +154,7 @@ pub async fn run(args: ExportArgs) -> CommandResult {
     let mut planning_failed = false;
     if let Some(config) = &config {
         let stores = mirror::sync::expand::stores(client.clone(), config, false);
-        for item in expand(config, &stores, None, args.jobs as usize).await {
+        for item in expand(config, &stores, None, args.engine.jobs as usize).await {
             if let State::Failed { error, .. } = &item.state {
                 eprintln!("error: {}: {error}", item.source_label);
                 planning_failed = true;
@@ -192,22 +190,18 @@ pub async fn run(args: ExportArgs) -> CommandResult {
     let jobs = mirror::export::jobs(&stores, &sources, target.kind, &target.path)
         .map_err(Failure::usage)?;
     let options = CopyOptions {
-        jobs: args.jobs as usize,
+        jobs: args.engine.jobs as usize,
         spools: Some(state.spools().clone()),
         ..CopyOptions::default()
     };
-    let show = Show {
-        progress: args.progress,
-        output: args.output,
-    };
-    let report = run_jobs(&jobs, options, &show, &state).await?;
+    let report = run_jobs(&jobs, options, &args.engine, &state).await?;
     let mut code = exit_code(&report);
     if report.succeeded > 0 {
         // What the receiver holds after importing: next week's --since.
         for written in mirror::export::write_blob_lists(&stores).await {
             match written {
                 Ok(list) => {
-                    if args.progress != ProgressMode::None {
+                    if args.engine.progress != ProgressMode::None {
                         eprintln!("wrote {} (for the next export's --since)", list.display());
                     }
                 }

@@ -6,8 +6,8 @@ use clap::Args;
 use registry_client::Repository;
 
 use super::error::{CommandResult, Failure};
-use super::run::{exit_code, open_state, run_jobs, Show};
-use super::{OutputFormat, ProgressMode, RegistryArgs, StateArgs};
+use super::run::{exit_code, open_state, run_jobs, EngineArgs};
+use super::{RegistryArgs, StateArgs};
 use mirror::azureml::images::under_prefix;
 use mirror::bundle::Bundle;
 use mirror::import;
@@ -23,13 +23,8 @@ pub struct ImportArgs {
     /// The registry, and a path prefix to put every repository under.
     #[arg(long, value_name = "HOST[/PREFIX]")]
     to: String,
-    /// Requests and blob streams in flight at once, across all images.
-    #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    jobs: u16,
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    progress: ProgressMode,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
+    #[command(flatten)]
+    engine: EngineArgs,
     #[command(flatten)]
     registry: RegistryArgs,
     #[command(flatten)]
@@ -63,7 +58,10 @@ pub async fn run(args: ImportArgs) -> CommandResult {
             args.bundle
         )));
     }
-    let client = args.registry.client(args.jobs).map_err(Failure::setup)?;
+    let client = args
+        .registry
+        .client(args.engine.jobs)
+        .map_err(Failure::setup)?;
     let state = open_state(&args.state)?;
     let stores = Stores::new(client)
         .with_uploads(args.registry.uploads())
@@ -81,16 +79,12 @@ pub async fn run(args: ImportArgs) -> CommandResult {
         }
     }
     let options = CopyOptions {
-        jobs: args.jobs as usize,
+        jobs: args.engine.jobs as usize,
         spools: Some(state.spools().clone()),
         ..CopyOptions::default()
     };
-    let show = Show {
-        progress: args.progress,
-        output: args.output,
-    };
     let jobs: Vec<Job> = jobs.into_iter().map(|(j, _)| j).collect();
-    let report = run_jobs(&jobs, options, &show, &state).await?;
+    let report = run_jobs(&jobs, options, &args.engine, &state).await?;
     Ok(exit_code(&report))
 }
 

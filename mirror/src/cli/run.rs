@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use clap::Args;
+
 use super::error::Failure;
 use super::render::Renderer;
 use super::{exit, OutputFormat, ProgressMode};
@@ -12,9 +14,17 @@ use mirror::report::RunReport;
 use mirror::state::StateDir;
 use mirror::transfer::{CopyOptions, Engine};
 
-/// How to show a run.
-pub struct Show {
+/// How a command that runs the copy engine runs and shows itself; shared
+/// by `copy`, `export` and `import`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Requests and blob streams in flight at once, across all images.
+    #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// The report on standard output: a text summary or JSON.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -23,7 +33,7 @@ pub struct Show {
 pub async fn run_jobs(
     jobs: &[Job],
     options: CopyOptions,
-    show: &Show,
+    show: &EngineArgs,
     state: &StateDir,
 ) -> Result<RunReport, Failure> {
     let to_run = jobs
