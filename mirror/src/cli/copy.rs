@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::error::{CommandResult, Failure};
-use super::run::{exit_code, open_state, run_jobs, EngineArgs};
+use super::run::{exit_code, open_state, run_jobs, stores, EngineArgs};
 use super::{RegistryArgs, StateArgs};
 use mirror::endpoint::Endpoint;
 use mirror::graph::Selection;
-use mirror::plan::{compare, Stores};
+use mirror::plan::compare;
 use mirror::platform::PlatformFilter;
 use mirror::transfer::CopyOptions;
 
@@ -51,9 +51,7 @@ pub async fn run(args: CopyArgs) -> CommandResult {
         .client(args.engine.jobs)
         .map_err(Failure::setup)?;
     let state = open_state(&args.state)?;
-    let stores = Stores::new(client)
-        .with_uploads(args.registry.uploads())
-        .with_sessions(state.uploads().clone());
+    let stores = stores(client, &args.registry, &state);
     let selection = Selection {
         platforms: args.platforms.clone(),
         include_foreign: args.include_foreign,

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::error::{CommandResult, Failure};
-use super::run::{exit_code, open_state, run_jobs, EngineArgs};
+use super::run::{exit_code, open_state, run_jobs, stores, EngineArgs};
 use super::{exit, ProgressMode, RegistryArgs, StateArgs};
 use mirror::azureml::images::{source_tag, RUNTIME_REPOSITORIES};
 use mirror::azureml::preset::Location;
 use mirror::endpoint::{split_file, Endpoint, FileKind};
 use mirror::graph::Selection;
-use mirror::plan::{State, Stores};
+use mirror::plan::State;
 use mirror::platform::PlatformFilter;
 use mirror::sync::expand::expand;
 use mirror::transfer::CopyOptions;
@@ -178,9 +178,7 @@ pub async fn run(args: ExportArgs) -> CommandResult {
         });
     }
     let state = open_state(&args.state)?;
-    let mut stores = Stores::new(client)
-        .with_uploads(args.registry.uploads())
-        .with_sessions(state.uploads().clone());
+    let mut stores = stores(client, &args.registry, &state);
     if let Some(since) = &args.since {
         let held = mirror::delta::load(since)
             .await

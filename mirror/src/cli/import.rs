@@ -6,12 +6,12 @@ use clap::Args;
 use registry_client::Repository;
 
 use super::error::{CommandResult, Failure};
-use super::run::{exit_code, open_state, run_jobs, EngineArgs};
+use super::run::{exit_code, open_state, run_jobs, stores, EngineArgs};
 use super::{RegistryArgs, StateArgs};
 use mirror::azureml::images::under_prefix;
 use mirror::bundle::Bundle;
 use mirror::import;
-use mirror::plan::{Job, Stores};
+use mirror::plan::Job;
 use mirror::transfer::CopyOptions;
 
 #[derive(Debug, Args)]
@@ -63,9 +63,7 @@ pub async fn run(args: ImportArgs) -> CommandResult {
         .client(args.engine.jobs)
         .map_err(Failure::setup)?;
     let state = open_state(&args.state)?;
-    let stores = Stores::new(client)
-        .with_uploads(args.registry.uploads())
-        .with_sessions(state.uploads().clone());
+    let stores = stores(client, &args.registry, &state);
     let jobs = import::jobs(&bundle, &host, prefix.as_deref(), &stores)
         .map_err(|e| Failure::failed(format!("{}: {e}", args.bundle)))?;
     if !bundle.omitted.is_empty() {

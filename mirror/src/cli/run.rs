@@ -8,11 +8,12 @@ use clap::Args;
 
 use super::error::Failure;
 use super::render::Renderer;
-use super::{exit, OutputFormat, ProgressMode};
-use mirror::plan::{execute, Job, State};
+use super::{exit, OutputFormat, ProgressMode, RegistryArgs};
+use mirror::plan::{execute, Job, State, Stores};
 use mirror::report::RunReport;
 use mirror::state::StateDir;
 use mirror::transfer::{CopyOptions, Engine};
+use registry_client::Client;
 
 /// How a command that runs the copy engine runs and shows itself; shared
 /// by `copy`, `export` and `import`.
@@ -79,6 +80,15 @@ pub fn exit_code(report: &RunReport) -> i32 {
     } else {
         exit::FAILED
     }
+}
+
+/// The store factory a copy-engine command writes through: registries
+/// reached with `client`, the flags' upload settings, upload sessions kept
+/// in the state directory so a rerun continues them.
+pub fn stores(client: Client, registry: &RegistryArgs, state: &StateDir) -> Stores {
+    Stores::new(client)
+        .with_uploads(registry.uploads())
+        .with_sessions(state.uploads().clone())
 }
 
 /// Open and lock the state directory.
