@@ -26,6 +26,30 @@ fn stores(images: &[(&Image, &str)]) -> (Arc<MemoryStore>, Arc<MemoryStore>) {
     (source, Arc::new(MemoryStore::new("target")))
 }
 
+/// `img` as `v1` in a source whose blob reads meet `fault` when `when`:
+/// the source's memory, the faulty source, and an empty target.
+fn with_read_fault(
+    img: &Image,
+    when: When,
+    fault: Fault,
+) -> (Arc<MemoryStore>, Arc<Faulty>, Arc<MemoryStore>) {
+    let (memory, target) = stores(&[(img, "v1")]);
+    let source = Arc::new(Faulty::new(memory.clone()));
+    source.inject(Op::ReadBlob, when, fault);
+    (memory, source, target)
+}
+
+/// Copy `source:v1` to `target:v1` in one run.
+async fn copy_v1<S: ImageStore + 'static, T: ImageStore + 'static>(
+    source: &Arc<S>,
+    target: &Arc<T>,
+    options: CopyOptions,
+) -> mirror::report::RunReport {
+    engine(options)
+        .run(vec![job(&dyn_store(source), &dyn_store(target), "v1")])
+        .await
+}
+
 fn dyn_store<S: ImageStore + 'static>(s: &Arc<S>) -> Arc<dyn ImageStore> {
     s.clone()
 }
@@ -54,9 +78,7 @@ fn assert_copied(img: &Image, target: &MemoryStore) {
 async fn an_image_is_copied_byte_for_byte() {
     let img = image(1, [layer(1, 10_500), layer(2, 1), layer(3, 0)]);
     let (source, target) = stores(&[(&img, "v1")]);
-    let report = engine(options(4))
-        .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-        .await;
+    let report = copy_v1(&source, &target, options(4)).await;
     let r = &report.images[0];
     assert!(r.succeeded(), "{:?}", r.error);
     assert_eq!(r.source_digest.as_ref(), Some(img.digest()));
@@ -158,9 +180,7 @@ async fn a_blob_the_target_already_has_is_not_read() {
     let img = image(1, [have.clone(), layer(2, 2000)]);
     let (source, target) = stores(&[(&img, "v1")]);
     target.seed_blob(&have);
-    let report = engine(options(4))
-        .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-        .await;
+    let report = copy_v1(&source, &target, options(4)).await;
     let r = &report.images[0];
     assert!(r.succeeded(), "{:?}", r.error);
     assert_eq!((r.blobs_present, r.blobs_copied), (1, 2));
@@ -237,9 +257,7 @@ async fn a_child_the_root_lists_after_a_nested_index_holding_it_is_pushed_before
     let inner = index(&[(&m1, None), (&m2, None)]);
     let root = index(&[(&inner, None), (&m1, None)]);
     let (source, target) = stores(&[(&root, "v1")]);
-    let report = engine(options(4))
-        .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-        .await;
+    let report = copy_v1(&source, &target, options(4)).await;
     assert!(report.images[0].succeeded(), "{:?}", report.images[0].error);
     assert_order(&target.writes(), &[(&root, "v1")]);
 }
@@ -280,18 +298,19 @@ async fn a_failing_blob_fails_its_image_and_no_other() {
 async fn a_retryable_failure_is_retried_within_blob_attempts() {
     let flaky = layer(5, 3000);
     let img = image(1, [flaky.clone()]);
-    let (memory, target) = stores(&[(&img, "v1")]);
-    let source = Arc::new(Faulty::new(memory.clone()));
-    source.inject(
-        Op::ReadBlob,
+    let (memory, source, target) = with_read_fault(
+        &img,
         When::FirstOf(flaky.digest().clone(), 2),
         Fault::fail(retryable),
     );
-    let report = engine(CopyOptions {
-        blob_attempts: 3,
-        ..options(4)
-    })
-    .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
+    let report = copy_v1(
+        &source,
+        &target,
+        CopyOptions {
+            blob_attempts: 3,
+            ..options(4)
+        },
+    )
     .await;
     assert!(report.images[0].succeeded(), "{:?}", report.images[0].error);
     assert_eq!(source.fired(), 2);
@@ -310,11 +329,14 @@ async fn a_retryable_failure_past_blob_attempts_fails_the_image_saying_how_often
         When::Digest(flaky.digest().clone()),
         Fault::fail(retryable),
     );
-    let report = engine(CopyOptions {
-        blob_attempts: 2,
-        ..options(4)
-    })
-    .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
+    let report = copy_v1(
+        &source,
+        &target,
+        CopyOptions {
+            blob_attempts: 2,
+            ..options(4)
+        },
+    )
     .await;
     let r = &report.images[0];
     let error = r.error.as_deref().expect("failed");
@@ -335,12 +357,15 @@ async fn the_run_retry_budget_stops_retries() {
         When::FirstOf(flaky.digest().clone(), 1),
         Fault::fail(retryable),
     );
-    let report = engine(CopyOptions {
-        blob_attempts: 3,
-        run_retries: 0,
-        ..options(4)
-    })
-    .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
+    let report = copy_v1(
+        &source,
+        &target,
+        CopyOptions {
+            blob_attempts: 3,
+            run_retries: 0,
+            ..options(4)
+        },
+    )
     .await;
     assert_eq!(report.images[0].error_kind, Some(ErrorKind::Retryable));
     assert_eq!(source.fired(), 1);
@@ -350,16 +375,12 @@ async fn the_run_retry_budget_stops_retries() {
 async fn a_stream_cut_mid_blob_is_started_again_and_committed_whole() {
     let big = layer(5, 20_000);
     let img = image(1, [big.clone()]);
-    let (memory, target) = stores(&[(&img, "v1")]);
-    let source = Arc::new(Faulty::new(memory.clone()));
-    source.inject(
-        Op::ReadBlob,
+    let (memory, source, target) = with_read_fault(
+        &img,
         When::FirstOf(big.digest().clone(), 1),
         Fault::cut(7_500, retryable),
     );
-    let report = engine(options(4))
-        .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-        .await;
+    let report = copy_v1(&source, &target, options(4)).await;
     assert!(report.images[0].succeeded(), "{:?}", report.images[0].error);
     assert_eq!(memory.count_of(Request::ReadBlob, big.digest()), 2);
     assert_eq!(target.count_of(Request::WriteBlob, big.digest()), 2);
@@ -376,17 +397,13 @@ async fn a_stream_cut_mid_blob_is_started_again_and_committed_whole() {
 async fn a_corrupt_stream_is_not_committed_nor_retried() {
     let victim = layer(5, 5000);
     let img = image(1, [victim.clone()]);
-    let (memory, target) = stores(&[(&img, "v1")]);
-    let source = Arc::new(Faulty::new(memory.clone()));
     // A source that breaks its contract: a changed byte, a clean end.
-    source.inject(
-        Op::ReadBlob,
+    let (memory, source, target) = with_read_fault(
+        &img,
         When::Digest(victim.digest().clone()),
         Fault::Flip { at: 4321 },
     );
-    let report = engine(options(4))
-        .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-        .await;
+    let report = copy_v1(&source, &target, options(4)).await;
     let r = &report.images[0];
     assert_eq!(r.error_kind, Some(ErrorKind::Integrity), "{:?}", r.error);
     assert!(!target.has_blob(victim.digest()));
@@ -403,9 +420,7 @@ async fn a_corrupted_source_store_fails_the_read_and_nothing_is_committed() {
     let mut bytes = victim.bytes.to_vec();
     bytes[0] ^= 1;
     source.seed_corrupt_blob(victim.digest(), bytes.into());
-    let report = engine(options(4))
-        .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-        .await;
+    let report = copy_v1(&source, &target, options(4)).await;
     let r = &report.images[0];
     assert_eq!(r.error_kind, Some(ErrorKind::Integrity), "{:?}", r.error);
     assert!(r
@@ -428,9 +443,7 @@ async fn a_write_cut_short_leaves_nothing_under_the_digest() {
         When::Digest(victim.digest().clone()),
         Fault::cut(2500, refused),
     );
-    let report = engine(options(4))
-        .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-        .await;
+    let report = copy_v1(&source, &target, options(4)).await;
     assert!(!report.images[0].succeeded());
     assert!(!memory.has_blob(victim.digest()));
     assert_eq!(memory.tag("v1"), None);
@@ -444,9 +457,7 @@ async fn a_failed_manifest_push_or_tag_fails_the_image_and_moves_no_tag() {
         memory.seed_tag("v1", &registry_client::Digest::sha256_of(b"before"));
         let target = Arc::new(Faulty::new(memory.clone()));
         target.inject(op, When::Always, Fault::fail(refused));
-        let report = engine(options(4))
-            .run(vec![job(&dyn_store(&source), &dyn_store(&target), "v1")])
-            .await;
+        let report = copy_v1(&source, &target, options(4)).await;
         let r = &report.images[0];
         let error = r.error.as_deref().expect("failed");
         let doing = if op == Op::PutManifest {
