@@ -1,8 +1,12 @@
 //! mirror: a concurrent, resumable OCI image mirroring engine.
 //!
-//! Data flows one way: what to copy ([`endpoint`], [`plan`]) → transfer
-//! ([`transfer`], over [`store`]s) → report ([`report`]), with [`progress`]
-//! events along the way for the CLI to render.
+//! Data flows one way: what to copy ([`endpoint`]: where an image lives)
+//! → plan ([`plan`]: jobs over stores from one factory, compared with two
+//! HEADs) → transfer ([`transfer`]: one engine walking each image's
+//! [`graph`] over [`store`]s) → report ([`report`]), with [`progress`]
+//! events along the way. Every command is a function here that returns a
+//! report ([`sync::run::sync`], [`export`], [`import`], [`verify`], the
+//! [`azureml`] preset); the binary only parses arguments and renders.
 
 pub mod azureml;
 pub mod bundle;

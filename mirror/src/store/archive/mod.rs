@@ -18,7 +18,7 @@
 //! so the tar never holds a partial or wrong entry. Writers of other blobs
 //! wait for the lock, and a writer opens its source only once it holds the
 //! lock (an opened but idle download would time out). Tags are kept in
-//! memory; [`ImageStore::finish`] writes `oci-layout`, `index.json` and the
+//! memory; [`ImageTarget::finish`](crate::store::ImageTarget::finish) writes `oci-layout`, `index.json` and the
 //! end of the archive, fsyncs, and renames the temporary file
 //! (`PATH.partial`, beside `PATH`) to `PATH`. Until then nothing is under
 //! `PATH`. The temporary file is locked while written (a second run on the

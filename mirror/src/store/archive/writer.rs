@@ -29,7 +29,7 @@ use crate::store::{BlobFeed, BlobStream, ImageRef, ImageTarget, Store, StoreErro
 const WRITE_BUFFER: usize = 1024 * 1024;
 
 /// An archive being written: a copy target. Nothing appears under its path
-/// until [`ImageStore::finish`].
+/// until [`ImageTarget::finish`](crate::store::ImageTarget::finish).
 #[derive(Debug)]
 pub struct ArchiveWriter {
     id: StoreId,
