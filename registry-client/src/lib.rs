@@ -10,6 +10,7 @@ pub mod descriptor;
 pub mod digest;
 pub mod error;
 pub mod host_limit;
+pub mod limits;
 pub mod manifest;
 pub mod media_type;
 pub mod reference;

@@ -11,6 +11,7 @@ use crate::auth::Scopes;
 use crate::client::{Body, Call, Client};
 use crate::digest::Digest;
 use crate::error::{redact_url, Error};
+use crate::limits::MAX_SERVER_CHUNK;
 use crate::manifest::header_str;
 use crate::reference::Repository;
 
@@ -240,7 +241,18 @@ impl UploadSession {
         E: Into<Error>,
         F: FnMut(&UploadSession),
     {
-        let chunk_size = chunk_size.max(self.min_chunk.unwrap_or(0) as usize).max(1);
+        let min_chunk = self.min_chunk.unwrap_or(0);
+        if min_chunk > MAX_SERVER_CHUNK {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "the upload chunk the registry asks for (OCI-Chunk-Min-Length {min_chunk})"
+                ),
+                url: redact_url(&self.location),
+                limit: MAX_SERVER_CHUNK,
+            });
+        }
+        // Within the bound, so it fits a usize on every supported target.
+        let chunk_size = chunk_size.max(min_chunk as usize).max(1);
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(chunk_size);
         loop {
@@ -415,6 +427,21 @@ mod tests {
             !shown.contains("SECRETSTATE") && !shown.contains("SIG"),
             "{shown}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_chunk_size_past_the_bound_is_refused_before_anything_is_held() {
+        let client = Client::new(crate::ClientConfig::default()).unwrap();
+        let repo = Repository::parse("r.io/a").unwrap();
+        let url = Url::parse("https://r.io/v2/a/blobs/uploads/u").unwrap();
+        for asked in [u64::MAX, MAX_SERVER_CHUNK + 1] {
+            let mut session = client.resume_upload(&repo, url.clone());
+            session.min_chunk = Some(asked);
+            let data = futures::stream::iter([Ok::<_, Error>(Bytes::from_static(b"x"))]);
+            let err = session.upload_chunked(data, 1024).await.unwrap_err();
+            assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+            assert!(err.to_string().contains(&asked.to_string()), "{err}");
+        }
     }
 
     #[test]

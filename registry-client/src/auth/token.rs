@@ -9,6 +9,7 @@ use url::Url;
 use super::scope::Scopes;
 use super::Credential;
 use crate::error::{redact_url, ApiErrors, Error};
+use crate::limits::MAX_TOKEN_LIFETIME;
 use crate::secret::Secret;
 
 /// The OAuth2 `client_id` we send; registries log it.
@@ -254,15 +255,21 @@ async fn parse_token(
             url: redact_url(url),
             reason: "the token answer has neither token nor access_token".into(),
         })?;
-    let lifetime = parsed
-        .expires_in
-        .map(Duration::from_secs)
-        .or_else(|| jwt_lifetime(&value))
-        .unwrap_or(DEFAULT_LIFETIME);
+    let lifetime = lifetime_of(parsed.expires_in, &value);
     Ok(Token {
         value: Secret::new(value),
         expires_at: Instant::now() + safe_lifetime(lifetime),
     })
+}
+
+/// How long a token lives: `expires_in`, else the JWT's `exp`, else a
+/// minute; never past [`MAX_TOKEN_LIFETIME`], whatever the server says.
+fn lifetime_of(expires_in: Option<u64>, token: &str) -> Duration {
+    expires_in
+        .map(Duration::from_secs)
+        .or_else(|| jwt_lifetime(token))
+        .unwrap_or(DEFAULT_LIFETIME)
+        .min(MAX_TOKEN_LIFETIME)
 }
 
 /// Stop using a token a little before it expires, so a request in flight
@@ -290,6 +297,26 @@ fn jwt_lifetime(token: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_lifetime_is_clamped_instead_of_overflowing() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"none"}"#),
+            b64(&format!(r#"{{"exp":{}}}"#, u64::MAX))
+        );
+        for lifetime in [
+            lifetime_of(Some(u64::MAX), "opaque"),
+            lifetime_of(None, &jwt),
+        ] {
+            assert_eq!(lifetime, MAX_TOKEN_LIFETIME);
+            // What the cache does with it: no overflow.
+            let _ = Instant::now() + safe_lifetime(lifetime);
+        }
+        assert_eq!(lifetime_of(Some(300), "x"), Duration::from_secs(300));
+    }
 
     #[test]
     fn jwt_exp_gives_the_lifetime() {
