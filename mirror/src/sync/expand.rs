@@ -158,6 +158,22 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &m
                 continue;
             }
         };
+        // A layout's or archive's names come from a file: one that is not a
+        // repository name (`../../x`) would put `{repo}`, `{path}` and
+        // `{name}` outside the target.
+        if src.files.is_some() {
+            if let Err(e) = Repository::new("localhost", &src.repo) {
+                fail(
+                    items,
+                    format!(
+                        "{}: the image name {:?} is not a repository name, so it cannot name a target: {e}",
+                        src.label, src.repo
+                    ),
+                    ErrorKind::InvalidInput,
+                );
+                continue;
+            }
+        }
         let selected = entry.selector.select(listed.as_deref());
         let mut values: BTreeMap<String, String> = entry.vars.clone();
         values.insert("repo".into(), src.repo.clone());
