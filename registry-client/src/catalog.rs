@@ -7,36 +7,33 @@ use http::Method;
 use crate::auth::Scopes;
 use crate::client::{Call, Client};
 use crate::error::Error;
+use crate::tags::follow_pages;
 
 impl Client {
     /// Every repository name of a registry (as written in references).
     pub async fn list_repositories(&self, registry: &str) -> Result<Vec<String>, Error> {
         let host = crate::reference::api_host(registry);
-        let mut url = self
+        let first = self
             .base_url(host)?
             .join("v2/_catalog")
             .expect("static path");
-        let mut all = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        loop {
-            #[derive(serde::Deserialize)]
-            struct Page {
-                #[serde(default)]
-                repositories: Option<Vec<String>>,
-            }
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let what = format!("the catalog of {registry}");
+        follow_pages(&what, Some(first), |url| async move {
+            let url = url.expect("the catalog's first page has a URL");
             let call = Call::new(
                 Method::GET,
-                url.clone(),
+                url,
                 registry,
                 Scopes::new().with("registry", "catalog", &["*"]),
             );
             let (page, next): (Page, _) = self.json_page(call, "catalog").await?;
-            all.extend(page.repositories.unwrap_or_default());
-            match next {
-                // A registry that hands back the same link would loop forever.
-                Some(n) if seen.insert(n.to_string()) => url = n,
-                _ => return Ok(all),
-            }
-        }
+            Ok((page.repositories.unwrap_or_default(), next))
+        })
+        .await
     }
 }

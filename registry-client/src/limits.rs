@@ -14,3 +14,10 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// `u64::MAX`) is refused rather than allowed to make the client hold a
 /// whole blob, or overflow an allocation.
 pub const MAX_SERVER_CHUNK: u64 = 256 * 1024 * 1024;
+
+/// Pages a tag or catalog listing follows. A registry that sends a new
+/// `Link` every time would otherwise be followed forever.
+pub const MAX_LIST_PAGES: usize = 10_000;
+
+/// Entries (tags, repositories) one listing collects.
+pub const MAX_LIST_ENTRIES: usize = 1_000_000;

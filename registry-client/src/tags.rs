@@ -6,6 +6,7 @@ use url::Url;
 use crate::auth::Scopes;
 use crate::client::{read_capped, Call, Client};
 use crate::error::{redact_url, Error};
+use crate::limits::{MAX_LIST_ENTRIES, MAX_LIST_PAGES};
 use crate::reference::Repository;
 
 /// The largest page of a listing (tags, catalog) read.
@@ -25,18 +26,12 @@ impl Client {
         repo: &Repository,
         page_size: Option<usize>,
     ) -> Result<Vec<String>, Error> {
-        let mut all = Vec::new();
-        let mut next = None;
-        let mut seen = std::collections::HashSet::new();
-        loop {
-            let page = self.tags_page(repo, next.take(), page_size).await?;
-            all.extend(page.tags);
-            match page.next {
-                // A registry that hands back the same link would loop forever.
-                Some(url) if seen.insert(url.to_string()) => next = Some(url),
-                _ => return Ok(all),
-            }
-        }
+        let what = format!("the tag list of {repo}");
+        follow_pages(&what, None, |next| async move {
+            let page = self.tags_page(repo, next, page_size).await?;
+            Ok((page.tags, page.next))
+        })
+        .await
     }
 
     /// One page: the first when `url` is `None`, else the page a `Link` named.
@@ -110,6 +105,48 @@ impl Client {
     }
 }
 
+/// Collect a listing page by page: `fetch` gets the `Link` the last page
+/// named (`first` at the start) and returns a page's entries and the next
+/// link. Stops when a page names none or repeats one seen before, and
+/// refuses, naming the bound, a listing of more than [`MAX_LIST_PAGES`]
+/// pages or [`MAX_LIST_ENTRIES`] entries.
+pub(crate) async fn follow_pages<T, F, Fut>(
+    what: &str,
+    first: Option<Url>,
+    mut fetch: F,
+) -> Result<Vec<T>, Error>
+where
+    F: FnMut(Option<Url>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<Url>), Error>>,
+{
+    let mut all = Vec::new();
+    let mut next = first;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..MAX_LIST_PAGES {
+        let url = next.take();
+        let shown = url.as_ref().map(redact_url).unwrap_or_default();
+        let (entries, link) = fetch(url).await?;
+        all.extend(entries);
+        if all.len() > MAX_LIST_ENTRIES {
+            return Err(Error::TooLarge {
+                what: format!("{what} (entries)"),
+                url: shown,
+                limit: MAX_LIST_ENTRIES as u64,
+            });
+        }
+        match link {
+            // A registry that hands back the same link would loop forever.
+            Some(url) if seen.insert(url.to_string()) => next = Some(url),
+            _ => return Ok(all),
+        }
+    }
+    Err(Error::TooLarge {
+        what: format!("{what} (pages)"),
+        url: next.as_ref().map(redact_url).unwrap_or_default(),
+        limit: MAX_LIST_PAGES as u64,
+    })
+}
+
 /// The target of the `rel="next"` link in a `Link` header.
 pub(crate) fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
@@ -125,6 +162,46 @@ pub(crate) fn next_link(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_listing_that_never_ends_is_refused_at_the_page_bound() {
+        let mut pages = 0;
+        let err = follow_pages("the tag list of r.io/a", None, |_| {
+            pages += 1;
+            let link = Url::parse(&format!("https://r.io/v2/a/tags/list?last={pages}")).unwrap();
+            async move { Ok((vec![format!("t{pages}")], Some(link))) }
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::TooLarge { limit, .. } if limit == MAX_LIST_PAGES as u64));
+        assert!(
+            err.to_string().contains("the tag list of r.io/a (pages)"),
+            "{err}"
+        );
+        assert_eq!(pages, MAX_LIST_PAGES);
+    }
+
+    #[tokio::test]
+    async fn a_listing_of_too_many_entries_is_refused() {
+        let err = follow_pages("the catalog", None, |_| async {
+            Ok((vec![0u8; MAX_LIST_ENTRIES + 1], None))
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("the catalog (entries)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_link_ends_the_listing() {
+        let link = Url::parse("https://r.io/v2/a/tags/list?last=x").unwrap();
+        let got = follow_pages("t", None, |_| {
+            let link = link.clone();
+            async move { Ok((vec![1], Some(link))) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, [1, 1]);
+    }
 
     #[test]
     fn finds_the_next_link() {
