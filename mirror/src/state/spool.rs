@@ -431,7 +431,11 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
                         // A digest that does not match at full length means
                         // wrong bytes somewhere: none are kept. A stream cut
                         // short says nothing against what arrived.
-                        if e.kind() == ErrorKind::Integrity && pos >= writer.desc.size {
+                        // (A verifier reports a wrong digest with the last
+                        // bytes, before they arrive here: known by its kind.)
+                        if is_wrong_digest(&e)
+                            || (e.kind() == ErrorKind::Integrity && pos >= writer.desc.size)
+                        {
                             writer.done = true;
                             writer.paths.discard();
                         }
@@ -450,6 +454,17 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
             }
         },
     ))
+}
+
+/// A stream that ended in a wrong digest: the whole blob was hashed and
+/// does not match, so some byte (on disk or from the source) is wrong.
+fn is_wrong_digest(e: &StoreError) -> bool {
+    let client = match e {
+        StoreError::Client(c) => c.as_ref(),
+        StoreError::Integrity { source, .. } => source.as_ref(),
+        _ => return false,
+    };
+    matches!(client, registry_client::Error::DigestMismatch { .. })
 }
 
 #[cfg(test)]
@@ -506,16 +521,24 @@ mod tests {
         }
         async fn read_blob_from(
             &self,
-            _desc: &Descriptor,
+            desc: &Descriptor,
             held: Hasher,
         ) -> Result<BlobStream, StoreError> {
             let from = held.len() as usize;
             self.reads.lock().unwrap().push(held.len());
             let cut = self.cut.lock().unwrap().take();
             let end = cut.unwrap_or(self.data.len()).max(from);
+            // Verified as the registry client does: a wrong digest is
+            // reported in place of the last chunk.
+            let mut verifier =
+                registry_client::Verifier::resume(desc.digest.clone(), Some(desc.size), held)
+                    .expect("same algorithm");
             let mut items: Vec<Result<Bytes, StoreError>> = self.data[from..end]
                 .chunks(1000)
-                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .map(|c| match verifier.update(c) {
+                    Ok(()) => Ok(Bytes::copy_from_slice(c)),
+                    Err(e) => Err(StoreError::from(e)),
+                })
                 .collect();
             if cut.is_some() {
                 items.push(Err(StoreError::io("source", io::Error::other("cut"))));
@@ -609,6 +632,36 @@ mod tests {
         // A checkpoint that is not JSON.
         fs::write(&spool.paths.checkpoint, b"garbage").unwrap();
         assert_eq!(spool.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_spool_whose_bytes_went_bad_is_discarded_when_the_digest_fails() {
+        let (_dir, spools, desc, source) = setup(50_000);
+        *source.cut.lock().unwrap() = Some(30_000);
+        let spool = spools.claim(&desc).unwrap();
+        let feed = spool.feed(source.clone());
+        assert!(collect(feed.open(0).await.unwrap()).await.is_err());
+        drop(feed);
+        assert_eq!(spool.held(), 30_000);
+        // A byte changes on disk under a checkpoint that still fits it (a
+        // power loss): the rest from the source ends in a wrong digest.
+        let mut bytes = fs::read(&spool.paths.data).unwrap();
+        bytes[123] ^= 1;
+        fs::write(&spool.paths.data, &bytes).unwrap();
+        let err = collect(spool.feed(source.clone()).open(0).await.unwrap())
+            .await
+            .unwrap_err();
+        assert!(is_wrong_digest(&err), "{err}");
+        // Nothing of it is kept, so the next try reads the blob afresh.
+        assert_eq!(spool.held(), 0);
+        let kept = fs::metadata(&spool.paths.data)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert_eq!(kept, 0, "no byte of the bad spool is kept");
+        let got = collect(spool.feed(source.clone()).open(0).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(got, source.data);
     }
 
     #[test]
