@@ -260,69 +260,73 @@ pub async fn walk(
     )?];
     while let Some(top) = stack.last_mut() {
         let depth = top.depth + 1;
-        if let Some(child) = top.pending.next() {
-            if !entered.insert(child.digest.clone()) {
-                continue;
+        let Some(child) = top.pending.next() else {
+            // Every child is written: the manifest itself comes next.
+            if let Some(done) = stack.pop() {
+                graph.manifests.push(done.manifest);
             }
-            if !fetched.contains_key(&child.digest) {
-                // Read this child and its unread siblings at once.
-                let mut batch = vec![child.clone()];
-                batch.extend(
-                    top.pending
-                        .as_slice()
-                        .iter()
-                        .filter(|d| {
-                            !entered.contains(&d.digest) && !fetched.contains_key(&d.digest)
-                        })
-                        .cloned(),
-                );
-                batch.dedup_by(|a, b| a.digest == b.digest);
-                read += batch.len();
-                if read + 1 > bounds.manifests {
-                    return Err(GraphError::Bound {
-                        what: "manifests",
-                        limit: bounds.manifests,
-                    });
-                }
-                for m in read_all(reader, batch, jobs).await? {
-                    fetched.insert(m.digest.clone(), m);
-                }
-            }
-            let manifest = fetched
-                .remove(&child.digest)
-                .expect("a child is read before it is entered");
-            let children = if manifest.is_index() {
-                if depth >= bounds.depth {
-                    return Err(GraphError::Bound {
-                        what: "levels of nested indexes",
-                        limit: bounds.depth,
-                    });
-                }
-                successors(&manifest)
-                    .map_err(|source| GraphError::Read {
-                        digest: manifest.digest.clone(),
-                        source,
-                    })?
-                    .into_iter()
-                    .map(|(_, d)| d)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let frame = open(
-                manifest,
-                children,
-                depth,
-                selection,
-                bounds,
-                &mut graph,
-                &mut seen_blobs,
-            )?;
-            stack.push(frame);
-        } else {
-            let done = stack.pop().expect("the loop holds a frame");
-            graph.manifests.push(done.manifest);
+            continue;
+        };
+        if !entered.insert(child.digest.clone()) {
+            continue;
         }
+        if !fetched.contains_key(&child.digest) {
+            // Read this child and its unread siblings at once.
+            let mut batch = vec![child.clone()];
+            batch.extend(
+                top.pending
+                    .as_slice()
+                    .iter()
+                    .filter(|d| !entered.contains(&d.digest) && !fetched.contains_key(&d.digest))
+                    .cloned(),
+            );
+            batch.dedup_by(|a, b| a.digest == b.digest);
+            read += batch.len();
+            if read + 1 > bounds.manifests {
+                return Err(GraphError::Bound {
+                    what: "manifests",
+                    limit: bounds.manifests,
+                });
+            }
+            for m in read_all(reader, batch, jobs).await? {
+                fetched.insert(m.digest.clone(), m);
+            }
+        }
+        // Read above, under the digest asked for (`read_all` checks it).
+        let manifest = fetched
+            .remove(&child.digest)
+            .ok_or_else(|| GraphError::Read {
+                digest: child.digest.clone(),
+                source: StoreError::NotFound(format!("manifest {}", child.digest)),
+            })?;
+        let children = if manifest.is_index() {
+            if depth >= bounds.depth {
+                return Err(GraphError::Bound {
+                    what: "levels of nested indexes",
+                    limit: bounds.depth,
+                });
+            }
+            successors(&manifest)
+                .map_err(|source| GraphError::Read {
+                    digest: manifest.digest.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let frame = open(
+            manifest,
+            children,
+            depth,
+            selection,
+            bounds,
+            &mut graph,
+            &mut seen_blobs,
+        )?;
+        stack.push(frame);
     }
     Ok(graph)
 }
@@ -386,6 +390,17 @@ async fn read_all(
                     digest: d.digest.clone(),
                     source,
                 })?;
+            // A store must answer with what was asked for; the walk keys
+            // what it read by that digest.
+            if m.digest != d.digest {
+                return Err(GraphError::Read {
+                    digest: d.digest.clone(),
+                    source: StoreError::invalid(
+                        format!("manifest {}", d.digest),
+                        format!("the store answered with {}", m.digest),
+                    ),
+                });
+            }
             if m.bytes.len() as u64 != d.size {
                 return Err(GraphError::Size {
                     digest: d.digest.clone(),

@@ -43,16 +43,18 @@ pub struct ClientSettings {
 impl ClientSettings {
     /// The settings of one host, created empty when first asked for.
     pub fn registry_mut(&mut self, host: &str) -> &mut RegistrySettings {
-        match self.registries.iter().position(|r| r.host == host) {
-            Some(i) => &mut self.registries[i],
+        let i = match self.registries.iter().position(|r| r.host == host) {
+            Some(i) => i,
             None => {
                 self.registries.push(RegistrySettings {
                     host: host.to_string(),
                     ..RegistrySettings::default()
                 });
-                self.registries.last_mut().expect("just pushed")
+                self.registries.len() - 1
             }
-        }
+        };
+        // Found or just pushed: in bounds.
+        &mut self.registries[i]
     }
 
     /// The registries' own credentials first, then docker's config.json.

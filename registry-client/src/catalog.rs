@@ -23,16 +23,18 @@ impl Client {
             repositories: Option<Vec<String>>,
         }
         let what = format!("the catalog of {registry}");
-        follow_pages(&what, Some(first), |url| async move {
-            let url = url.expect("the catalog's first page has a URL");
-            let call = Call::new(
-                Method::GET,
-                url,
-                registry,
-                Scopes::new().with("registry", "catalog", &["*"]),
-            );
-            let (page, next): (Page, _) = self.json_page(call, "catalog").await?;
-            Ok((page.repositories.unwrap_or_default(), next))
+        follow_pages(&what, |next| {
+            let url = next.unwrap_or_else(|| first.clone());
+            async move {
+                let call = Call::new(
+                    Method::GET,
+                    url,
+                    registry,
+                    Scopes::new().with("registry", "catalog", &["*"]),
+                );
+                let (page, next): (Page, _) = self.json_page(call, "catalog").await?;
+                Ok((page.repositories.unwrap_or_default(), next))
+            }
         })
         .await
     }

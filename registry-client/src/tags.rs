@@ -27,7 +27,7 @@ impl Client {
         page_size: Option<usize>,
     ) -> Result<Vec<String>, Error> {
         let what = format!("the tag list of {repo}");
-        follow_pages(&what, None, |next| async move {
+        follow_pages(&what, |next| async move {
             let page = self.tags_page(repo, next, page_size).await?;
             Ok((page.tags, page.next))
         })
@@ -106,21 +106,17 @@ impl Client {
 }
 
 /// Collect a listing page by page: `fetch` gets the `Link` the last page
-/// named (`first` at the start) and returns a page's entries and the next
+/// named (`None` for the first page) and returns a page's entries and the next
 /// link. Stops when a page names none or repeats one seen before, and
 /// refuses, naming the bound, a listing of more than [`MAX_LIST_PAGES`]
 /// pages or [`MAX_LIST_ENTRIES`] entries.
-pub(crate) async fn follow_pages<T, F, Fut>(
-    what: &str,
-    first: Option<Url>,
-    mut fetch: F,
-) -> Result<Vec<T>, Error>
+pub(crate) async fn follow_pages<T, F, Fut>(what: &str, mut fetch: F) -> Result<Vec<T>, Error>
 where
     F: FnMut(Option<Url>) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<T>, Option<Url>), Error>>,
 {
     let mut all = Vec::new();
-    let mut next = first;
+    let mut next = None;
     let mut seen = std::collections::HashSet::new();
     for _ in 0..MAX_LIST_PAGES {
         let url = next.take();
@@ -166,7 +162,7 @@ mod tests {
     #[tokio::test]
     async fn a_listing_that_never_ends_is_refused_at_the_page_bound() {
         let mut pages = 0;
-        let err = follow_pages("the tag list of r.io/a", None, |_| {
+        let err = follow_pages("the tag list of r.io/a", |_| {
             pages += 1;
             let link = Url::parse(&format!("https://r.io/v2/a/tags/list?last={pages}")).unwrap();
             async move { Ok((vec![format!("t{pages}")], Some(link))) }
@@ -183,7 +179,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listing_of_too_many_entries_is_refused() {
-        let err = follow_pages("the catalog", None, |_| async {
+        let err = follow_pages("the catalog", |_| async {
             Ok((vec![0u8; MAX_LIST_ENTRIES + 1], None))
         })
         .await
@@ -194,7 +190,7 @@ mod tests {
     #[tokio::test]
     async fn a_repeated_link_ends_the_listing() {
         let link = Url::parse("https://r.io/v2/a/tags/list?last=x").unwrap();
-        let got = follow_pages("t", None, |_| {
+        let got = follow_pages("t", |_| {
             let link = link.clone();
             async move { Ok((vec![1], Some(link))) }
         })

@@ -156,7 +156,8 @@ pub async fn missing_bytes(
         if !present
             && counted
                 .lock()
-                .expect("counted")
+                // A set of digests stays whole if a holder panicked.
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert((domain.clone(), b.digest.clone()))
         {
             missing += b.size;

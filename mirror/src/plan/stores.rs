@@ -145,7 +145,10 @@ impl Stores {
     }
 
     fn opened(&self) -> std::sync::MutexGuard<'_, Opened> {
-        self.opened.lock().expect("stores lock")
+        // Maps of opened stores stay whole if a holder panicked.
+        self.opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The paths of the archives written through this factory.
