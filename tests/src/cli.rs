@@ -126,6 +126,18 @@ pub async fn copy_ok(args: &[&str]) {
         .assert_code_of(&format!("copy {args:?}"), 0);
 }
 
+/// `mirror sync --progress none --output json CONFIG` with an empty docker
+/// config, so no credentials of the machine's user take part.
+pub async fn sync_json(config: &std::path::Path) -> Run {
+    let docker = tempfile::tempdir().expect("docker config directory");
+    let args = ["sync", "--progress", "none", "--output", "json"];
+    let config = config.to_str().expect("a UTF-8 config path");
+    let mut all = args.to_vec();
+    all.push(config);
+    let docker_dir = docker.path().to_str().expect("a UTF-8 temporary path");
+    mirror(&all, &[("DOCKER_CONFIG", docker_dir)]).await
+}
+
 /// `mirror copy --output json ARGS…`, for tests that read the report.
 pub async fn copy_json<S: AsRef<str>>(args: &[S]) -> Run {
     let mut all = vec!["--output", "json"];

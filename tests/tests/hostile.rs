@@ -1,7 +1,7 @@
 //! Input written to do harm: what a file or a server controls must never
 //! take mirror outside what it was asked to write.
 
-use mirror_tests::cli::{mirror, workspace_root};
+use mirror_tests::cli::{sync_json, workspace_root};
 use serde_json::Value;
 
 /// Copy a directory tree (the committed fixture layout).
@@ -38,20 +38,7 @@ async fn a_layout_name_that_climbs_out_cannot_name_a_sync_target() {
         "sync:\n  - source: oci:layout\n    target: 'oci:out/{repo}'\n",
     )
     .unwrap();
-    let docker = tmp.path().join("docker");
-    std::fs::create_dir(&docker).unwrap();
-    let run = mirror(
-        &[
-            "sync",
-            "--progress",
-            "none",
-            "--output",
-            "json",
-            config.to_str().unwrap(),
-        ],
-        &[("DOCKER_CONFIG", docker.to_str().unwrap())],
-    )
-    .await;
+    let run = sync_json(&config).await;
     run.assert_code(1);
     let report = run.json();
     let failed: Vec<&Value> = report["images"]

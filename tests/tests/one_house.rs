@@ -3,7 +3,7 @@
 //! different platforms is one engine run (a blob two of them need is read
 //! once), and a foreign layer is treated alike by export and verify.
 
-use mirror_tests::cli::{mirror, quiet, Run};
+use mirror_tests::cli::{mirror, quiet, sync_json};
 use mirror_tests::images::{blob, client, image, image_from_layers, push_index, push_to, repo};
 use mirror_tests::{AccessLogEntry, Registry};
 use registry_client::Digest;
@@ -117,7 +117,6 @@ async fn a_sync_whose_entries_keep_different_platforms_reads_a_shared_blob_once(
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("docker")).unwrap();
     let config = dir.path().join("mixed.yaml");
     std::fs::write(
         &config,
@@ -126,20 +125,8 @@ async fn a_sync_whose_entries_keep_different_platforms_reads_a_shared_blob_once(
         ),
     )
     .unwrap();
-    let docker = dir.path().join("docker");
     let before = src.access_log().len();
-    let run: Run = mirror(
-        &[
-            "sync",
-            "--progress",
-            "none",
-            "--output",
-            "json",
-            config.to_str().unwrap(),
-        ],
-        &[("DOCKER_CONFIG", docker.to_str().unwrap())],
-    )
-    .await;
+    let run = sync_json(&config).await;
     run.assert_code(5);
     let report = run.json();
     assert_eq!(report["copied"], 2, "{report}");

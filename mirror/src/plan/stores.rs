@@ -178,30 +178,33 @@ impl Stores {
     /// A layout or archive to read.
     pub fn file_source(&self, kind: FileKind, path: &Path) -> Result<FileSource, StoreError> {
         let mut opened = self.opened();
-        match kind {
-            FileKind::Layout => {
-                if let Some(s) = opened.layouts.get(path) {
-                    return Ok(FileSource::Layout(s.clone()));
-                }
-                let s = Arc::new(LayoutStore::open(path)?);
+        if kind == FileKind::Archive && opened.archives_out.contains_key(path) {
+            return Err(StoreError::invalid(
+                path.display().to_string(),
+                "an archive cannot be read and written in one run",
+            ));
+        }
+        let cached = match kind {
+            FileKind::Layout => opened.layouts.get(path).cloned().map(FileSource::Layout),
+            FileKind::Archive => opened
+                .archives_in
+                .get(path)
+                .cloned()
+                .map(FileSource::Archive),
+        };
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let source = FileSource::open(kind, path)?;
+        match &source {
+            FileSource::Layout(s) => {
                 opened.layouts.insert(path.to_path_buf(), s.clone());
-                Ok(FileSource::Layout(s))
             }
-            FileKind::Archive => {
-                if opened.archives_out.contains_key(path) {
-                    return Err(StoreError::invalid(
-                        path.display().to_string(),
-                        "an archive cannot be read and written in one run",
-                    ));
-                }
-                if let Some(s) = opened.archives_in.get(path) {
-                    return Ok(FileSource::Archive(s.clone()));
-                }
-                let s = Arc::new(ArchiveReader::open(path)?);
+            FileSource::Archive(s) => {
                 opened.archives_in.insert(path.to_path_buf(), s.clone());
-                Ok(FileSource::Archive(s))
             }
         }
+        Ok(source)
     }
 
     /// A layout or archive to write; `None` when it does not exist and this
