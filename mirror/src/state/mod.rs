@@ -9,7 +9,13 @@
 //!   downloads/<alg>-<hex>.data, .json   partial downloads (see spool.rs)
 //!   uploads/<key>.json        open upload sessions (see uploads.rs)
 //! ```
+//!
+//! The directory and its parts must be the user's own: a real directory
+//! (no symbolic link), owned by the user running mirror and writable by no
+//! one else; mirror creates them with mode 0700 and refuses others. Its
+//! files are opened without following symbolic links (see private.rs).
 
+pub mod private;
 pub mod spool;
 pub mod uploads;
 
@@ -17,6 +23,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+pub use private::UnsafeDir;
+use private::{ensure_private_dir, PrivateDirError};
 pub use spool::{Spool, Spools};
 pub use uploads::{UploadJournal, UploadRecord};
 
@@ -38,6 +46,21 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+
+    /// A link, another user's directory, or one others can write to.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeDir),
+}
+
+/// How a user picks another state directory, for the messages.
+pub const CHOOSE_STATE_DIR: &str = "Choose another with --state-dir DIR (mirror copy, export and import also read MIRROR_STATE_DIR)";
+
+/// A directory of the state, made private or refused.
+fn private_dir(path: &Path) -> Result<(), StateError> {
+    ensure_private_dir(path, "the state directory", CHOOSE_STATE_DIR).map_err(|e| match e {
+        PrivateDirError::Unsafe(u) => StateError::Unsafe(u),
+        PrivateDirError::Io { path, source } => StateError::Io { path, source },
+    })
 }
 
 /// An open, locked state directory. The lock is released on drop (and by
@@ -51,21 +74,26 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Open (creating it) and lock the directory; fails at once with
-    /// [`StateError::Locked`] when another run holds it.
+    /// Open (creating it, mode 0700) and lock the directory; fails at once
+    /// with [`StateError::Locked`] when another run holds it, and with
+    /// [`StateError::Unsafe`] when it is a symbolic link, another user's, or
+    /// writable by group or others.
     pub fn open(root: &Path, spool_threshold: u64) -> Result<Self, StateError> {
         let io = |source| StateError::Io {
             path: root.to_path_buf(),
             source,
         };
-        create_private_dir(root).map_err(io)?;
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(root.join("lock"))
-            .map_err(io)?;
+        private_dir(root)?;
+        let lock_path = root.join("lock");
+        let mut lock = private::open_regular(
+            &lock_path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(io)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -90,8 +118,8 @@ impl StateDir {
 
         let downloads = root.join("downloads");
         let uploads = root.join("uploads");
-        create_private_dir(&downloads).map_err(io)?;
-        create_private_dir(&uploads).map_err(io)?;
+        private_dir(&downloads)?;
+        private_dir(&uploads)?;
         prune(&downloads);
         prune(&uploads);
         Ok(StateDir {
@@ -102,8 +130,10 @@ impl StateDir {
         })
     }
 
-    /// `$XDG_STATE_HOME/mirror`, else `~/.local/state/mirror`, else a
-    /// directory under the system's temporary directory.
+    /// `$XDG_STATE_HOME/mirror`, else `~/.local/state/mirror`, else
+    /// `mirror-state-<uid>` under the system's temporary directory: one per
+    /// user, since that one is shared ([`StateDir::open`] makes it 0700 and
+    /// refuses one another user made first).
     pub fn default_path() -> PathBuf {
         if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(dir).join("mirror");
@@ -111,7 +141,7 @@ impl StateDir {
         if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(home).join(".local/state/mirror");
         }
-        std::env::temp_dir().join("mirror-state")
+        std::env::temp_dir().join(shared_name("mirror-state"))
     }
 
     pub fn path(&self) -> &Path {
@@ -150,20 +180,46 @@ fn prune(dir: &Path) {
     }
 }
 
-/// The state holds upload locations and image bytes: the owner's only.
-fn create_private_dir(path: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
+/// `stem-<uid>`: a name of this user's own in a directory all users share.
+pub fn shared_name(stem: &str) -> String {
     #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path)
+    {
+        format!("{stem}-{}", private::euid())
+    }
+    #[cfg(not(unix))]
+    {
+        stem.to_string()
+    }
 }
 
-/// Replace `path` with `bytes` atomically (write a sibling, then rename).
+/// State files are small; a larger one is not ours.
+const MAX_RECORD_SIZE: u64 = 64 * 1024;
+
+/// A small state file (a checkpoint, an upload record), `None` when absent
+/// or unusable: a link, not a regular file, too large.
+fn read_record(path: &Path) -> Option<Vec<u8>> {
+    match private::read_small(path, MAX_RECORD_SIZE) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a state file");
+            None
+        }
+    }
+}
+
+/// Replace `path` with `bytes` atomically (write a sibling, then rename;
+/// neither follows a symbolic link).
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    fs::write(&tmp, bytes)?;
+    // One a crashed run of the same pid left (removing a link removes only
+    // the link), so the create below can insist on a new file.
+    let _ = fs::remove_file(&tmp);
+    let mut file = private::create_new(&tmp)?;
+    file.write_all(bytes)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", tmp.display())))?;
+    drop(file);
     fs::rename(&tmp, path)
+        .map_err(|e| io::Error::new(e.kind(), format!("renaming {}: {e}", tmp.display())))
 }
 
 #[cfg(test)]
@@ -204,5 +260,144 @@ mod tests {
         drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
         assert!(!old.exists());
         assert!(fresh.exists());
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_state_directory_and_its_parts_are_the_owners_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("new/state");
+        drop(StateDir::open(&root, DEFAULT_SPOOL_THRESHOLD).unwrap());
+        for p in [
+            "new",
+            "new/state",
+            "new/state/downloads",
+            "new/state/uploads",
+        ] {
+            assert_eq!(mode(&dir.path().join(p)), 0o700, "{p}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_shared_or_linked_state_directory_is_refused_saying_how_to_choose_another() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = StateDir::open(&shared, DEFAULT_SPOOL_THRESHOLD).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StateError::Unsafe(_)), "{msg}");
+        assert!(
+            msg.contains(&shared.display().to_string())
+                && msg.contains("mode 1777")
+                && msg.contains("no one else can write")
+                && msg.contains("--state-dir")
+                && msg.contains("MIRROR_STATE_DIR"),
+            "{msg}"
+        );
+        assert!(!shared.join("lock").exists(), "nothing is written there");
+
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let msg = StateDir::open(&link, DEFAULT_SPOOL_THRESHOLD)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("symbolic link"), "{msg}");
+
+        // A part planted as a link to somewhere else is refused too.
+        let planted = dir.path().join("planted");
+        fs::create_dir(&planted).unwrap();
+        fs::set_permissions(&planted, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&real, planted.join("downloads")).unwrap();
+        let msg = StateDir::open(&planted, DEFAULT_SPOOL_THRESHOLD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("downloads") && msg.contains("symbolic link"),
+            "{msg}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn another_users_state_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        let theirs = if private::euid() == 0 {
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            theirs
+        } else {
+            PathBuf::from("/")
+        };
+        let msg = StateDir::open(&theirs, DEFAULT_SPOOL_THRESHOLD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("another user's") && msg.contains(&format!("uid {}", private::euid())),
+            "{msg}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_planted_as_a_link_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let root = dir.path().join("state");
+        drop(StateDir::open(&root, DEFAULT_SPOOL_THRESHOLD).unwrap());
+        fs::remove_file(root.join("lock")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("lock")).unwrap();
+        let msg = StateDir::open(&root, DEFAULT_SPOOL_THRESHOLD)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&root.join("lock").display().to_string()) && msg.contains("symbolic link"),
+            "{msg}"
+        );
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn records_written_atomically_replace_a_planted_link_not_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let record = dir.path().join("r.json");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&victim, &record).unwrap();
+        // The temporary name too: a run of the same pid may find a link there.
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            &victim,
+            record.with_extension(format!("tmp.{}", std::process::id())),
+        )
+        .unwrap();
+        write_atomic(&record, b"{}").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&record).unwrap(), b"{}");
+        assert!(!fs::symlink_metadata(&record)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn the_fallback_under_the_shared_temporary_directory_is_per_user() {
+        let name = shared_name("mirror-state");
+        #[cfg(unix)]
+        assert_eq!(name, format!("mirror-state-{}", private::euid()));
+        assert!(name.starts_with("mirror-state"));
     }
 }

@@ -25,6 +25,7 @@ use registry_client::{Descriptor, Digest, ErrorKind, Hasher};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::private;
 use crate::store::{BlobFeed, BlobStream, ImageSource, StoreError};
 
 /// Sync and record progress after this many new bytes.
@@ -161,18 +162,20 @@ impl Spool {
 /// the spool starts empty.
 fn resume_point(paths: &Paths, desc: &Descriptor) -> io::Result<(File, Hasher)> {
     if let Some(hasher) = trusted_hasher(paths, desc) {
-        let mut file = OpenOptions::new().write(true).open(&paths.data)?;
+        let mut file = private::open_regular(&paths.data, OpenOptions::new().write(true))?;
         file.set_len(hasher.len())?;
         file.seek(SeekFrom::End(0))?;
         return Ok((file, hasher));
     }
     paths.discard();
-    let file = File::create(&paths.data)?;
+    // Removed just now: whatever is there instead (a link planted since)
+    // is not written through.
+    let file = private::create_new(&paths.data)?;
     Ok((file, Hasher::new(desc.digest.algorithm())))
 }
 
 fn trusted_hasher(paths: &Paths, desc: &Descriptor) -> Option<Hasher> {
-    let text = fs::read(&paths.checkpoint).ok()?;
+    let text = super::read_record(&paths.checkpoint)?;
     let why_not = |reason: &str| {
         tracing::info!(digest = %desc.digest, reason, "discarding a partial download");
         None
@@ -186,7 +189,7 @@ fn trusted_hasher(paths: &Paths, desc: &Descriptor) -> Option<Hasher> {
     }
     let hasher = match hash_prefix(&paths.data, desc, cp.offset) {
         Ok(h) => h,
-        Err(_) => return why_not("data shorter than its checkpoint"),
+        Err(_) => return why_not("data unreadable (a link?) or shorter than its checkpoint"),
     };
     if cp.offset == cp.size && hasher.clone().finish() != desc.digest {
         return why_not("complete but the digest differs");
@@ -198,7 +201,7 @@ fn trusted_hasher(paths: &Paths, desc: &Descriptor) -> Option<Hasher> {
 fn hash_prefix(path: &Path, desc: &Descriptor, len: u64) -> io::Result<Hasher> {
     use std::io::Read;
     let mut hasher = Hasher::new(desc.digest.algorithm());
-    hasher.update_from(File::open(path)?.take(len))?;
+    hasher.update_from(private::open_regular(path, OpenOptions::new().read(true))?.take(len))?;
     if hasher.len() < len {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -285,7 +288,13 @@ fn read_range(path: PathBuf, from: u64, to: u64) -> BlobStream {
             Some(f) => f,
             None => {
                 let opened = async {
-                    let mut f = tokio::fs::File::open(&path).await?;
+                    let p = path.clone();
+                    let f = tokio::task::spawn_blocking(move || {
+                        private::open_regular(&p, OpenOptions::new().read(true))
+                    })
+                    .await
+                    .map_err(io::Error::other)??;
+                    let mut f = tokio::fs::File::from_std(f);
                     f.seek(SeekFrom::Start(pos)).await?;
                     Ok::<_, io::Error>(f)
                 };
@@ -662,6 +671,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, source.data);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_spool_file_planted_as_a_link_is_not_written_through() {
+        let (dir, spools, desc, source) = setup(20_000);
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let spool = spools.claim(&desc).unwrap();
+        // A checkpoint that trusts nothing yet, and the data file a link to
+        // another file: resuming would truncate it and write the blob there.
+        write_checkpoint(&spool.paths.checkpoint, &desc, 0).unwrap();
+        std::os::unix::fs::symlink(&victim, &spool.paths.data).unwrap();
+        let got = collect(spool.feed(source.clone()).open(0).await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(got, source.data);
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let meta = fs::symlink_metadata(&spool.paths.data).unwrap();
+        assert!(meta.is_file(), "the link was replaced by a file of its own");
+        assert_eq!(spool.held(), 20_000);
+
+        // A checkpoint planted as a link is not read: nothing is trusted.
+        fs::remove_file(&spool.paths.checkpoint).unwrap();
+        let elsewhere = dir.path().join("elsewhere.json");
+        write_checkpoint(&elsewhere, &desc, 20_000).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &spool.paths.checkpoint).unwrap();
+        assert_eq!(spool.held(), 0);
     }
 
     #[test]

@@ -21,7 +21,7 @@ impl UploadJournal {
         UploadJournal { dir }
     }
 
-    fn path(&self, repo: &Repository, digest: &Digest) -> PathBuf {
+    pub(crate) fn path(&self, repo: &Repository, digest: &Digest) -> PathBuf {
         let key = Digest::sha256_of(format!("{repo}@{digest}").as_bytes());
         self.dir.join(format!("{}.json", &key.hex()[..32]))
     }
@@ -30,7 +30,7 @@ impl UploadJournal {
     /// readable. An unreadable record is removed: it cannot be trusted.
     pub fn load(&self, repo: &Repository, digest: &Digest) -> Option<UploadRecord> {
         let path = self.path(repo, digest);
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = super::read_record(&path)?;
         match serde_json::from_slice::<UploadRecord>(&bytes) {
             Ok(r) if r.repository == repo.to_string() && &r.digest == digest => Some(r),
             _ => {
