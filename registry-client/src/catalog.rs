@@ -23,7 +23,7 @@ impl Client {
             repositories: Option<Vec<String>>,
         }
         let what = format!("the catalog of {registry}");
-        follow_pages(&what, |next| {
+        follow_pages(&what, self.limits(), |next| {
             let url = next.unwrap_or_else(|| first.clone());
             async move {
                 let call = Call::new(

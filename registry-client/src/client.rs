@@ -17,9 +17,7 @@ use crate::host_limit::{HostLimits, HostPermit, Lane};
 use crate::retry::{parse_retry_after, HostGates, RetryPolicy};
 use crate::watchdog::{answer_within, Activity, Answer, Watched};
 
-const MAX_REDIRECTS: usize = 10;
-/// How much of an error body we read for its error codes.
-const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+use crate::limits::{MAX_ERROR_BODY as ERROR_BODY_LIMIT, MAX_REDIRECTS};
 
 /// How the client connects. Credentials come from `credentials`.
 #[derive(Debug, Clone)]
@@ -53,6 +51,8 @@ pub struct ClientConfig {
     pub credentials: Arc<dyn CredentialStore>,
     /// Which HTTP versions to speak.
     pub http: HttpVersion,
+    /// The bounds a user may change (listings).
+    pub limits: crate::limits::Limits,
 }
 
 /// Which HTTP versions the client speaks. HTTP/1.1 by default: blobs then
@@ -96,6 +96,7 @@ impl Default for ClientConfig {
             host_requests: std::collections::HashMap::new(),
             credentials: Arc::new(StaticCredentials::new()),
             http: HttpVersion::default(),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -233,6 +234,11 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// The bounds a user may change.
+    pub fn limits(&self) -> crate::limits::Limits {
+        self.inner.config.limits
     }
 
     /// `https://host/` or, for insecure and loopback hosts, `http://host/`.

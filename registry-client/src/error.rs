@@ -142,6 +142,15 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A count a server controls went past a bound: `bound` names it and
+    /// how to raise it ([`crate::limits::reached`]).
+    #[error("{what} from {url}: {bound}")]
+    Exceeded {
+        what: String,
+        url: String,
+        bound: String,
+    },
+
     #[error("{what}: {reason}")]
     Unsupported { what: String, reason: String },
 
@@ -181,7 +190,7 @@ impl Error {
             }
             Error::Timeout { .. } => ErrorKind::Retryable,
             Error::Protocol { .. } => ErrorKind::Protocol,
-            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TooLarge { .. } | Error::Exceeded { .. } => ErrorKind::TooLarge,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Config { .. } | Error::Io { .. } => ErrorKind::Local,
         }

@@ -1,6 +1,8 @@
 //! Bounds on what a registry or token server can ask of the client. Each
 //! is a value a hostile or broken server controls; past it the client
-//! clamps (a lifetime) or refuses with an error naming the bound.
+//! clamps (a lifetime) or refuses with an error naming the bound. The
+//! constants are fixed (no valid answer comes near them); [`Limits`] holds
+//! those a user may raise, by name (`mirror --limit list-entries=N`).
 
 use std::time::Duration;
 
@@ -15,9 +17,51 @@ pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// whole blob, or overflow an allocation.
 pub const MAX_SERVER_CHUNK: u64 = 256 * 1024 * 1024;
 
-/// Pages a tag or catalog listing follows. A registry that sends a new
-/// `Link` every time would otherwise be followed forever.
+/// The largest manifest or index read or written: distribution's own
+/// limit, which registries enforce on push.
+pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+
+/// The largest error body read (for its `errors` codes); the rest is
+/// not read.
+pub const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// The largest token endpoint answer read.
+pub const MAX_TOKEN_BODY: u64 = 1024 * 1024;
+
+/// The largest page of a tag or catalog listing read.
+pub const MAX_LIST_PAGE_BODY: u64 = 16 * 1024 * 1024;
+
+/// Redirects followed for one request.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// Pages a tag or catalog listing follows by default. A registry that
+/// sends a new `Link` every time would otherwise be followed forever.
 pub const MAX_LIST_PAGES: usize = 10_000;
 
-/// Entries (tags, repositories) one listing collects.
+/// Entries (tags, repositories) one listing collects by default.
 pub const MAX_LIST_ENTRIES: usize = 1_000_000;
+
+/// The bounds of the client a user may change. A large catalog (a
+/// registry of millions of repositories) is the one legitimate reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `list-pages`: pages one tag or catalog listing follows.
+    pub list_pages: usize,
+    /// `list-entries`: entries one tag or catalog listing collects.
+    pub list_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            list_pages: MAX_LIST_PAGES,
+            list_entries: MAX_LIST_ENTRIES,
+        }
+    }
+}
+
+/// How an error names a bound that was reached: its name and value, and
+/// how to raise it.
+pub fn reached(name: &str, value: impl std::fmt::Display) -> String {
+    format!("the limit {name} is {value}; raise it with --limit {name}=N if this is expected")
+}

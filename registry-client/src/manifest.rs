@@ -12,8 +12,7 @@ use crate::error::{redact_url, Error};
 use crate::media_type::{self, manifest_accept_header};
 use crate::reference::{Reference, Repository};
 
-/// Registries and the spec agree on 4 MiB as the manifest size to support.
-pub const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+pub use crate::limits::MAX_MANIFEST_SIZE;
 const DIGEST_HEADER: &str = "docker-content-digest";
 
 /// A manifest's exact bytes, with their media type and digest.

@@ -6,11 +6,8 @@ use url::Url;
 use crate::auth::Scopes;
 use crate::client::{read_capped, Call, Client};
 use crate::error::{redact_url, Error};
-use crate::limits::{MAX_LIST_ENTRIES, MAX_LIST_PAGES};
+use crate::limits::{reached, Limits, MAX_LIST_PAGE_BODY as PAGE_LIMIT};
 use crate::reference::Repository;
-
-/// The largest page of a listing (tags, catalog) read.
-const PAGE_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// One page of tags and where the next one is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +24,7 @@ impl Client {
         page_size: Option<usize>,
     ) -> Result<Vec<String>, Error> {
         let what = format!("the tag list of {repo}");
-        follow_pages(&what, |next| async move {
+        follow_pages(&what, self.limits(), |next| async move {
             let page = self.tags_page(repo, next, page_size).await?;
             Ok((page.tags, page.next))
         })
@@ -108,9 +105,13 @@ impl Client {
 /// Collect a listing page by page: `fetch` gets the `Link` the last page
 /// named (`None` for the first page) and returns a page's entries and the next
 /// link. Stops when a page names none or repeats one seen before, and
-/// refuses, naming the bound, a listing of more than [`MAX_LIST_PAGES`]
-/// pages or [`MAX_LIST_ENTRIES`] entries.
-pub(crate) async fn follow_pages<T, F, Fut>(what: &str, mut fetch: F) -> Result<Vec<T>, Error>
+/// refuses, naming the bound, a listing of more than `limits.list_pages`
+/// pages or `limits.list_entries` entries.
+pub(crate) async fn follow_pages<T, F, Fut>(
+    what: &str,
+    limits: Limits,
+    mut fetch: F,
+) -> Result<Vec<T>, Error>
 where
     F: FnMut(Option<Url>) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<T>, Option<Url>), Error>>,
@@ -118,16 +119,16 @@ where
     let mut all = Vec::new();
     let mut next = None;
     let mut seen = std::collections::HashSet::new();
-    for _ in 0..MAX_LIST_PAGES {
+    for _ in 0..limits.list_pages {
         let url = next.take();
         let shown = url.as_ref().map(redact_url).unwrap_or_default();
         let (entries, link) = fetch(url).await?;
         all.extend(entries);
-        if all.len() > MAX_LIST_ENTRIES {
-            return Err(Error::TooLarge {
-                what: format!("{what} (entries)"),
+        if all.len() > limits.list_entries {
+            return Err(Error::Exceeded {
+                what: format!("{what} has more than {} entries", limits.list_entries),
                 url: shown,
-                limit: MAX_LIST_ENTRIES as u64,
+                bound: reached("list-entries", limits.list_entries),
             });
         }
         match link {
@@ -136,10 +137,10 @@ where
             _ => return Ok(all),
         }
     }
-    Err(Error::TooLarge {
-        what: format!("{what} (pages)"),
+    Err(Error::Exceeded {
+        what: format!("{what} has more than {} pages", limits.list_pages),
         url: next.as_ref().map(redact_url).unwrap_or_default(),
-        limit: MAX_LIST_PAGES as u64,
+        bound: reached("list-pages", limits.list_pages),
     })
 }
 
@@ -162,35 +163,46 @@ mod tests {
     #[tokio::test]
     async fn a_listing_that_never_ends_is_refused_at_the_page_bound() {
         let mut pages = 0;
-        let err = follow_pages("the tag list of r.io/a", |_| {
+        let limits = Limits {
+            list_pages: 50,
+            ..Limits::default()
+        };
+        let err = follow_pages("the tag list of r.io/a", limits, |_| {
             pages += 1;
             let link = Url::parse(&format!("https://r.io/v2/a/tags/list?last={pages}")).unwrap();
             async move { Ok((vec![format!("t{pages}")], Some(link))) }
         })
         .await
         .unwrap_err();
-        assert!(matches!(err, Error::TooLarge { limit, .. } if limit == MAX_LIST_PAGES as u64));
+        let text = err.to_string();
         assert!(
-            err.to_string().contains("the tag list of r.io/a (pages)"),
-            "{err}"
+            text.contains("the tag list of r.io/a has more than 50 pages")
+                && text.contains("--limit list-pages=N"),
+            "{text}"
         );
-        assert_eq!(pages, MAX_LIST_PAGES);
+        assert_eq!(pages, 50);
     }
 
     #[tokio::test]
     async fn a_listing_of_too_many_entries_is_refused() {
-        let err = follow_pages("the catalog", |_| async {
-            Ok((vec![0u8; MAX_LIST_ENTRIES + 1], None))
+        let n = Limits::default().list_entries;
+        let err = follow_pages("the catalog", Limits::default(), |_| async move {
+            Ok((vec![0u8; n + 1], None))
         })
         .await
         .unwrap_err();
-        assert!(err.to_string().contains("the catalog (entries)"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("the catalog has more than 1000000 entries")
+                && text.contains("the limit list-entries is 1000000"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn a_repeated_link_ends_the_listing() {
         let link = Url::parse("https://r.io/v2/a/tags/list?last=x").unwrap();
-        let got = follow_pages("t", |_| {
+        let got = follow_pages("t", Limits::default(), |_| {
             let link = link.clone();
             async move { Ok((vec![1], Some(link))) }
         })

@@ -180,8 +180,7 @@ fn transport(method: &str, url: &Url, e: reqwest::Error) -> Error {
     }
 }
 
-/// Token answers are small; a huge one is refused, not buffered.
-const TOKEN_BODY_LIMIT: u64 = 1024 * 1024;
+use crate::limits::MAX_TOKEN_BODY as TOKEN_BODY_LIMIT;
 
 async fn read_token_body(
     resp: reqwest::Response,
