@@ -7,8 +7,18 @@
 //! crash never leaves a partial file under a digest (go-containerregistry's
 //! writer does). `index.json` is rewritten the same way under a lock that
 //! holds across tasks of this process and across processes.
+//!
+//! What is on disk is not trusted. Every file read whole (`oci-layout`,
+//! `index.json`, a manifest) is read through a cap, and must be a regular
+//! file: a link to `/dev/zero` or a named pipe is refused, never read
+//! forever or waited on. (Reads follow symbolic links to regular files:
+//! layouts built by Nix and others link their blobs into a store, and what
+//! is read is verified against its digest anyway.) As a target, a blob
+//! counts as present only when it is a regular file, not a link, whose
+//! bytes hash to its digest; anything else under its name is replaced by
+//! the real file (a directory there is refused, naming it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +47,38 @@ pub struct LayoutStore {
     path: PathBuf,
     /// The canonical path: every file operation and the lock key use it.
     root: PathBuf,
+    /// Blob files this process hashed (or wrote) and found whole, so one
+    /// run hashes each present blob once however often it asks.
+    verified: Arc<StdMutex<HashSet<FileKey>>>,
+}
+
+/// A blob file as it was when verified: changed since, it is hashed again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileKey {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileKey {
+    fn of(path: &Path, meta: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        FileKey {
+            path: path.to_path_buf(),
+            dev,
+            ino,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 impl LayoutStore {
@@ -52,6 +94,7 @@ impl LayoutStore {
             },
             path,
             root,
+            verified: Arc::default(),
         };
         store.check_layout_file()?;
         store.read_index_sync()?;
@@ -84,6 +127,7 @@ impl LayoutStore {
             },
             path: path.to_path_buf(),
             root,
+            verified: Arc::default(),
         };
         // Under the index lock, so two processes creating the same layout
         // cannot replace each other's index.json.
@@ -137,16 +181,12 @@ impl LayoutStore {
 
     fn check_layout_file(&self) -> Result<(), StoreError> {
         let file = self.root.join("oci-layout");
-        let bytes = match fs::read(&file) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::invalid(
-                    file.display().to_string(),
-                    "missing: the directory is no OCI image layout",
-                ))
-            }
-            Err(e) => return Err(StoreError::io(format!("reading {}", file.display()), e)),
-        };
+        let bytes = read_capped_sync(&file, MAX_INDEX_SIZE, "oci-layout")?.ok_or_else(|| {
+            StoreError::invalid(
+                file.display().to_string(),
+                "missing: the directory is no OCI image layout",
+            )
+        })?;
         let version = layout_version(&bytes).map_err(|e| {
             StoreError::invalid(file.display().to_string(), format!("not valid JSON: {e}"))
         })?;
@@ -211,11 +251,95 @@ impl LayoutStore {
 
     fn read_index_sync(&self) -> Result<OciIndex, StoreError> {
         let file = self.index_file();
-        let mut bytes = Vec::new();
-        fs::File::open(&file)
-            .and_then(|f| f.take(MAX_INDEX_SIZE + 1).read_to_end(&mut bytes))
-            .map_err(|e| StoreError::io(format!("reading {}", file.display()), e))?;
+        let bytes = read_capped_sync(&file, MAX_INDEX_SIZE, "index.json")?.ok_or_else(|| {
+            StoreError::invalid(
+                file.display().to_string(),
+                "missing: the directory is no OCI image layout",
+            )
+        })?;
         OciIndex::parse(&file.display().to_string(), &bytes)
+    }
+
+    /// The size of the blob file for `digest` when it is there whole: a
+    /// regular file (not a link) whose bytes hash to the digest. A link, a
+    /// pipe, a directory or wrong bytes are not the blob (`None`; a write
+    /// replaces them). Blocking: hashes the file, once per run.
+    fn verified_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let path = self.blob_path(digest);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("checking {}", path.display()), e)),
+        };
+        if !meta.is_file() {
+            tracing::warn!(
+                file = %path.display(),
+                kind = file_kind(&meta.file_type()),
+                "a blob file that is not a regular file does not count as the blob"
+            );
+            return Ok(None);
+        }
+        let key = FileKey::of(&path, &meta);
+        if self.is_verified(&key) {
+            return Ok(Some(key.len));
+        }
+        let file = match open_file(&path, fs::OpenOptions::new().read(true), false) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, "an unreadable blob file does not count as the blob");
+                return Ok(None);
+            }
+        };
+        let opened = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("checking {}", path.display()), e))?;
+        let key = FileKey::of(&path, &opened);
+        let mut hasher = registry_client::Hasher::new(digest.algorithm());
+        hasher
+            .update_from(file.take(key.len.saturating_add(1)))
+            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+        if hasher.len() != key.len || &hasher.finish() != digest {
+            tracing::warn!(
+                file = %path.display(),
+                "a blob file whose bytes do not hash to its digest does not count as the blob"
+            );
+            return Ok(None);
+        }
+        self.remember_verified(key.clone());
+        Ok(Some(key.len))
+    }
+
+    fn is_verified(&self, key: &FileKey) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(key)
+    }
+
+    fn remember_verified(&self, key: FileKey) {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key);
+    }
+
+    /// Whether a blob file can be read as a source: a regular file, links
+    /// followed (what is read is verified as it streams).
+    async fn readable(&self, digest: &Digest) -> Result<bool, StoreError> {
+        let path = self.blob_path(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(m.is_file()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io(format!("checking {}", path.display()), e)),
+        }
+    }
+
+    async fn verified_size_async(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let (store, d) = (self.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || store.verified_size(&d))
+            .await
+            .map_err(|e| StoreError::io("checking a blob", io::Error::other(e)))?
     }
 
     /// A manifest blob's bytes, capped and verified against its digest.
@@ -241,24 +365,38 @@ impl LayoutStore {
     /// committing only what matches `desc`.
     async fn write_verified(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
         let target = self.blob_path(&desc.digest);
-        match tokio::fs::metadata(&target).await {
-            Ok(m) if m.len() == desc.size => return Ok(()),
+        match tokio::fs::symlink_metadata(&target).await {
+            Ok(m) if m.is_dir() => {
+                return Err(StoreError::invalid(
+                    target.display().to_string(),
+                    format!(
+                        "is a directory where the blob {} belongs; remove it and copy again",
+                        desc.digest
+                    ),
+                ))
+            }
+            Ok(m) if m.is_file() && m.len() == desc.size => {
+                if self.verified_size_async(&desc.digest).await? == Some(desc.size) {
+                    return Ok(());
+                }
+                // Wrong bytes of the right length: replaced below.
+            }
             Ok(m) => {
-                // A truncated blob another writer left under its final name.
+                // A truncated blob another writer left under its final
+                // name, or a link or pipe: the rename below replaces it
+                // (a link itself, never what it points at).
                 tracing::warn!(
                     file = %target.display(),
+                    kind = file_kind(&m.file_type()),
                     size = m.len(),
                     expected = desc.size,
-                    "replacing a blob of the wrong size"
+                    "replacing what is under a blob's name with the blob"
                 );
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io(format!("checking {}", target.display()), e)),
         }
-        let dir = target
-            .parent()
-            .expect("blob path has a parent")
-            .to_path_buf();
+        let dir = self.root.join("blobs").join(desc.digest.algorithm().name());
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
@@ -270,9 +408,11 @@ impl LayoutStore {
         // Removes the temporary file on every way out but the rename,
         // including this future being dropped mid-stream.
         let guard = RemoveOnDrop(Some(temp.clone()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let mut opts = tokio::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        opts.custom_flags(libc::O_NOFOLLOW);
+        let file = opts
             .open(&temp)
             .await
             .map_err(|e| StoreError::io(format!("creating {}", temp.display()), e))?;
@@ -298,18 +438,26 @@ impl LayoutStore {
             )
         })?;
         guard.disarm();
+        if let Ok(m) = tokio::fs::symlink_metadata(&target).await {
+            // Hashed while written: no need to hash it again this run.
+            self.remember_verified(FileKey::of(&target, &m));
+        }
         sync_dir(&dir).await
     }
 
     /// Take the cross-process lock on `index.json`, blocking the thread.
     fn lock_file_blocking(&self) -> Result<FileLock, StoreError> {
         let path = self.root.join("index.json.lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+        let file = open_file(
+            &path,
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            true,
+        )
+        .and_then(|f| f.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
         FileLock::exclusive(file)
             .map_err(|e| StoreError::io(format!("locking {}", path.display()), e))
     }
@@ -379,7 +527,7 @@ impl ImageSource for LayoutStore {
 
     async fn resolve_digest(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
         match reference {
-            ImageRef::Digest(d) => Ok(self.blob_size(d).await?.is_some().then(|| d.clone())),
+            ImageRef::Digest(d) => Ok(self.readable(d).await?.then(|| d.clone())),
             _ => Ok(self
                 .read_index()
                 .await?
@@ -397,11 +545,9 @@ impl ImageSource for LayoutStore {
 
     async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
         let path = self.blob_path(&desc.digest);
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(self.not_found(format!("blob {}", desc.digest)))
-            }
+        let file = match open_file_async(&path).await {
+            Ok(Some(f)) => tokio::fs::File::from_std(f),
+            Ok(None) => return Err(self.not_found(format!("blob {}", desc.digest))),
             Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
         };
         let state = ReadState {
@@ -442,7 +588,15 @@ impl ImageSource for LayoutStore {
 #[async_trait::async_trait]
 impl ImageTarget for LayoutStore {
     async fn current(&self, reference: &ImageRef) -> Result<Option<Digest>, StoreError> {
-        self.resolve_digest(reference).await
+        match reference {
+            // As a target, only a whole manifest file counts (not a link).
+            ImageRef::Digest(d) => Ok(self
+                .verified_size_async(d)
+                .await?
+                .is_some()
+                .then(|| d.clone())),
+            _ => self.resolve_digest(reference).await,
+        }
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -499,14 +653,9 @@ impl ImageTarget for LayoutStore {
             .await
     }
 
+    /// Present only when whole: see [`LayoutStore::verified_size`].
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        let path = self.blob_path(digest);
-        match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => Ok(Some(m.len())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io(format!("checking {}", path.display()), e)),
-        }
+        self.verified_size_async(digest).await
     }
 
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
@@ -570,27 +719,123 @@ fn process_lock(root: &Path) -> Arc<tokio::sync::Mutex<()>> {
     map.entry(root.to_path_buf()).or_default().clone()
 }
 
-/// A whole small file, or `None` when absent; refused above `limit` bytes.
-async fn read_capped(path: &Path, limit: u64, what: &str) -> Result<Option<Bytes>, StoreError> {
-    let file = match tokio::fs::File::open(path).await {
+/// Open `path` with `opts`: `None` when absent, an error naming the file
+/// when it is not a regular file (a device, a pipe, a directory) or, with
+/// `no_follow`, a symbolic link. Opening a named pipe does not block.
+fn open_file(path: &Path, opts: &fs::OpenOptions, no_follow: bool) -> io::Result<Option<fs::File>> {
+    let mut opts = opts.clone();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK only keeps the open of a pipe from waiting for a
+        // writer; a regular file, the only kind used, ignores it.
+        let follow = if no_follow { libc::O_NOFOLLOW } else { 0 };
+        opts.custom_flags(libc::O_NONBLOCK | follow);
+    }
+    let file = match opts.open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        #[cfg(unix)]
+        Err(e) if no_follow && matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EMLINK)) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{} is a symbolic link; not following it", path.display()),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                file_kind(&meta.file_type())
+            ),
+        ));
+    }
+    Ok(Some(file))
+}
+
+/// [`open_file`] for reading, off the async workers.
+async fn open_file_async(path: &Path) -> io::Result<Option<fs::File>> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || open_file(&p, fs::OpenOptions::new().read(true), false))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// What a file is, in words, for messages.
+fn file_kind(ty: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ty.is_fifo() {
+            return "a named pipe";
+        }
+        if ty.is_socket() {
+            return "a socket";
+        }
+        if ty.is_char_device() || ty.is_block_device() {
+            return "a device";
+        }
+    }
+    if ty.is_symlink() {
+        "a symbolic link"
+    } else if ty.is_dir() {
+        "a directory"
+    } else if ty.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The error for a file read whole that is larger than its bound.
+fn too_large(path: &Path, limit: u64, what: &str) -> StoreError {
+    registry_client::Error::TooLarge {
+        what: what.to_string(),
+        url: path.display().to_string(),
+        limit,
+    }
+    .into()
+}
+
+/// A whole small file, or `None` when absent; refused above `limit` bytes
+/// and when it is not a regular file.
+async fn read_capped(path: &Path, limit: u64, what: &str) -> Result<Option<Bytes>, StoreError> {
+    let file = match open_file_async(path).await {
+        Ok(Some(f)) => tokio::fs::File::from_std(f),
+        Ok(None) => return Ok(None),
         Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
     };
     let mut bytes = Vec::new();
-    file.take(limit + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .await
         .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
     if bytes.len() as u64 > limit {
-        return Err(registry_client::Error::TooLarge {
-            what: what.to_string(),
-            url: path.display().to_string(),
-            limit,
-        }
-        .into());
+        return Err(too_large(path, limit, what));
     }
     Ok(Some(Bytes::from(bytes)))
+}
+
+/// [`read_capped`], blocking the thread.
+fn read_capped_sync(path: &Path, limit: u64, what: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let file = match open_file(path, fs::OpenOptions::new().read(true), false) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(path, limit, what));
+    }
+    Ok(Some(bytes))
 }
 
 /// Write `dir/name` whole or not at all: a temporary file, fsync, rename,
@@ -837,6 +1082,173 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(fs::read(store.blob_path(&t.digest)).unwrap(), b"truncated?");
+    }
+
+    #[cfg(unix)]
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_link_of_the_right_size_is_not_the_blob_and_is_replaced_not_written_through() {
+        let (d, store) = new_layout();
+        let data = b"the real blob".to_vec();
+        let blob = desc(&data);
+        // Outside the layout, a file of the right size (even the right bytes).
+        let outside = d.path().join("outside");
+        fs::write(&outside, &data).unwrap();
+        let path = store.blob_path(&blob.digest);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, &path).unwrap();
+        assert_eq!(store.blob_size(&blob.digest).await.unwrap(), None);
+        store
+            .write_blob(&blob, chunks(vec![b"the real blob"]))
+            .await
+            .unwrap();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "a file of its own now");
+        assert_eq!(fs::read(&path).unwrap(), data);
+        assert_eq!(
+            fs::read(&outside).unwrap(),
+            data,
+            "the link's target untouched"
+        );
+        assert_eq!(store.blob_size(&blob.digest).await.unwrap(), Some(13));
+
+        // A manifest linked from elsewhere is not current at the target either.
+        let m = manifest(1);
+        let elsewhere = d.path().join("manifest");
+        fs::write(&elsewhere, &m.bytes).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, store.blob_path(&m.digest)).unwrap();
+        let at = ImageRef::Digest(m.digest.clone());
+        assert_eq!(ImageTarget::current(&store, &at).await.unwrap(), None);
+        // As a source, a link to a regular file is read (and verified).
+        assert_eq!(store.manifest(&m.digest).await.unwrap(), m);
+        store.put_manifest(&m).await.unwrap();
+        assert_eq!(
+            ImageTarget::current(&store, &at).await.unwrap(),
+            Some(m.digest.clone())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_of_the_right_size_with_wrong_bytes_is_not_the_blob() {
+        let (_d, store) = new_layout();
+        let blob = desc(b"right bytes");
+        let path = store.blob_path(&blob.digest);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"wrong bytes").unwrap();
+        assert_eq!(store.blob_size(&blob.digest).await.unwrap(), None);
+        store
+            .write_blob(&blob, chunks(vec![b"right bytes"]))
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"right bytes");
+        assert_eq!(store.blob_size(&blob.digest).await.unwrap(), Some(11));
+        // Replaced on disk after it was verified: hashed again, not trusted.
+        let other = path.with_extension("other");
+        fs::write(&other, b"Right bytes").unwrap();
+        fs::rename(&other, &path).unwrap();
+        assert_eq!(store.blob_size(&blob.digest).await.unwrap(), None);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn pipes_and_directories_under_a_blobs_name_are_not_the_blob() {
+        let (_d, store) = new_layout();
+        let piped = desc(b"piped");
+        let path = store.blob_path(&piped.digest);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        mkfifo(&path);
+        // Neither check nor read waits for a writer that never comes.
+        assert_eq!(store.blob_size(&piped.digest).await.unwrap(), None);
+        let err = store.read_blob(&piped).await.err().unwrap().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("named pipe"),
+            "{err}"
+        );
+        store
+            .write_blob(&piped, chunks(vec![b"piped"]))
+            .await
+            .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"piped");
+
+        let dir = desc(b"a dir");
+        let path = store.blob_path(&dir.digest);
+        fs::create_dir_all(path.join("inside")).unwrap();
+        assert_eq!(store.blob_size(&dir.digest).await.unwrap(), None);
+        let err = store
+            .write_blob(&dir, chunks(vec![b"a dir"]))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("is a directory"),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn layout_files_that_are_devices_or_pipes_are_refused_not_read_forever() {
+        let (_d, store) = new_layout();
+        let root = store.path().to_path_buf();
+        let index = root.join("index.json");
+        let saved = fs::read(&index).unwrap();
+        fs::remove_file(&index).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &index).unwrap();
+        let err = LayoutStore::open(&root).unwrap_err().to_string();
+        assert!(
+            err.contains("index.json") && err.contains("a device, not a regular file"),
+            "{err}"
+        );
+        let err = store.names().await.unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        fs::remove_file(&index).unwrap();
+        mkfifo(&index);
+        let err = LayoutStore::open(&root).unwrap_err().to_string();
+        assert!(err.contains("a named pipe"), "{err}");
+        fs::remove_file(&index).unwrap();
+        fs::write(&index, &saved).unwrap();
+
+        let marker = root.join("oci-layout");
+        fs::remove_file(&marker).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &marker).unwrap();
+        let err = LayoutStore::open(&root).unwrap_err().to_string();
+        assert!(
+            err.contains("oci-layout") && err.contains("not a regular file"),
+            "{err}"
+        );
+        fs::remove_file(&marker).unwrap();
+        fs::write(&marker, layout_marker()).unwrap();
+
+        let m = manifest(1);
+        let path = store.blob_path(&m.digest);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = store.manifest(&m.digest).await.unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn layout_files_are_read_through_a_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        fs::write(&big, vec![b' '; 101]).unwrap();
+        let err = read_capped_sync(&big, 100, "index.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("index.json") && err.contains("100"), "{err}");
+        assert_eq!(
+            read_capped_sync(&big, 101, "x").unwrap().unwrap().len(),
+            101
+        );
+        assert!(read_capped_sync(&dir.path().join("absent"), 1, "x")
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]
