@@ -2,17 +2,38 @@
 //! `identitytoken`, `registrytoken`), `credHelpers` and `credsStore`, which
 //! run `docker-credential-<name> get`. Found through `DOCKER_CONFIG` or
 //! `~/.docker/config.json`, as docker does.
+//!
+//! A helper is another program, and may hang (a keychain waiting for an
+//! unlock nobody will give) or print without end. It gets
+//! [`DEFAULT_HELPER_TIMEOUT`] (or what `MIRROR_CREDENTIAL_HELPER_TIMEOUT`
+//! says) to answer and is killed after it; it may print at most
+//! [`MAX_HELPER_OUTPUT`] bytes. What it prints is never shown in an error
+//! when it could be the secret.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
 use super::{Credential, CredentialStore};
 use crate::error::Error;
 use crate::secret::Secret;
+
+/// How long a credential helper may take to answer, unless
+/// [`HELPER_TIMEOUT_ENV`] or [`DockerConfig::with_helper_timeout`] says.
+pub const DEFAULT_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The variable that sets how long credential helpers may take: `30s`,
+/// `500ms`, `2m`, or a number of seconds.
+pub const HELPER_TIMEOUT_ENV: &str = "MIRROR_CREDENTIAL_HELPER_TIMEOUT";
+/// The most a credential helper may print (an answer is a few hundred bytes).
+pub const MAX_HELPER_OUTPUT: u64 = 1024 * 1024;
+/// The largest docker config read: real ones are a few KiB.
+pub const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
+/// How much of a failing helper's message an error repeats.
+const MAX_SHOWN: usize = 200;
 
 const HUB_KEY: &str = "https://index.docker.io/v1/";
 const HUB_NAMES: &[&str] = &["docker.io", "index.docker.io", "registry-1.docker.io"];
@@ -54,6 +75,9 @@ pub struct DockerConfig {
     file: File,
     /// Where to find `docker-credential-*` programs; `None` means `PATH`.
     helper_dir: Option<PathBuf>,
+    /// How long a helper may take; `None`: [`HELPER_TIMEOUT_ENV`], else
+    /// [`DEFAULT_HELPER_TIMEOUT`].
+    helper_timeout: Option<Duration>,
 }
 
 impl DockerConfig {
@@ -69,15 +93,35 @@ impl DockerConfig {
         }
     }
 
+    /// The config at `path` (links followed: a mounted secret is one), at
+    /// most [`MAX_CONFIG_SIZE`] bytes of a regular file; none there is an
+    /// empty config.
     pub fn load_or_empty(path: &Path) -> Result<Self, Error> {
-        match std::fs::read(path) {
-            Ok(bytes) => Self::parse(path, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DockerConfig::default()),
-            Err(e) => Err(Error::io(
-                format!("reading docker config {}", path.display()),
-                e,
-            )),
+        let ctx = || format!("reading docker config {}", path.display());
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(Error::config(
+                    format!("docker config {}", path.display()),
+                    "is not a regular file",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DockerConfig::default())
+            }
+            Err(e) => return Err(Error::io(ctx(), e)),
         }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_SIZE + 1).read_to_end(&mut bytes))
+            .map_err(|e| Error::io(ctx(), e))?;
+        if bytes.len() as u64 > MAX_CONFIG_SIZE {
+            return Err(Error::config(
+                format!("docker config {}", path.display()),
+                format!("is larger than {MAX_CONFIG_SIZE} bytes"),
+            ));
+        }
+        Self::parse(path, &bytes)
     }
 
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, Error> {
@@ -91,6 +135,7 @@ impl DockerConfig {
             path: Some(path.to_path_buf()),
             file,
             helper_dir: None,
+            helper_timeout: None,
         })
     }
 
@@ -98,6 +143,28 @@ impl DockerConfig {
     pub fn with_helper_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.helper_dir = Some(dir.into());
         self
+    }
+
+    /// Give credential helpers `timeout` to answer (instead of
+    /// [`HELPER_TIMEOUT_ENV`] or [`DEFAULT_HELPER_TIMEOUT`]).
+    pub fn with_helper_timeout(mut self, timeout: Duration) -> Self {
+        self.helper_timeout = Some(timeout);
+        self
+    }
+
+    fn helper_timeout(&self) -> Result<Duration, Error> {
+        if let Some(t) = self.helper_timeout {
+            return Ok(t);
+        }
+        match std::env::var(HELPER_TIMEOUT_ENV) {
+            Ok(v) if !v.trim().is_empty() => parse_timeout(&v).ok_or_else(|| {
+                Error::config(
+                    HELPER_TIMEOUT_ENV,
+                    format!("{v:?} is not a time greater than zero (say 30s, 500ms, 2m or 45)"),
+                )
+            }),
+            _ => Ok(DEFAULT_HELPER_TIMEOUT),
+        }
     }
 
     fn context(&self) -> String {
@@ -155,29 +222,33 @@ impl DockerConfig {
             registry.to_string()
         };
         let ctx = || format!("credential helper {program} for {registry}");
-        let mut child = Command::new(&path)
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(ctx(), e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(server.as_bytes())
-                .map_err(|e| Error::io(ctx(), e))?;
-        }
-        let out = child.wait_with_output().map_err(|e| Error::io(ctx(), e))?;
+        let timeout = self.helper_timeout()?;
+        let out = run_bounded(&path, &server, timeout).map_err(|e| match e {
+            HelperError::Io(e) => Error::io(ctx(), e),
+            HelperError::TimedOut => Error::config(
+                ctx(),
+                format!(
+                    "gave no answer within {}; it was stopped. {HELPER_TIMEOUT_ENV} sets how long helpers may take (default {}s)",
+                    show_duration(timeout),
+                    DEFAULT_HELPER_TIMEOUT.as_secs()
+                ),
+            ),
+            HelperError::TooLong => Error::config(
+                ctx(),
+                format!("printed more than {MAX_HELPER_OUTPUT} bytes; it was stopped"),
+            ),
+        })?;
         if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let msg = String::from_utf8_lossy(&out.stdout);
             if msg.contains("credentials not found") {
                 return Ok(Credential::Anonymous);
             }
             // The helper's words can be long; its stderr is not shown since
-            // some helpers echo their input there.
+            // some helpers echo their input there, and what looks like an
+            // answer is not shown since it may hold the secret.
             return Err(Error::config(
                 ctx(),
-                format!("failed ({}): {msg}", out.status),
+                format!("failed ({}){}", out.status, shown(&msg)),
             ));
         }
         #[derive(serde::Deserialize)]
@@ -187,8 +258,23 @@ impl DockerConfig {
             #[serde(rename = "Secret", default)]
             secret: String,
         }
+        // serde's message can quote the value it did not expect (the
+        // secret itself): only where and what kind of error is shown.
         let a: Answer = serde_json::from_slice(&out.stdout).map_err(|e| {
-            Error::config(ctx(), format!("answered something that is not JSON: {e}"))
+            Error::config(
+                ctx(),
+                format!(
+                    "answered something that is not a credential helper's JSON ({} at line {} column {}; the answer is not shown, as it may hold the secret)",
+                    match e.classify() {
+                        serde_json::error::Category::Io => "unreadable",
+                        serde_json::error::Category::Syntax => "not JSON",
+                        serde_json::error::Category::Data => "wrong fields",
+                        serde_json::error::Category::Eof => "cut short",
+                    },
+                    e.line(),
+                    e.column()
+                ),
+            )
         })?;
         if a.username == "<token>" {
             return Ok(Credential::IdentityToken(Secret::new(a.secret)));
@@ -219,6 +305,148 @@ impl CredentialStore for DockerConfig {
             return self.run_helper(&store, registry);
         }
         Ok(Credential::Anonymous)
+    }
+}
+
+/// What a helper printed, as much as is safe to repeat in an error.
+struct HelperOutput {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+}
+
+enum HelperError {
+    Io(std::io::Error),
+    TimedOut,
+    TooLong,
+}
+
+/// Run `program get` with `server` on its standard input; its standard
+/// output (at most [`MAX_HELPER_OUTPUT`] bytes) and exit status within
+/// `timeout`, else the child is killed.
+fn run_bounded(
+    program: &Path,
+    server: &str,
+    timeout: Duration,
+) -> Result<HelperOutput, HelperError> {
+    let deadline = Instant::now() + timeout;
+    let child = Command::new(program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        // Not shown (some helpers echo their input there), so not kept:
+        // an unread pipe would stall a helper that writes much there.
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(HelperError::Io)?;
+    // Killed and reaped on every way out but a clean exit.
+    let mut running = Running { child, done: false };
+    let stdin = running.child.stdin.take();
+    let stdout = running.child.stdout.take();
+    if let Some(mut stdin) = stdin {
+        // A helper that exits without reading its input is answered by
+        // its exit status, not by a broken pipe here.
+        match stdin.write_all(server.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(HelperError::Io(e)),
+            _ => {}
+        }
+    }
+    let Some(stdout) = stdout else {
+        return Err(HelperError::Io(std::io::Error::other("no standard output")));
+    };
+    // Read on a thread, so the deadline holds even when the helper (or a
+    // program it started, holding the pipe) never closes it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let read = stdout
+            .take(MAX_HELPER_OUTPUT + 1)
+            .read_to_end(&mut buf)
+            .map(|_| buf);
+        let _ = tx.send(read);
+    });
+    let stdout = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(Ok(buf)) => buf,
+        Ok(Err(e)) => return Err(HelperError::Io(e)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Err(HelperError::TimedOut),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            return Err(HelperError::Io(std::io::Error::other(
+                "reading its output failed",
+            )))
+        }
+    };
+    if stdout.len() as u64 > MAX_HELPER_OUTPUT {
+        return Err(HelperError::TooLong);
+    }
+    // Output closed: the exit is near, but a helper may still hang.
+    loop {
+        match running.child.try_wait().map_err(HelperError::Io)? {
+            Some(status) => {
+                running.done = true;
+                return Ok(HelperOutput { status, stdout });
+            }
+            None if Instant::now() >= deadline => return Err(HelperError::TimedOut),
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// A helper's process; killed (and reaped) when given up on before it
+/// exited.
+struct Running {
+    child: Child,
+    done: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `: <message>` from a failing helper: its first line, without control
+/// characters, cut to [`MAX_SHOWN`] characters; nothing when it looks like
+/// an answer (JSON: it may hold the secret).
+fn shown(msg: &str) -> String {
+    let line = msg.trim().lines().next().unwrap_or("").trim();
+    if line.is_empty() || line.starts_with('{') || line.starts_with('[') {
+        return String::new();
+    }
+    let mut clean: String = line
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_SHOWN)
+        .collect();
+    if line.chars().count() > MAX_SHOWN {
+        clean.push('…');
+    }
+    format!(": {clean}")
+}
+
+/// `30s`, `500ms`, `2m` or `45` (seconds); zero is no time.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
     }
 }
 
@@ -322,6 +550,122 @@ mod tests {
         );
         let missing = cfg(r#"{"credsStore": "nope"}"#).with_helper_dir(dir.path());
         assert!(missing.credential("x.io").is_err());
+    }
+
+    #[test]
+    fn a_helper_that_hangs_is_stopped_at_its_timeout_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        helper(dir.path(), "hang", "#!/bin/sh\nexec sleep 600\n");
+        // Output closed, but the helper never exits.
+        helper(
+            dir.path(),
+            "linger",
+            "#!/bin/sh\nexec 1>&-\nexec sleep 600\n",
+        );
+        let c = cfg(r#"{"credHelpers": {"a.io": "hang", "b.io": "linger"}}"#)
+            .with_helper_dir(dir.path())
+            .with_helper_timeout(Duration::from_millis(300));
+        for (registry, program) in [
+            ("a.io", "docker-credential-hang"),
+            ("b.io", "docker-credential-linger"),
+        ] {
+            let started = Instant::now();
+            let err = c.credential(registry).unwrap_err().to_string();
+            assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+            assert!(
+                err.contains(program)
+                    && err.contains(registry)
+                    && err.contains("within 300ms")
+                    && err.contains(HELPER_TIMEOUT_ENV),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_helper_that_prints_without_end_is_stopped_at_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        helper(
+            dir.path(),
+            "chatty",
+            "#!/bin/sh\nwhile :; do echo 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'; done\n",
+        );
+        let c = cfg(r#"{"credsStore": "chatty"}"#)
+            .with_helper_dir(dir.path())
+            .with_helper_timeout(Duration::from_secs(60));
+        let started = Instant::now();
+        let err = c.credential("x.io").unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+        assert!(
+            err.contains("docker-credential-chatty")
+                && err.contains(&format!("more than {MAX_HELPER_OUTPUT} bytes")),
+            "{err}"
+        );
+        assert!(err.len() < 1000, "the output is not repeated: {err}");
+    }
+
+    #[test]
+    fn a_helper_answering_garbage_gets_an_error_without_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        // A string where an object belongs: serde's message quotes it.
+        helper(dir.path(), "bare", "#!/bin/sh\necho '\"hunter2-secret\"'\n");
+        helper(
+            dir.path(),
+            "typed",
+            "#!/bin/sh\necho '{\"Username\": \"u\", \"Secret\": [\"hunter2-secret\"]}'\n",
+        );
+        helper(
+            dir.path(),
+            "cut",
+            "#!/bin/sh\nprintf '{\"Username\": \"u\", \"Secret\": \"hunter2-secret'\n",
+        );
+        // An answer, with a failing status: not repeated either.
+        helper(
+            dir.path(),
+            "failing",
+            "#!/bin/sh\necho '{\"Username\": \"u\", \"Secret\": \"hunter2-secret\"}'\nexit 1\n",
+        );
+        let long = "x".repeat(5000);
+        helper(
+            dir.path(),
+            "wordy",
+            &format!("#!/bin/sh\necho 'keychain locked {long}'\nexit 1\n"),
+        );
+        let c = cfg(r#"{"credHelpers": {"bare.io": "bare", "typed.io": "typed", "cut.io": "cut", "failing.io": "failing", "wordy.io": "wordy"}}"#)
+            .with_helper_dir(dir.path());
+        for registry in ["bare.io", "typed.io", "cut.io", "failing.io"] {
+            let err = c.credential(registry).unwrap_err();
+            let msg = format!("{err} {err:?}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+            assert!(msg.contains(registry), "{msg}");
+        }
+        let err = c.credential("cut.io").unwrap_err().to_string();
+        assert!(err.contains("cut short") && err.contains("line 1"), "{err}");
+        let err = c.credential("wordy.io").unwrap_err().to_string();
+        assert!(err.contains("keychain locked"), "{err}");
+        assert!(err.len() < 600, "a long message is cut: {err}");
+    }
+
+    #[test]
+    fn helper_timeouts_parse_as_users_write_them() {
+        assert_eq!(parse_timeout("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_timeout(" 45 "), Some(Duration::from_secs(45)));
+        assert_eq!(parse_timeout("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("2m"), Some(Duration::from_secs(120)));
+        for bad in ["", "0", "0s", "-1", "1h", "s", "99999999999999999999m"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_docker_config_that_is_not_a_regular_file_or_too_large_is_refused() {
+        let err = DockerConfig::load_or_empty(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/dev/zero") && err.contains("not a regular file"),
+            "{err}"
+        );
     }
 
     #[test]
