@@ -13,6 +13,9 @@ pub mod bundle;
 pub mod delta;
 pub mod endpoint;
 pub mod export;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod import;
 pub mod ledger;

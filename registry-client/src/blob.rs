@@ -126,7 +126,7 @@ impl Client {
 }
 
 /// `bytes 100-199/200` → 100.
-fn parse_content_range_start(v: &str) -> Option<u64> {
+pub(crate) fn parse_content_range_start(v: &str) -> Option<u64> {
     let v = v.trim().strip_prefix("bytes").unwrap_or(v).trim();
     v.split(['-', '/']).next()?.trim().parse().ok()
 }

@@ -9,6 +9,9 @@ pub mod client;
 pub mod descriptor;
 pub mod digest;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host_limit;
 pub mod limits;
 pub mod manifest;

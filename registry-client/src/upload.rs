@@ -398,7 +398,7 @@ fn location(base: &Url, resp: &reqwest::Response, method: &str) -> Result<Url, E
 
 /// `0-99` (or `bytes=0-99`) → 100 bytes held. distribution writes `0-0`
 /// for an empty session, so that reads as 0.
-fn parse_range_end(r: &str) -> Option<u64> {
+pub(crate) fn parse_range_end(r: &str) -> Option<u64> {
     let r = r
         .trim()
         .trim_start_matches("bytes=")

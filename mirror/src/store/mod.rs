@@ -5,7 +5,7 @@
 pub mod archive;
 pub mod feed;
 pub mod layout;
-mod oci_index;
+pub(crate) mod oci_index;
 pub mod registry;
 pub mod sessions;
 

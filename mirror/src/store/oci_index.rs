@@ -23,7 +23,7 @@ pub(super) const LAYOUT_VERSION: &str = "1.0.0";
 pub(super) const MAX_INDEX_SIZE: u64 = 64 * 1024 * 1024;
 
 /// The store an index belongs to, for the messages about it.
-pub(super) struct Holder {
+pub(crate) struct Holder {
     /// The store, as its `describe` names it (`oci:PATH`).
     pub store: String,
     /// Where the index lies (its file, its archive entry).
@@ -34,7 +34,7 @@ pub(super) struct Holder {
 
 /// An `index.json`: the document as read, and its entries as descriptors.
 #[derive(Debug, Clone)]
-pub(super) struct OciIndex {
+pub(crate) struct OciIndex {
     /// The whole document: what an edit does not touch is written back.
     value: Value,
     /// `manifests`, in order, each one valid.
@@ -281,7 +281,7 @@ pub(super) fn layout_version(bytes: &[u8]) -> Result<Option<String>, serde_json:
 /// A manifest read by digest, where no descriptor gives its media type:
 /// its own `mediaType`; without one, an index if it lists manifests, else
 /// an OCI image manifest.
-pub(super) fn stored_manifest(digest: &Digest, bytes: Bytes) -> Manifest {
+pub(crate) fn stored_manifest(digest: &Digest, bytes: Bytes) -> Manifest {
     let value: Option<Value> = serde_json::from_slice(&bytes).ok();
     let value = value.as_ref();
     let media_type = match value
