@@ -409,7 +409,8 @@ pub(crate) fn parse_range_end(r: &str) -> Option<u64> {
     if start != 0 {
         return None;
     }
-    Some(if end == 0 { 0 } else { end + 1 })
+    // `0-18446744073709551615` would hold more bytes than a u64 counts.
+    Some(if end == 0 { 0 } else { end.checked_add(1)? })
 }
 
 #[cfg(test)]
@@ -451,5 +452,13 @@ mod tests {
         assert_eq!(parse_range_end("0-0"), Some(0));
         assert_eq!(parse_range_end("5-9"), None);
         assert_eq!(parse_range_end("junk"), None);
+    }
+
+    /// Found by fuzz/fuzz_targets/content_range.rs: the end plus one
+    /// overflowed (a panic in debug builds, 0 held in release).
+    #[test]
+    fn an_upload_range_ending_at_u64_max_is_refused() {
+        assert_eq!(parse_range_end("0-18446744073709551615"), None);
+        assert_eq!(parse_range_end("0-18446744073709551614"), Some(u64::MAX));
     }
 }
