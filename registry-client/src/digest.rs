@@ -229,6 +229,23 @@ impl Hasher {
             ),
             _ => return Err(bad()),
         };
+        // The inner state counts its own blocks and buffered bytes (sha2
+        // 0.11: the words, the block count, then the buffer's position).
+        // They must make `len`, and `len` must count in bits, or finishing
+        // overflows (a panic in debug builds, a wrong digest in release).
+        let (blocks, pos, block) = match bytes[0] {
+            1 => (inner.get(32..40), inner.get(40), 64u128),
+            _ => (inner.get(64..80), inner.get(80), 128u128),
+        };
+        let (blocks, pos) = blocks.zip(pos).ok_or_else(bad)?;
+        let mut count = [0u8; 16];
+        count[..blocks.len()].copy_from_slice(blocks);
+        let counted = u128::from_le_bytes(count)
+            .checked_mul(block)
+            .and_then(|n| n.checked_add(u128::from(*pos)));
+        if counted != Some(u128::from(len)) || len > u64::MAX / 8 {
+            return Err(bad());
+        }
         Ok(Hasher { state, len })
     }
 }
@@ -422,6 +439,38 @@ mod tests {
             let err = Digest::parse(bad).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
+    }
+
+    /// Found by fuzz/fuzz_targets/digest.rs: a state whose block count
+    /// disagrees with its length (here: near u64::MAX blocks) restored,
+    /// and finishing it overflowed inside sha2.
+    #[test]
+    fn a_saved_state_that_miscounts_is_refused() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut h = Hasher::new(alg);
+            h.update(&[7u8; 300]);
+            let good = h.save();
+            assert!(Hasher::restore(&good).is_ok());
+            let (at, width) = match alg {
+                Algorithm::Sha256 => (9 + 32, 8),
+                Algorithm::Sha512 => (9 + 64, 16),
+            };
+            let mut forged = good.0.clone();
+            forged[at..at + width].fill(0xff);
+            assert!(Hasher::restore(&SavedHasher(forged)).is_err());
+            let mut longer = good.0.clone();
+            longer[1..9].copy_from_slice(&301u64.to_le_bytes());
+            assert!(Hasher::restore(&SavedHasher(longer)).is_err());
+        }
+        // The input the fuzzer found, as hex.
+        let found = SavedHasher::from_hex(concat!(
+            "0123456789a789abcdef0123228394abcd0123456789abcdef0123456789abcd",
+            "ef0123456789abcdef0123456789abcdef000000000000000000000000000000",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0000000000000000000000000000000000",
+        ))
+        .unwrap();
+        assert!(Hasher::restore(&found).is_err());
     }
 
     #[test]
