@@ -125,10 +125,15 @@ impl Client {
     }
 }
 
-/// `bytes 100-199/200` → 100.
+/// `bytes 100-199/200` → 100. A range that ends before it starts is none.
 pub(crate) fn parse_content_range_start(v: &str) -> Option<u64> {
     let v = v.trim().strip_prefix("bytes").unwrap_or(v).trim();
-    v.split(['-', '/']).next()?.trim().parse().ok()
+    let start: u64 = v.split(['-', '/']).next()?.trim().parse().ok()?;
+    let end = v.split_once('-').and_then(|(_, e)| e.split('/').next());
+    match end.and_then(|e| e.trim().parse::<u64>().ok()) {
+        Some(end) if end < start => None,
+        _ => Some(start),
+    }
 }
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -216,5 +221,13 @@ mod tests {
         assert_eq!(parse_content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(parse_content_range_start("100-199/*"), Some(100));
         assert_eq!(parse_content_range_start("bytes */200"), None);
+    }
+
+    /// Found by fuzz/fuzz_targets/content_range.rs: `bytes 500-0` was
+    /// taken as a range starting at 500.
+    #[test]
+    fn a_content_range_ending_before_its_start_is_none() {
+        assert_eq!(parse_content_range_start("bytes 500-0"), None);
+        assert_eq!(parse_content_range_start("bytes 500-500/501"), Some(500));
     }
 }
