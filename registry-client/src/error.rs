@@ -112,7 +112,10 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{method} {url}: {source}")]
+    /// The message carries the cause chain: reqwest's own says only
+    /// "error sending request", the cause says what was wrong (a closed
+    /// connection, bytes that are not HTTP, a body cut short).
+    #[error("{method} {url}: {}", with_causes(source))]
     Transport {
         method: String,
         url: String,
@@ -163,6 +166,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `error` and each of its sources, `: `-separated, repeats left out.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out += ": ";
+            out += &text;
+        }
+        next = cause.source();
+    }
+    out
 }
 
 fn codes_suffix(codes: &ApiErrors) -> String {
