@@ -216,7 +216,13 @@ impl Client {
                 .map_err(|e| Error::config("building the HTTP client", e.to_string()))
         };
         let http = build(builder())?;
-        let auth_http = build(builder().read_timeout(config.read_timeout))?;
+        // A token answer is small: all of it must arrive within the read
+        // timeout, so a token endpoint that trickles bytes cannot hold a run.
+        let auth_http = build(
+            builder()
+                .read_timeout(config.read_timeout)
+                .timeout(config.read_timeout),
+        )?;
         let auth = Authenticator::new(config.credentials.clone());
         let limits =
             HostLimits::with_hosts(config.max_requests_per_host, config.host_requests.clone());
@@ -293,9 +299,10 @@ impl Client {
         // Credentials belong to the registry's own origin: URLs the server
         // hands out (redirects, upload Locations, Link pages) may point
         // elsewhere, and there nothing is sent or answered.
-        let origin = self
-            .base_url(crate::reference::api_host(&call.registry))?
-            .origin();
+        let base = self.base_url(crate::reference::api_host(&call.registry))?;
+        // Secrets for a registry reached over TLS never go out in clear.
+        let tls = base.scheme() == "https";
+        let origin = base.origin();
         let mut url = call.url.clone();
         let mut attempt = 1u32;
         let mut answered = 0u32;
@@ -326,7 +333,7 @@ impl Client {
                     None => {
                         inner
                             .auth
-                            .header(&inner.auth_http, &host, &call.registry, &call.scopes)
+                            .header(&inner.auth_http, &host, &call.registry, &call.scopes, tls)
                             .await?
                     }
                 };
@@ -386,7 +393,7 @@ impl Client {
                     .get(http::header::WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(Challenge::parse);
-                let codes = read_error_body(resp).await;
+                let codes = read_error_body(resp, read_timeout).await;
                 let refused = |reason: String| Error::Auth {
                     registry: call.registry.clone(),
                     method: method_name.clone(),
@@ -422,6 +429,7 @@ impl Client {
                             challenge,
                             &call.scopes,
                             sent_auth.as_ref(),
+                            tls,
                         )
                         .await?,
                 );
@@ -442,6 +450,19 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|l| url.join(l).ok())
                 {
+                    if url.scheme() == "https" && next.scheme() != "https" {
+                        // Whatever follows would cross the network in
+                        // clear: refused, not silently downgraded.
+                        return Err(Error::Protocol {
+                            method: method_name,
+                            url: redact_url(&url),
+                            reason: format!(
+                                "refused a redirect from https to plain {} ({})",
+                                next.scheme(),
+                                redact_url(&next)
+                            ),
+                        });
+                    }
                     redirects += 1;
                     if redirects > MAX_REDIRECTS {
                         return Err(Error::Protocol {
@@ -478,14 +499,25 @@ impl Client {
                         _ => p.succeeded(),
                     }
                 }
-                if let Some(ra) = retry_after {
-                    if transient {
-                        inner
-                            .gates
-                            .pause_until(&host, Instant::now() + ra.min(policy.max_retry_after));
+                let obeyable = retry_after.is_none_or(|ra| ra <= policy.max_retry_after);
+                if let Some(ra) = retry_after.filter(|_| transient) {
+                    if !obeyable {
+                        // Waiting that long would hold the run (and every
+                        // other request to the host): fail this one now.
+                        return Err(Error::Protocol {
+                            method: method_name,
+                            url: redact_url(&url),
+                            reason: format!(
+                                "HTTP {}: the registry asks to wait {}s (Retry-After), longer than the {}s bound mirror waits",
+                                status.as_u16(),
+                                ra.as_secs(),
+                                policy.max_retry_after.as_secs()
+                            ),
+                        });
                     }
+                    inner.gates.pause_until(&host, Instant::now() + ra);
                 }
-                let codes = read_error_body(resp).await;
+                let codes = read_error_body(resp, read_timeout).await;
                 let err = Error::Status {
                     method: method_name.clone(),
                     url: redact_url(&url),
@@ -493,9 +525,7 @@ impl Client {
                     codes,
                     retry_after,
                 };
-                let obeyable = retry_after.is_none_or(|ra| ra <= policy.max_retry_after);
-                if transient && obeyable && call.body.replayable() && attempt < policy.max_attempts
-                {
+                if transient && call.body.replayable() && attempt < policy.max_attempts {
                     tracing::debug!(error = %err, attempt, "retrying");
                     if retry_after.is_none() {
                         inner
@@ -600,9 +630,10 @@ fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Err
     Ok(certs)
 }
 
-async fn read_error_body(resp: reqwest::Response) -> ApiErrors {
-    match read_capped(resp, ERROR_BODY_LIMIT).await {
-        Ok(Some(b)) => ApiErrors::parse(&b),
+/// The error codes of an error answer, if it arrives whole within `within`.
+async fn read_error_body(resp: reqwest::Response, within: Duration) -> ApiErrors {
+    match tokio::time::timeout(within, read_capped(resp, ERROR_BODY_LIMIT)).await {
+        Ok(Ok(Some(b))) => ApiErrors::parse(&b),
         _ => ApiErrors::default(),
     }
 }

@@ -31,6 +31,13 @@ pub const MAX_TOKEN_BODY: u64 = 1024 * 1024;
 /// The largest page of a tag or catalog listing read.
 pub const MAX_LIST_PAGE_BODY: u64 = 16 * 1024 * 1024;
 
+/// The longest `Retry-After` obeyed (delta-seconds or an HTTP date). A
+/// 429 or 503 asking for longer fails the request at once, naming the
+/// wait and this bound, and pauses nobody: a registry saying "come back
+/// in a year" must not hold the run, or the other requests to that host,
+/// for as long as it asks.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// Redirects followed for one request.
 pub const MAX_REDIRECTS: usize = 10;
 

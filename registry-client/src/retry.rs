@@ -14,7 +14,8 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
-    /// The longest `Retry-After` obeyed; longer answers fail the request.
+    /// The longest `Retry-After` obeyed; longer answers fail the request
+    /// (default [`crate::limits::MAX_RETRY_AFTER`]).
     pub max_retry_after: Duration,
 }
 
@@ -24,7 +25,7 @@ impl Default for RetryPolicy {
             max_attempts: 5,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(20),
-            max_retry_after: Duration::from_secs(300),
+            max_retry_after: crate::limits::MAX_RETRY_AFTER,
         }
     }
 }

@@ -61,19 +61,21 @@ impl Authenticator {
     }
 
     /// The Authorization header for a request, from what we already know
-    /// about the host. `None` until the host has challenged us.
+    /// about the host. `None` until the host has challenged us. `tls`: the
+    /// registry is reached over TLS (see [`Authenticator::answer`]).
     pub(crate) async fn header(
         &self,
         http: &reqwest::Client,
         host: &str,
         registry: &str,
         scopes: &Scopes,
+        tls: bool,
     ) -> Result<Option<HeaderValue>, Error> {
         let challenge = self.state().challenges.get(host).cloned();
         match challenge {
             None => Ok(None),
             Some(c) => self
-                .header_for(http, host, registry, &c, scopes, None)
+                .header_for(http, host, registry, &c, scopes, None, tls)
                 .await
                 .map(Some),
         }
@@ -83,6 +85,13 @@ impl Authenticator {
     /// one refused (`refused`, if one was sent). Scopes the registry asks
     /// for in the challenge are added to ours. A token another request
     /// fetched meanwhile is reused, so a burst of first 401s asks once.
+    ///
+    /// `tls`: the registry is reached over TLS. Its token realm may be on
+    /// another host (Docker Hub's is), but not on plain `http://`: a
+    /// password, refresh token or Entra token is refused there rather
+    /// than sent in clear (an anonymous token request, which carries no
+    /// secret, still goes).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn answer(
         &self,
         http: &reqwest::Client,
@@ -91,6 +100,7 @@ impl Authenticator {
         challenge: Challenge,
         scopes: &Scopes,
         refused: Option<&HeaderValue>,
+        tls: bool,
     ) -> Result<HeaderValue, Error> {
         self.state()
             .challenges
@@ -100,7 +110,7 @@ impl Authenticator {
             _ => scopes.clone(),
         };
         let header = self
-            .header_for(http, host, registry, &challenge, &wider, Some(refused))
+            .header_for(http, host, registry, &challenge, &wider, Some(refused), tls)
             .await?;
         // Later requests with the narrower scopes find the wider token
         // first, instead of the one the registry just refused.
@@ -118,6 +128,7 @@ impl Authenticator {
         self.state().tokens.retain(|(h, _), _| h != host);
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn header_for(
         &self,
         http: &reqwest::Client,
@@ -128,6 +139,7 @@ impl Authenticator {
         // `Some(refused)` when answering a 401: a cached token is reused
         // only if it is not the one just refused.
         avoid: Option<Option<&HeaderValue>>,
+        tls: bool,
     ) -> Result<HeaderValue, Error> {
         let credential = self.credential(registry).await?;
         match challenge {
@@ -160,6 +172,18 @@ impl Authenticator {
                 let _guard = lock.lock().await;
                 if let Some(h) = self.cached(host, scopes).and_then(usable) {
                     return Ok(h);
+                }
+                if tls && sends_a_secret(&credential) && realm_in_clear(realm) {
+                    return Err(Error::Auth {
+                        registry: registry.to_string(),
+                        method: "GET".into(),
+                        url: format!("{host}/v2/"),
+                        reason: format!(
+                            "the registry, reached over TLS, names a token realm on plain http ({}); refusing to send {} there in clear",
+                            realm_shown(realm),
+                            credential.describe()
+                        ),
+                    });
                 }
                 let req = TokenRequest {
                     registry,
@@ -223,6 +247,29 @@ impl Authenticator {
             .entry(host.to_string())
             .or_default()
             .clone()
+    }
+}
+
+/// Whether asking a token endpoint with this credential sends a secret
+/// (a registry token is used as it is and goes to the registry only).
+fn sends_a_secret(credential: &Credential) -> bool {
+    matches!(
+        credential,
+        Credential::Basic { .. } | Credential::IdentityToken(_) | Credential::AcrAccessToken { .. }
+    )
+}
+
+/// A realm that is not `https://` (an unparsable one is refused later,
+/// by the token request itself).
+fn realm_in_clear(realm: &str) -> bool {
+    url::Url::parse(realm).is_ok_and(|u| u.scheme() != "https")
+}
+
+/// The realm for a message: its origin and path, no query.
+fn realm_shown(realm: &str) -> String {
+    match url::Url::parse(realm) {
+        Ok(u) => format!("{}{}", u.origin().ascii_serialization(), u.path()),
+        Err(_) => "an unparsable URL".into(),
     }
 }
 
