@@ -60,8 +60,18 @@ impl Client {
         let resp = self.send(call).await?;
         let content_type = header_str(&resp, header::CONTENT_TYPE.as_str());
         let announced = header_str(&resp, DIGEST_HEADER);
-        let bytes = read_capped(resp, MAX_MANIFEST_SIZE)
+        // A manifest is small: all of it must arrive within the read
+        // timeout, or a server trickling a byte at a time holds the run.
+        let within = self.config().read_timeout;
+        let bytes = tokio::time::timeout(within, read_capped(resp, MAX_MANIFEST_SIZE))
             .await
+            .map_err(|_| Error::Protocol {
+                method: "GET".into(),
+                url: redact_url(&url),
+                reason: format!(
+                    "the manifest did not arrive whole within {within:?} (the read timeout, --read-timeout)"
+                ),
+            })?
             .map_err(|e| Error::Transport {
                 method: "GET".into(),
                 url: redact_url(&url),
@@ -72,7 +82,12 @@ impl Client {
                 url: redact_url(&url),
                 limit: MAX_MANIFEST_SIZE,
             })?;
-        let media_type = media_type_of(content_type.as_deref(), &bytes);
+        let media_type =
+            media_type_of(content_type.as_deref(), &bytes).map_err(|reason| Error::Protocol {
+                method: "GET".into(),
+                url: redact_url(&url),
+                reason,
+            })?;
         if media_type::is_schema1(&media_type) || schema_version(&bytes) == Some(1) {
             return Err(Error::Unsupported {
                 what: format!("manifest {reference}"),
@@ -207,17 +222,44 @@ pub(crate) fn header_str(resp: &reqwest::Response, name: &str) -> Option<String>
 }
 
 /// The Content-Type, unless it is missing or generic; then the JSON's own
-/// `mediaType`.
-fn media_type_of(content_type: Option<&str>, bytes: &[u8]) -> String {
+/// `mediaType`. Refused, naming both: a manifest Content-Type the
+/// manifest's own `mediaType` contradicts (an image served as an index
+/// would be copied without its blobs), and a body that is not JSON under a
+/// Content-Type that is not a manifest's (a login page, a proxy's error).
+fn media_type_of(content_type: Option<&str>, bytes: &[u8]) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Own {
+        #[serde(default, rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    let own = serde_json::from_slice::<Own>(bytes);
+    let body_type = own.as_ref().ok().and_then(|o| o.media_type.clone());
     let ct = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
-        .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain");
-    ct.or_else(|| {
-        serde_json::from_slice::<ManifestContent>(bytes)
-            .ok()
-            .and_then(|m| m.media_type)
-    })
-    .unwrap_or_else(|| media_type::OCI_MANIFEST.to_string())
+        .filter(|c| {
+            !c.is_empty()
+                && c != "application/json"
+                && c != "text/plain"
+                && c != media_type::OCTET_STREAM
+        });
+    let Some(ct) = ct else {
+        return Ok(body_type.unwrap_or_else(|| media_type::OCI_MANIFEST.to_string()));
+    };
+    let known = |t: &str| media_type::MANIFEST_ACCEPT.contains(&t) || media_type::is_schema1(t);
+    if known(&ct) {
+        match body_type {
+            Some(own) if own != ct && known(&own) => Err(format!(
+                "the Content-Type {ct} contradicts the manifest's own mediaType {own}"
+            )),
+            _ => Ok(ct),
+        }
+    } else if own.is_err() {
+        Err(format!(
+            "the answer (Content-Type {ct}) is not a manifest: not JSON"
+        ))
+    } else {
+        Ok(body_type.unwrap_or(ct))
+    }
 }
 
 fn schema_version(bytes: &[u8]) -> Option<u32> {
@@ -266,15 +308,41 @@ mod tests {
             media_type_of(
                 Some("application/vnd.oci.image.index.v1+json; charset=utf-8"),
                 b"{}"
-            ),
+            )
+            .unwrap(),
             media_type::OCI_INDEX
         );
         let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
         assert_eq!(
-            media_type_of(Some("application/json"), body),
+            media_type_of(Some("application/json"), body).unwrap(),
             media_type::DOCKER_MANIFEST
         );
-        assert_eq!(media_type_of(None, b"{}"), media_type::OCI_MANIFEST);
+        assert_eq!(
+            media_type_of(Some("application/octet-stream"), body).unwrap(),
+            media_type::DOCKER_MANIFEST
+        );
+        assert_eq!(
+            media_type_of(None, b"{}").unwrap(),
+            media_type::OCI_MANIFEST
+        );
+    }
+
+    #[test]
+    fn a_content_type_the_manifest_contradicts_is_refused() {
+        let image =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        let err = media_type_of(Some(media_type::OCI_INDEX), image).unwrap_err();
+        assert!(
+            err.contains(media_type::OCI_INDEX) && err.contains(media_type::OCI_MANIFEST),
+            "{err}"
+        );
+        let err = media_type_of(Some("text/html"), b"<html>sign in</html>").unwrap_err();
+        assert!(err.contains("text/html"), "{err}");
+        // Not JSON under a manifest type: left to the parser, which names it.
+        assert_eq!(
+            media_type_of(Some(media_type::OCI_MANIFEST), b"{\"schemaVer").unwrap(),
+            media_type::OCI_MANIFEST
+        );
     }
 
     #[test]

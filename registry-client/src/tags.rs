@@ -81,8 +81,18 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(next_link)
             .and_then(|l| url.join(&l).ok());
-        let body = read_capped(resp, PAGE_LIMIT)
+        // A page must arrive whole within the read timeout, or a server
+        // trickling a byte at a time holds the listing.
+        let within = self.config().read_timeout;
+        let body = tokio::time::timeout(within, read_capped(resp, PAGE_LIMIT))
             .await
+            .map_err(|_| Error::Protocol {
+                method: "GET".into(),
+                url: redact_url(&url),
+                reason: format!(
+                    "the {what} page did not arrive whole within {within:?} (the read timeout, --read-timeout)"
+                ),
+            })?
             .map_err(|e| Error::Transport {
                 method: "GET".into(),
                 url: redact_url(&url),
