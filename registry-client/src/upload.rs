@@ -383,17 +383,31 @@ impl UploadSession {
 }
 
 /// The session URL from a `Location` header, resolved against the request.
+/// It must stay on the request's origin (scheme, host and port): the blob
+/// and the session's state go where it points, and a registry naming
+/// another host (or plain http) there is refused, not followed.
 fn location(base: &Url, resp: &reqwest::Response, method: &str) -> Result<Url, Error> {
     let loc = header_str(resp, header::LOCATION.as_str()).ok_or_else(|| Error::Protocol {
         method: method.into(),
         url: redact_url(base),
         reason: "no Location header for the upload session".into(),
     })?;
-    base.join(&loc).map_err(|e| Error::Protocol {
+    let next = base.join(&loc).map_err(|e| Error::Protocol {
         method: method.into(),
         url: redact_url(base),
         reason: format!("unusable upload Location: {e}"),
-    })
+    })?;
+    if next.origin() != base.origin() {
+        return Err(Error::Protocol {
+            method: method.into(),
+            url: redact_url(base),
+            reason: format!(
+                "the upload Location points to another host ({}); refusing to send the blob there",
+                next.origin().ascii_serialization()
+            ),
+        });
+    }
+    Ok(next)
 }
 
 /// `0-99` (or `bytes=0-99`) → 100 bytes held. distribution writes `0-0`
