@@ -147,7 +147,8 @@ pub struct ImageGraph {
 impl ImageGraph {
     /// Bytes of the blobs to move.
     pub fn blob_bytes(&self) -> u64 {
-        self.blobs.iter().map(|b| b.size).sum()
+        // Sizes come from outside: a descriptor may say u64::MAX.
+        self.blobs.iter().fold(0, |n, b| n.saturating_add(b.size))
     }
 }
 

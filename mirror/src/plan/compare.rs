@@ -147,7 +147,7 @@ pub async fn missing_bytes(
         .as_ref()
         .map(|t| t.blob_domain())
         .unwrap_or_default();
-    let mut missing = 0;
+    let mut missing: u64 = 0;
     for b in walked.blobs {
         let present = match &it.target {
             Some(t) => t.blob_size(&b.digest).await?.is_some(),
@@ -160,7 +160,7 @@ pub async fn missing_bytes(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert((domain.clone(), b.digest.clone()))
         {
-            missing += b.size;
+            missing = missing.saturating_add(b.size);
         }
     }
     Ok(missing)
