@@ -7,6 +7,8 @@
 //! - [`FaultProxy`]: a scripted reverse proxy that injects faults mid-stream.
 //! - [`StorageHost`]: a second host standing in for blob storage behind a registry redirect.
 //! - [`TestCa`]: a throwaway certificate authority for TLS tests.
+//! - [`HostileRegistry`]: a purpose-built registry that misbehaves on demand, one
+//!   [`Misbehaviour`] at a time (lying digests, endless bodies, redirect and 401 loops, …).
 //!
 //! Everything binds 127.0.0.1 on a free port, lives in its own temporary directory and
 //! cleans up on `Drop`, so tests can run in parallel.
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod fault_proxy;
 pub mod files;
 pub mod fixtures;
+pub mod hostile_registry;
 pub mod images;
 pub mod memory;
 pub mod peers;
@@ -30,6 +33,7 @@ pub mod token_server;
 mod harness_tests;
 
 pub use fault_proxy::{Fault, FaultProxy, ProxyRequest, Rule};
+pub use hostile_registry::{HostileRegistry, Misbehaviour};
 pub use registry::{AccessLogEntry, Registry, RegistryAuth, RegistryOptions};
 pub use storage_host::{StorageHost, StorageRequest};
 pub use tls::TestCa;

@@ -53,6 +53,29 @@ impl Server {
         Ok(Self { addr, loops })
     }
 
+    /// [`Server::spawn`] over TLS: each connection is accepted by `tls`
+    /// first (a failed handshake just closes it).
+    pub(crate) fn spawn_tls<H, F>(
+        listeners: Vec<TcpListener>,
+        tls: tokio_rustls::TlsAcceptor,
+        handler: H,
+    ) -> std::io::Result<Self>
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
+    {
+        let addr = listeners
+            .first()
+            .ok_or_else(|| std::io::Error::other("no listener"))?
+            .local_addr()?;
+        let handler = Arc::new(handler);
+        let loops = listeners
+            .into_iter()
+            .map(|listener| tokio::spawn(accept_loop_tls(listener, tls.clone(), handler.clone())))
+            .collect();
+        Ok(Self { addr, loops })
+    }
+
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -86,6 +109,37 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         connections.spawn(async move {
+            let service = service_fn(move |req| handler(req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn accept_loop_tls<H, F>(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    handler: Arc<H>,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
+{
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let tls = tls.clone();
+        connections.spawn(async move {
+            let Ok(stream) = tls.accept(stream).await else {
+                return;
+            };
             let service = service_fn(move |req| handler(req));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
