@@ -30,7 +30,8 @@ pub struct Selection {
     pub include_foreign: bool,
 }
 
-/// How large an image may be before the walk refuses it.
+/// How large an image may be before the walk refuses it (the limits
+/// `index-depth`, `image-manifests` and `image-blobs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     /// Indexes within indexes (the root is depth 0).
@@ -85,8 +86,16 @@ pub enum GraphError {
         actual: u64,
         expected: u64,
     },
-    #[error("the image has more than {limit} {what}; refused (a hostile or broken graph)")]
-    Bound { what: &'static str, limit: usize },
+    #[error(
+        "the image has more than {limit} {what}; refused (a hostile or broken graph; {})",
+        registry_client::limits::reached(name, limit)
+    )]
+    Bound {
+        what: &'static str,
+        limit: usize,
+        /// The bound's name in [`crate::limits`].
+        name: &'static str,
+    },
     #[error("a manifest for platform {wanted} not found")]
     NoPlatform { wanted: String },
 }
@@ -287,6 +296,7 @@ pub async fn walk(
                 return Err(GraphError::Bound {
                     what: "manifests",
                     limit: bounds.manifests,
+                    name: "image-manifests",
                 });
             }
             for m in read_all(reader, batch, jobs).await? {
@@ -305,6 +315,7 @@ pub async fn walk(
                 return Err(GraphError::Bound {
                     what: "levels of nested indexes",
                     limit: bounds.depth,
+                    name: "index-depth",
                 });
             }
             successors(&manifest)
@@ -356,6 +367,7 @@ fn open(
                     return Err(GraphError::Bound {
                         what: "blobs",
                         limit: bounds.blobs,
+                        name: "image-blobs",
                     });
                 }
                 graph.blobs.push(d);

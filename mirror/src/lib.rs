@@ -19,6 +19,7 @@ pub mod fuzzing;
 pub mod graph;
 pub mod import;
 pub mod ledger;
+pub mod limits;
 pub mod plan;
 pub mod platform;
 pub mod progress;

@@ -108,6 +108,7 @@ impl ClientSettings {
                 .or(defaults.max_requests_per_host),
             read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
             http: self.http,
+            limits: crate::limits::get().client,
             ..defaults
         })
     }

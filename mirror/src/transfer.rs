@@ -61,7 +61,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
             jobs: 8,
-            bounds: Bounds::default(),
+            bounds: crate::limits::get().graph,
             blob_attempts: 3,
             run_retries: 50,
             spools: None,

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use registry_client::{Descriptor, Digest};
 use serde::Serialize;
 
-use crate::graph::{self, Bounds, ImageGraph, Selection, StoreReader};
+use crate::graph::{self, ImageGraph, Selection, StoreReader};
 use crate::store::archive::IMAGE_NAME;
 use crate::store::{ImageSource, StoreError};
 
@@ -78,7 +78,7 @@ pub async fn image_graph(store: &dyn ImageSource, root: &Descriptor) -> Result<I
         &StoreReader(store),
         manifest,
         &Selection::default(),
-        &Bounds::default(),
+        &crate::limits::get().graph,
         1,
     )
     .await

@@ -181,6 +181,10 @@ async fn a_deep_index_chain_stops_at_the_depth_bound() {
     let (store, top) = chain(1000);
     let err = walk_all(&store, &top).await.unwrap_err();
     assert!(matches!(err, GraphError::Bound { limit: 8, .. }), "{err}");
+    assert!(
+        err.to_string().contains("--limit index-depth=N"),
+        "the error says how to raise the bound: {err}"
+    );
     // It stopped at the bound, not at the bottom.
     assert!(store.count(Request::Manifest) <= 8);
 }

@@ -1,7 +1,7 @@
 //! Input written to do harm: what a file or a server controls must never
 //! take mirror outside what it was asked to write.
 
-use mirror_tests::cli::{sync_json, workspace_root};
+use mirror_tests::cli::{mirror, quiet, sync_json, workspace_root};
 use serde_json::Value;
 
 /// Copy a directory tree (the committed fixture layout).
@@ -68,4 +68,155 @@ async fn a_layout_name_that_climbs_out_cannot_name_a_sync_target() {
         .collect();
     top.sort();
     assert_eq!(top, ["layout", "out", "sync.yaml"]);
+}
+
+/// A fixture image, copied from the committed layout.
+const FIXTURE: &str = "oci:fixtures/azureml:cap/lifecycler/installed:eastus-stable";
+
+/// `mirror copy` of the fixture image into a new layout in `dir`, with
+/// standard output given by the test.
+fn copy_to(dir: &std::path::Path, stdout: std::process::Stdio) -> tokio::process::Command {
+    let target = format!("oci:{}:x", dir.join("out").display());
+    let mut cmd = mirror_tests::cli::command(
+        &[
+            "copy",
+            "--progress",
+            "none",
+            "--output",
+            "json",
+            FIXTURE,
+            &target,
+        ],
+        &[],
+    );
+    cmd.env("MIRROR_STATE_DIR", dir.join("state"))
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+#[tokio::test]
+async fn a_report_to_a_full_device_is_an_error_naming_it_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let child = copy_to(tmp.path(), full.into()).spawn().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: writing the report to standard output")
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The copy itself was done: the image is in the layout.
+    assert!(tmp.path().join("out/index.json").exists());
+}
+
+#[tokio::test]
+async fn a_report_to_a_closed_pipe_is_an_error_naming_it_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = copy_to(tmp.path(), std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the report is written (`| head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing the report to standard output") && stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_bound_reached_names_itself_and_the_flag_or_config_key_raises_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = format!("oci:{}:x", tmp.path().join("out").display());
+    // The image has a config and layers: more than one blob.
+    let run = quiet("copy", &["--limit", "image-blobs=1", FIXTURE, &target]).await;
+    run.assert_code(1);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("more than 1 blobs") && said.contains("--limit image-blobs=N"),
+        "{said}"
+    );
+    let index = std::fs::read_to_string(tmp.path().join("out/index.json")).unwrap_or_default();
+    assert!(!index.contains("\"x\""), "nothing is tagged: {index}");
+
+    // In a sync config, `limits:`; the command line wins over it.
+    let config = tmp.path().join("sync.yaml");
+    let layout = workspace_root().join("fixtures/azureml");
+    std::fs::write(
+        &config,
+        format!(
+            "limits:\n  image-blobs: 1\nsync:\n  - source: oci:{}:cap/lifecycler/installed\n    target: 'oci:{}/synced'\n",
+            layout.display(),
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let run = sync_json(&config).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("--limit image-blobs=N"),
+        "{}",
+        run.stdout
+    );
+    let config_arg = config.to_str().unwrap();
+    let run = mirror(
+        &[
+            "sync",
+            "--progress",
+            "none",
+            "--limit",
+            "image-blobs=100",
+            config_arg,
+        ],
+        &[],
+    )
+    .await;
+    assert_ne!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(tmp.path().join("synced/index.json").exists());
+
+    // A name that is no limit is a usage error listing the names.
+    let run = quiet("copy", &["--limit", "image-blob=5", FIXTURE, &target]).await;
+    run.assert_code(2);
+    assert!(run.stderr.contains("image-manifests"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn a_config_file_that_never_ends_is_refused_at_its_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("sync.yaml");
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    let run = sync_json(&config).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("larger than 1M") && run.stderr.contains("--limit config-bytes=N"),
+        "{}",
+        run.stderr
+    );
+    // A secret file likewise (a fixed bound).
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(
+        &config,
+        "registries:\n  - host: r.example\n    credentials:\n      username: u\n      password_file: /dev/zero\nsync:\n  - source: r.example/a\n    target: oci:out\n",
+    )
+    .unwrap();
+    let run = sync_json(&config).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("secret file /dev/zero")
+            && run
+                .stderr
+                .contains("the fixed limit secret-file-bytes is 64K"),
+        "{}",
+        run.stderr
+    );
 }

@@ -155,6 +155,7 @@ impl Preset {
             http: registry_client::HttpVersion::default(),
             registries,
             entries,
+            limits: crate::limits::Limits::default(),
         })
     }
 }

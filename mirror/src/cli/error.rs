@@ -9,6 +9,7 @@ use std::fmt;
 use registry_client::ErrorKind;
 
 use super::exit;
+use super::out::say;
 
 #[derive(Debug)]
 pub struct Failure {
@@ -87,9 +88,9 @@ pub fn finish(result: CommandResult) -> i32 {
         Ok(code) => code,
         Err(f) => {
             if f.code == exit::INTERRUPTED {
-                eprintln!("{}", f.message);
+                say!("{}", f.message);
             } else if !f.message.is_empty() {
-                eprintln!("error: {}", f.message);
+                say!("error: {}", f.message);
             }
             f.code
         }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::error::{CommandResult, Failure};
+use super::out::say;
 use super::run::{exit_code, open_state, run_jobs, stores, EngineArgs};
 use super::{exit, ProgressMode, RegistryArgs, StateArgs};
 use mirror::azureml::images::{source_tag, RUNTIME_REPOSITORIES};
@@ -156,14 +157,14 @@ pub async fn run(args: ExportArgs) -> CommandResult {
         let stores = mirror::sync::expand::stores(client.clone(), config, false);
         for item in expand(config, &stores, None, args.engine.jobs as usize).await {
             if let State::Failed { error, .. } = &item.state {
-                eprintln!("error: {}: {error}", item.source_label);
+                say!("error: {}: {error}", item.source_label);
                 planning_failed = true;
                 continue;
             }
             match Endpoint::parse(&item.source_label) {
                 Ok(e) => sources.push((e, selection_of(&item.selection.platforms))),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    say!("error: {e}");
                     planning_failed = true;
                 }
             }
@@ -200,11 +201,11 @@ pub async fn run(args: ExportArgs) -> CommandResult {
             match written {
                 Ok(list) => {
                     if args.engine.progress != ProgressMode::None {
-                        eprintln!("wrote {} (for the next export's --since)", list.display());
+                        say!("wrote {} (for the next export's --since)", list.display());
                     }
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    say!("error: {e}");
                     code = code.max(exit::FAILED);
                 }
             }

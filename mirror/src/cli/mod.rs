@@ -8,6 +8,7 @@ pub mod exit;
 mod export;
 mod import;
 mod lines;
+mod out;
 mod render;
 mod run;
 mod sync;
@@ -27,6 +28,26 @@ use registry_client::{Client, Credential, CredentialStore, DockerConfig, HttpVer
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Raise a bound on what registries, bundles and config files may
+    /// send (repeatable): `--limit image-blobs=200000`. Names: index-depth,
+    /// image-manifests, image-blobs, list-pages, list-entries,
+    /// archive-entries, config-bytes (README, "Hostile input").
+    #[arg(long = "limit", value_name = "NAME=VALUE", global = true)]
+    limits: Vec<String>,
+}
+
+/// `base` with the `--limit` settings applied.
+fn limits_with(
+    base: mirror::limits::Limits,
+    settings: &[String],
+) -> Result<mirror::limits::Limits, error::Failure> {
+    let mut limits = base;
+    for s in settings {
+        limits
+            .apply(s)
+            .map_err(|e| error::Failure::usage(format!("--limit {s}: {e}")))?;
+    }
+    Ok(limits)
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +232,10 @@ pub fn run() -> i32 {
         }
     };
     init_logging();
+    match limits_with(mirror::limits::Limits::default(), &cli.limits) {
+        Ok(limits) => mirror::limits::set(limits),
+        Err(f) => return error::finish(Err(f)),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +250,7 @@ pub fn run() -> i32 {
     error::finish(runtime.block_on(async {
         match cli.command {
             Command::Copy(args) => copy::run(args).await,
-            Command::Sync(args) => sync::run(args).await,
+            Command::Sync(args) => sync::run(args, &cli.limits).await,
             Command::Export(args) => export::run(args).await,
             Command::Import(args) => import::run(args).await,
             Command::Verify(args) => verify::run(args).await,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use registry_client::Digest;
 
+use super::out::say;
 use super::ProgressMode;
 use mirror::progress::{Event, Progress};
 use mirror::report::{BlobOutcome, RunReport};
@@ -82,7 +83,7 @@ impl Renderer {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                eprintln!("{}", me.status_line());
+                say!("{}", me.status_line());
             }
         })
     }
@@ -139,7 +140,7 @@ impl Progress for Renderer {
             } => {
                 self.images.store(*to_copy, Ordering::Relaxed);
                 if self.announce_plan && !matches!(self.mode, Mode::None) {
-                    eprintln!(
+                    say!(
                         "planned: {images} images, {current} current, {to_copy} to copy, {failed} failed ({seconds:.1}s)"
                     );
                 }
@@ -163,7 +164,7 @@ impl Progress for Renderer {
             Mode::Plain => {
                 if let Event::ImageFinished { report, .. } = &event {
                     match &report.error {
-                        None => eprintln!(
+                        None => say!(
                             "done: {} → {} ({} copied, {} present, {} mounted, {}, {:.1}s)",
                             report.source,
                             report.target,
@@ -173,7 +174,7 @@ impl Progress for Renderer {
                             human_bytes(report.bytes_copied),
                             report.seconds
                         ),
-                        Some(e) => eprintln!("FAILED: {} → {}: {e}", report.source, report.target),
+                        Some(e) => say!("FAILED: {} → {}: {e}", report.source, report.target),
                     }
                 }
             }

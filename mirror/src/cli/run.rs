@@ -61,13 +61,7 @@ pub async fn run_jobs(
     };
     ticker.abort();
     renderer.finish();
-    match show.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: writing the report: {e}"),
-        },
-        OutputFormat::Text => print!("{}", super::render::summary(&report)),
-    }
+    super::out::report(show.output, &report, super::render::summary)?;
     Ok(report)
 }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::error::{CommandResult, Failure};
+pub use super::out::Stream;
+use super::out::{self, say};
 use super::render::{human_bytes, Renderer};
 use super::{exit, OutputFormat, ProgressMode};
 use mirror::progress::NoProgress;
@@ -80,8 +82,10 @@ pub struct RunArgs {
     pub progress: ProgressMode,
 }
 
-pub async fn run(args: SyncArgs) -> CommandResult {
+pub async fn run(args: SyncArgs, limits: &[String]) -> CommandResult {
     let (config, config_path) = load(&args).map_err(Failure::usage)?;
+    // The config's limits, then the command line's.
+    mirror::limits::set(super::limits_with(config.limits, limits)?);
     let lock_path = args
         .lock_file
         .clone()
@@ -110,12 +114,6 @@ pub struct Report {
     pub to: Stream,
     /// The exit code for "all succeeded, something changed".
     pub changes_exit_code: i32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
 }
 
 /// Runs a loaded config under its lock through the library's sync, with
@@ -180,24 +178,11 @@ pub async fn run_config(
     };
     if let Some(path) = &args.report {
         if let Err(e) = write_report(path, &report) {
-            eprintln!("error: writing the report {}: {e}", path.display());
+            say!("error: writing the report {}: {e}", path.display());
             code = code.max(exit::FAILED);
         }
     }
-    let text = match output.format {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => s + "\n",
-            Err(e) => {
-                eprintln!("error: writing the report: {e}");
-                String::new()
-            }
-        },
-        OutputFormat::Text => summary(&report),
-    };
-    match output.to {
-        Stream::Stdout => print!("{text}"),
-        Stream::Stderr => eprint!("{text}"),
-    }
+    out::write(output.to, &out::render(output.format, &report, summary)?)?;
     Ok((code, report))
 }
 

@@ -25,13 +25,7 @@ pub async fn run(args: VerifyArgs) -> CommandResult {
     // as it does for `mirror copy`.
     let bundle = Bundle::open(&args.bundle).await.map_err(Failure::usage)?;
     let report = verify(bundle.store.as_ref(), &bundle.names, &bundle.omitted).await;
-    match args.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: writing the report: {e}"),
-        },
-        OutputFormat::Text => print!("{}", summary(&report)),
-    }
+    super::out::report(args.output, &report, summary)?;
     if report.ok() {
         Ok(exit::OK)
     } else {

@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 use registry_client::{Digest, ErrorKind};
 
 use super::{Job, State};
-use crate::graph::{self, Bounds, StoreReader};
+use crate::graph::{self, StoreReader};
 use crate::store::{ImageRef, StoreError};
 
 /// Compare every pending job's source and target digests, `jobs` at a
@@ -139,9 +139,15 @@ pub async fn missing_bytes(
     };
     let root = source.manifest(source_digest).await?;
     let reader = StoreReader(source.as_ref());
-    let walked = graph::walk(&reader, root, &it.selection, &Bounds::default(), jobs)
-        .await
-        .map_err(|e| StoreError::invalid(it.source_label.clone(), e.to_string()))?;
+    let walked = graph::walk(
+        &reader,
+        root,
+        &it.selection,
+        &crate::limits::get().graph,
+        jobs,
+    )
+    .await
+    .map_err(|e| StoreError::invalid(it.source_label.clone(), e.to_string()))?;
     let domain = it
         .target
         .as_ref()

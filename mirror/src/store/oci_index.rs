@@ -20,7 +20,7 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The only `imageLayoutVersion` there is.
 pub(super) const LAYOUT_VERSION: &str = "1.0.0";
 /// `index.json` and `oci-layout` are small; larger ones are hostile or broken.
-pub(super) const MAX_INDEX_SIZE: u64 = 64 * 1024 * 1024;
+pub(super) use crate::limits::MAX_INDEX_JSON as MAX_INDEX_SIZE;
 
 /// The store an index belongs to, for the messages about it.
 pub(crate) struct Holder {

@@ -54,6 +54,8 @@ pub struct SyncConfig {
     pub http: registry_client::HttpVersion,
     pub registries: Vec<RegistrySettings>,
     pub entries: Vec<SyncEntry>,
+    /// The bounds, with the config's `limits:` applied.
+    pub limits: crate::limits::Limits,
 }
 
 impl SyncConfig {
@@ -120,6 +122,17 @@ struct RawConfig {
     registries: Vec<RawRegistry>,
     #[serde(default)]
     sync: Vec<RawEntry>,
+    /// Bounds raised for this config (`--limit` on the command line wins).
+    #[serde(default)]
+    limits: BTreeMap<String, Spanned<RawScalar>>,
+}
+
+/// A value written as a number or a string (`200000`, `8M`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawScalar {
+    Number(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,7 +200,8 @@ struct RawEntry {
 /// Reads and checks a config file. Relative paths in it (CA files,
 /// password files, layouts) are relative to the file's directory.
 pub fn load(path: &Path) -> Result<SyncConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let max = crate::limits::get().config_bytes;
+    let text = crate::limits::read_text(path, max, "config-bytes").map_err(|e| ConfigError {
         file: path.display().to_string(),
         line: None,
         message: format!("reading it: {e}"),
@@ -239,6 +253,16 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
             .map_err(|m| cx.at(h, m))?,
         None => registry_client::HttpVersion::default(),
     };
+    let mut limits = crate::limits::Limits::default();
+    for (name, value) in &raw.limits {
+        let text = match &value.value {
+            RawScalar::Number(n) => n.to_string(),
+            RawScalar::Text(t) => t.clone(),
+        };
+        limits
+            .set(name, &text)
+            .map_err(|m| cx.at(value, format!("limits: {m}")))?;
+    }
     Ok(SyncConfig {
         jobs,
         max_requests_per_host,
@@ -246,6 +270,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         http,
         registries,
         entries,
+        limits,
     })
 }
 
@@ -320,8 +345,9 @@ impl Cx {
     /// The first line of a file, as a secret; errors name the file only.
     fn secret_file(&self, v: &S) -> Result<Secret, ConfigError> {
         let path = self.path(&self.expand(v)?);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| self.at(v, format!("reading secret file {}: {e}", path.display())))?;
+        let text =
+            crate::limits::read_text(&path, crate::limits::MAX_SECRET_FILE, "secret-file-bytes")
+                .map_err(|e| self.at(v, format!("reading secret file {}: {e}", path.display())))?;
         let value = text.lines().next().unwrap_or("").trim_end();
         if value.is_empty() {
             return Err(self.at(v, format!("secret file {} is empty", path.display())));

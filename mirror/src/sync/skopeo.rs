@@ -61,7 +61,8 @@ struct RawCredentials {
 /// Read a skopeo sync file; every image goes under `target` (a registry
 /// repository prefix `HOST/PATH`, or `oci:DIR`).
 pub fn load(path: &Path, target: &str) -> Result<SyncConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let max = crate::limits::get().config_bytes;
+    let text = crate::limits::read_text(path, max, "config-bytes").map_err(|e| ConfigError {
         file: path.display().to_string(),
         line: None,
         message: format!("reading it: {e}"),
@@ -186,6 +187,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
         http: registry_client::HttpVersion::default(),
         registries,
         entries,
+        limits: crate::limits::Limits::default(),
     })
 }
 

@@ -11,6 +11,7 @@ use registry_client::{Credential, CredentialChain, StaticCredentials};
 use super::login::{Logins, Resolved};
 use super::PresetArgs;
 use crate::cli::error::{CommandResult, Failure};
+use crate::cli::out::{self, say};
 use crate::cli::{exit, OutputFormat, RegistryArgs};
 use mirror::azureml::check::{check, CheckRow, Pull, Standing};
 use mirror::azureml::preset::Preset;
@@ -62,13 +63,8 @@ pub async fn run(args: CheckArgs) -> CommandResult {
     let job_client = job_client.transpose().map_err(Failure::usage)?;
     let images = preset.images().map_err(Failure::usage)?;
     let rows = check(&images, &client, job_client.as_ref()).await;
-    match args.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&rows) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: writing the report: {e}"),
-        },
-        OutputFormat::Text => print!("{}", table(&rows, job_client.is_some())),
-    }
+    let with_job = job_client.is_some();
+    out::report(args.output, &rows, |rows| table(rows, with_job))?;
     Ok(if rows.iter().all(CheckRow::ok) {
         exit::OK
     } else if rows.iter().any(|r| r.auth_failure) {
@@ -103,7 +99,7 @@ fn job_from_environment(
             found.0, found.1.unwrap_or(""), found.2, expected.0, expected.1.unwrap_or(""), expected.2
         ));
     }
-    eprintln!("checking pulls with the credentials in ${CONFIG_OVERRIDE}");
+    say!("checking pulls with the credentials in ${CONFIG_OVERRIDE}");
     Ok(Some((vars.username, vars.password)))
 }
 

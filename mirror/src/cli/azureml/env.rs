@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::login::secret;
+use crate::cli::out::say;
 use mirror::azureml::variables::{Format, JobVariables};
 
 #[derive(Debug, Args)]
@@ -74,7 +75,7 @@ impl VariablesOut {
                 let text = vars.render(self.format, true);
                 write_private(path, &text)
                     .map_err(|e| format!("writing {}: {e}", path.display()))?;
-                eprintln!("wrote the job variables to {} (mode 0600)", path.display());
+                say!("wrote the job variables to {} (mode 0600)", path.display());
             }
             None => {
                 let reveal = self.show_secret || !std::io::stdout().is_terminal();
@@ -83,7 +84,7 @@ impl VariablesOut {
                     .write_all(text.as_bytes())
                     .map_err(|e| format!("writing the variables: {e}"))?;
                 if !reveal {
-                    eprintln!(
+                    say!(
                         "(the password is masked on a terminal; --show-secret or --out FILE writes it)"
                     );
                 }

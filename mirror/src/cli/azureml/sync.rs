@@ -11,7 +11,8 @@ use super::env::VariablesOut;
 use super::login::{Logins, Resolved};
 use super::PresetArgs;
 use crate::cli::error::{CommandResult, Failure};
-use crate::cli::sync::{run_config, Report, RunArgs, Stream};
+use crate::cli::out::{say, Stream};
+use crate::cli::sync::{run_config, Report, RunArgs};
 use crate::cli::{exit, OutputFormat, RegistryArgs};
 use mirror::azureml::variables::JobVariables;
 use mirror::sync::lock::default_lock_path;
@@ -44,7 +45,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     } = args.logins.resolve().await?;
     let job = job.or_else(|| match &target_credential {
         Some(Credential::Basic { username, password }) => {
-            eprintln!(
+            say!(
                 "note: the job variables carry the push credentials; give --pull-username for a pull-only token"
             );
             Some((username.clone(), password.clone()))
@@ -68,7 +69,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     config.read_timeout = args.registries.read_timeout;
     config.http = args.registries.http;
 
-    eprintln!(
+    say!(
         "mirroring {} runtime images for {}: {} → {} ({} → {})",
         config.entries.len(),
         preset.region,
@@ -97,7 +98,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     )
     .await?;
     if report.failed > 0 {
-        eprintln!(
+        say!(
             "not printing the job variables: {} of {} images are not in place",
             report.failed,
             report.images.len()
@@ -106,7 +107,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     }
 
     let (username, password) = job.unwrap_or_else(|| {
-        eprintln!(
+        say!(
             "warning: no pull credentials given: the job variables hold placeholders; \
              give --pull-username NAME --pull-password-env VAR (an ACR token with pull scope)"
         );

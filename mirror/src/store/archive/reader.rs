@@ -13,7 +13,10 @@ use registry_client::{media_type, Descriptor, Digest, Manifest, Verifier, MAX_MA
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::tar::{blob_digest, blob_name, clean_name, round_up, Span};
+use super::tar::{
+    blob_digest, blob_name, clean_name, pax_overrides, round_up, PaxOverrides, Span, MAX_LONG_NAME,
+    MAX_PAX_HEADER,
+};
 use super::OMITTED_BLOBS;
 use crate::store::oci_index::{
     layout_version, stored_manifest, Holder, OciIndex, LAYOUT_VERSION, MAX_INDEX_SIZE,
@@ -21,11 +24,7 @@ use crate::store::oci_index::{
 use crate::store::{BlobStream, ImageRef, ImageSource, Store, StoreError, StoreId};
 
 const READ_CHUNK: usize = 256 * 1024;
-/// Entries indexed at most (the index is held in memory).
-const MAX_ENTRIES: usize = 1_000_000;
-/// Bytes allowed after the last entry: the end-of-archive blocks and a tar
-/// writer's padding to its record size (GNU tar: 10 KiB).
-const MAX_TAIL: u64 = 64 * 1024;
+use crate::limits::MAX_TAR_TAIL as MAX_TAIL;
 
 /// An archive opened for reading: a copy source. Indexed and checked once
 /// when opened; holds no open file.
@@ -40,8 +39,14 @@ pub struct ArchiveReader {
 }
 
 impl ArchiveReader {
-    /// Index the archive at `path`, refusing hostile or malformed content.
+    /// Index the archive at `path`, refusing hostile or malformed content,
+    /// within the run's `archive-entries` limit.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_bounded(path, crate::limits::get().archive_entries)
+    }
+
+    /// [`ArchiveReader::open`], refusing more than `max_entries` entries.
+    pub fn open_bounded(path: impl AsRef<Path>, max_entries: usize) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let canonical = StoreError::canonical(&path, "OCI archive")?;
         let refuse = |entry: &str, reason: String| {
@@ -55,22 +60,30 @@ impl ArchiveReader {
         let mut duplicates: Vec<(Span, Span)> = Vec::new();
         let mut end = 0u64;
         let mut count = 0usize;
-        for entry in archive.entries_with_seek().map_err(io_err)? {
-            let entry = entry.map_err(|e| {
+        // Raw: GNU long-name and PAX headers come as entries of their own,
+        // read here with a bound and counted, not buffered whole by `tar`.
+        let entries = archive.entries_with_seek().map_err(io_err)?.raw(true);
+        // What the extended headers before an entry say of it.
+        let mut long_name: Option<Vec<u8>> = None;
+        let mut pax = PaxOverrides::default();
+        for entry in entries {
+            let mut entry = entry.map_err(|e| {
                 StoreError::invalid(
                     path.display().to_string(),
                     format!("not a readable tar archive: {e}"),
                 )
             })?;
             count += 1;
-            if count > MAX_ENTRIES {
+            if count > max_entries {
                 return Err(StoreError::invalid(
                     path.display().to_string(),
-                    format!("holds more than {MAX_ENTRIES} entries"),
+                    format!(
+                        "holds more than {max_entries} entries ({})",
+                        registry_client::limits::reached("archive-entries", max_entries)
+                    ),
                 ));
             }
-            let raw = entry.path_bytes();
-            let name = String::from_utf8_lossy(&raw).into_owned();
+            let header_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let kind = entry.header().entry_type();
             let offset = entry.raw_file_position();
             let size = entry.size();
@@ -78,9 +91,57 @@ impl ArchiveReader {
                 Some(e) if e <= file_len => end = end.max(offset + round_up(size)),
                 _ => {
                     return Err(refuse(
-                        &name,
+                        &header_name,
                         format!("claims {size} bytes, but the archive ends at byte {file_len}"),
                     ))
+                }
+            }
+            let mut extension = |what: &str, max: u64| -> Result<Vec<u8>, StoreError> {
+                if size > max {
+                    return Err(refuse(
+                        &header_name,
+                        format!("{what} of {size} bytes (at most {max})"),
+                    ));
+                }
+                let mut data = Vec::with_capacity(size as usize);
+                (&mut entry)
+                    .take(size)
+                    .read_to_end(&mut data)
+                    .map_err(io_err)?;
+                Ok(data)
+            };
+            match kind {
+                tar::EntryType::GNULongName => {
+                    let mut data = extension("a GNU long name", MAX_LONG_NAME)?;
+                    while data.last() == Some(&0) {
+                        data.pop();
+                    }
+                    long_name = Some(data);
+                    continue;
+                }
+                tar::EntryType::XHeader => {
+                    let data = extension("a PAX header", MAX_PAX_HEADER)?;
+                    pax = pax_overrides(&data).map_err(|r| refuse(&header_name, r))?;
+                    continue;
+                }
+                tar::EntryType::XGlobalHeader => {
+                    // Global headers (git archive's comment) change nothing here.
+                    extension("a PAX global header", MAX_PAX_HEADER)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let raw = match (pax.path.take(), long_name.take()) {
+                (Some(path), _) | (None, Some(path)) => path,
+                (None, None) => entry.path_bytes().into_owned(),
+            };
+            let name = String::from_utf8_lossy(&raw).into_owned();
+            if let Some(claimed) = pax.size.take() {
+                if claimed != size {
+                    return Err(refuse(
+                        &name,
+                        format!("a PAX header gives {claimed} bytes, its tar header {size}"),
+                    ));
                 }
             }
             if std::str::from_utf8(&raw).is_err() {
@@ -102,7 +163,6 @@ impl ArchiveReader {
                         "a directory that is no part of an OCI layout".into(),
                     ));
                 }
-                tar::EntryType::XGlobalHeader => continue,
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     return Err(refuse(
                         &name,
@@ -443,16 +503,29 @@ mod tests {
 
     /// A valid bundle's entries: one image `v1` with one layer.
     fn good() -> (Vec<Vec<u8>>, Manifest, Vec<u8>) {
+        let (parts, m, layer) = good_parts();
+        let entries = parts.iter().map(|(name, data)| file(name, data)).collect();
+        (entries, m, layer)
+    }
+
+    /// Entries as names and data.
+    type Parts = Vec<(String, Vec<u8>)>;
+
+    /// [`good`]'s entries as names and data.
+    fn good_parts() -> (Parts, Manifest, Vec<u8>) {
         let layer = b"layer bytes".to_vec();
         let m = manifest_over(&[&layer]);
         let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": media_type::OCI_MANIFEST, "digest": m.digest.to_string(), "size": m.bytes.len(), "annotations": {REF_NAME: "v1"}}]});
-        let entries = vec![
-            file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
-            file(&blob_name(&Digest::sha256_of(&layer)), &layer),
-            file(&format!("./{}", blob_name(&m.digest)), &m.bytes),
-            file("index.json", &to_json(&index)),
+        let parts = vec![
+            (
+                "oci-layout".to_string(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (blob_name(&Digest::sha256_of(&layer)), layer.clone()),
+            (format!("./{}", blob_name(&m.digest)), m.bytes.to_vec()),
+            ("index.json".to_string(), to_json(&index)),
         ];
-        (entries, m, layer)
+        (parts, m, layer)
     }
 
     fn write_tar(dir: &Path, entries: &[Vec<u8>], tail: &[u8]) -> PathBuf {
@@ -469,6 +542,104 @@ mod tests {
         for n in needles {
             assert!(err.contains(n), "{n:?} not in {err}");
         }
+    }
+
+    /// A PAX extended header entry holding `records` (`LEN KEY=VALUE\n`).
+    fn pax(kind: tar::EntryType, records: &[(&str, &str)]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for (k, v) in records {
+            let body = format!(" {k}={v}\n");
+            // The length counts its own digits.
+            let mut len = body.len() + 1;
+            while (len.to_string().len() + body.len()) != len {
+                len += 1;
+            }
+            data.extend_from_slice(format!("{len}{body}").as_bytes());
+        }
+        raw("PaxHeaders/x", kind, &data, None)
+    }
+
+    fn long_name(name: &[u8]) -> Vec<u8> {
+        let mut data = name.to_vec();
+        data.push(0);
+        raw("././@LongLink", tar::EntryType::GNULongName, &data, None)
+    }
+
+    #[tokio::test]
+    async fn extended_headers_are_bounded_counted_and_honoured() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (base, m, _) = good();
+        // A PAX path and a GNU long name rename the entry after them.
+        let (parts, _, _) = good_parts();
+        let renamed: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|(name, data)| match name.as_str() {
+                "index.json" => [
+                    pax(tar::EntryType::XHeader, &[("path", "index.json")]),
+                    file("not-index", data),
+                ]
+                .concat(),
+                "oci-layout" => [long_name(b"oci-layout"), file("x", data)].concat(),
+                _ => file(name, data),
+            })
+            .collect();
+        let r = ArchiveReader::open(write_tar(d, &renamed, &[])).unwrap();
+        assert_eq!(r.resolve(&ImageRef::Tag("v1".into())).await.unwrap(), m);
+
+        let with = |extra: Vec<u8>| {
+            let mut e = base.clone();
+            e.insert(1, extra);
+            e
+        };
+        // Names and headers larger than any valid one are refused unread.
+        refused(
+            &write_tar(d, &with(long_name(&[b'a'; 8192])), &[]),
+            &["a GNU long name of 8193 bytes (at most 4096)"],
+        );
+        let huge = "p".repeat(70_000);
+        refused(
+            &write_tar(
+                d,
+                &with(pax(tar::EntryType::XHeader, &[("comment", &huge)])),
+                &[],
+            ),
+            &["a PAX header of", "(at most 65536)"],
+        );
+        refused(
+            &write_tar(
+                d,
+                &with(pax(tar::EntryType::XGlobalHeader, &[("comment", &huge)])),
+                &[],
+            ),
+            &["a PAX global header of"],
+        );
+        // A PAX size that disagrees with the header, and sparse files.
+        let mut lying = base.clone();
+        lying.insert(1, pax(tar::EntryType::XHeader, &[("size", "5")]));
+        refused(&write_tar(d, &lying, &[]), &["a PAX header gives 5 bytes"]);
+        refused(
+            &write_tar(
+                d,
+                &with(pax(tar::EntryType::XHeader, &[("GNU.sparse.map", "0,1")])),
+                &[],
+            ),
+            &["sparse"],
+        );
+        // Extended headers count toward the entry bound.
+        let mut many = base.clone();
+        for _ in 0..3 {
+            many.insert(0, pax(tar::EntryType::XGlobalHeader, &[("comment", "x")]));
+        }
+        let path = write_tar(d, &many, &[]);
+        ArchiveReader::open_bounded(&path, 7).unwrap();
+        let err = ArchiveReader::open_bounded(&path, 6)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds more than 6 entries") && err.contains("--limit archive-entries=N"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

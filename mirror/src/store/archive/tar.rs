@@ -13,12 +13,50 @@ use registry_client::{Digest, Hasher};
 pub(super) const BLOCK: u64 = 512;
 /// What ends an archive: two zero blocks.
 pub(super) const END_OF_ARCHIVE: [u8; 2 * BLOCK as usize] = [0; 2 * BLOCK as usize];
-/// The longest long name read back (blob names are far shorter).
-const MAX_LONG_NAME: u64 = 4096;
+pub(super) use crate::limits::{
+    MAX_TAR_LONG_NAME as MAX_LONG_NAME, MAX_TAR_PAX_HEADER as MAX_PAX_HEADER,
+};
 
-/// `n` rounded up to whole blocks.
+/// `n` rounded up to whole blocks (saturating: a size from outside near
+/// `u64::MAX` is refused by the caller, never wrapped).
 pub(super) fn round_up(n: u64) -> u64 {
-    n.div_ceil(BLOCK) * BLOCK
+    n.div_ceil(BLOCK).saturating_mul(BLOCK)
+}
+
+/// What a PAX extended header says about the entry after it: the path
+/// that replaces the header's name and the size that replaces its size.
+/// Keys a reader of OCI layouts needs no other; sparse files are refused.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct PaxOverrides {
+    pub path: Option<Vec<u8>>,
+    pub size: Option<u64>,
+}
+
+/// Parse the records (`LEN KEY=VALUE\n`) of a PAX extended header.
+pub(super) fn pax_overrides(data: &[u8]) -> Result<PaxOverrides, String> {
+    let mut out = PaxOverrides::default();
+    for record in ::tar::PaxExtensions::new(data) {
+        let record = record.map_err(|e| format!("a malformed PAX header: {e}"))?;
+        let key = record
+            .key()
+            .map_err(|_| "a PAX header key that is not UTF-8".to_string())?;
+        match key {
+            "path" => out.path = Some(record.value_bytes().to_vec()),
+            "size" => {
+                let size = record
+                    .value()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| "a PAX header whose size is not a number".to_string())?;
+                out.size = Some(size);
+            }
+            k if k.starts_with("GNU.sparse.") => {
+                return Err("a sparse file (PAX GNU.sparse); archives hold plain files".into())
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The zeros that pad `size` bytes of data to whole blocks.
