@@ -10,7 +10,8 @@
 #
 # FUZZ_PROFILE=release builds optimised for a longer campaign (CI: dev,
 # which builds cold in a few minutes); FUZZ_JOBS sets how many targets run
-# at once (default 2); FUZZ_TARGETS="graph archive" runs only those.
+# at once (default 2); FUZZ_TARGETS="graph archive" runs only those;
+# FUZZ_TOOLCHAIN=stable builds on stable even when nightly is there.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
@@ -26,9 +27,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # cargo-fuzz passes nightly-only (-Z) flags to cargo. Use a nightly
-# toolchain when there is one; else let stable accept them.
+# toolchain when there is one; else (or with FUZZ_TOOLCHAIN=stable) let
+# stable accept them.
 toolchain=()
-if rustup run nightly rustc --version >/dev/null 2>&1; then
+if [ "${FUZZ_TOOLCHAIN:-}" != stable ] && rustup run nightly rustc --version >/dev/null 2>&1; then
     toolchain=(+nightly)
 else
     export RUSTC_BOOTSTRAP=1
