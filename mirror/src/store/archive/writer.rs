@@ -323,10 +323,14 @@ fn whole_entries(file: &mut fs::File) -> io::Result<(HashMap<Digest, u64>, u64)>
         let Some(digest) = blob_digest(&name) else {
             break;
         };
-        let end = pos + header_len + round_up(size);
-        if end > len {
-            break;
-        }
+        // A size read back from a damaged file may be anything: no wrap.
+        let end = match pos
+            .checked_add(header_len)
+            .and_then(|e| e.checked_add(round_up(size)))
+        {
+            Some(end) if end <= len => end,
+            _ => break,
+        };
         // The exact header bytes this writer writes for it.
         let mut written = vec![0u8; header_len as usize];
         file.seek(SeekFrom::Start(pos))?;
@@ -512,6 +516,19 @@ mod tests {
     use super::*;
     use crate::store::ImageSource;
     use futures::stream;
+
+    #[test]
+    fn a_damaged_partial_claiming_a_huge_entry_is_cut_there_without_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar.partial");
+        let digest = Digest::sha256_of(b"x");
+        let mut bytes = header_bytes(&blob_name(&digest), u64::MAX - 3);
+        bytes.extend_from_slice(&[0u8; 1024]);
+        fs::write(&path, bytes).unwrap();
+        let (blobs, resume_at) = whole_entries(&mut fs::File::open(&path).unwrap()).unwrap();
+        assert!(blobs.is_empty());
+        assert_eq!(resume_at, 0, "the damaged entry is written again");
+    }
 
     #[tokio::test]
     async fn writes_a_bundle_that_reads_back_verified() {
