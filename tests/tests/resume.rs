@@ -438,7 +438,7 @@ async fn a_full_disk_under_the_state_directory_only_turns_spooling_off() {
     std::fs::create_dir_all(&mnt).unwrap();
     let script = r#"
 mount -t tmpfs -o size=2m tmpfs "$MNT" || exit 90
-"$MIRROR" copy --progress none --state-dir "$MNT" --spool-threshold 1M "$SRC/app:v1" "$DST/app:v1" 2>"$ERR"
+"$MIRROR" copy --progress none --state-dir "$MNT/state" --spool-threshold 1M "$SRC/app:v1" "$DST/app:v1" 2>"$ERR"
 "#;
     let err = work.path().join("stderr");
     let status = tokio::process::Command::new("unshare")
