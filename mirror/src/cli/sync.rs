@@ -223,11 +223,8 @@ fn exit_code(report: &SyncReport) -> i32 {
 /// sees half a report.
 fn write_report(path: &Path, report: &SyncReport) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
+    // Whole or not at all, and never through a link planted beside it.
+    mirror::state::write_atomic(path, &json)
 }
 
 /// The text report: one line per image, then totals.

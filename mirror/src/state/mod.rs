@@ -209,7 +209,7 @@ fn read_record(path: &Path) -> Option<Vec<u8>> {
 
 /// Replace `path` with `bytes` atomically (write a sibling, then rename;
 /// neither follows a symbolic link).
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     // One a crashed run of the same pid left (removing a link removes only
     // the link), so the create below can insist on a new file.

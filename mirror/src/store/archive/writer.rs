@@ -91,13 +91,16 @@ impl ArchiveWriter {
         }
         // One name per bundle, so a rerun finds what a killed run wrote.
         let temp = dir.join(format!("{file_name}.partial"));
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&temp)
-            .map_err(|e| StoreError::io(format!("creating {}", temp.display()), e))?;
+        // Never through a link planted under that name.
+        let mut file = crate::state::private::open_regular(
+            &temp,
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(|e| StoreError::io(format!("creating {}", temp.display()), e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -516,6 +519,19 @@ mod tests {
     use super::*;
     use crate::store::ImageSource;
     use futures::stream;
+
+    #[test]
+    fn a_partial_that_is_a_planted_link_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("b.tar.partial")).unwrap();
+        let err = ArchiveWriter::create(dir.path().join("b.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+    }
 
     #[test]
     fn a_damaged_partial_claiming_a_huge_entry_is_cut_there_without_overflow() {
