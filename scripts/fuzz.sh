@@ -75,7 +75,7 @@ max_len_of() {
 run_target() {
     local t="$1" dict
     dict="$(dict_of "$t")"
-    mkdir -p "$scratch/corpus/$t" "artifacts/$t"
+    mkdir -p "$scratch/corpus/$t" "$scratch/tmp/$t" "artifacts/$t"
     local args=(
         -max_total_time="$seconds"
         -timeout=10
@@ -86,8 +86,8 @@ run_target() {
     )
     [ -f "$dict" ] && args+=(-dict="$dict")
     # The first directory receives what the run finds; the committed
-    # corpus is only read.
-    "$bin_dir/$t" "${args[@]}" "$scratch/corpus/$t" "corpus/$t" >"$scratch/$t.log" 2>&1
+    # corpus is only read. The targets' scratch files go with the rest.
+    TMPDIR="$scratch/tmp/$t" "$bin_dir/$t" "${args[@]}" "$scratch/corpus/$t" "corpus/$t" >"$scratch/$t.log" 2>&1
 }
 export -f run_target dict_of max_len_of
 export seconds scratch bin_dir
