@@ -76,6 +76,7 @@ const GRAPH_BOUNDS: Bounds = Bounds {
     depth: 3,
     manifests: 8,
     blobs: 16,
+    blob_bytes: 1 << 40,
 };
 
 /// The digest manifest `i` of a graph input is stored under. Not the hash

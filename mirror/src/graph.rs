@@ -40,6 +40,9 @@ pub struct Bounds {
     pub manifests: usize,
     /// Configs and layers in one image.
     pub blobs: usize,
+    /// Bytes one config or layer may claim (a descriptor of `u64::MAX`
+    /// bytes would stream until the disk is full).
+    pub blob_bytes: u64,
 }
 
 impl Default for Bounds {
@@ -50,6 +53,8 @@ impl Default for Bounds {
             depth: 8,
             manifests: 10_000,
             blobs: 100_000,
+            // The largest layers seen in the wild are tens of GiB.
+            blob_bytes: 1 << 40,
         }
     }
 }
@@ -96,6 +101,15 @@ pub enum GraphError {
         /// The bound's name in [`crate::limits`].
         name: &'static str,
     },
+    #[error(
+        "blob {digest} claims {size} bytes, more than {limit}; refused ({})",
+        crate::limits::named("blob-bytes", limit)
+    )]
+    BlobTooLarge {
+        digest: Digest,
+        size: u64,
+        limit: String,
+    },
     #[error("a manifest for platform {wanted} not found")]
     NoPlatform { wanted: String },
 }
@@ -106,7 +120,7 @@ impl GraphError {
         match self {
             GraphError::Read { source, .. } => source.kind(),
             GraphError::Size { .. } => ErrorKind::Integrity,
-            GraphError::Bound { .. } => ErrorKind::Protocol,
+            GraphError::Bound { .. } | GraphError::BlobTooLarge { .. } => ErrorKind::Protocol,
             GraphError::NoPlatform { .. } => ErrorKind::NotFound,
         }
     }
@@ -363,6 +377,13 @@ fn open(
             if d.is_foreign() && !selection.include_foreign {
                 graph.foreign.push(d);
             } else if seen_blobs.insert(d.digest.clone()) {
+                if d.size > bounds.blob_bytes {
+                    return Err(GraphError::BlobTooLarge {
+                        digest: d.digest,
+                        size: d.size,
+                        limit: crate::limits::size(bounds.blob_bytes),
+                    });
+                }
                 if seen_blobs.len() > bounds.blobs {
                     return Err(GraphError::Bound {
                         what: "blobs",

@@ -39,7 +39,7 @@ pub const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// The bounds a user may raise, with their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// `index-depth`, `image-manifests`, `image-blobs`.
+    /// `index-depth`, `image-manifests`, `image-blobs`, `blob-bytes`.
     pub graph: Bounds,
     /// `list-pages`, `list-entries`.
     pub client: client::Limits,
@@ -85,6 +85,7 @@ pub const NAMES: &[&str] = &[
     "index-depth",
     "image-manifests",
     "image-blobs",
+    "blob-bytes",
     "list-pages",
     "list-entries",
     "archive-entries",
@@ -103,8 +104,14 @@ impl Limits {
 
     /// Set the bound `name` to `value`.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), String> {
-        if name == "config-bytes" {
-            self.config_bytes = crate::units::parse_size(value)?;
+        let bytes = match name {
+            "config-bytes" => Some(&mut self.config_bytes),
+            "blob-bytes" => Some(&mut self.graph.blob_bytes),
+            _ => None,
+        };
+        if let Some(slot) = bytes {
+            *slot =
+                crate::units::parse_size(value).map_err(|e| format!("the limit {name}: {e}"))?;
             return Ok(());
         }
         let n: usize = value
@@ -140,6 +147,7 @@ impl Limits {
             "list-entries" => self.client.list_entries.to_string(),
             "archive-entries" => self.archive_entries.to_string(),
             "config-bytes" => size(self.config_bytes),
+            "blob-bytes" => size(self.graph.blob_bytes),
             _ => return None,
         })
     }
@@ -207,6 +215,10 @@ pub fn table() -> Vec<Bound> {
         settable("index-depth", "indexes nested in indexes"),
         settable("image-manifests", "manifests and indexes in one image"),
         settable("image-blobs", "configs and layers in one image"),
+        settable(
+            "blob-bytes",
+            "the size one config or layer descriptor may claim",
+        ),
         settable("list-pages", "pages of one tag or catalog listing"),
         settable("list-entries", "tags or repositories in one listing"),
         settable(
@@ -293,8 +305,10 @@ pub fn table() -> Vec<Bound> {
     ]
 }
 
-fn size(n: u64) -> String {
+/// A size as `--limit` and the table write it (`4M`, `64K`).
+pub fn size(n: u64) -> String {
     match n {
+        n if n >= 1 << 40 && n % (1 << 40) == 0 => format!("{}T", n >> 40),
         n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}G", n >> 30),
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
         n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}K", n >> 10),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// `123`, `512K`, `16M`, `1G` (powers of 1024).
+/// `123`, `512K`, `16M`, `1G`, `1T` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -21,7 +21,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "K" => 1024,
         "M" => 1024 * 1024,
         "G" => 1024 * 1024 * 1024,
-        _ => return Err(format!("{s:?} has an unknown unit (use K, M or G)")),
+        "T" => 1024 * 1024 * 1024 * 1024,
+        _ => return Err(format!("{s:?} has an unknown unit (use K, M, G or T)")),
     };
     match n.checked_mul(factor) {
         Some(0) | None => Err(format!("{s:?} is not a usable size")),

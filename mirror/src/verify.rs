@@ -113,13 +113,17 @@ pub async fn verify(
                 continue;
             }
         };
-        let mut size: u64 = graph.foreign.iter().map(|f| f.size).sum();
+        // Sizes a bundle claims: summed without wrapping.
+        let mut size: u64 = graph
+            .foreign
+            .iter()
+            .fold(0, |sum, f| sum.saturating_add(f.size));
         for m in &graph.manifests {
-            size += m.bytes.len() as u64;
+            size = size.saturating_add(m.bytes.len() as u64);
             manifests_seen.insert(m.digest.clone());
         }
         for b in &graph.blobs {
-            size += b.size;
+            size = size.saturating_add(b.size);
             if omitted.contains(&b.digest) {
                 omitted_seen.insert((b.digest.clone(), b.size));
                 continue;
@@ -130,7 +134,7 @@ pub async fn verify(
                     let r = check_blob(store, b).await;
                     if r.is_ok() {
                         report.blobs += 1;
-                        report.blob_bytes += b.size;
+                        report.blob_bytes = report.blob_bytes.saturating_add(b.size);
                     }
                     checked.insert(b.digest.clone(), r.clone());
                     r

@@ -216,9 +216,9 @@ async fn the_manifest_and_blob_bounds_are_kept() {
     let root = index(&children);
     let store = store_of(&[&root]);
     let bounds = |manifests, blobs| Bounds {
-        depth: 8,
         manifests,
         blobs,
+        ..Bounds::default()
     };
     let run = |b: Bounds| {
         let (store, root) = (&store, root.root.clone());
@@ -241,4 +241,28 @@ async fn the_manifest_and_blob_bounds_are_kept() {
         "{err}"
     );
     assert_eq!(run(bounds(6, 10)).await.unwrap().blobs.len(), 10);
+}
+
+#[tokio::test]
+async fn a_blob_claiming_more_than_the_byte_bound_is_refused_before_any_read() {
+    let img = image(1, [layer(1, 10)]);
+    let store = store_of(&[&img]);
+    let bounds = Bounds {
+        blob_bytes: 5,
+        ..Bounds::default()
+    };
+    let err = walk(
+        &StoreReader(&store),
+        img.root.clone(),
+        &Selection::default(),
+        &bounds,
+        4,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, GraphError::BlobTooLarge { .. })
+            && err.to_string().contains("--limit blob-bytes=N"),
+        "{err}"
+    );
 }

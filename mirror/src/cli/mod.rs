@@ -30,7 +30,7 @@ pub struct Cli {
     command: Command,
     /// Raise a bound on what registries, bundles and config files may
     /// send (repeatable): `--limit image-blobs=200000`. Names: index-depth,
-    /// image-manifests, image-blobs, list-pages, list-entries,
+    /// image-manifests, image-blobs, blob-bytes, list-pages, list-entries,
     /// archive-entries, config-bytes (README, "Hostile input").
     #[arg(long = "limit", value_name = "NAME=VALUE", global = true)]
     limits: Vec<String>,
