@@ -23,6 +23,7 @@ pub mod limits;
 pub mod plan;
 pub mod platform;
 pub mod progress;
+pub mod regular_file;
 pub mod report;
 pub mod settings;
 pub mod state;

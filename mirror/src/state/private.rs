@@ -15,7 +15,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 #[cfg(unix)]
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 
 /// Why a directory may not hold mirror's state.
 #[derive(Debug, thiserror::Error)]
@@ -133,114 +133,12 @@ fn problem(_: &Path, meta: &fs::Metadata) -> Option<String> {
     (!meta.is_dir()).then(|| "it is not a directory".to_string())
 }
 
-/// What a file is, in words.
-#[cfg(unix)]
-pub fn kind(ty: &fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ty.is_symlink() {
-        "a symbolic link"
-    } else if ty.is_dir() {
-        "a directory"
-    } else if ty.is_fifo() {
-        "a named pipe"
-    } else if ty.is_socket() {
-        "a socket"
-    } else if ty.is_char_device() || ty.is_block_device() {
-        "a device"
-    } else if ty.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
-}
-
-#[cfg(not(unix))]
-pub fn kind(ty: &fs::FileType) -> &'static str {
-    if ty.is_dir() {
-        "a directory"
-    } else if ty.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Options that never follow a symbolic link in the last component of the
-/// path, and do not block opening a named pipe (a regular file reads and
-/// writes as ever).
-pub fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
-    #[cfg(unix)]
-    opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    opts
-}
+pub use crate::regular_file::kind;
 
 /// Open with `opts`, never through a symbolic link, and only a regular
 /// file. The error names the file and the cause ("is a symbolic link").
 pub fn open_regular(path: &Path, opts: &OpenOptions) -> io::Result<File> {
-    let mut opts = opts.clone();
-    let file = no_follow(&mut opts).open(path).map_err(|e| {
-        if is_link_error(&e) {
-            io::Error::new(
-                e.kind(),
-                format!("{} is a symbolic link; not following it", path.display()),
-            )
-        } else {
-            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-        }
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} is {}, not a regular file",
-                path.display(),
-                kind(&meta.file_type())
-            ),
-        ));
-    }
-    clear_nonblocking(&file)?;
-    Ok(file)
-}
-
-/// O_NONBLOCK only kept a named pipe from blocking the open; a regular
-/// file ignores it, but nothing should inherit a surprise.
-#[cfg(unix)]
-fn clear_nonblocking(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function's caller owns, with
-    // integer arguments only.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn clear_nonblocking(_: &File) -> io::Result<()> {
-    Ok(())
-}
-
-/// `open(O_NOFOLLOW)` on a symbolic link fails with ELOOP (Linux, BSDs)
-/// or EMLINK (FreeBSD, older macOS).
-fn is_link_error(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    {
-        matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EMLINK))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = e;
-        false
-    }
+    crate::regular_file::open(path, opts, crate::regular_file::Links::Refuse)
 }
 
 /// A small file read whole: `None` when absent, an error when it is a link,

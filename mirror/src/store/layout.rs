@@ -35,6 +35,7 @@ use super::oci_index::{
     MAX_INDEX_SIZE,
 };
 use super::{BlobStream, ImageRef, ImageSource, ImageTarget, Store, StoreError, StoreId};
+use crate::regular_file::{self, Links};
 
 const READ_CHUNK: usize = 256 * 1024;
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -274,7 +275,7 @@ impl LayoutStore {
         if !meta.is_file() {
             tracing::warn!(
                 file = %path.display(),
-                kind = file_kind(&meta.file_type()),
+                kind = regular_file::kind(&meta.file_type()),
                 "a blob file that is not a regular file does not count as the blob"
             );
             return Ok(None);
@@ -387,7 +388,7 @@ impl LayoutStore {
                 // (a link itself, never what it points at).
                 tracing::warn!(
                     file = %target.display(),
-                    kind = file_kind(&m.file_type()),
+                    kind = regular_file::kind(&m.file_type()),
                     size = m.len(),
                     expected = desc.size,
                     "replacing what is under a blob's name with the blob"
@@ -723,39 +724,16 @@ fn process_lock(root: &Path) -> Arc<tokio::sync::Mutex<()>> {
 /// when it is not a regular file (a device, a pipe, a directory) or, with
 /// `no_follow`, a symbolic link. Opening a named pipe does not block.
 fn open_file(path: &Path, opts: &fs::OpenOptions, no_follow: bool) -> io::Result<Option<fs::File>> {
-    let mut opts = opts.clone();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // O_NONBLOCK only keeps the open of a pipe from waiting for a
-        // writer; a regular file, the only kind used, ignores it.
-        let follow = if no_follow { libc::O_NOFOLLOW } else { 0 };
-        opts.custom_flags(libc::O_NONBLOCK | follow);
-    }
-    let file = match opts.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        #[cfg(unix)]
-        Err(e) if no_follow && matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EMLINK)) => {
-            return Err(io::Error::new(
-                e.kind(),
-                format!("{} is a symbolic link; not following it", path.display()),
-            ))
-        }
-        Err(e) => return Err(e),
+    let links = if no_follow {
+        Links::Refuse
+    } else {
+        Links::Follow
     };
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} is {}, not a regular file",
-                path.display(),
-                file_kind(&meta.file_type())
-            ),
-        ));
+    match regular_file::open(path, opts, links) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(file))
 }
 
 /// [`open_file`] for reading, off the async workers.
@@ -764,32 +742,6 @@ async fn open_file_async(path: &Path) -> io::Result<Option<fs::File>> {
     tokio::task::spawn_blocking(move || open_file(&p, fs::OpenOptions::new().read(true), false))
         .await
         .map_err(io::Error::other)?
-}
-
-/// What a file is, in words, for messages.
-fn file_kind(ty: &fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ty.is_fifo() {
-            return "a named pipe";
-        }
-        if ty.is_socket() {
-            return "a socket";
-        }
-        if ty.is_char_device() || ty.is_block_device() {
-            return "a device";
-        }
-    }
-    if ty.is_symlink() {
-        "a symbolic link"
-    } else if ty.is_dir() {
-        "a directory"
-    } else if ty.is_file() {
-        "a regular file"
-    } else {
-        "not a regular file"
-    }
 }
 
 /// The error for a file read whole that is larger than its bound.

@@ -92,13 +92,14 @@ impl ArchiveWriter {
         // One name per bundle, so a rerun finds what a killed run wrote.
         let temp = dir.join(format!("{file_name}.partial"));
         // Never through a link planted under that name.
-        let mut file = crate::state::private::open_regular(
+        let mut file = crate::regular_file::open(
             &temp,
             fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false),
+            crate::regular_file::Links::Refuse,
         )
         .map_err(|e| StoreError::io(format!("creating {}", temp.display()), e))?;
         match file.try_lock() {
