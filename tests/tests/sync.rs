@@ -158,7 +158,7 @@ sync:
 
     // First run: exactly the selected tags land; exit code "changes made".
     let (run, report) = scratch.sync(&[cfg]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert_eq!(with_status(&report, "copied"), pairs(&expected));
     assert_eq!(report["failed"], 0);
     let dc = client(&d, None);
@@ -210,7 +210,7 @@ sync:
     // Third run: an updated source tag is the only thing copied.
     let newer = push_tags(&src, "apps/db", &["1.9.1"], 900).await;
     let (run, report) = scratch.sync(&[cfg]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     let changed = (
         format!("{s}/apps/db:1.9.1"),
         format!("{d}/mirror/apps/db:1.9.1"),
@@ -426,9 +426,9 @@ sync:
             &format!("{d}/skopeo"),
         ])
         .await;
-    run.assert_code(5);
+    run.assert_code(0);
     let (run, from_native) = scratch.sync(&[native.to_str().unwrap()]).await;
-    run.assert_code(5);
+    run.assert_code(0);
 
     // (target without its prefix, digest) for each image.
     let landed = |report: &Value, prefix: &str| -> BTreeSet<(String, String)> {
@@ -543,7 +543,7 @@ async fn secrets_from_the_environment_never_appear_even_when_refused() {
             .replace("password: ${MIRROR_SYNC_TEST_PW}", "password_file: pw"),
     );
     let (run, _) = scratch.sync(&[config.to_str().unwrap()]).await;
-    run.assert_code(5);
+    run.assert_code(0);
 }
 
 #[tokio::test]
@@ -562,7 +562,7 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
     );
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg, "--dry-run"]).await;
-    assert_eq!(run.code, 5, "changes to make: {}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 0, "a plan made is a success: {}{}", run.stdout, run.stderr);
     assert_eq!(report["would_copy"], 2);
     let bytes: u64 = imgs
         .iter()
@@ -581,7 +581,7 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
     // After a real run (in chunks, as the registry's settings say) the
     // plan is empty.
     let (run, _) = scratch.sync(&[cfg]).await;
-    assert_eq!(run.code, 5);
+    assert_eq!(run.code, 0);
     assert!(dst.count_requests("PATCH", "/blobs/uploads/") >= 4);
     let (run, report) = scratch.sync(&[cfg, "--dry-run"]).await;
     run.assert_code(0);
@@ -608,7 +608,7 @@ async fn a_registry_prefix_syncs_into_a_layout_and_a_layout_back_into_a_registry
     // Entries are planned in order, before anything is copied: on the first
     // run the layout the first entry creates is still empty for the second.
     let (run, report) = scratch.sync(&[cfg]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     let layout = scratch.path("layout");
     let l = layout.display();
     assert_eq!(
@@ -629,7 +629,7 @@ async fn a_registry_prefix_syncs_into_a_layout_and_a_layout_back_into_a_registry
         ])
     );
     let (run, report) = scratch.sync(&[cfg]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert_eq!(report["current"], 3);
     assert_eq!(report["copied"], 3);
     assert!(tag_digest(&dst.host(), "copy/team/sub/b", "v1")
@@ -655,7 +655,7 @@ async fn the_demo_config_keeps_the_fixture_images_current_in_a_layout() {
     let config = scratch.write("demo.yaml", &text);
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert_eq!(report["copied"], 6);
     let o = out.display();
     assert!(
@@ -668,17 +668,24 @@ async fn the_demo_config_keeps_the_fixture_images_current_in_a_layout() {
         )),
         "{report}"
     );
-    // Nothing changed: 0; a scheduler may also ask for 0 on changes.
+    // Nothing changed: 0 too; a scheduler that wants to tell a run that
+    // changed something apart asks for its own code.
     let (run, report) = scratch.sync(&[cfg]).await;
     run.assert_code(0);
     assert_eq!(report["current"], 6);
     let (run, _) = scratch
-        .sync(&[cfg, "--changes-exit-code", "0", "--dry-run"])
+        .sync(&[cfg, "--changes-exit-code", "5", "--dry-run"])
         .await;
-    assert_eq!(run.code, 0);
+    assert_eq!(run.code, 0, "a dry run with nothing to copy is 0");
     std::fs::remove_dir_all(&out).unwrap();
-    let (run, _) = scratch.sync(&[cfg, "--changes-exit-code", "0"]).await;
-    assert_eq!(run.code, 0, "changes made, reported as 0 when asked");
+    let (run, _) = scratch
+        .sync(&[cfg, "--changes-exit-code", "5", "--dry-run"])
+        .await;
+    assert_eq!(run.code, 5, "would copy, reported as 5 when asked");
+    let (run, _) = scratch.sync(&[cfg, "--dry-run"]).await;
+    assert_eq!(run.code, 0, "a dry run that would copy is a success");
+    let (run, _) = scratch.sync(&[cfg, "--changes-exit-code", "5"]).await;
+    assert_eq!(run.code, 5, "changes made, reported as 5 when asked");
 }
 
 #[tokio::test]
@@ -707,7 +714,7 @@ async fn a_platform_filtered_index_is_current_on_the_next_run() {
     );
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     let img = &report["images"][0];
     assert_eq!(img["source_digest"], idx_digest.to_string());
     assert_ne!(img["target_digest"], idx_digest.to_string());
@@ -746,7 +753,7 @@ async fn an_unchanged_run_against_a_token_registry_asks_a_token_per_repository_n
     let cfg = config.to_str().unwrap();
     let env = [("MIRROR_SYNC_TOKEN_PW", "token-pw")];
     let (run, _) = scratch.sync_env(&[cfg], &env).await;
-    run.assert_code(5);
+    run.assert_code(0);
 
     tokens.clear_requests();
     let before = dst.access_log().len();
@@ -793,7 +800,7 @@ async fn a_state_directory_is_used_when_given_and_its_lock_is_respected() {
     let (run, report) = scratch
         .sync(&[cfg, "--state-dir", state_arg, "--spool-threshold", "1K"])
         .await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert_eq!(report["copied"], 1);
 }
 
@@ -819,7 +826,7 @@ async fn a_tls_registry_is_reached_with_the_ca_file_of_the_config() {
         ),
     );
     let (run, report) = scratch.sync(&[config.to_str().unwrap()]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert_eq!(report["copied"], 1);
     // Without the CA the registry's certificate is refused.
     let config = scratch.write(
@@ -858,7 +865,7 @@ async fn an_entra_token_from_a_file_is_exchanged_like_acr_wants() {
     let (run, report) = scratch
         .sync_env(&[config.to_str().unwrap()], &[("MIRROR_LOG", "trace")])
         .await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert_eq!(report["copied"], 1);
     let exchanges = tokens
         .requests()
@@ -892,13 +899,13 @@ async fn the_configs_request_limit_caps_requests_in_flight_to_a_registry() {
     };
     let config = scratch.write("limited.yaml", &config_with("max_requests_per_host: 2\n"));
     let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert!(proxy.max_in_flight() <= 2, "{}", proxy.max_in_flight());
     // Without the limit the same plan overlaps more: the cap did it.
     proxy.reset_max_in_flight();
     let config = scratch.write("free.yaml", &config_with(""));
     let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert!(proxy.max_in_flight() > 2, "{}", proxy.max_in_flight());
     // A registry's own limit replaces the top-level one for that host.
     proxy.reset_max_in_flight();
@@ -912,6 +919,6 @@ registries:
     );
     let config = scratch.write("own.yaml", &config_with(&own));
     let (run, _) = scratch.sync(&[config.to_str().unwrap(), "--dry-run"]).await;
-    run.assert_code(5);
+    run.assert_code(0);
     assert_eq!(proxy.max_in_flight(), 1);
 }

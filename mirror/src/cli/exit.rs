@@ -11,8 +11,10 @@ pub const AUTH: i32 = 3;
 /// Another run holds the lock (`copy`: the state directory; `sync`: the
 /// config's lock or the state directory): nothing was done.
 pub const LOCKED: i32 = 4;
-/// `mirror sync`: everything succeeded and something was copied (with
-/// `--dry-run`: something would be). 0 means every image was already current.
+/// `mirror sync --changes-exit-code 5`, the code the README suggests:
+/// everything succeeded and something was copied (with `--dry-run`: would
+/// be). Internally, the report's "changes made" before `--changes-exit-code`
+/// maps it (default 0: a success is a success).
 pub const CHANGED: i32 = 5;
 /// Interrupted (Ctrl-C, SIGINT): stopped cleanly; nothing partial is visible.
 pub const INTERRUPTED: i32 = 130;

@@ -73,9 +73,9 @@ pub struct RunArgs {
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
     /// The exit code for "everything succeeded and something was copied"
-    /// (`mirror sync`: 5, so schedulers can tell; `mirror azureml sync`:
-    /// 0). `--changes-exit-code 0` for schedulers that treat any other
-    /// code as a failure.
+    /// (with --dry-run: would be). Default 0, as for any success (cron,
+    /// CI and Kubernetes Jobs count anything else as a failure);
+    /// `--changes-exit-code 5` tells a run that changed something apart.
     #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(i32).range(0..=255))]
     pub changes_exit_code: Option<i32>,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
@@ -98,7 +98,8 @@ pub async fn run(args: SyncArgs, limits: &[String]) -> CommandResult {
         Report {
             format: args.output,
             to: Stream::Stdout,
-            changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::CHANGED),
+            // Success is 0 unless the caller asks to tell changes apart.
+            changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
         },
     )
     .await?;
