@@ -252,6 +252,32 @@ async fn from_mcr_under_its_prefix_into_a_prefix_keeping_regional_tags() {
         o["capabilities_registry"]["registry"]["password"],
         PULL_PASSWORD
     );
+    // `azureml env` reads `--target HOST/PREFIX` as `sync` reads `--target
+    // HOST --prefix PREFIX`: the same variables, byte for byte.
+    let env_out = dir.path().join("env.env");
+    let run = mirror(
+        &[
+            "azureml",
+            "env",
+            "--target",
+            &format!("{}/mirrors/azureml", target.host()),
+            "--regional-tags",
+            "--username",
+            "puller",
+            "--password-env",
+            "PULL_PW",
+            "--out",
+            env_out.to_str().unwrap(),
+        ],
+        &[("PULL_PW", PULL_PASSWORD)],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&env_out).unwrap(),
+        std::fs::read_to_string(&out).unwrap(),
+        "azureml env and azureml sync print the same variables"
+    );
 }
 
 /// A stand-in for the Azure CLI: logs its arguments, prints a token.

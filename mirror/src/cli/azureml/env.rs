@@ -12,8 +12,9 @@ use mirror::azureml::variables::{Format, JobVariables};
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
-    /// The customer's registry (`contoso.azurecr.io`).
-    #[arg(long, value_name = "HOST")]
+    /// The customer's registry, optionally with the images' prefix:
+    /// `contoso.azurecr.io` or `contoso.azurecr.io/azureml`.
+    #[arg(long, value_name = "HOST[/PREFIX]")]
     target: String,
     /// The user the runtime pulls as (an ACR token or the admin user).
     #[arg(long, value_name = "NAME")]
@@ -24,7 +25,8 @@ pub struct EnvArgs {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     password_stdin: bool,
-    /// The images sit under this prefix in the target.
+    /// The images sit under this prefix in the target (the same as
+    /// --target HOST/PREFIX).
     #[arg(long, value_name = "PREFIX")]
     prefix: Option<String>,
     /// The target keeps the regional tags (`{region}-stable`).
@@ -58,11 +60,12 @@ pub fn env(args: EnvArgs) -> Result<(), String> {
     .ok_or(
         "give the password with --password-env VAR or --password-stdin (never on the command line)",
     )?;
+    let target = super::target_location(&args.target, args.prefix.as_deref())?;
     let vars = JobVariables {
-        registry: args.target.clone(),
+        registry: target.registry,
         username: args.username.clone(),
         password,
-        repo_prefix: args.prefix.clone(),
+        repo_prefix: target.prefix,
         regional_tag_prefix: args.regional_tags,
     };
     args.out.write(&vars)

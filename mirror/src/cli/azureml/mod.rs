@@ -70,16 +70,24 @@ pub struct PresetArgs {
     extra: Vec<String>,
 }
 
+/// `--target HOST[/PREFIX]` with `--prefix PREFIX`: the one reading of the
+/// customer's registry, for every azureml command (the job variables split
+/// it into `url` and `repo_prefix`).
+pub fn target_location(target: &str, prefix: Option<&str>) -> Result<Location, String> {
+    let mut location = Location::parse(target).map_err(|e| format!("--target {e}"))?;
+    if let Some(p) = prefix {
+        if location.prefix.is_some() {
+            return Err("give the prefix once: in --target HOST/PREFIX or --prefix".into());
+        }
+        location.prefix = Some(p.trim_matches('/').to_string()).filter(|p| !p.is_empty());
+    }
+    Ok(location)
+}
+
 impl PresetArgs {
     pub fn preset(&self) -> Result<Preset, String> {
         let region = regions::check(&self.region).map_err(|e| e.to_string())?;
-        let mut target = Location::parse(&self.target).map_err(|e| format!("--target {e}"))?;
-        if let Some(p) = &self.prefix {
-            if target.prefix.is_some() {
-                return Err("give the prefix once: in --target HOST/PREFIX or --prefix".into());
-            }
-            target.prefix = Some(p.trim_matches('/').to_string()).filter(|p| !p.is_empty());
-        }
+        let target = target_location(&self.target, self.prefix.as_deref())?;
         let source = match &self.source {
             Some(s) => Location::parse(s).map_err(|e| format!("--source {e}"))?,
             None => Location::mcr(),
