@@ -220,3 +220,25 @@ async fn a_config_file_that_never_ends_is_refused_at_its_bound() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn a_refused_connection_names_its_cause_and_logs_to_a_pipe_are_plain_text() {
+    // A port nothing listens on.
+    let port = mirror_tests::free_port();
+    let source = format!("127.0.0.1:{port}/cap/l:e");
+    let tmp = tempfile::tempdir().unwrap();
+    let target = format!("oci:{}:x", tmp.path().join("out").display());
+    let run = mirror(
+        &["copy", "--progress", "none", &source, &target],
+        &[("MIRROR_LOG", "debug")],
+    )
+    .await;
+    run.assert_code(1);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("Connection refused"), "{said}");
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "no ANSI colour codes when standard error is not a terminal: {}",
+        run.stderr
+    );
+}
