@@ -65,7 +65,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// With --state-dir: blobs at least this large are kept there while
-    /// they stream from a registry (default 32M).
+    /// they stream from a registry (default 64M).
     #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size, requires = "state_dir")]
     pub spool_threshold: Option<u64>,
     /// Requests and blob streams in flight at once (default: the config's
