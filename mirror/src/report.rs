@@ -23,6 +23,8 @@ pub struct ImageReport {
     pub source: String,
     pub source_digest: Option<Digest>,
     pub target: String,
+    /// Absent for a failed image: nothing was tagged.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target_digest: Option<Digest>,
     /// Why the target digest differs from the source's (a platform filter).
     #[serde(skip_serializing_if = "Option::is_none")]

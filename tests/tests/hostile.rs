@@ -148,6 +148,15 @@ async fn a_bound_reached_names_itself_and_the_flag_or_config_key_raises_it() {
     );
     let index = std::fs::read_to_string(tmp.path().join("out/index.json")).unwrap_or_default();
     assert!(!index.contains("\"x\""), "nothing is tagged: {index}");
+    // The JSON report says so: an error, and no target digest at all.
+    let run = mirror_tests::cli::copy_json(&["--limit", "image-blobs=1", FIXTURE, &target]).await;
+    run.assert_code(1);
+    let image = &run.json()["images"][0];
+    assert!(
+        image["error"].as_str().unwrap().contains("image-blobs"),
+        "{image}"
+    );
+    assert!(image.get("target_digest").is_none(), "{image}");
 
     // In a sync config, `limits:`; the command line wins over it.
     let config = tmp.path().join("sync.yaml");
