@@ -44,6 +44,9 @@ struct RawRegistry {
     images_by_tag_regex: BTreeMap<String, S>,
     #[serde(default, rename = "images-by-semver")]
     images_by_semver: BTreeMap<String, S>,
+    /// Read only to say it is not supported (rather than "unknown").
+    #[serde(rename = "images-by-digest")]
+    images_by_digest: Option<Spanned<BTreeMap<String, Vec<S>>>>,
     credentials: Option<RawCredentials>,
     #[serde(rename = "tls-verify")]
     tls_verify: Option<bool>,
@@ -77,6 +80,12 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
     let mut registries = Vec::new();
     let mut entries = Vec::new();
     for (host, reg) in raw {
+        if let Some(d) = &reg.images_by_digest {
+            return Err(cx.at(
+                d,
+                format!("{host}: images-by-digest is not supported; list the tags under images"),
+            ));
+        }
         let mut settings = RegistrySettings {
             host: host.clone(),
             insecure: reg.tls_verify == Some(false),
@@ -231,9 +240,13 @@ src.io:
             ("src.io:\n  images-by-semver:\n    alpine: 'x y z'\n", 3),
             ("src.io:\n  imagez:\n    a: []\n", 2),
             ("src.io:\n  images:\n    a: ['sha256:abc']\n", 3),
+            ("src.io:\n  images-by-digest:\n    a: ['sha256:abc']\n", 3),
         ] {
             let e = parse(text, Path::new("s.yaml"), "dst.io/m").unwrap_err();
             assert_eq!(e.line, Some(line), "{text} → {e}");
+            if text.contains("by-digest") {
+                assert!(e.message.contains("not supported"), "{e}");
+            }
         }
     }
 }
