@@ -562,7 +562,11 @@ async fn a_dry_run_prints_the_plan_and_the_missing_bytes_and_copies_nothing() {
     );
     let cfg = config.to_str().unwrap();
     let (run, report) = scratch.sync(&[cfg, "--dry-run"]).await;
-    assert_eq!(run.code, 0, "a plan made is a success: {}{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 0,
+        "a plan made is a success: {}{}",
+        run.stdout, run.stderr
+    );
     assert_eq!(report["would_copy"], 2);
     let bytes: u64 = imgs
         .iter()
