@@ -31,6 +31,8 @@ fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("mirror-fuzz-{}", std::process::id()));
+        // The fuzz harness's own set-up, before any input is read: a
+        // machine that cannot make a temporary directory cannot fuzz.
         std::fs::create_dir_all(&dir).expect("creating the fuzz scratch directory");
         dir
     })
@@ -42,6 +44,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
+            // Set-up of the harness, independent of any input.
             .expect("a tokio runtime")
     })
 }
