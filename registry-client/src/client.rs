@@ -646,6 +646,41 @@ fn fmt_codes(codes: &ApiErrors) -> String {
     }
 }
 
+impl Client {
+    /// A small body (a manifest, a listing page) read whole, within the read
+    /// timeout — a server trickling a byte at a time, never silent long
+    /// enough for the watchdog, would otherwise hold the run — and at most
+    /// `limit` bytes. `what` names it in the errors.
+    pub(crate) async fn read_whole(
+        &self,
+        resp: reqwest::Response,
+        limit: u64,
+        what: &str,
+        url: &Url,
+    ) -> Result<Bytes, Error> {
+        let within = self.config().read_timeout;
+        tokio::time::timeout(within, read_capped(resp, limit))
+            .await
+            .map_err(|_| Error::Protocol {
+                method: "GET".into(),
+                url: redact_url(url),
+                reason: format!(
+                    "the {what} did not arrive whole within {within:?} (the read timeout, --read-timeout)"
+                ),
+            })?
+            .map_err(|e| Error::Transport {
+                method: "GET".into(),
+                url: redact_url(url),
+                source: e.without_url(),
+            })?
+            .ok_or_else(|| Error::TooLarge {
+                what: what.to_string(),
+                url: redact_url(url),
+                limit,
+            })
+    }
+}
+
 /// Read a body of at most `limit` bytes; `None` when it is larger.
 pub(crate) async fn read_capped(
     resp: reqwest::Response,

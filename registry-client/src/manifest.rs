@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{header, Method};
 
 use crate::auth::Scopes;
-use crate::client::{read_capped, Body, Call, Client};
+use crate::client::{Body, Call, Client};
 use crate::descriptor::ManifestContent;
 use crate::digest::{Algorithm, Digest};
 use crate::error::{redact_url, Error};
@@ -60,28 +60,14 @@ impl Client {
         let resp = self.send(call).await?;
         let content_type = header_str(&resp, header::CONTENT_TYPE.as_str());
         let announced = header_str(&resp, DIGEST_HEADER);
-        // A manifest is small: all of it must arrive within the read
-        // timeout, or a server trickling a byte at a time holds the run.
-        let within = self.config().read_timeout;
-        let bytes = tokio::time::timeout(within, read_capped(resp, MAX_MANIFEST_SIZE))
-            .await
-            .map_err(|_| Error::Protocol {
-                method: "GET".into(),
-                url: redact_url(&url),
-                reason: format!(
-                    "the manifest did not arrive whole within {within:?} (the read timeout, --read-timeout)"
-                ),
-            })?
-            .map_err(|e| Error::Transport {
-                method: "GET".into(),
-                url: redact_url(&url),
-                source: e.without_url(),
-            })?
-            .ok_or_else(|| Error::TooLarge {
-                what: format!("manifest {reference}"),
-                url: redact_url(&url),
-                limit: MAX_MANIFEST_SIZE,
-            })?;
+        let bytes = self
+            .read_whole(
+                resp,
+                MAX_MANIFEST_SIZE,
+                &format!("manifest {reference}"),
+                &url,
+            )
+            .await?;
         let media_type =
             media_type_of(content_type.as_deref(), &bytes).map_err(|reason| Error::Protocol {
                 method: "GET".into(),

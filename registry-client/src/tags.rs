@@ -4,7 +4,7 @@ use http::{header, Method};
 use url::Url;
 
 use crate::auth::Scopes;
-use crate::client::{read_capped, Call, Client};
+use crate::client::{Call, Client};
 use crate::error::{redact_url, Error};
 use crate::limits::{reached, Limits, MAX_LIST_PAGE_BODY as PAGE_LIMIT};
 use crate::reference::Repository;
@@ -81,28 +81,9 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(next_link)
             .and_then(|l| url.join(&l).ok());
-        // A page must arrive whole within the read timeout, or a server
-        // trickling a byte at a time holds the listing.
-        let within = self.config().read_timeout;
-        let body = tokio::time::timeout(within, read_capped(resp, PAGE_LIMIT))
-            .await
-            .map_err(|_| Error::Protocol {
-                method: "GET".into(),
-                url: redact_url(&url),
-                reason: format!(
-                    "the {what} page did not arrive whole within {within:?} (the read timeout, --read-timeout)"
-                ),
-            })?
-            .map_err(|e| Error::Transport {
-                method: "GET".into(),
-                url: redact_url(&url),
-                source: e.without_url(),
-            })?
-            .ok_or_else(|| Error::TooLarge {
-                what: format!("{what} page"),
-                url: redact_url(&url),
-                limit: PAGE_LIMIT,
-            })?;
+        let body = self
+            .read_whole(resp, PAGE_LIMIT, &format!("{what} page"), &url)
+            .await?;
         let page = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
             method: "GET".into(),
             url: redact_url(&url),

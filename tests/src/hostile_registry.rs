@@ -360,15 +360,7 @@ impl HostileRegistry {
 
     /// Tags pushed to (or seeded in) `repo`.
     pub fn tags(&self, repo: &str) -> Vec<String> {
-        let store = self.shared.store.lock().unwrap();
-        let mut tags: Vec<String> = store
-            .tags
-            .keys()
-            .filter(|(r, _)| r == repo)
-            .map(|(_, t)| t.clone())
-            .collect();
-        tags.sort();
-        tags
+        self.shared.tags_of(repo)
     }
 
     /// Manifests stored in `repo` (seeded ones included).
