@@ -20,6 +20,7 @@ fn plan_job(source: &Arc<MemoryStore>, target: &Arc<MemoryStore>, tag: &str) -> 
         source_label: format!("source:{tag}"),
         target: Some(target.clone() as Arc<dyn ImageStore>),
         target_tag: Some(tag.to_string()),
+        target_digest: None,
         target_label: format!("target:{tag}"),
         selection: Selection::default(),
         state: State::Pending,

@@ -524,6 +524,7 @@ async fn a_target_that_cannot_finish_fails_the_images_bound_for_it_only() {
         source_ref: ImageRef::Tag("good".into()),
         target: target.clone(),
         target_tag: Some(tag.into()),
+        target_digest: None,
         selection: Default::default(),
         source_label: "good".into(),
         target_label: target.describe(),

@@ -46,6 +46,7 @@ async fn a_300_mib_layer_goes_through_a_bundle_in_flat_memory() {
         source_ref: ImageRef::Tag("v1".into()),
         target,
         target_tag: Some("v1".into()),
+        target_digest: None,
         selection: Default::default(),
         source_label: "src".into(),
         target_label: "dst".into(),

@@ -346,6 +346,81 @@ async fn a_platform_filter_writes_a_new_index_and_says_so() {
 }
 
 #[tokio::test]
+async fn a_destination_digest_equal_to_the_source_is_accepted_and_a_different_one_refused() {
+    let (reg, c, r) = open_registry_with_repo("pin/src").await;
+    let (a, b) = (image(42, &[100], false), image(43, &[200], false));
+    let (_, idx, _) = push_index(
+        &c,
+        &r,
+        "v1",
+        &[(&a, "linux/amd64"), (&b, "linux/arm64")],
+        false,
+    )
+    .await;
+    let host = reg.host();
+    // By digest on both sides, as skopeo, crane and regctl take it.
+    let run = copy_json(&[
+        format!("{host}/pin/src@{idx}"),
+        format!("{host}/pin/dst@{idx}"),
+    ])
+    .await;
+    run.assert_code(0);
+    assert_eq!(run.json()["images"][0]["target_digest"], idx.to_string());
+    let got = c
+        .get_manifest(&Reference::parse(&format!("{host}/pin/dst@{idx}")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got.digest, idx);
+    // A tag source whose digest is the one named.
+    copy_json(&[
+        format!("{host}/pin/src:v1"),
+        format!("{host}/pin/tagged@{idx}"),
+    ])
+    .await
+    .assert_code(0);
+    assert!(tag_digest(&host, "pin/tagged", "v1").await.is_none());
+
+    // A digest that is not the source's is refused before anything moves.
+    let other = Digest::sha256_of(b"another image");
+    let run = mirror(
+        &[
+            "copy",
+            &format!("{host}/pin/src@{idx}"),
+            &format!("{host}/pin/wrong@{other}"),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains(&other.to_string()) && run.stderr.contains("not the source's"),
+        "{}",
+        run.stderr
+    );
+    // A platform filter writes a new index: the source's digest no longer
+    // names it, so the copy fails and writes nothing.
+    let run = mirror(
+        &[
+            "copy",
+            "--platform",
+            "linux/arm64",
+            &format!("{host}/pin/src@{idx}"),
+            &format!("{host}/pin/arm@{idx}"),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("not the digest the destination names"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!has_blob(&host, "pin/arm", &Digest::sha256_of(&b.layers[0])).await);
+}
+
+#[tokio::test]
 async fn foreign_layers_are_skipped_unless_asked_for() {
     let reg = Registry::start(RegistryOptions {
         allow_foreign_layer_urls: true,

@@ -31,6 +31,7 @@ pub async fn execute(jobs: &[Job], engine: &Engine) -> RunReport {
             source_ref,
             target: target.clone(),
             target_tag: job.target_tag.clone(),
+            target_digest: job.target_digest.clone(),
             selection: job.selection.clone(),
             source_label: job.source_label.clone(),
             target_label: job.target_label.clone(),

@@ -45,6 +45,9 @@ pub struct Job {
     pub target: Option<Arc<dyn ImageTarget>>,
     /// The tag (a layout's full name) to set last; `None` pushes by digest.
     pub target_tag: Option<String>,
+    /// The digest the destination names (`HOST/REPO@DIGEST`): the copy
+    /// writes nothing unless the image it would write has this digest.
+    pub target_digest: Option<Digest>,
     pub target_label: String,
     pub selection: Selection,
     pub state: State,
@@ -86,6 +89,7 @@ impl Job {
             source_label,
             target: None,
             target_tag: None,
+            target_digest: None,
             target_label,
             selection: Selection::default(),
             state: State::Failed { error, kind },
@@ -109,35 +113,46 @@ impl Stores {
             source,
         };
         let (source_store, source_ref) = self.source(source).map_err(store_err)?;
-        let (target_store, target_tag): (Arc<dyn ImageTarget>, Option<String>) = match target {
+        let (target_store, target_tag, target_digest): (
+            Arc<dyn ImageTarget>,
+            Option<String>,
+            Option<Digest>,
+        ) = match target {
             Endpoint::Registry {
                 repository,
                 tag,
                 digest,
             } => {
-                if digest.is_some() {
-                    return Err(PlanError::Pair {
-                        pair,
-                        reason:
-                            "a destination takes a tag, not a digest (the digest is the source's)"
-                                .into(),
-                    });
-                }
-                let tag = tag.clone().or_else(|| source.portable_tag());
-                let by_digest = matches!(
-                    source,
-                    Endpoint::Registry {
-                        digest: Some(_),
-                        ..
+                let source_digest = match source {
+                    Endpoint::Registry { digest, .. } => digest.as_ref(),
+                    Endpoint::File { .. } => None,
+                };
+                if let (Some(want), Some(have)) = (digest, source_digest) {
+                    // Only a platform filter can make a copy's digest
+                    // differ from its source's; that is checked once the
+                    // image is read.
+                    if want != have && selection.platforms.is_empty() {
+                        return Err(PlanError::Pair {
+                            pair,
+                            reason: format!(
+                                "the destination digest {want} is not the source's ({have}); a copy keeps the digest, so name the source's or none"
+                            ),
+                        });
                     }
-                );
-                if tag.is_none() && !by_digest {
+                }
+                // A destination by digest gets no tag it did not name, as
+                // skopeo and crane push it.
+                let tag = match digest {
+                    Some(_) => tag.clone(),
+                    None => tag.clone().or_else(|| source.portable_tag()),
+                };
+                if tag.is_none() && source_digest.is_none() && digest.is_none() {
                     return Err(PlanError::Pair {
                         pair,
                         reason: "the destination needs a tag: the source names none (give one as HOST/REPO:TAG)".into(),
                     });
                 }
-                (self.registry(repository), tag)
+                (self.registry(repository), tag, digest.clone())
             }
             Endpoint::File { kind, path, name } => {
                 let kind = *kind;
@@ -159,7 +174,7 @@ impl Stores {
                 if let Some(reference) = source.full_reference() {
                     opened.record_reference(&name, &reference);
                 }
-                (opened.store(), Some(name))
+                (opened.store(), Some(name), None)
             }
         };
         Ok(Job {
@@ -168,6 +183,7 @@ impl Stores {
             source_label: source.to_string(),
             target: Some(target_store),
             target_tag,
+            target_digest,
             target_label: target.to_string(),
             selection,
             state: State::Pending,

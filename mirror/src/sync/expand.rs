@@ -237,6 +237,7 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &m
                 source_label,
                 target: target.store.clone(),
                 target_tag: Some(target_tag),
+                target_digest: None,
                 target_label,
                 selection: Selection {
                     platforms: entry.platforms.clone(),

@@ -31,6 +31,7 @@ pub fn job(source: &Arc<dyn ImageStore>, target: &Arc<dyn ImageStore>, tag: &str
         source_ref: ImageRef::Tag(tag.to_string()),
         target: target.clone(),
         target_tag: Some(tag.to_string()),
+        target_digest: None,
         selection: Selection::default(),
         source_label: format!("{}:{tag}", source.describe()),
         target_label: format!("{}:{tag}", target.describe()),
