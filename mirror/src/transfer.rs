@@ -31,6 +31,9 @@ pub struct CopyJob {
     pub target: Arc<dyn ImageTarget>,
     /// The tag (a layout's name) to set last; `None` pushes by digest only.
     pub target_tag: Option<String>,
+    /// The digest the destination names: nothing is written unless the
+    /// image to write has it.
+    pub target_digest: Option<Digest>,
     /// What of the image to take (platforms, foreign layers): per image,
     /// so one run mixes images with different selections.
     pub selection: Selection,
@@ -241,6 +244,22 @@ impl Engine {
         .map_err(|e| graph_error(e, &job.source_label))?;
         report.digest_changed = graph.digest_changed.clone();
         let root = graph.root.clone();
+        if let Some(want) = job.target_digest.as_ref().filter(|w| **w != root.digest) {
+            return Err(CopyError {
+                context: format!("copying {} to {}", job.source_label, job.target_label),
+                source: StoreError::invalid(
+                    job.target_label.clone(),
+                    format!(
+                        "the image to write is {} ({}), not the digest the destination names ({want}); nothing was written",
+                        root.digest,
+                        graph
+                            .digest_changed
+                            .as_deref()
+                            .unwrap_or("the source's digest"),
+                    ),
+                ),
+            });
+        }
         self.emit(Event::ImagePlanned {
             image,
             blobs: graph.blobs.len(),
