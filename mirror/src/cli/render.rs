@@ -1,5 +1,6 @@
 //! Shows progress events: indicatif bars on a terminal, plain lines every
-//! few seconds otherwise (CI logs), or nothing. Also the text summary.
+//! few seconds otherwise (CI logs; `--progress bars` falls back to them
+//! and says so), or nothing. Also the text summary.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -51,6 +52,12 @@ impl Renderer {
             ProgressMode::None => Mode::None,
             ProgressMode::Plain => Mode::Plain,
             ProgressMode::Auto if !terminal => Mode::Plain,
+            ProgressMode::Bars if !terminal => {
+                // indicatif draws nothing off a terminal: a whole run
+                // would pass in silence.
+                say!("progress: standard error is not a terminal; showing plain lines instead of bars");
+                Mode::Plain
+            }
             ProgressMode::Auto | ProgressMode::Bars => Mode::Bars(Bars::new()),
         };
         Renderer {
