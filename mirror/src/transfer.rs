@@ -264,6 +264,11 @@ impl Engine {
             image,
             blobs: graph.blobs.len(),
             bytes: graph.blob_bytes(),
+            sizes: graph
+                .blobs
+                .iter()
+                .map(|d| (d.digest.clone(), d.size))
+                .collect(),
         });
 
         let mut set = JoinSet::new();

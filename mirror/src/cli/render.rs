@@ -4,17 +4,17 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use registry_client::Digest;
 
 use super::out::say;
 use super::ProgressMode;
-use mirror::progress::{Event, Progress};
-use mirror::report::{BlobOutcome, RunReport};
+use mirror::progress::{eta_text, Event, Progress, Tally};
+use mirror::report::RunReport;
 
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
@@ -24,11 +24,10 @@ pub struct Renderer {
     images: AtomicUsize,
     /// Print a line when a plan is compared (`sync`).
     announce_plan: bool,
-    started: Instant,
     done: AtomicUsize,
     failed: AtomicUsize,
-    bytes_moved: AtomicU64,
-    bytes_planned: AtomicU64,
+    /// Blobs and bytes, each distinct blob once.
+    tally: Tally,
 }
 
 enum Mode {
@@ -64,11 +63,9 @@ impl Renderer {
             mode,
             images: AtomicUsize::new(images),
             announce_plan: false,
-            started: Instant::now(),
             done: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
-            bytes_moved: AtomicU64::new(0),
-            bytes_planned: AtomicU64::new(0),
+            tally: Tally::new(),
         }
     }
 
@@ -96,22 +93,33 @@ impl Renderer {
     }
 
     fn status_line(&self) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let moved = self.bytes_moved.load(Ordering::Relaxed);
+        let t = self.tally.totals();
         format!(
-            "progress: {}/{} images done ({} failed), {} moved, {}/s",
+            "progress: {}/{} images done ({} failed), {}/{} blobs, {} of {} moved, {}/s, ETA {}",
             self.done.load(Ordering::Relaxed),
             self.images.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
-            human_bytes(moved),
-            human_bytes((moved as f64 / secs) as u64)
+            t.blobs_done,
+            t.blobs,
+            human_bytes(t.bytes_done),
+            human_bytes(t.bytes),
+            human_bytes(t.rate as u64),
+            eta_text(t.eta)
         )
     }
 
+    /// Clear the bars; in plain mode, the last line with the run's totals
+    /// (when there was anything to copy).
     pub fn finish(&self) {
-        if let Mode::Bars(b) = &self.mode {
-            b.total.finish_and_clear();
-            let _ = b.multi.clear();
+        match &self.mode {
+            Mode::Bars(b) => {
+                b.total.finish_and_clear();
+                let _ = b.multi.clear();
+            }
+            Mode::Plain if self.images.load(Ordering::Relaxed) > 0 => {
+                say!("{}", self.status_line())
+            }
+            Mode::Plain | Mode::None => {}
         }
     }
 }
@@ -137,6 +145,7 @@ impl Bars {
 
 impl Progress for Renderer {
     fn event(&self, event: Event) {
+        self.tally.record(&event);
         match &event {
             Event::Planned {
                 images,
@@ -151,12 +160,6 @@ impl Progress for Renderer {
                         "planned: {images} images, {current} current, {to_copy} to copy, {failed} failed ({seconds:.1}s)"
                     );
                 }
-            }
-            Event::ImagePlanned { bytes, .. } => {
-                self.bytes_planned.fetch_add(*bytes, Ordering::Relaxed);
-            }
-            Event::BlobProgress { bytes, .. } => {
-                self.bytes_moved.fetch_add(*bytes, Ordering::Relaxed);
             }
             Event::ImageFinished { report, .. } => {
                 self.done.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +188,12 @@ impl Progress for Renderer {
                     }
                 }
             }
-            Mode::Bars(b) => self.draw(b, event),
+            Mode::Bars(b) => {
+                let t = self.tally.totals();
+                b.total.set_length(t.bytes);
+                b.total.set_position(t.bytes_done);
+                self.draw(b, event)
+            }
         }
     }
 }
@@ -206,9 +214,8 @@ impl Renderer {
                 image,
                 blobs,
                 bytes,
+                ..
             } => {
-                b.total
-                    .set_length(self.bytes_planned.load(Ordering::Relaxed));
                 if let Some((bar, name)) = b.images.lock().expect("bars").get(&image) {
                     bar.set_message(format!("{name}: {blobs} blobs, {}", human_bytes(bytes)));
                 }
@@ -231,22 +238,11 @@ impl Renderer {
                 digest,
                 bytes,
             } => {
-                b.total.inc(bytes);
                 if let Some(bar) = b.blobs.lock().expect("bars").get(&(image, digest)) {
                     bar.inc(bytes);
                 }
             }
-            Event::BlobFinished {
-                image,
-                digest,
-                size,
-                outcome,
-            } => {
-                // Planned bytes count every image's blobs; those found or
-                // mounted move nothing but are done all the same.
-                if outcome != BlobOutcome::Copied {
-                    b.total.inc(size);
-                }
+            Event::BlobFinished { image, digest, .. } => {
                 if let Some(bar) = b.blobs.lock().expect("bars").remove(&(image, digest)) {
                     bar.finish_and_clear();
                     b.multi.remove(&bar);
