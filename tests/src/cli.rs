@@ -92,9 +92,9 @@ impl Run {
 }
 
 /// Run `mirror` with arguments and extra environment variables. Each run
-/// gets a state directory of its own (runs in parallel would otherwise
-/// share the user's and refuse each other) unless the arguments or the
-/// environment name one.
+/// gets a state directory of its own (tests in parallel would otherwise
+/// share the user's, and one would meet another's state) unless the
+/// arguments or the environment name one.
 pub async fn mirror(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = command(args, env);
     let own_state = tempfile::tempdir().expect("state directory");

@@ -123,6 +123,13 @@ async fn a_download_killed_half_way_continues_from_the_state_directory() {
         spooled >= size / 4,
         "the partial download is on disk: {spooled}"
     );
+    // Its lock file stays, but the kernel released the killed run's lock.
+    let locks = files_in(&state.path().join("downloads"), "lock");
+    assert_eq!(locks.len(), 1, "the spool's lock file");
+    let lock = std::fs::File::open(&locks[0]).unwrap();
+    lock.try_lock()
+        .expect("the killed run's spool lock is free");
+    drop(lock);
 
     let run = mirror(&args, &[]).await;
     run.assert_code(0);
@@ -140,10 +147,12 @@ async fn a_download_killed_half_way_continues_from_the_state_directory() {
         "the source served {total} bytes for a {size}-byte layer"
     );
     assert_landed(&dst.host(), "big/app", "v1", &img).await;
-    assert!(
-        files_in(&state.path().join("downloads"), "data").is_empty(),
-        "the spool is cleared once the layer is at the target"
-    );
+    for ext in ["data", "json", "lock"] {
+        assert!(
+            files_in(&state.path().join("downloads"), ext).is_empty(),
+            "the spool's .{ext} is cleared once the layer is at the target"
+        );
+    }
 }
 
 /// An OCI layout at `dir` holding `img` as `name`.
@@ -391,13 +400,12 @@ async fn state_that_cannot_be_trusted_is_discarded_and_the_copy_lands() {
 }
 
 #[tokio::test]
-async fn a_second_run_on_a_state_directory_in_use_is_refused() {
+async fn another_run_does_not_stop_a_copy_but_an_earlier_mirror_locking_the_directory_whole_does() {
     let src = Registry::start_open().await.unwrap();
     let dst = Registry::start_open().await.unwrap();
     let img = image_from_layers(44, vec![blob(44, 1000)], false);
     push_to(&src.host(), "app", "v1", &img).await;
     let state = tempfile::tempdir().unwrap();
-    let held = mirror::state::StateDir::open(state.path(), 1).unwrap();
     let args = [
         "copy",
         "--state-dir",
@@ -405,22 +413,37 @@ async fn a_second_run_on_a_state_directory_in_use_is_refused() {
         &format!("{}/app:v1", src.host()),
         &format!("{}/app:v1", dst.host()),
     ];
+    // Another run on the directory does not stop this one.
+    let other_run = mirror::state::StateDir::open(state.path(), 1).unwrap();
+    mirror(&args, &[])
+        .await
+        .assert_code_of("beside another run", 0);
+    drop(other_run);
+    // An earlier mirror locked the directory whole and knows no per-entry
+    // locks: while one runs, this one stops at once, naming it.
+    let mut earlier = std::fs::File::options()
+        .write(true)
+        .open(state.path().join("lock"))
+        .unwrap();
+    earlier.lock().unwrap();
+    std::io::Write::write_all(&mut earlier, b"4242\n").unwrap();
+    let puts = dst.count_requests("PUT", "/manifests/");
     let run = mirror(&args, &[]).await;
     run.assert_code(4);
     assert!(
-        run.stderr.contains("in use by another mirror run")
+        run.stderr.contains("earlier version")
+            && run.stderr.contains("pid 4242")
             && run.stderr.contains(&state.path().display().to_string()),
         "{}",
         run.stderr
     );
     assert_eq!(
         dst.count_requests("PUT", "/manifests/"),
-        0,
+        puts,
         "nothing was copied"
     );
-    drop(held);
-    let run = mirror(&args, &[]).await;
-    run.assert_code(0);
+    drop(earlier);
+    mirror(&args, &[]).await.assert_code(0);
 }
 
 #[tokio::test]

@@ -111,8 +111,8 @@ pub struct RegistryArgs {
 #[derive(Debug, Args, Clone)]
 pub struct StateArgs {
     /// Keep partial downloads and open upload sessions here, so a rerun
-    /// after a crash, kill or Ctrl-C continues them. One run at a time per
-    /// directory. Default: $XDG_STATE_HOME/mirror or ~/.local/state/mirror.
+    /// after a crash, kill or Ctrl-C continues them. Runs may share one.
+    /// Default: $XDG_STATE_HOME/mirror or ~/.local/state/mirror.
     #[arg(long, value_name = "DIR", env = "MIRROR_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Blobs at least this large are kept in the state directory while they
@@ -122,7 +122,7 @@ pub struct StateArgs {
 }
 
 impl StateArgs {
-    /// Open and lock the state directory.
+    /// Open the state directory (shared with other runs).
     pub fn open(&self) -> Result<mirror::state::StateDir, mirror::state::StateError> {
         let path = self
             .state_dir

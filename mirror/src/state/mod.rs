@@ -1,14 +1,25 @@
 //! The state directory: what lets a rerun continue where a crash, `kill -9`
 //! or Ctrl-C stopped. It holds partial downloads (their bytes, verified
-//! offset and hash state) and open upload sessions, under a lock so that two
-//! runs never share it.
+//! offset and hash state) and open upload sessions. Runs share it: each
+//! partial download and each upload session is locked on its own, for as
+//! long as one run writes it, so no two runs write one spool or one session
+//! while runs copying other blobs (or the same blob, one of them without
+//! the spool) go on side by side.
 //!
 //! ```text
 //! STATE_DIR/
-//!   lock                      flock held for the run; holds the owner's pid
+//!   lock                      shared flock held for the run (see below)
 //!   downloads/<alg>-<hex>.data, .json   partial downloads (see spool.rs)
+//!   downloads/<alg>-<hex>.lock          flock of the run writing them
 //!   uploads/<key>.json        open upload sessions (see uploads.rs)
+//!   uploads/<key>.lock        flock of the run that owns the session
 //! ```
+//!
+//! Every lock is an `flock` on an open file, so the kernel releases it when
+//! the process dies, `kill -9` included. `DIR/lock` is taken shared by
+//! every run. Earlier versions of mirror took it exclusively (one run per
+//! directory), so a run of one of them, which knows no per-entry locks,
+//! and a run of this one never use a directory at once.
 //!
 //! The directory and its parts must be the user's own: a real directory
 //! (no symbolic link), owned by the user running mirror and writable by no
@@ -20,7 +31,7 @@ pub mod spool;
 pub mod uploads;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use private::UnsafeDir;
@@ -34,8 +45,10 @@ pub const DEFAULT_SPOOL_THRESHOLD: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A run of an earlier version of mirror, which locks the directory
+    /// whole, is using it.
     #[error(
-        "the state directory {} is in use by another mirror run{holder}; wait for it to finish, or give this run its own --state-dir",
+        "the state directory {} is locked whole by a mirror run of an earlier version{holder}, which allows one run per directory; wait for it to finish, or give this run its own --state-dir",
         path.display()
     )]
     Locked { path: PathBuf, holder: String },
@@ -63,8 +76,8 @@ fn private_dir(path: &Path) -> Result<(), StateError> {
     })
 }
 
-/// An open, locked state directory. The lock is released on drop (and by
-/// the kernel when the process dies, so a `kill -9` leaves no stale lock).
+/// An open state directory, shared with any other run using it. Its shared
+/// lock is released on drop (and by the kernel when the process dies).
 #[derive(Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -74,10 +87,11 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Open (creating it, mode 0700) and lock the directory; fails at once
-    /// with [`StateError::Locked`] when another run holds it, and with
-    /// [`StateError::Unsafe`] when it is a symbolic link, another user's, or
-    /// writable by group or others.
+    /// Open (creating it, mode 0700) the directory, taking its shared lock,
+    /// and remove state untouched for [`STALE_AFTER`] that no run holds.
+    /// Fails with [`StateError::Locked`] when a run of an earlier mirror
+    /// holds the directory whole, and with [`StateError::Unsafe`] when it
+    /// is a symbolic link, another user's, or writable by group or others.
     pub fn open(root: &Path, spool_threshold: u64) -> Result<Self, StateError> {
         let io = |source| StateError::Io {
             path: root.to_path_buf(),
@@ -94,9 +108,10 @@ impl StateDir {
                 .truncate(false),
         )
         .map_err(io)?;
-        match lock.try_lock() {
+        match lock.try_lock_shared() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
+                // An earlier mirror writes its pid there once it has it.
                 let mut pid = String::new();
                 let _ = lock.read_to_string(&mut pid);
                 let pid = pid.trim();
@@ -112,9 +127,9 @@ impl StateDir {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io(e)),
         }
+        // A pid an earlier mirror left there names no holder now (and
+        // several runs hold the lock at once).
         lock.set_len(0).map_err(io)?;
-        lock.rewind().map_err(io)?;
-        writeln!(lock, "{}", std::process::id()).map_err(io)?;
 
         let downloads = root.join("downloads");
         let uploads = root.join("uploads");
@@ -159,24 +174,160 @@ impl StateDir {
 
 /// State untouched this long belongs to a run nobody repeated: a partial
 /// download of an image no longer wanted, a session the registry has long
-/// expired. It is removed when a directory is opened.
+/// expired. It is removed when a directory is opened, unless a run holds it.
 pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-fn prune(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
+/// The entry a state file belongs to: its name up to the first dot
+/// (`<alg>-<hex>` of `.data`, `.json`, `.lock`, `.tmp.<pid>`).
+fn entry_of(name: &std::ffi::OsStr) -> Option<String> {
+    let name = name.to_str()?;
+    let stem = name.split('.').next()?;
+    (!stem.is_empty()).then(|| stem.to_string())
+}
+
+/// The files of each entry in `dir`, by entry.
+fn entries(dir: &Path) -> std::collections::BTreeMap<String, Vec<PathBuf>> {
+    let mut by_entry = std::collections::BTreeMap::<String, Vec<PathBuf>>::new();
+    let Ok(listing) = fs::read_dir(dir) else {
+        return by_entry;
     };
-    for entry in entries.filter_map(Result::ok) {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
+    for e in listing.filter_map(Result::ok) {
+        if let Some(entry) = entry_of(&e.file_name()) {
+            by_entry.entry(entry).or_default().push(e.path());
+        }
+    }
+    by_entry
+}
+
+/// Whether every file of an entry is older than [`STALE_AFTER`] (a file
+/// gone since counts as old; one that cannot be looked at, as fresh).
+fn all_stale(files: &[PathBuf]) -> bool {
+    files.iter().all(|p| match fs::symlink_metadata(p) {
+        Ok(m) => m
+            .modified()
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_AFTER);
-        if stale {
-            tracing::info!(path = %entry.path().display(), "removing stale state");
-            let _ = fs::remove_file(entry.path());
+            .is_some_and(|age| age > STALE_AFTER),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    })
+}
+
+/// Whether an entry is stale: its state files are, or, when only its lock
+/// file is left (a run killed before it wrote anything), that one is. (A
+/// lock file's time is when it was made, not when it was last held.)
+fn stale_entry(files: &[PathBuf], lock: &Path) -> bool {
+    let state: Vec<PathBuf> = files.iter().filter(|p| *p != lock).cloned().collect();
+    if state.is_empty() {
+        all_stale(files)
+    } else {
+        all_stale(&state)
+    }
+}
+
+/// Remove the entries of `dir` untouched for [`STALE_AFTER`], each under
+/// its own lock: an entry another run holds (it may be resuming it right
+/// now) is left alone.
+fn prune(dir: &Path) {
+    for (entry, files) in entries(dir) {
+        let lock_path = dir.join(format!("{entry}.lock"));
+        if !stale_entry(&files, &lock_path) {
+            continue;
         }
+        let lock = match EntryLock::try_acquire(&lock_path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::debug!(entry, "stale state in use by another run; leaving it");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lock stale state; leaving it");
+                continue;
+            }
+        };
+        // Looked at again under the lock: a run may have used it between.
+        let files: Vec<PathBuf> = entries(dir).remove(&entry).unwrap_or_default();
+        if !stale_entry(&files, &lock_path) {
+            continue;
+        }
+        for path in files.iter().filter(|p| **p != lock.path) {
+            tracing::info!(path = %path.display(), "removing stale state");
+            let _ = fs::remove_file(path);
+        }
+        lock.remove();
+    }
+}
+
+/// One run's hold on one entry of the state directory (a partial download,
+/// an upload session): an `flock` on `<entry>.lock`, released when this is
+/// dropped or the process dies. Whoever removes the entry removes the lock
+/// file while holding it; a run that locked a file removed meanwhile sees
+/// that the name no longer leads to it, and tries again.
+#[derive(Debug)]
+pub(crate) struct EntryLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl EntryLock {
+    /// The lock, or `None` at once when another run (or another open of
+    /// this process) holds it.
+    pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<EntryLock>> {
+        for _ in 0..8 {
+            let file = private::open_regular(
+                path,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false),
+            )?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("locking {}: {e}", path.display()),
+                    ))
+                }
+            }
+            if names(path, &file)? {
+                return Ok(Some(EntryLock {
+                    path: path.to_path_buf(),
+                    _file: file,
+                }));
+            }
+        }
+        Err(io::Error::other(format!(
+            "{} keeps being removed while it is locked",
+            path.display()
+        )))
+    }
+
+    /// The entry is gone: remove the lock file, then release it.
+    pub(crate) fn remove(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `path` still leads to `file` (and not to nothing, or to a file
+/// made since under the same name).
+fn names(path: &Path, file: &File) -> io::Result<bool> {
+    let now = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let held = file.metadata()?;
+        Ok(now.dev() == held.dev() && now.ino() == held.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(now.is_file())
     }
 }
 
@@ -227,39 +378,126 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_open_is_refused_naming_the_directory_and_holder() {
+    fn runs_share_a_directory() {
         let dir = tempfile::tempdir().unwrap();
         let first = StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap();
+        let second = StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).expect("shared");
+        drop(first);
+        drop(second);
+    }
+
+    #[test]
+    fn a_directory_an_earlier_mirror_holds_whole_is_refused_naming_it_and_its_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
+        // What an earlier mirror did: an exclusive lock, and its pid.
+        let mut old = File::options()
+            .write(true)
+            .open(dir.path().join("lock"))
+            .unwrap();
+        old.lock().unwrap();
+        writeln!(old, "4242").unwrap();
         let err = StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, StateError::Locked { .. }), "{msg}");
-        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
         assert!(
-            msg.contains(&format!("pid {}", std::process::id())),
+            msg.contains(&dir.path().display().to_string())
+                && msg.contains("pid 4242")
+                && msg.contains("earlier version"),
             "{msg}"
         );
-        drop(first);
-        StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).expect("free again after drop");
+        drop(old);
+        let open = StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).expect("free again");
+        assert_eq!(
+            fs::read(dir.path().join("lock")).unwrap(),
+            b"",
+            "the stale pid is gone"
+        );
+        drop(open);
+    }
+
+    fn age(path: &Path) {
+        let long_ago = std::time::SystemTime::now() - STALE_AFTER * 2;
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
     }
 
     #[test]
     fn state_untouched_for_a_week_is_pruned_on_open() {
         let dir = tempfile::tempdir().unwrap();
         drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
-        let old = dir.path().join("downloads/sha256-old.data");
-        let fresh = dir.path().join("downloads/sha256-fresh.data");
-        fs::write(&old, b"x").unwrap();
-        fs::write(&fresh, b"x").unwrap();
-        let long_ago = std::time::SystemTime::now() - STALE_AFTER * 2;
-        File::options()
-            .write(true)
-            .open(&old)
+        let downloads = dir.path().join("downloads");
+        let old = downloads.join("sha256-old.data");
+        let old_checkpoint = downloads.join("sha256-old.json");
+        let old_lock = downloads.join("sha256-old.lock");
+        let fresh = downloads.join("sha256-fresh.data");
+        let lone_lock = downloads.join("sha256-killed.lock");
+        let session = dir.path().join("uploads/0123.json");
+        for p in [
+            &old,
+            &old_checkpoint,
+            &old_lock,
+            &fresh,
+            &lone_lock,
+            &session,
+        ] {
+            fs::write(p, b"x").unwrap();
+        }
+        for p in [&old, &old_checkpoint, &lone_lock, &session] {
+            age(p);
+        }
+        drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
+        for p in [&old, &old_checkpoint, &old_lock, &lone_lock, &session] {
+            assert!(!p.exists(), "{} is removed", p.display());
+        }
+        assert!(fresh.exists());
+    }
+
+    #[test]
+    fn stale_state_another_run_holds_is_left_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
+        let downloads = dir.path().join("downloads");
+        let data = downloads.join("sha256-held.data");
+        fs::write(&data, b"x").unwrap();
+        age(&data);
+        // Another run holds the entry (a separate open: flock locks are
+        // per open file, so this process stands for another run).
+        let held = EntryLock::try_acquire(&downloads.join("sha256-held.lock"))
             .unwrap()
-            .set_modified(long_ago)
             .unwrap();
         drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
-        assert!(!old.exists());
-        assert!(fresh.exists());
+        assert!(data.exists(), "a held entry is not swept");
+        drop(held);
+        drop(StateDir::open(dir.path(), DEFAULT_SPOOL_THRESHOLD).unwrap());
+        assert!(!data.exists(), "swept once free");
+        assert!(!downloads.join("sha256-held.lock").exists());
+    }
+
+    #[test]
+    fn an_entry_lock_is_one_holders_and_survives_its_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.lock");
+        let first = EntryLock::try_acquire(&path).unwrap().unwrap();
+        assert!(EntryLock::try_acquire(&path).unwrap().is_none(), "held");
+        // One that opened the file before its holder removed it locks a
+        // file no name leads to: it sees that, and takes a new one.
+        let early = File::options().read(true).open(&path).unwrap();
+        first.remove();
+        early.try_lock().unwrap();
+        assert!(!names(&path, &early).unwrap());
+        let second = EntryLock::try_acquire(&path).unwrap().unwrap();
+        assert!(path.exists());
+        assert!(EntryLock::try_acquire(&path).unwrap().is_none());
+        drop(second);
+        assert!(
+            EntryLock::try_acquire(&path).unwrap().is_some(),
+            "released on drop"
+        );
     }
 
     #[cfg(unix)]

@@ -25,7 +25,7 @@ use registry_client::{Descriptor, Digest, ErrorKind, Hasher};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::private;
+use super::{private, EntryLock};
 use crate::store::{BlobFeed, BlobStream, ImageSource, StoreError};
 
 /// Sync and record progress after this many new bytes.
@@ -37,7 +37,8 @@ const READ_CHUNK: usize = 256 * 1024;
 /// task, so a slow disk never stalls the async workers.
 const WRITE_BATCH: usize = 1024 * 1024;
 
-/// The `downloads/` part of the state directory.
+/// The `downloads/` part of the state directory. Runs share it; each
+/// blob's files are written by the one run holding `<alg>-<hex>.lock`.
 #[derive(Debug, Clone)]
 pub struct Spools {
     dir: PathBuf,
@@ -56,7 +57,10 @@ impl Spools {
     }
 
     /// A spool for this blob, when it is large enough to be worth one and
-    /// no other task of this run is spooling it.
+    /// no other task of this run, nor another run, is spooling it. The
+    /// blob's lock is held until the spool is dropped or finished; without
+    /// it the blob streams straight from the source, which costs only a
+    /// rerun's head start.
     pub fn claim(&self, desc: &Descriptor) -> Option<Spool> {
         if desc.size < self.threshold {
             return None;
@@ -70,6 +74,30 @@ impl Spools {
             return None;
         }
         let stem = format!("{}-{}", desc.digest.algorithm().name(), desc.digest.hex());
+        let release = || {
+            self.busy.lock().expect("spool set").remove(&desc.digest);
+        };
+        let lock = match EntryLock::try_acquire(&self.dir.join(format!("{stem}.lock"))) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::info!(
+                    digest = %desc.digest,
+                    dir = %self.dir.display(),
+                    "the partial download of this blob is in use by another mirror run; streaming it without spooling"
+                );
+                release();
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    digest = %desc.digest,
+                    error = %e,
+                    "cannot lock a partial download; streaming without spooling"
+                );
+                release();
+                return None;
+            }
+        };
         Some(Spool {
             paths: Arc::new(Paths {
                 data: self.dir.join(format!("{stem}.data")),
@@ -77,6 +105,7 @@ impl Spools {
             }),
             desc: desc.clone(),
             busy: self.busy.clone(),
+            lock: Some(lock),
         })
     }
 
@@ -122,10 +151,15 @@ pub struct Spool {
     paths: Arc<Paths>,
     desc: Descriptor,
     busy: Arc<Mutex<HashSet<Digest>>>,
+    /// This run's hold on the blob's files (`None` once finished).
+    lock: Option<EntryLock>,
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
+        // The lock first: a task of this run claiming the blob next must
+        // not find it still held and take it for another run's.
+        drop(self.lock.take());
         if let Ok(mut busy) = self.busy.lock() {
             busy.remove(&self.desc.digest);
         }
@@ -144,8 +178,12 @@ impl Spool {
     }
 
     /// The blob is safely at the target: its spool is no longer needed.
-    pub fn finish(self) {
+    /// Its files go, the lock file last, while this run still holds it.
+    pub fn finish(mut self) {
         self.paths.discard();
+        if let Some(lock) = self.lock.take() {
+            lock.remove();
+        }
     }
 
     /// Bytes a previous run left that can be trusted (0 when none).
@@ -699,6 +737,34 @@ mod tests {
         write_checkpoint(&elsewhere, &desc, 20_000).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &spool.paths.checkpoint).unwrap();
         assert_eq!(spool.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_spool_another_run_holds_is_left_alone_and_the_blob_streams_without() {
+        let (dir, first_run, desc, source) = setup(50_000);
+        let second_run = Spools::new(dir.path().to_path_buf(), 1);
+        *source.cut.lock().unwrap() = Some(30_000);
+        let spool = first_run.claim(&desc).unwrap();
+        assert!(collect(spool.feed(source.clone()).open(0).await.unwrap())
+            .await
+            .is_err());
+        assert!(
+            second_run.claim(&desc).is_none(),
+            "another run's spool is not claimed"
+        );
+        assert_eq!(spool.held(), 30_000, "and not touched");
+        // Released (as the kernel does for a killed run): the next run
+        // continues what the first kept.
+        drop(spool);
+        let spool = second_run.claim(&desc).unwrap();
+        assert_eq!(spool.held(), 30_000);
+        assert!(first_run.claim(&desc).is_none());
+        spool.finish();
+        assert!(
+            fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "finish leaves nothing, the lock file included"
+        );
+        assert!(first_run.claim(&desc).is_some(), "free after finish");
     }
 
     #[test]
