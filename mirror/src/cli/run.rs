@@ -85,7 +85,7 @@ pub fn stores(client: Client, registry: &RegistryArgs, state: &StateDir) -> Stor
         .with_sessions(state.uploads().clone())
 }
 
-/// Open and lock the state directory.
+/// Open the state directory (shared with other runs).
 pub fn open_state(args: &super::StateArgs) -> Result<StateDir, Failure> {
     Ok(args.open()?)
 }

@@ -60,8 +60,8 @@ pub struct RunArgs {
     pub report: Option<PathBuf>,
     /// Keep partial downloads and open upload sessions here, so a rerun
     /// after a crash, kill or Ctrl-C continues them (as `mirror copy` does).
-    /// One run at a time per directory: give each shard its own. Default:
-    /// none, every run starts its blobs afresh.
+    /// Runs may share one: each partial download and upload session is
+    /// locked on its own. Default: none, every run starts its blobs afresh.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// With --state-dir: blobs at least this large are kept there while
