@@ -28,6 +28,9 @@ pub struct Selection {
     pub platforms: Vec<PlatformFilter>,
     /// Take non-distributable (foreign) layers too.
     pub include_foreign: bool,
+    /// A single-platform image the platform filter does not name: copied
+    /// with a warning, or failed.
+    pub no_match: crate::no_match::NoMatch,
 }
 
 /// How large an image may be before the walk refuses it (the limits
@@ -244,13 +247,7 @@ pub async fn walk(
     let platforms = if root.is_index() {
         kept.iter()
             .filter_map(|d| d.platform.as_ref())
-            .map(|p| {
-                let mut s = format!("{}/{}", p.os, p.architecture);
-                if let Some(v) = &p.variant {
-                    s += &format!("/{v}");
-                }
-                s
-            })
+            .map(crate::platform::describe)
             .collect()
     } else {
         Vec::new()

@@ -20,6 +20,7 @@ pub mod graph;
 pub mod import;
 pub mod ledger;
 pub mod limits;
+pub mod no_match;
 pub mod plan;
 pub mod platform;
 pub mod progress;

@@ -24,6 +24,27 @@ impl PlatformFilter {
     }
 }
 
+/// Whether a config of this media type is an image config, which names the
+/// platform the image runs on (an artifact's config does not).
+pub fn is_image_config(media_type: &str) -> bool {
+    media_type == "application/vnd.oci.image.config.v1+json"
+        || media_type == "application/vnd.docker.container.image.v1+json"
+}
+
+/// The platform an image config names (`os`, `architecture`, `variant`);
+/// `None` when it names none.
+pub fn of_config(config: &[u8]) -> Option<Platform> {
+    serde_json::from_slice::<Platform>(config).ok()
+}
+
+/// `os/arch[/variant]`.
+pub fn describe(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
 impl FromStr for PlatformFilter {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -29,6 +29,10 @@ pub struct ImageReport {
     /// Why the target digest differs from the source's (a platform filter).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest_changed: Option<String>,
+    /// What deserves a word though nothing failed (a platform filter the
+    /// image does not match).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The target already held the source's digest: nothing was read.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub current: bool,

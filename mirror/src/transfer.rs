@@ -10,12 +10,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use registry_client::limits::MAX_MANIFEST_SIZE;
 use registry_client::{Descriptor, Digest, ErrorKind, Manifest};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::graph::{self, Bounds, ManifestReader, Selection};
 use crate::ledger::{BlobHome, Ledger, Placed};
+use crate::no_match::NoMatch;
 use crate::progress::{Event, Progress};
 use crate::report::{BlobOutcome, ImageReport, RunReport};
 use crate::state::Spools;
@@ -260,6 +262,20 @@ impl Engine {
                 ),
             });
         }
+        if let Some(unmatched) = self.unmatched_platform(job, &root).await {
+            match job.selection.no_match {
+                NoMatch::Warn => report.warnings.push(format!("{unmatched}; copied as it is")),
+                NoMatch::Error => {
+                    return Err(CopyError {
+                        context: format!("copying {}", job.source_label),
+                        source: StoreError::invalid(
+                            job.source_label.clone(),
+                            format!("{unmatched} (no-match: error)"),
+                        ),
+                    })
+                }
+            }
+        }
         self.emit(Event::ImagePlanned {
             image,
             blobs: graph.blobs.len(),
@@ -339,6 +355,48 @@ impl Engine {
         }
         report.target_digest = Some(root.digest.clone());
         Ok(())
+    }
+
+    /// For a single-platform image and a platform filter, what its config
+    /// says it runs on when no filter names that (an index is filtered by
+    /// its children's platforms instead). `None` when it matches, or is not
+    /// an image whose config says (an artifact, an unreadable config).
+    async fn unmatched_platform(&self, job: &CopyJob, root: &Manifest) -> Option<String> {
+        let filters = &job.selection.platforms;
+        if filters.is_empty() || root.is_index() {
+            return None;
+        }
+        let config = root.content().ok()?.config?;
+        if !crate::platform::is_image_config(&config.media_type) || config.size > MAX_MANIFEST_SIZE
+        {
+            return None;
+        }
+        let bytes = {
+            let _p = self.permit().await;
+            let mut stream = job.source.read_blob(&config).await.ok()?;
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.try_next().await.ok()? {
+                out.extend_from_slice(&chunk);
+                if out.len() as u64 > config.size {
+                    return None;
+                }
+            }
+            out
+        };
+        if Digest::of(config.digest.algorithm(), &bytes) != config.digest {
+            return None;
+        }
+        let platform = crate::platform::of_config(&bytes)?;
+        if filters.iter().any(|f| f.matches(&platform)) {
+            return None;
+        }
+        let wanted: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+        Some(format!(
+            "{} is a single-platform image for {}, which the platform filter ({}) does not name",
+            job.source_label,
+            crate::platform::describe(&platform),
+            wanted.join(", ")
+        ))
     }
 
     async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {

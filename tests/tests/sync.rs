@@ -928,3 +928,157 @@ registries:
     run.assert_code(0);
     assert_eq!(proxy.max_in_flight(), 1);
 }
+
+#[tokio::test]
+async fn a_filter_that_matches_no_tag_warns_naming_its_entry_and_can_be_an_error() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    push_tags(&src, "app", &["1.0", "1.1"], 610).await;
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "sync:\n  - source: {src}/app\n    target: {dst}/app\n    include: ['^v?1\\.1$']\n  - source: {src}/app\n    target: {dst}/typo\n    include: ['^v?9\\.']\n",
+            src = src.host(),
+            dst = dst.host()
+        ),
+    );
+    let cfg = config.to_str().unwrap();
+    // Warned by default: the run did its job, so it exits 0, but says which
+    // entry picked nothing, in the report and on standard error.
+    let (run, report) = scratch.sync(&[cfg]).await;
+    run.assert_code(0);
+    assert_eq!(report["copied"], 1);
+    let warnings = report["warnings"]
+        .as_array()
+        .expect("warnings in the report");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.contains("line 5")
+            && w.contains("include ['^v?9\\.']")
+            && w.contains("none of the 2 tags"),
+        "{w}"
+    );
+    assert!(
+        run.stderr.contains(&format!("warning: {w}")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("1 warning"), "{}", run.stdout);
+
+    // `--no-match error` (or the config's `no_match: error`) makes it a
+    // failure; the other entry is still kept current.
+    let (run, report) = scratch.sync(&[cfg, "--no-match", "error"]).await;
+    run.assert_code(1);
+    let failed = images_with_status(&report, "failed");
+    assert_eq!(failed.len(), 1, "{report}");
+    assert!(failed[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("include ['^v?9\\.']"));
+    assert_eq!(report["current"], 1);
+    let strict = scratch.write(
+        "strict.yaml",
+        &format!(
+            "no_match: error\n{}",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    );
+    let (run, _) = scratch.sync(&[strict.to_str().unwrap()]).await;
+    run.assert_code(1);
+    let (run, _) = scratch
+        .sync(&[strict.to_str().unwrap(), "--no-match", "warn"])
+        .await;
+    run.assert_code(0);
+}
+
+#[tokio::test]
+async fn a_platform_a_single_platform_image_is_not_warns_or_fails() {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    // The fixture images are linux/amd64.
+    push_tags(&src, "amd", &["v1"], 620).await;
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "sync.yaml",
+        &format!(
+            "sync:\n  - source: {}/amd\n    target: {}/amd\n    tags: [v1]\n    platforms: [linux/arm64]\n",
+            src.host(),
+            dst.host()
+        ),
+    );
+    let cfg = config.to_str().unwrap();
+    let (run, report) = scratch.sync(&[cfg, "--no-match", "error"]).await;
+    run.assert_code(1);
+    let err = report["images"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("linux/amd64") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    assert!(tag_digest(&dst.host(), "amd", "v1").await.is_none());
+
+    let (run, report) = scratch.sync(&[cfg]).await;
+    run.assert_code(0);
+    let img = &report["images"][0];
+    assert_eq!(img["status"], "copied");
+    let w = img["warnings"][0].as_str().unwrap();
+    assert!(w.contains("single-platform image for linux/amd64"), "{w}");
+    assert!(run.stderr.contains(w), "{}", run.stderr);
+
+    // `mirror copy --platform` says the same.
+    let run = mirror(
+        &[
+            "copy",
+            "--progress",
+            "none",
+            "--platform",
+            "linux/arm64",
+            &format!("{}/amd:v1", src.host()),
+            &format!("{}/amd2:v1", dst.host()),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("single-platform image for linux/amd64"),
+        "{}",
+        run.stderr
+    );
+    let run = mirror(
+        &[
+            "copy",
+            "--progress",
+            "none",
+            "--no-match",
+            "error",
+            "--platform",
+            "linux/arm64",
+            &format!("{}/amd:v1", src.host()),
+            &format!("{}/amd3:v1", dst.host()),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(1);
+    assert!(tag_digest(&dst.host(), "amd3", "v1").await.is_none());
+    // A matching filter says nothing.
+    let run = mirror(
+        &[
+            "copy",
+            "--progress",
+            "none",
+            "--no-match",
+            "error",
+            "--platform",
+            "linux/amd64",
+            &format!("{}/amd:v1", src.host()),
+            &format!("{}/amd4:v1", dst.host()),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(0);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+}

@@ -156,6 +156,7 @@ impl Preset {
             registries,
             entries,
             limits: crate::limits::Limits::default(),
+            no_match: Default::default(),
         })
     }
 }

@@ -9,6 +9,7 @@ use super::run::{exit_code, open_state, run_jobs, stores, EngineArgs};
 use super::{RegistryArgs, StateArgs};
 use mirror::endpoint::Endpoint;
 use mirror::graph::Selection;
+use mirror::no_match::NoMatch;
 use mirror::plan::compare;
 use mirror::platform::PlatformFilter;
 use mirror::transfer::CopyOptions;
@@ -27,6 +28,10 @@ pub struct CopyArgs {
     /// this writes a new index, so its digest changes.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
     platforms: Vec<PlatformFilter>,
+    /// A single-platform image that --platform does not name: `warn`
+    /// (copy it as it is, and say so) or `error` (fail that image).
+    #[arg(long, value_enum, default_value_t = NoMatch::Warn)]
+    no_match: NoMatch,
     /// Copy non-distributable (foreign) layers too.
     #[arg(long)]
     include_foreign: bool,
@@ -55,6 +60,7 @@ pub async fn run(args: CopyArgs) -> CommandResult {
     let selection = Selection {
         platforms: args.platforms.clone(),
         include_foreign: args.include_foreign,
+        no_match: args.no_match,
     };
     let mut jobs = Vec::new();
     for (src, dst) in &pairs {

@@ -149,13 +149,18 @@ pub async fn run(args: ExportArgs) -> CommandResult {
             args.platforms.clone()
         },
         include_foreign: false,
+        no_match: config.as_ref().map(|c| c.no_match).unwrap_or_default(),
     };
     let mut sources: Vec<(Endpoint, Selection)> =
         listed.into_iter().map(|e| (e, selection_of(&[]))).collect();
     let mut planning_failed = false;
     if let Some(config) = &config {
         let stores = mirror::sync::expand::stores(client.clone(), config, false);
-        for item in expand(config, &stores, None, args.engine.jobs as usize).await {
+        let expansion = expand(config, &stores, None, args.engine.jobs as usize).await;
+        for warning in &expansion.warnings {
+            say!("warning: {warning}");
+        }
+        for item in expansion.jobs {
             if let State::Failed { error, .. } = &item.state {
                 say!("error: {}: {error}", item.source_label);
                 planning_failed = true;

@@ -61,6 +61,9 @@ pub async fn run_jobs(
     };
     ticker.abort();
     renderer.finish();
+    for w in report.images.iter().flat_map(|i| &i.warnings) {
+        super::out::say!("warning: {w}");
+    }
     super::out::report(show.output, &report, super::render::summary)?;
     Ok(report)
 }

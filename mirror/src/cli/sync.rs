@@ -41,6 +41,12 @@ pub struct SyncArgs {
     /// $XDG_RUNTIME_DIR or the temporary directory, named after the config).
     #[arg(long, value_name = "PATH")]
     lock_file: Option<PathBuf>,
+    /// An entry whose filters match no tag, or a single-platform image its
+    /// `platforms:` do not name: `warn` (in the report and on standard
+    /// error) or `error` (a failure, exit 1). Default: the config's
+    /// `no_match:`, else `warn`.
+    #[arg(long, value_enum)]
+    no_match: Option<mirror::no_match::NoMatch>,
     #[command(flatten)]
     run: RunArgs,
     /// The report on standard output: a text summary or JSON.
@@ -83,7 +89,10 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: SyncArgs, limits: &[String]) -> CommandResult {
-    let (config, config_path) = load(&args).map_err(Failure::usage)?;
+    let (mut config, config_path) = load(&args).map_err(Failure::usage)?;
+    if let Some(n) = args.no_match {
+        config.no_match = n;
+    }
     // The config's limits, then the command line's.
     mirror::limits::set(super::limits_with(config.limits, limits)?);
     let lock_path = args
@@ -172,6 +181,15 @@ pub async fn run_config(
     };
     ticker.abort();
     renderer.finish();
+    // On standard error too: a scheduled job's log shows it whatever the
+    // report's format and destination.
+    for w in report
+        .warnings
+        .iter()
+        .chain(report.images.iter().flat_map(|i| &i.warnings))
+    {
+        say!("warning: {w}");
+    }
 
     let mut code = match exit_code(&report) {
         exit::CHANGED => output.changes_exit_code,
@@ -258,6 +276,7 @@ fn summary(report: &SyncReport) -> String {
                 if let Some(why) = &i.digest_changed {
                     out += &format!("            note: digest changed: {why}\n");
                 }
+
             }
             Status::WouldCopy => {
                 out += &format!(
@@ -278,9 +297,16 @@ fn summary(report: &SyncReport) -> String {
             }
         }
     }
+    let warnings = report.warnings.len()
+        + report.images.iter().map(|i| i.warnings.len()).sum::<usize>();
+    let warned = match warnings {
+        0 => String::new(),
+        1 => ", 1 warning (on standard error)".into(),
+        n => format!(", {n} warnings (on standard error)"),
+    };
     if report.dry_run {
         out += &format!(
-            "dry run: {} images: {} current, {} to copy ({} missing), {} failed\n",
+            "dry run: {} images: {} current, {} to copy ({} missing), {} failed{warned}\n",
             report.images.len(),
             report.current,
             report.would_copy,
@@ -289,7 +315,7 @@ fn summary(report: &SyncReport) -> String {
         );
     } else {
         out += &format!(
-            "{} images: {} current, {} copied, {} failed; {} moved in {:.1}s\n",
+            "{} images: {} current, {} copied, {} failed{warned}; {} moved in {:.1}s\n",
             report.images.len(),
             report.current,
             report.copied,

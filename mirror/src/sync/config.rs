@@ -56,6 +56,9 @@ pub struct SyncConfig {
     pub entries: Vec<SyncEntry>,
     /// The bounds, with the config's `limits:` applied.
     pub limits: crate::limits::Limits,
+    /// An entry whose filters match no tag, or a single-platform image its
+    /// `platforms:` do not name: a warning, or (`no_match: error`) a failure.
+    pub no_match: crate::no_match::NoMatch,
 }
 
 impl SyncConfig {
@@ -125,6 +128,7 @@ struct RawConfig {
     /// Bounds raised for this config (`--limit` on the command line wins).
     #[serde(default)]
     limits: BTreeMap<String, Spanned<RawScalar>>,
+    no_match: Option<S>,
 }
 
 /// A value written as a number or a string (`200000`, `8M`).
@@ -263,6 +267,10 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
             .set(name, &text)
             .map_err(|m| cx.at(value, format!("limits: {m}")))?;
     }
+    let no_match = match &raw.no_match {
+        Some(n) => n.value.parse().map_err(|m: String| cx.at(n, m))?,
+        None => Default::default(),
+    };
     Ok(SyncConfig {
         jobs,
         max_requests_per_host,
@@ -271,6 +279,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         registries,
         entries,
         limits,
+        no_match,
     })
 }
 

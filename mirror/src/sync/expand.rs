@@ -13,6 +13,7 @@ use super::config::{check_tag, SourceSpec, SyncConfig, SyncEntry};
 use super::shard::Shard;
 use crate::endpoint::split_file;
 use crate::graph::Selection;
+use crate::no_match::NoMatch;
 use crate::plan::{FileSource, Job, State, Stores};
 use crate::store::{ImageRef, ImageSource, ImageTarget, StoreError};
 
@@ -52,6 +53,14 @@ struct SourceRepo {
     files: Option<FileSource>,
 }
 
+/// What a config asks for: its images, and what deserves a word though
+/// nothing failed (an entry whose filters matched no tag).
+#[derive(Debug, Default)]
+pub struct Expansion {
+    pub jobs: Vec<Job>,
+    pub warnings: Vec<String>,
+}
+
 /// Every image the config asks for, not yet compared; failures to list or
 /// name images come back as failed items. With a shard, only its images.
 /// Entries are planned in order (one may create the layout the next reads);
@@ -61,10 +70,30 @@ pub async fn expand(
     stores: &Stores,
     shard: Option<Shard>,
     jobs: usize,
-) -> Vec<Job> {
+) -> Expansion {
     let mut items = Vec::new();
+    let mut warnings = Vec::new();
     for entry in &config.entries {
-        expand_entry(entry, stores, jobs, &mut items).await;
+        let before = items.len();
+        let listed = expand_entry(entry, stores, jobs, config.no_match, &mut items).await;
+        // Nothing failed and nothing was picked: a filter matched no tag.
+        if items.len() == before {
+            let message = format!(
+                "entry at line {} ({}): {} matched none of the {listed} tags listed",
+                entry.line,
+                entry.source_text,
+                entry.selector.describe()
+            );
+            match config.no_match {
+                NoMatch::Warn => warnings.push(message),
+                NoMatch::Error => items.push(Job::failed(
+                    entry.source_text.clone(),
+                    entry.target.to_string(),
+                    format!("{message} (no_match: error)"),
+                    ErrorKind::InvalidInput,
+                )),
+            }
+        }
     }
     // Two images for one target tag would overwrite each other: both fail.
     let mut by_target: HashMap<String, Vec<usize>> = HashMap::new();
@@ -94,7 +123,10 @@ pub async fn expand(
     if let Some(s) = shard {
         items.retain(|it| s.owns(&shard_key(it)));
     }
-    items
+    Expansion {
+        jobs: items,
+        warnings,
+    }
 }
 
 /// What decides an image's shard: where it comes from and goes to.
@@ -102,7 +134,15 @@ pub fn shard_key(item: &Job) -> String {
     format!("{} {}", item.source_label, item.target_label)
 }
 
-async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &mut Vec<Job>) {
+/// Adds the entry's images (and failures) to `items`; returns how many tags
+/// were listed.
+async fn expand_entry(
+    entry: &SyncEntry,
+    stores: &Stores,
+    jobs: usize,
+    no_match: NoMatch,
+    items: &mut Vec<Job>,
+) -> usize {
     let fail = |items: &mut Vec<Job>, msg: String, kind: ErrorKind| {
         items.push(Job::failed(
             entry.source_text.clone(),
@@ -120,7 +160,7 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &m
                 format!("listing the repositories of {}: {e}", entry.source_text),
                 kind,
             );
-            return;
+            return 0;
         }
     };
     let prefix_source = !matches!(entry.source, SourceSpec::Registry(_))
@@ -145,6 +185,7 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &m
         .buffered(jobs.max(1))
         .collect()
         .await;
+    let mut listed_tags = 0;
     for (src, listed) in listings {
         let listed = match listed {
             Ok(l) => l,
@@ -174,6 +215,7 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &m
                 continue;
             }
         }
+        listed_tags += listed.as_ref().map_or(0, Vec::len);
         let selected = entry.selector.select(listed.as_deref());
         let mut values: BTreeMap<String, String> = entry.vars.clone();
         values.insert("repo".into(), src.repo.clone());
@@ -242,11 +284,13 @@ async fn expand_entry(entry: &SyncEntry, stores: &Stores, jobs: usize, items: &m
                 selection: Selection {
                     platforms: entry.platforms.clone(),
                     include_foreign: false,
+                    no_match,
                 },
                 state: State::Pending,
             });
         }
     }
+    listed_tags
 }
 
 /// `TARGET/PATH` for a prefix source whose target names no placeholder.

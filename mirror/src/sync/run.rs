@@ -42,6 +42,10 @@ pub struct SyncImage {
     pub target_digest: Option<Digest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest_changed: Option<String>,
+    /// What deserves a word though nothing failed (a platform filter the
+    /// image does not match).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub blobs_copied: usize,
     pub blobs_present: usize,
     pub blobs_mounted: usize,
@@ -61,6 +65,9 @@ pub struct SyncReport {
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// Entries whose filters matched no tag (`no_match: warn`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub images: Vec<SyncImage>,
     pub current: usize,
     pub copied: usize,
@@ -89,6 +96,7 @@ fn image(it: &Job, status: Status) -> SyncImage {
         previous_target_digest: None,
         target_digest: None,
         digest_changed: None,
+        warnings: Vec::new(),
         blobs_copied: 0,
         blobs_present: 0,
         blobs_mounted: 0,
@@ -129,7 +137,8 @@ pub async fn sync(
     if let Some(s) = &options.sessions {
         stores = stores.with_sessions(s.clone());
     }
-    let mut items = expand(config, &stores, options.shard, options.jobs).await;
+    let expansion = expand(config, &stores, options.shard, options.jobs).await;
+    let mut items = expansion.jobs;
     compare(&mut items, options.jobs, options.dry_run).await;
     let count = |f: fn(&State) -> bool| items.iter().filter(|i| f(&i.state)).count();
     progress.event(Event::Planned {
@@ -152,12 +161,13 @@ pub async fn sync(
     } else {
         Some(execute(&items, &engine).await)
     };
-    report(&items, run, options, started)
+    report(&items, expansion.warnings, run, options, started)
 }
 
 /// The sync report of a compared plan and, unless a dry run, its run.
 fn report(
     items: &[Job],
+    warnings: Vec<String>,
     run: Option<RunReport>,
     options: &SyncOptions,
     started: Instant,
@@ -208,6 +218,7 @@ fn report(
             img.blobs_mounted = r.blobs_mounted;
             img.bytes_copied = r.bytes_copied;
             img.digest_changed = r.digest_changed;
+            img.warnings = r.warnings;
             match r.error {
                 None => img.target_digest = r.target_digest,
                 Some(e) => {
@@ -223,6 +234,7 @@ fn report(
     SyncReport {
         dry_run,
         shard: options.shard.map(|s| s.to_string()),
+        warnings,
         current: count(Status::Current),
         copied: count(Status::Copied),
         would_copy: count(Status::WouldCopy),

@@ -115,6 +115,32 @@ impl TagSelector {
         })
     }
 
+    /// The filters as written, for a message: `include ['^v9\.'], latest 3`.
+    pub fn describe(&self) -> String {
+        let patterns = |rs: &[Regex]| {
+            let quoted: Vec<String> = rs.iter().map(|r| format!("'{}'", r.as_str())).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        let mut parts = Vec::new();
+        if !self.include.is_empty() {
+            parts.push(format!("include {}", patterns(&self.include)));
+        }
+        if !self.exclude.is_empty() {
+            parts.push(format!("exclude {}", patterns(&self.exclude)));
+        }
+        if let Some(req) = &self.semver {
+            parts.push(format!("semver '{req}'"));
+        }
+        if let Some(n) = self.latest {
+            parts.push(format!("latest {n}"));
+        }
+        if parts.is_empty() {
+            "no filter".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// Names of the include patterns' named groups.
     pub fn capture_names(&self) -> BTreeSet<String> {
         self.include

@@ -197,6 +197,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
         registries,
         entries,
         limits: crate::limits::Limits::default(),
+        no_match: Default::default(),
     })
 }
 
