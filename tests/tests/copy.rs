@@ -776,6 +776,17 @@ async fn a_broken_upload_starts_that_blob_again_and_gives_up_clearly() {
         err.contains("attempt 3 of 3") && err.contains(&layer.to_string()),
         "{err}"
     );
+    // The transport's cause, not a bare "error sending request".
+    let cause = err
+        .rsplit("error sending request")
+        .next()
+        .unwrap_or_default();
+    assert!(
+        ["closed", "reset", "Broken pipe"]
+            .iter()
+            .any(|c| cause.contains(c)),
+        "{err}"
+    );
     assert_eq!(proxy.count(&http::Method::PUT, &layer_put), 3);
     assert!(tag_digest(&dst.host(), "other/img", "v1").await.is_none());
 }
