@@ -884,6 +884,7 @@ sync:
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let c = load(&root.join("sync.yaml")).unwrap();
         assert_eq!(c.entries.len(), 8);
+        assert_eq!(c.no_match, crate::no_match::NoMatch::Error);
         assert!(!format!("{c:?}").contains("SECRET"));
         let c = load(&root.join("sync-demo.yaml")).unwrap();
         assert_eq!(c.entries[0].selector.explicit, vec!["eastus-stable"]);
