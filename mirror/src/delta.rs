@@ -7,8 +7,12 @@
 //! list of a delta bundle holds the blobs it left out too, so each week's
 //! list describes everything the receiver holds after importing it, and
 //! the connected side need keep only the small list.
+//!
+//! What `--since` reads (a list, or a layout's blob files) is at most the
+//! run's `archive-entries` blobs, the bound on a bundle's entries: the set
+//! is held in memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -27,30 +31,100 @@ pub fn list_path(bundle: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The most blobs a list read or written in this run may hold.
+fn max_blobs() -> usize {
+    crate::limits::get().archive_entries
+}
+
+/// The error for a set of blobs past the bound `max`.
+fn too_many(context: String, max: usize) -> StoreError {
+    StoreError::invalid(
+        context,
+        format!(
+            "holds more than {max} blobs ({})",
+            crate::limits::named("archive-entries", max)
+        ),
+    )
+}
+
+/// The bytes a blob list of `max` entries may take: an entry line is at
+/// most 157 bytes (`sha512:`, 128 hex digits, a 20-digit size), and the
+/// rest leaves room for comments.
+fn max_list_bytes(max: usize) -> u64 {
+    (max as u64).saturating_add(16).saturating_mul(256)
+}
+
 /// The blobs (digest and size) a receiver of `base` holds: read from a
 /// blob list, an archive, or a layout directory.
 pub async fn load(base: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
-    let label = base.display().to_string();
+    load_bounded(base, max_blobs()).await
+}
+
+async fn load_bounded(base: &Path, max: usize) -> Result<HashMap<Digest, u64>, StoreError> {
     if base.is_dir() {
-        return layout_blobs(base);
+        return layout_blobs(base, max);
     }
+    // Opened as a regular file only: a named pipe would block the probe.
     let mut head = [0u8; HEADER.len()];
-    let is_list = fs::File::open(base)
+    let is_list = open_regular(base)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
         .is_ok()
         && head == *HEADER.as_bytes();
     if !is_list {
+        // Bounded by archive-entries as it opens.
         return Ok(receiver_holds(base).await?.into_iter().collect());
     }
-    let text =
-        fs::read_to_string(base).map_err(|e| StoreError::io(format!("reading {label}"), e))?;
+    read_list(base, max)
+}
+
+/// `path` opened for reading if it is a regular file (a link to one is
+/// followed: the user named it).
+fn open_regular(path: &Path) -> std::io::Result<fs::File> {
+    crate::regular_file::open(
+        path,
+        fs::OpenOptions::new().read(true),
+        crate::regular_file::Links::Follow,
+    )
+}
+
+/// A blob list, read a line at a time: no more than [`max_list_bytes`]
+/// bytes and `max` entries, and only from a regular file (a pipe or a
+/// device planted under the name would never end).
+fn read_list(path: &Path, max: usize) -> Result<HashMap<Digest, u64>, StoreError> {
+    use std::io::{BufRead, Read};
+    let label = path.display().to_string();
+    let file = open_regular(path).map_err(|e| StoreError::io(format!("reading {label}"), e))?;
+    let budget = max_list_bytes(max);
+    let mut reader = std::io::BufReader::new(file).take(budget.saturating_add(1));
     let mut held = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
+    let mut bytes = Vec::new();
+    let mut read = 0u64;
+    for n in 1.. {
+        bytes.clear();
+        let got = reader
+            .read_until(b'\n', &mut bytes)
+            .map_err(|e| StoreError::io(format!("reading {label}"), e))?;
+        if got == 0 {
+            break;
+        }
+        read += got as u64;
+        if read > budget {
+            return Err(StoreError::invalid(
+                label,
+                format!(
+                    "is larger than {} bytes, more than a list of {max} blobs takes ({})",
+                    budget,
+                    crate::limits::named("archive-entries", max)
+                ),
+            ));
+        }
+        let at = || format!("{label}:{n}");
+        let line =
+            std::str::from_utf8(&bytes).map_err(|_| StoreError::invalid(at(), "not UTF-8 text"))?;
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let at = || format!("{label}:{}", n + 1);
         let (digest, size) = line
             .split_once(char::is_whitespace)
             .ok_or_else(|| StoreError::invalid(at(), "expected `DIGEST SIZE`"))?;
@@ -61,6 +135,9 @@ pub async fn load(base: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
             .parse()
             .map_err(|_| StoreError::invalid(at(), format!("{size:?} is not a size")))?;
         held.insert(digest, size);
+        if held.len() > max {
+            return Err(too_many(label, max));
+        }
     }
     Ok(held)
 }
@@ -69,11 +146,9 @@ pub async fn load(base: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
 /// the manifests and blobs of its named images, the ones a delta left out
 /// included (they were there before). Blobs in the tar that no image uses
 /// (those of an image that failed) are not counted: import does not push them.
-pub async fn receiver_holds(
-    bundle: &Path,
-) -> Result<std::collections::BTreeMap<Digest, u64>, StoreError> {
+pub async fn receiver_holds(bundle: &Path) -> Result<BTreeMap<Digest, u64>, StoreError> {
     let reader = ArchiveReader::open(bundle)?;
-    let mut held = std::collections::BTreeMap::new();
+    let mut held = BTreeMap::new();
     for (_, desc) in reader.names() {
         let graph = crate::verify::image_graph(&reader, &desc)
             .await
@@ -88,8 +163,8 @@ pub async fn receiver_holds(
     Ok(held)
 }
 
-/// The blob files of a layout directory, with their sizes.
-fn layout_blobs(dir: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
+/// The blob files of a layout directory, with their sizes: at most `max`.
+fn layout_blobs(dir: &Path, max: usize) -> Result<HashMap<Digest, u64>, StoreError> {
     let mut held = HashMap::new();
     let blobs = dir.join("blobs");
     let io = |p: &Path, e| StoreError::io(format!("listing {}", p.display()), e);
@@ -109,6 +184,9 @@ fn layout_blobs(dir: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
             let meta = file.metadata().map_err(|e| io(&file.path(), e))?;
             if meta.is_file() {
                 held.insert(digest, meta.len());
+                if held.len() > max {
+                    return Err(too_many(dir.display().to_string(), max));
+                }
             }
         }
     }
@@ -117,10 +195,7 @@ fn layout_blobs(dir: &Path) -> Result<HashMap<Digest, u64>, StoreError> {
 
 /// Write the blob list for `bundle` beside it (whole, under a temporary
 /// name first).
-pub fn write_list(
-    bundle: &Path,
-    blobs: &std::collections::BTreeMap<Digest, u64>,
-) -> Result<PathBuf, StoreError> {
+pub fn write_list(bundle: &Path, blobs: &BTreeMap<Digest, u64>) -> Result<PathBuf, StoreError> {
     let path = list_path(bundle);
     let mut text = format!(
         "{HEADER}\n# the blobs a registry holds after importing {}; give this file to `mirror export --since`\n",
@@ -157,5 +232,27 @@ mod tests {
         fs::write(&list, format!("{HEADER}\n{a} 1\nsha256:zz 3\n")).unwrap();
         let err = load(&list).await.unwrap_err().to_string();
         assert!(err.contains("week1.tar.blobs:3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_list_past_the_bound_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("week1.tar");
+        let blobs = (0..5u8)
+            .map(|i| (Digest::sha256_of(&[i]), 1))
+            .collect::<BTreeMap<_, _>>();
+        let list = write_list(&bundle, &blobs).unwrap();
+        assert_eq!(load_bounded(&list, 5).await.unwrap().len(), 5);
+        let err = load_bounded(&list, 4).await.unwrap_err().to_string();
+        assert!(
+            err.contains("week1.tar.blobs") && err.contains("--limit archive-entries=N"),
+            "{err}"
+        );
+        // One endless line ends at the byte bound, not at memory's end.
+        let mut long = format!("{HEADER}\n# ").into_bytes();
+        long.resize(max_list_bytes(1) as usize + 10, b'x');
+        fs::write(&list, long).unwrap();
+        let err = load_bounded(&list, 1).await.unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
     }
 }
