@@ -4,13 +4,14 @@
 //! `mirror export --since OLD` takes OLD as a previous bundle (an archive or
 //! a layout directory), or as the blob list export writes beside each
 //! archive (`PATH.blobs`: one `DIGEST SIZE` per line, `#` comments). The
-//! list of a delta bundle holds the blobs it left out too, so each week's
-//! list describes everything the receiver holds after importing it, and
-//! the connected side need keep only the small list.
+//! list of a delta bundle is cumulative: what `--since` said the receiver
+//! held, and every blob the new bundle's images use (written or left out).
+//! So each week's list describes everything the receiver holds after
+//! importing it, an image that goes back to an old version sends nothing
+//! again, and the connected side need keep only the newest small list.
 //!
-//! What `--since` reads (a list, or a layout's blob files) is at most the
-//! run's `archive-entries` blobs, the bound on a bundle's entries: the set
-//! is held in memory.
+//! A list (read or written) holds at most the run's `archive-entries`
+//! blobs, the bound on a bundle's entries: the set is held in memory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -142,6 +143,38 @@ fn read_list(path: &Path, max: usize) -> Result<HashMap<Digest, u64>, StoreError
     Ok(held)
 }
 
+/// What a receiver holds after importing a bundle whose images use
+/// `brought`, when it held `before`: both together, sorted, each blob once.
+/// Where both name a blob, the bundle's size wins (export read it from the
+/// image just now). More than `max` blobs is an error, named for `bundle`.
+pub fn cumulative(
+    bundle: &Path,
+    before: &HashMap<Digest, u64>,
+    brought: BTreeMap<Digest, u64>,
+    max: usize,
+) -> Result<BTreeMap<Digest, u64>, StoreError> {
+    let mut held = brought;
+    for (digest, size) in before {
+        held.entry(digest.clone()).or_insert(*size);
+    }
+    if held.len() > max {
+        return Err(too_many(
+            format!("the blob list of {}", bundle.display()),
+            max,
+        ));
+    }
+    Ok(held)
+}
+
+/// [`cumulative`], bounded by the run's `archive-entries`.
+pub fn cumulative_list(
+    bundle: &Path,
+    before: &HashMap<Digest, u64>,
+    brought: BTreeMap<Digest, u64>,
+) -> Result<BTreeMap<Digest, u64>, StoreError> {
+    cumulative(bundle, before, brought, max_blobs())
+}
+
 /// What a registry holds once it has imported the archive at `bundle`:
 /// the manifests and blobs of its named images, the ones a delta left out
 /// included (they were there before). Blobs in the tar that no image uses
@@ -232,6 +265,34 @@ mod tests {
         fs::write(&list, format!("{HEADER}\n{a} 1\nsha256:zz 3\n")).unwrap();
         let err = load(&list).await.unwrap_err().to_string();
         assert!(err.contains("week1.tar.blobs:3"), "{err}");
+    }
+
+    #[test]
+    fn a_cumulative_list_keeps_what_the_receiver_held_and_adds_what_it_brought() {
+        let bundle = Path::new("week3.tar");
+        let (a, b, c) = (
+            Digest::sha256_of(b"a"),
+            Digest::sha256_of(b"b"),
+            Digest::sha256_of(b"c"),
+        );
+        // Held since week 1 and 2 (a, b); week 3 uses b again and brings c.
+        let before: HashMap<_, _> = [(a.clone(), 1), (b.clone(), 2)].into_iter().collect();
+        let brought: BTreeMap<_, _> = [(b.clone(), 2), (c.clone(), 3)].into_iter().collect();
+        let held = cumulative(bundle, &before, brought.clone(), 3).unwrap();
+        let want: Vec<_> = {
+            let mut v = vec![(a, 1), (b, 2), (c, 3)];
+            v.sort();
+            v
+        };
+        assert_eq!(held.into_iter().collect::<Vec<_>>(), want);
+        // Past the bound: an error naming it and the list, nothing merged.
+        let err = cumulative(bundle, &before, brought, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("week3.tar") && err.contains("--limit archive-entries=N"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! Exporting into a bundle: each image named after its source
 //! (`REPO:TAG`, its full reference recorded), as jobs for the one planner;
 //! and, once written, the list of blobs the receiver will hold, for the
-//! next delta's `--since`.
+//! next delta's `--since` (cumulative: what it held before, and more).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use registry_client::Digest;
 
 use crate::endpoint::{Endpoint, FileKind};
 use crate::graph::Selection;
@@ -46,12 +48,22 @@ pub fn jobs(
 }
 
 /// Write `BUNDLE.blobs` beside every archive `stores` wrote: what a
-/// registry holds once it has imported it.
-pub async fn write_blob_lists(stores: &Stores) -> Vec<Result<PathBuf, StoreError>> {
+/// registry holds once it has imported it. With `since` (what `--since`
+/// said the receiver held before), the list is cumulative: those blobs and
+/// every blob the bundle's images use, so an image that goes back to an
+/// earlier version next week sends nothing again.
+pub async fn write_blob_lists(
+    stores: &Stores,
+    since: Option<&HashMap<Digest, u64>>,
+) -> Vec<Result<PathBuf, StoreError>> {
     let mut out = Vec::new();
     for path in stores.archive_paths() {
         let written = match crate::delta::receiver_holds(&path).await {
-            Ok(held) => crate::delta::write_list(&path, &held),
+            Ok(brought) => match since {
+                Some(before) => crate::delta::cumulative_list(&path, before, brought),
+                None => Ok(brought),
+            }
+            .and_then(|held| crate::delta::write_list(&path, &held)),
             Err(e) => Err(StoreError::invalid(
                 format!("listing the blobs of {}", path.display()),
                 e.to_string(),

@@ -499,6 +499,113 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
     assert!(list2.contains(&Digest::sha256_of(&new_layer).to_string()));
 }
 
+/// The digests a `.blobs` list names, in its order.
+fn listed_digests(list: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(list)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn weekly_lists_are_cumulative_so_a_rollback_sends_nothing_again() {
+    let src = Registry::start_open().await.unwrap();
+    let c = client(&src.host(), None);
+    let app_repo = repo(&src.host(), "team/app");
+    let app = format!("{}/team/app:stable", src.host());
+    // Version A, then B (all new layers), then A again: a rollback.
+    let a = image_from_layers(31, vec![blob(31, 300_000), blob(32, 20_000)], false);
+    let b = image_from_layers(33, vec![blob(33, 300_000), blob(34, 20_000)], false);
+    let blobs_of = |img: &mirror_tests::images::TestImage| {
+        let mut v = vec![Digest::sha256_of(&img.config).to_string()];
+        v.extend(img.layers.iter().map(|l| Digest::sha256_of(l).to_string()));
+        v
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let week = |n: u32| tmp.path().join(format!("week{n}.tar"));
+    let list = |n: u32| tmp.path().join(format!("week{n}.tar.blobs"));
+
+    push_image(&c, &app_repo, "stable", &a).await;
+    export(&[&app, "--to", week(1).to_str().unwrap()])
+        .await
+        .assert_code_of("week 1", 0);
+    push_image(&c, &app_repo, "stable", &b).await;
+    export(&[
+        &app,
+        "--since",
+        list(1).to_str().unwrap(),
+        "--to",
+        week(2).to_str().unwrap(),
+    ])
+    .await
+    .assert_code_of("week 2", 0);
+    push_image(&c, &app_repo, "stable", &a).await;
+    export(&[
+        &app,
+        "--since",
+        list(2).to_str().unwrap(),
+        "--to",
+        week(3).to_str().unwrap(),
+    ])
+    .await
+    .assert_code_of("week 3", 0);
+
+    // Week 2 carried B's layers; week 3 carries A's manifest and nothing
+    // else: A's config and layers crossed in week 1.
+    let week2 = tar_entries(&week(2));
+    for l in &b.layers {
+        assert!(week2.contains(&blob_entry(l)), "{week2:?}");
+    }
+    let week3 = tar_entries(&week(3));
+    assert!(week3.contains(&blob_entry(&a.manifest)), "{week3:?}");
+    assert!(!week3.contains(&blob_entry(&a.config)), "{week3:?}");
+    for l in &a.layers {
+        assert!(!week3.contains(&blob_entry(l)), "{week3:?}");
+    }
+
+    // Each list holds the one before it, sorted, each blob once; week 3's
+    // names A's and B's blobs alike.
+    let lists: Vec<Vec<String>> = (1..=3).map(|n| listed_digests(&list(n))).collect();
+    for (n, l) in lists.iter().enumerate() {
+        let mut sorted = l.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            &sorted,
+            l,
+            "week{}.tar.blobs is sorted, each blob once",
+            n + 1
+        );
+    }
+    for pair in lists.windows(2) {
+        for d in &pair[0] {
+            assert!(pair[1].contains(d), "{d} dropped from a later list");
+        }
+    }
+    for d in blobs_of(&a).into_iter().chain(blobs_of(&b)) {
+        assert!(lists[2].contains(&d), "week3.tar.blobs lacks {d}");
+    }
+
+    // Imported in order into a registry that saw nothing, the tag ends at
+    // A, and A's layers crossed once (week 1).
+    let fresh = Registry::start_open().await.unwrap();
+    for n in 1..=3 {
+        import(week(n).to_str().unwrap(), &fresh.host())
+            .await
+            .assert_code_of(&format!("week {n} import"), 0);
+    }
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/team/app:stable", fresh.host())),
+        a.manifest
+    );
+    for l in &a.layers {
+        let pushes = fresh.count_requests("PUT", Digest::sha256_of(l).hex());
+        assert_eq!(pushes, 1, "A's layer {}", Digest::sha256_of(l));
+    }
+}
+
 #[tokio::test]
 async fn layouts_and_archives_skopeo_writes_import_with_mirror() {
     let src = Registry::start_open().await.unwrap();

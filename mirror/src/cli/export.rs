@@ -45,7 +45,8 @@ pub struct ExportArgs {
     to: String,
     /// Leave out the blobs the receiver already holds: an earlier bundle
     /// (archive or layout), or the `BUNDLE.blobs` list export writes beside
-    /// each archive. The new bundle lists what it left out.
+    /// each archive. The new bundle's list holds the old list's blobs and
+    /// all its images use, so it serves the next --since.
     #[arg(long, value_name = "OLD_BUNDLE_OR_LIST")]
     since: Option<PathBuf>,
     /// Keep only these platforms of a multi-platform index (repeatable);
@@ -185,11 +186,13 @@ pub async fn run(args: ExportArgs) -> CommandResult {
     }
     let state = open_state(&args.state)?;
     let mut stores = stores(client, &args.registry, &state);
+    let mut held_before = None;
     if let Some(since) = &args.since {
         let held = mirror::delta::load(since)
             .await
             .map_err(|e| Failure::usage(format!("--since {}: {e}", since.display())))?;
-        stores = stores.with_leave_out(held);
+        stores = stores.with_leave_out(held.clone());
+        held_before = Some(held);
     }
     let jobs = mirror::export::jobs(&stores, &sources, target.kind, &target.path)
         .map_err(Failure::usage)?;
@@ -201,8 +204,9 @@ pub async fn run(args: ExportArgs) -> CommandResult {
     let report = run_jobs(&jobs, options, &args.engine, &state).await?;
     let mut code = exit_code(&report);
     if report.succeeded > 0 {
-        // What the receiver holds after importing: next week's --since.
-        for written in mirror::export::write_blob_lists(&stores).await {
+        // What the receiver holds after importing (what it held before
+        // included): next week's --since.
+        for written in mirror::export::write_blob_lists(&stores, held_before.as_ref()).await {
             match written {
                 Ok(list) => {
                     if args.engine.progress != ProgressMode::None {
