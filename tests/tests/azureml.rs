@@ -153,26 +153,28 @@ async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_two_
     }
 
     // Unchanged: one HEAD per image at each side, nothing else (but the
-    // one 401 that tells a fresh process where each registry's tokens are).
+    // one 401 that tells a fresh process where each registry's tokens are),
+    // and at the customer's the one pull tried as the job before the
+    // variables are printed (its own client: its own 401).
     let before = (system.access_log().len(), customer.access_log().len());
     let run = mirror_with_stdin(&args, &env, &format!("{WORKSPACE_PASSWORD}\n")).await;
     run.assert_code(0);
     assert!(run.stderr.contains("6 current"), "{}", run.stderr);
-    for (reg, skip) in [(&system, before.0), (&customer, before.1)] {
+    for (reg, skip, job) in [(&system, before.0, 0), (&customer, before.1, 1)] {
         let log = &reg.access_log()[skip..];
         let answered: Vec<String> = log
             .iter()
             .filter(|e| e.status != 401)
             .map(|e| format!("{} {}", e.method, e.uri))
             .collect();
-        assert_eq!(answered.len(), 6, "{answered:#?}");
+        assert_eq!(answered.len(), 6 + job, "{answered:#?}");
         assert!(
             answered
                 .iter()
                 .all(|r| r.starts_with("HEAD ") && r.contains("/manifests/")),
             "{answered:#?}"
         );
-        assert_eq!(log.iter().filter(|e| e.status == 401).count(), 1);
+        assert_eq!(log.iter().filter(|e| e.status == 401).count(), 1 + job);
     }
 }
 
@@ -320,6 +322,7 @@ async fn an_entra_token_from_a_variable_the_azure_cli_or_a_managed_identity_is_e
         let endpoint = tokens.managed_identity_endpoint();
         let env = [
             ("AAD", AAD_TOKEN),
+            ("PULL_PW", PULL_PASSWORD),
             ("PATH", path.as_str()),
             ("IDENTITY_ENDPOINT", endpoint.as_str()),
             ("IDENTITY_HEADER", "msi-SECRET-5"),
@@ -342,7 +345,7 @@ async fn an_entra_token_from_a_variable_the_azure_cli_or_a_managed_identity_is_e
                 "--pull-username",
                 "puller",
                 "--pull-password-env",
-                "AAD",
+                "PULL_PW",
                 "--format",
                 "json",
                 "--progress",
@@ -643,4 +646,163 @@ async fn bad_input_is_refused_with_a_clear_error_before_any_request() {
         .filter(|e| e.uri != "/v2/")
         .count();
     assert_eq!(requests, 0, "nothing was asked of the registry");
+}
+
+/// An open source with the runtime images, and the customer's registry
+/// with htpasswd auth (basic, no token server): a push user and a pull user.
+async fn open_source_and_htpasswd_customer() -> (Registry, Registry) {
+    let source = Registry::start_open().await.unwrap();
+    push(&source, None, &runtime_images("eastus", None)).await;
+    let customer =
+        Registry::start_htpasswd(&[("pusher", PUSH_PASSWORD), ("puller", PULL_PASSWORD)])
+            .await
+            .unwrap();
+    (source, customer)
+}
+
+/// `azureml <command>` from `source` to `customer` as the push user, the
+/// job pulling as `puller` with the password in `$PULL_PW`.
+fn htpasswd_args<'a>(command: &'a str, source: &'a str, customer: &'a str) -> Vec<&'a str> {
+    vec![
+        "azureml",
+        command,
+        "--region",
+        "eastus",
+        "--source",
+        source,
+        "--target",
+        customer,
+        "--username",
+        "pusher",
+        "--password-env",
+        "PUSH_PW",
+        "--pull-username",
+        "puller",
+        "--pull-password-env",
+        "PULL_PW",
+    ]
+}
+
+#[tokio::test]
+async fn check_with_a_wrong_pull_password_counts_no_image_pullable_and_names_every_state() {
+    let (source, customer) = open_source_and_htpasswd_customer().await;
+    let (s, c) = (source.host(), customer.host());
+    let right = [("PUSH_PW", PUSH_PASSWORD), ("PULL_PW", PULL_PASSWORD)];
+    let mut sync = htpasswd_args("sync", &s, &c);
+    sync.extend(["--progress", "none"]);
+    mirror(&sync, &right).await.assert_code(0);
+    // Two more images asked for: one the source has and the target lacks,
+    // one the source lacks. Neither is there to try a pull on.
+    let extra = azureml_images("eastus", Scale::Fixture)
+        .into_iter()
+        .map(|mut spec| {
+            spec.repository = "cap/extra-capability/installed".into();
+            spec
+        })
+        .take(1)
+        .collect::<Vec<_>>();
+    push(&source, None, &fixtures::generate_all(&extra)).await;
+    let mut args = htpasswd_args("check", &s, &c);
+    args.extend([
+        "--extra",
+        "cap/extra-capability/installed",
+        "--extra",
+        "cap/nowhere/installed",
+    ]);
+
+    let wrong = [("PUSH_PW", PUSH_PASSWORD), ("PULL_PW", "wrong-SECRET-6")];
+    let table = mirror(&args, &wrong).await;
+    table.assert_code(1);
+    assert_eq!(
+        table.stdout.matches("DENIED").count(),
+        6,
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("NOT AT SOURCE"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains(
+            "8 images: 6 current, 0 stale, 1 missing, 1 not at source; \
+             the job can pull 0 (6 denied, 2 not tried)"
+        ),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains("unknown"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("refused user \"puller\""),
+        "the cause is shown: {}",
+        table.stdout
+    );
+    assert_no_secrets(&[&table.stdout, &table.stderr]);
+
+    let (run, rows) = check(&args[2..], &wrong).await;
+    run.assert_code(1);
+    for repo in RUNTIME {
+        assert_eq!(row(&rows, repo)["standing"], "current");
+        assert_eq!(row(&rows, repo)["pull"], "denied");
+    }
+    assert_eq!(
+        row(&rows, "cap/nowhere/installed")["standing"],
+        "not_at_source"
+    );
+    assert_eq!(row(&rows, "cap/nowhere/installed")["pull"], "not_checked");
+
+    // The right password: every image there is pulled, and the two that
+    // are not there are not counted as pullable.
+    let table = mirror(&args, &right).await;
+    table.assert_code(1);
+    assert!(
+        table.stdout.contains("; the job can pull 6 (2 not tried)"),
+        "{}",
+        table.stdout
+    );
+}
+
+#[tokio::test]
+async fn sync_tries_the_jobs_pull_before_printing_the_variables() {
+    let (source, customer) = open_source_and_htpasswd_customer().await;
+    let (s, c) = (source.host(), customer.host());
+    let mut sync = htpasswd_args("sync", &s, &c);
+    sync.extend(["--progress", "none", "--format", "json"]);
+
+    // A wrong pull password: the images land, the variables do not.
+    let wrong = [("PUSH_PW", PUSH_PASSWORD), ("PULL_PW", "wrong-SECRET-6")];
+    let run = mirror(&sync, &wrong).await;
+    run.assert_code(3);
+    assert_eq!(run.stdout, "", "no job variables the job cannot use");
+    for word in [
+        format!("the job cannot pull {c}/boot/vm-bootstrapper/binimage/linux:stable"),
+        format!("from {c}"),
+        "refused user \"puller\"".to_string(),
+        "not printing the job variables".to_string(),
+    ] {
+        assert!(run.stderr.contains(&word), "{word}: {}", run.stderr);
+    }
+    assert_no_secrets(&[&run.stderr]);
+    let push = Some(Credential::basic("pusher", PUSH_PASSWORD));
+    for repo in RUNTIME {
+        let reference = format!("{c}/{repo}:stable");
+        assert!(digest_of(&customer, push.clone(), &reference)
+            .await
+            .is_some());
+    }
+
+    // The right one: the pull is tried, said, and the variables printed.
+    let right = [("PUSH_PW", PUSH_PASSWORD), ("PULL_PW", PULL_PASSWORD)];
+    let run = mirror(&sync, &right).await;
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains(&format!(
+            "the job's credentials (\"puller\") can pull {c}/boot/vm-bootstrapper/binimage/linux:stable"
+        )),
+        "{}",
+        run.stderr
+    );
+    let o = override_of(&run);
+    assert_eq!(o["capabilities_registry"]["registry"]["username"], "puller");
+    assert_eq!(
+        o["capabilities_registry"]["registry"]["password"],
+        PULL_PASSWORD
+    );
 }

@@ -3,7 +3,7 @@
 //! credentials pull it? HEAD requests only; nothing is written.
 
 use futures::stream::{self, StreamExt};
-use registry_client::{Client, Digest, Error, ErrorKind};
+use registry_client::{Client, Digest, Error, ErrorKind, Reference};
 use serde::Serialize;
 
 use super::preset::PresetImage;
@@ -107,22 +107,27 @@ async fn check_one(image: &PresetImage, client: &Client, job: Option<&Client>) -
         _ => Standing::Unknown,
     };
     if let (Some(job), Some(_)) = (job, &row.target_digest) {
-        row.pull = match job.head_manifest(&target_ref).await {
-            Ok(Some(_)) => Pull::Allowed,
-            Ok(None) => {
-                row.errors
-                    .push("the job's credentials do not see the tag".into());
-                Pull::Denied
-            }
-            Err(e) if e.kind() == ErrorKind::Auth => {
-                row.errors.push(format!("as the job: {e}"));
-                Pull::Denied
-            }
-            Err(e) => {
-                row.errors.push(format!("as the job: {e}"));
-                Pull::NotChecked
-            }
-        };
+        let (pull, cause) = try_pull(job, &target_ref).await;
+        row.pull = pull;
+        row.errors
+            .extend(cause.map(|cause| format!("as the job: {cause}")));
     }
     row
+}
+
+/// The pull the runtime will make, tried with the job's client (which
+/// holds only the job's credentials): a manifest HEAD of the target tag,
+/// what a pull asks first. `Denied` when the registry refuses the job's
+/// login or shows it no such tag; `NotChecked` when it could not be asked.
+/// The string is the cause, for a person.
+pub async fn try_pull(job: &Client, target: &Reference) -> (Pull, Option<String>) {
+    match job.head_manifest(target).await {
+        Ok(Some(_)) => (Pull::Allowed, None),
+        Ok(None) => (
+            Pull::Denied,
+            Some("the registry shows these credentials no such tag".into()),
+        ),
+        Err(e) if e.kind() == ErrorKind::Auth => (Pull::Denied, Some(e.to_string())),
+        Err(e) => (Pull::NotChecked, Some(e.to_string())),
+    }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use clap::Args;
-use registry_client::{Credential, CredentialChain, StaticCredentials};
+use registry_client::{Client, Credential, CredentialChain, Secret, StaticCredentials};
 
 use super::login::{Logins, Resolved};
 use super::PresetArgs;
@@ -52,13 +52,8 @@ pub async fn run(args: CheckArgs) -> CommandResult {
     }
     let client = CredentialChain::explicit_then_docker(explicit)
         .and_then(|chain| args.registries.client_with(Arc::new(chain)));
-    // The job's client knows only the job's credentials.
-    let job_client = job.map(|(user, password)| {
-        args.registries.client_with(Arc::new(
-            StaticCredentials::new()
-                .with(&preset.target.registry, Credential::basic(user, password)),
-        ))
-    });
+    let job_client =
+        job.map(|(user, password)| job_client(&args.registries, &preset, user, password));
     let client = client.map_err(Failure::usage)?;
     let job_client = job_client.transpose().map_err(Failure::usage)?;
     let images = preset.images().map_err(Failure::usage)?;
@@ -74,11 +69,22 @@ pub async fn run(args: CheckArgs) -> CommandResult {
     })
 }
 
+/// A client that knows only the job's credentials, for the target: it
+/// asks as the training job will.
+pub(super) fn job_client(
+    registries: &RegistryArgs,
+    preset: &Preset,
+    user: String,
+    password: Secret,
+) -> Result<Client, registry_client::Error> {
+    registries.client_with(Arc::new(
+        StaticCredentials::new().with(&preset.target.registry, Credential::basic(user, password)),
+    ))
+}
+
 /// The job's credentials from the override in the environment, checked
 /// against where the images are.
-fn job_from_environment(
-    preset: &Preset,
-) -> Result<Option<(String, registry_client::Secret)>, String> {
+fn job_from_environment(preset: &Preset) -> Result<Option<(String, Secret)>, String> {
     let Ok(json) = std::env::var(CONFIG_OVERRIDE) else {
         return Ok(None);
     };
@@ -130,23 +136,41 @@ fn table(rows: &[CheckRow], pull_checked: bool) -> String {
             out += &format!("{:<width$}  {e}\n", "");
         }
     }
+    out + &summary(rows, pull_checked) + "\n"
+}
+
+/// The last line: each state counted under the name the table shows, and
+/// as pullable only the images the job's credentials did pull.
+fn summary(rows: &[CheckRow], pull_checked: bool) -> String {
     let count = |s: Standing| rows.iter().filter(|r| r.standing == s).count();
-    out += &format!(
+    let mut out = format!(
         "{} images: {} current, {} stale, {} missing",
         rows.len(),
         count(Standing::Current),
         count(Standing::Stale),
         count(Standing::Missing)
     );
-    let others = count(Standing::NotAtSource) + count(Standing::Unknown);
-    if others > 0 {
-        out += &format!(", {others} unknown");
+    for (state, name) in [
+        (Standing::NotAtSource, "not at source"),
+        (Standing::Unknown, "unknown"),
+    ] {
+        if count(state) > 0 {
+            out += &format!(", {} {name}", count(state));
+        }
     }
-    if pull_checked {
-        let denied = rows.iter().filter(|r| r.pull == Pull::Denied).count();
-        out += &format!("; the job can pull {}", rows.len() - denied);
-    } else {
-        out += "; job pulls not checked (give --pull-username or set $AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE)";
+    if !pull_checked {
+        return out
+            + "; job pulls not checked (give --pull-username or set $AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE)";
     }
-    out + "\n"
+    let pulls = |p: Pull| rows.iter().filter(|r| r.pull == p).count();
+    out += &format!("; the job can pull {}", pulls(Pull::Allowed));
+    let others: Vec<String> = [(Pull::Denied, "denied"), (Pull::NotChecked, "not tried")]
+        .into_iter()
+        .filter(|&(p, _)| pulls(p) > 0)
+        .map(|(p, name)| format!("{} {name}", pulls(p)))
+        .collect();
+    if !others.is_empty() {
+        out += &format!(" ({})", others.join(", "));
+    }
+    out
 }

@@ -1,12 +1,14 @@
 //! `mirror azureml sync`: the preset as a sync run (concurrent,
-//! incremental: an unchanged image costs two HEAD requests), then the job
-//! variables on standard output; progress and the summary go to standard
-//! error.
+//! incremental: an unchanged image costs two HEAD requests), then one pull
+//! tried with the job's credentials, then the job variables on standard
+//! output (none when that pull is refused: exit 3); progress and the
+//! summary go to standard error.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use super::check::job_client;
 use super::env::VariablesOut;
 use super::login::{Logins, Resolved};
 use super::PresetArgs;
@@ -14,9 +16,11 @@ use crate::cli::error::{CommandResult, Failure};
 use crate::cli::out::{say, Stream};
 use crate::cli::sync::{run_config, Report, RunArgs};
 use crate::cli::{exit, OutputFormat, RegistryArgs};
+use mirror::azureml::check::{try_pull, Pull};
+use mirror::azureml::preset::Preset;
 use mirror::azureml::variables::JobVariables;
 use mirror::sync::lock::default_lock_path;
-use registry_client::{Credential, Secret};
+use registry_client::{Credential, ErrorKind, Secret};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -106,13 +110,23 @@ pub async fn run(args: SyncArgs) -> CommandResult {
         return Ok(code);
     }
 
-    let (username, password) = job.unwrap_or_else(|| {
-        say!(
-            "warning: no pull credentials given: the job variables hold placeholders; \
-             give --pull-username NAME --pull-password-env VAR (an ACR token with pull scope)"
-        );
-        ("<username>".into(), Secret::new("<password>"))
-    });
+    let (username, password) = match job {
+        Some((username, password)) if args.run.dry_run => {
+            say!("dry run: the job's credentials were not tried");
+            (username, password)
+        }
+        Some((username, password)) => {
+            pull_as_the_job(&args.registries, &preset, &username, &password).await?;
+            (username, password)
+        }
+        None => {
+            say!(
+                "warning: no pull credentials given: the job variables hold placeholders; \
+                 give --pull-username NAME --pull-password-env VAR (an ACR token with pull scope)"
+            );
+            ("<username>".into(), Secret::new("<password>"))
+        }
+    };
     let vars = JobVariables {
         registry: preset.target.registry.clone(),
         username,
@@ -123,5 +137,51 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     match args.variables.write(&vars) {
         Ok(()) => Ok(code),
         Err(e) => Err(Failure::failed(e)),
+    }
+}
+
+/// Before printing variables the job will carry, the pull the runtime makes
+/// first (the bootstrapper's image), tried as `azureml check` tries it, with
+/// the job's credentials alone. Refused: an error naming the image, the
+/// registry and the cause (exit 3), and no variables. Not askable (the
+/// registry did not answer): a warning, and the variables untried.
+async fn pull_as_the_job(
+    registries: &RegistryArgs,
+    preset: &Preset,
+    username: &str,
+    password: &Secret,
+) -> Result<(), Failure> {
+    let images = preset.images().map_err(Failure::usage)?;
+    let Some(image) = images.first() else {
+        return Ok(());
+    };
+    let target = image
+        .target
+        .tag(&image.target_tag)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let client = job_client(registries, preset, username.to_string(), password.clone())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    match try_pull(&client, &target).await {
+        (Pull::Allowed, _) => {
+            say!("the job's credentials ({username:?}) can pull {target}");
+            Ok(())
+        }
+        (Pull::Denied, cause) => Err(Failure::of_kind(
+            ErrorKind::Auth,
+            format!(
+                "the job cannot pull {target} from {}: {}; not printing the job variables \
+                 (check the job's user {username:?} and its password; `mirror azureml check` \
+                 tries every image)",
+                preset.target.registry,
+                cause.unwrap_or_default()
+            ),
+        )),
+        (Pull::NotChecked, cause) => {
+            say!(
+                "warning: could not try a pull as the job ({}); the job variables are untried",
+                cause.unwrap_or_default()
+            );
+            Ok(())
+        }
     }
 }
