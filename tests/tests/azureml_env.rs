@@ -56,6 +56,60 @@ fn dotenv_reads_back_with_python_dotenv() {
     assert_round_trip(&v, Format::Dotenv);
 }
 
+/// What `set -a; . ./vars.env` gives `name` in `shell` (`sh`, `bash`).
+fn sourced(shell: &str, dotenv: &str, name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vars.env"), dotenv).unwrap();
+    let o = std::process::Command::new(shell)
+        .args([
+            "-c",
+            &format!("set -a; . ./vars.env; printf %s \"${name}\""),
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap_or_else(|e| panic!("{shell} runs: {e}"));
+    assert!(
+        o.status.success(),
+        "{shell}: {}\n--- vars.env ---\n{dotenv}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn dotenv_reads_the_same_in_python_dotenv_sh_and_bash() {
+    let out = vars().render(Format::Dotenv, true);
+    let dotenv = python(
+        "import json,sys; from dotenv import dotenv_values; print(json.dumps(dotenv_values(sys.argv[1])))",
+        &out,
+    );
+    let json: serde_json::Value = serde_json::from_str(&vars().render(Format::Json, true)).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(json[CONFIG_OVERRIDE].as_str().unwrap()).unwrap();
+    for shell in ["sh", "bash"] {
+        for name in [USE_COMMON_RUNTIME, CONFIG_OVERRIDE] {
+            assert_eq!(
+                sourced(shell, &out, name),
+                dotenv[name].as_str().unwrap(),
+                "{shell} and python-dotenv read {name} alike\n--- vars.env ---\n{out}"
+            );
+        }
+    }
+    let read: serde_json::Value =
+        serde_json::from_str(dotenv[CONFIG_OVERRIDE].as_str().unwrap()).unwrap();
+    assert_eq!(read, expected, "the same override as the JSON form");
+    assert_round_trip(&dotenv, Format::Dotenv);
+    // Nothing in a value that any reader's single quotes would touch.
+    for line in out.lines() {
+        let (_, value) = line.split_once('=').unwrap();
+        let inner = &value[1..value.len() - 1];
+        assert!(value.starts_with('\'') && value.ends_with('\''), "{line}");
+        assert!(!inner.contains(['\'', '$', '`']), "{line}");
+        assert!(!inner.contains(r"\\"), "{line}");
+    }
+}
+
 #[test]
 fn shell_reads_back_in_sh() {
     let out = vars().render(Format::Shell, true);

@@ -24,7 +24,8 @@ pub struct JobVariables {
 /// The forms `mirror azureml env --format` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// `KEY='value'` lines (python-dotenv, `az ml` `.env` files).
+    /// `KEY='value'` lines, read alike by python-dotenv (`az ml` `.env`
+    /// files) and `set -a; . ./FILE` in a POSIX shell.
     Dotenv,
     /// `export KEY='value'` lines for POSIX shells.
     Shell,
@@ -66,6 +67,19 @@ struct RegistryLogin<'a> {
 impl JobVariables {
     /// The override's JSON, with the password or the mask.
     pub fn config_override(&self, reveal: bool) -> String {
+        String::from_utf8(self.override_with(reveal, serde_json::ser::CompactFormatter))
+            .expect("JSON is UTF-8")
+    }
+
+    /// The same JSON with every `"`, `\`, `'`, `$` and backtick inside its
+    /// strings written as `\u00XX` (and control characters as serde_json
+    /// escapes them): it decodes to the same value, and nothing in it is
+    /// special to any reader's single quotes (see [`Format::Dotenv`]).
+    pub fn config_override_inert(&self, reveal: bool) -> String {
+        String::from_utf8(self.override_with(reveal, Inert)).expect("JSON is UTF-8")
+    }
+
+    fn override_with(&self, reveal: bool, formatter: impl serde_json::ser::Formatter) -> Vec<u8> {
         let password = if reveal { self.password.expose() } else { MASK };
         let value = Override {
             capabilities_registry: Capabilities {
@@ -78,7 +92,13 @@ impl JobVariables {
                 regional_tag_prefix: self.regional_tag_prefix,
             },
         };
-        serde_json::to_string(&value).expect("strings serialise")
+        let mut out = Vec::new();
+        value
+            .serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, formatter,
+            ))
+            .expect("strings serialise");
+        out
     }
 
     /// Reads an override back (as a job would see it), to check it.
@@ -124,12 +144,15 @@ impl JobVariables {
         let mut out = String::new();
         match format {
             Format::Dotenv => {
-                for (k, v) in &pairs {
-                    // python-dotenv expands `${NAME}` even in single quotes
-                    // and has no escape for `$`; inside the override's JSON
-                    // strings `\u0024` means `$` to the runtime's parser.
-                    let v = v.replace('$', "\\u0024");
-                    out.push_str(&format!("{k}={}\n", dotenv_quote(&v)));
+                // One text that python-dotenv and `set -a; . ./FILE` in sh
+                // or bash read alike (the tests read it with all three): single
+                // quotes around a value with no `'`, `$`, backtick, newline,
+                // `\\` or `\'` in it (python-dotenv expands `${NAME}` and
+                // decodes `\\` and `\'` even in single quotes; sh does
+                // neither). The override's JSON is written inert for that.
+                let values = ["true".to_string(), self.config_override_inert(reveal)];
+                for ((k, _), v) in pairs.iter().zip(&values) {
+                    out.push_str(&format!("{k}={}\n", inert_single_quote(v)));
                 }
             }
             Format::Shell => {
@@ -186,10 +209,51 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// python-dotenv single quotes: no interpolation; `\\` and `\'` are the
-/// only escapes.
-fn dotenv_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\\', r"\\").replace('\'', r"\'"))
+/// Single quotes around a value that needs no escape in any reader's.
+fn inert_single_quote(s: &str) -> String {
+    assert!(
+        !s.contains(['\'', '$', '`', '\n', '\r']) && !s.contains(r"\\"),
+        "not inert: {s}"
+    );
+    format!("'{s}'")
+}
+
+/// The characters [`JobVariables::config_override_inert`] writes as
+/// `\u00XX` inside JSON strings.
+const NOT_INERT: [char; 5] = ['"', '\\', '\'', '$', '`'];
+
+/// serde_json's compact form, but with [`NOT_INERT`] escaped as `\u00XX`.
+struct Inert;
+
+impl serde_json::ser::Formatter for Inert {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        // serde_json hands `"` and `\` to write_char_escape; `'`, `$` and
+        // the backtick arrive here.
+        let mut rest = fragment;
+        while let Some(i) = rest.find(NOT_INERT) {
+            writer.write_all(&rest.as_bytes()[..i])?;
+            write!(writer, "\\u{:04x}", rest.as_bytes()[i])?;
+            rest = &rest[i + 1..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        char_escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        use serde_json::ser::CharEscape;
+        match char_escape {
+            CharEscape::Quote => writer.write_all(br"\u0022"),
+            CharEscape::ReverseSolidus => writer.write_all(br"\u005c"),
+            other => serde_json::ser::CompactFormatter.write_char_escape(writer, other),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -242,6 +306,22 @@ mod tests {
         assert_eq!(back.registry, "contoso.azurecr.io");
         let err = JobVariables::from_override(r#"{"capabilities_registry": {}}"#).unwrap_err();
         assert!(err.contains("registry.url"), "{err}");
+    }
+
+    #[test]
+    fn the_inert_override_decodes_to_the_same_value() {
+        let nasty = "p'a\"s\\s$HOME `x` \n\t\u{1} é ${Y}";
+        let v = vars(nasty, Some("az'ml"));
+        let inert = v.config_override_inert(true);
+        assert!(!inert.contains(['\'', '$', '`', '\n']), "{inert}");
+        assert!(
+            !inert.contains(r"\\") && !inert.contains(r#"\""#),
+            "{inert}"
+        );
+        let a: serde_json::Value = serde_json::from_str(&inert).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&v.config_override(true)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a["capabilities_registry"]["registry"]["password"], nasty);
     }
 
     #[test]
