@@ -223,7 +223,7 @@ pub fn table() -> Vec<Bound> {
         settable("list-entries", "tags or repositories in one listing"),
         settable(
             "archive-entries",
-            "tar entries in a bundle (long-name and PAX headers counted)",
+            "tar entries in a bundle (long-name and PAX headers counted); blobs in a .blobs list",
         ),
         Bound {
             change: "--limit",
