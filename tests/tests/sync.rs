@@ -1082,3 +1082,22 @@ async fn a_platform_a_single_platform_image_is_not_warns_or_fails() {
     run.assert_code(0);
     assert!(!run.stderr.contains("warning"), "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn the_help_gives_the_spool_threshold_the_code_uses() {
+    let default = format!(
+        "(default {}M)",
+        mirror::state::DEFAULT_SPOOL_THRESHOLD >> 20
+    );
+    for command in ["copy", "sync"] {
+        let run = mirror(&[command, "--help"], &[]).await;
+        run.assert_code(0);
+        let help: String = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        let at = help
+            .find("--spool-threshold")
+            .expect("the option is listed");
+        // Its own description, not a later option's.
+        let described: String = help[at..].chars().take(160).collect();
+        assert!(described.contains(&default), "{command}: {described}");
+    }
+}
