@@ -30,7 +30,7 @@ pub use client::{Client, ClientConfig, HttpVersion};
 pub use descriptor::{Descriptor, ManifestContent, Platform};
 pub use digest::{Algorithm, Digest, Hasher, SavedHasher, Verifier};
 pub use error::{Error, ErrorKind};
-pub use manifest::{Manifest, ManifestInfo, MAX_MANIFEST_SIZE};
+pub use manifest::{Manifest, ManifestInfo, ManifestPut, MAX_MANIFEST_SIZE};
 pub use reference::{Reference, Repository};
 pub use referrers::Referrers;
 pub use retry::RetryPolicy;

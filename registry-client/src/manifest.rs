@@ -14,6 +14,9 @@ use crate::reference::{Reference, Repository};
 
 pub use crate::limits::MAX_MANIFEST_SIZE;
 const DIGEST_HEADER: &str = "docker-content-digest";
+/// Answered to a manifest PUT with a `subject` by registries with the
+/// referrers API (distribution spec 1.1).
+const SUBJECT_HEADER: &str = "oci-subject";
 
 /// A manifest's exact bytes, with their media type and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,18 @@ impl Manifest {
     pub fn is_index(&self) -> bool {
         media_type::is_index(&self.media_type)
     }
+}
+
+/// What a manifest PUT was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestPut {
+    /// The digest of the bytes pushed.
+    pub digest: Digest,
+    /// The answer's `OCI-Subject`: the registry processed the manifest's
+    /// `subject` and lists it as a referrer of this digest. `None` from a
+    /// registry without the referrers API (distribution 2.8), and for a
+    /// manifest without a subject.
+    pub oci_subject: Option<Digest>,
 }
 
 /// What a HEAD tells about a manifest.
@@ -140,6 +155,23 @@ impl Client {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Digest, Error> {
+        self.put_manifest_with_subject(repo, tag_or_digest, media_type, bytes)
+            .await
+            .map(|put| put.digest)
+    }
+
+    /// [`Client::put_manifest`], also telling whether the registry answered
+    /// `OCI-Subject`: for a manifest with a `subject`, a registry with the
+    /// referrers API says so, and then lists it by itself. Without it the
+    /// pusher keeps the tag-schema index
+    /// ([`Client::add_to_referrers_index`]).
+    pub async fn put_manifest_with_subject(
+        &self,
+        repo: &Repository,
+        tag_or_digest: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<ManifestPut, Error> {
         let algorithm = match Digest::parse(tag_or_digest) {
             Ok(d) => d.algorithm(),
             Err(_) if !tag_or_digest.contains(':') => {
@@ -183,7 +215,11 @@ impl Client {
                 });
             }
         }
-        Ok(digest)
+        let oci_subject = header_str(&resp, SUBJECT_HEADER).and_then(|d| Digest::parse(&d).ok());
+        Ok(ManifestPut {
+            digest,
+            oci_subject,
+        })
     }
 
     /// Delete a manifest by digest (registries refuse deletion by tag).
