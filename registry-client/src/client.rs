@@ -118,6 +118,8 @@ struct Inner {
     auth: Authenticator,
     gates: HostGates,
     limits: HostLimits,
+    /// What each registry answers for referrers, and the tag-schema writers.
+    referrers: crate::referrers::ReferrersState,
 }
 
 /// A request body: replayable bytes, or a one-shot stream that is never
@@ -155,6 +157,9 @@ pub(crate) struct Call {
     /// a request that already held one: making it wait could deadlock an
     /// upload its bytes feed.
     pub limited: bool,
+    /// A 404 is returned as an answer, not an error (the referrers probe
+    /// reads its body).
+    pub not_found_answers: bool,
 }
 
 impl Call {
@@ -167,7 +172,14 @@ impl Call {
             registry: registry.to_string(),
             scopes,
             limited: true,
+            not_found_answers: false,
         }
+    }
+
+    /// Return a 404 as an answer (see [`Call::not_found_answers`]).
+    pub fn not_found_answers(mut self) -> Self {
+        self.not_found_answers = true;
+        self
     }
 
     /// Send without waiting for a host permit (see [`Call::limited`]).
@@ -234,6 +246,7 @@ impl Client {
                 auth,
                 gates: HostGates::default(),
                 limits,
+                referrers: Default::default(),
             }),
         })
     }
@@ -245,6 +258,10 @@ impl Client {
     /// The bounds a user may change.
     pub fn limits(&self) -> crate::limits::Limits {
         self.inner.config.limits
+    }
+
+    pub(crate) fn referrers_state(&self) -> &crate::referrers::ReferrersState {
+        &self.inner.referrers
     }
 
     /// `https://host/` or, for insecure and loopback hosts, `http://host/`.
@@ -485,7 +502,8 @@ impl Client {
                     reason: format!("unexpected redirect (HTTP {status})"),
                 });
             }
-            if status.as_u16() >= 400 {
+            let passed = call.not_found_answers && status == StatusCode::NOT_FOUND;
+            if status.as_u16() >= 400 && !passed {
                 let retry_after = resp
                     .headers()
                     .get(http::header::RETRY_AFTER)

@@ -5,7 +5,7 @@ use mirror_tests::images::{self, client, image, index, push_image, repo};
 use mirror_tests::setup::open_registry_with_repo;
 use mirror_tests::Registry;
 use registry_client::media_type::OCI_MANIFEST;
-use registry_client::{Digest, Reference};
+use registry_client::{Digest, Reference, ReferrersSource};
 use serde_json::json;
 
 #[tokio::test]
@@ -104,8 +104,8 @@ async fn artifact_with_subject_round_trips_and_is_found_as_a_referrer() {
 
     // distribution 2.8 has no referrers API: the client falls back to the
     // tag schema, which a pusher maintains as an index under `sha256-<hex>`.
-    let none = c.referrers(&r, &img.digest, None).await.unwrap();
-    assert!(none.from_tag_schema && none.manifests.is_empty());
+    let none = c.referrers(&r, &img.digest, &[]).await.unwrap();
+    assert!(none.source == ReferrersSource::TagSchema && none.manifests.is_empty());
     let fallback = Bytes::from(
         serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -124,13 +124,17 @@ async fn artifact_with_subject_round_trips_and_is_found_as_a_referrer() {
     .await
     .unwrap();
     let found = c
-        .referrers(&r, &img.digest, Some("application/vnd.example.signature"))
+        .referrers(
+            &r,
+            &img.digest,
+            &["application/vnd.example.signature".to_string()],
+        )
         .await
         .unwrap();
     assert_eq!(found.manifests.len(), 1);
     assert_eq!(found.manifests[0].digest, art_digest);
     let other = c
-        .referrers(&r, &img.digest, Some("application/other"))
+        .referrers(&r, &img.digest, &["application/other".to_string()])
         .await
         .unwrap();
     assert!(other.manifests.is_empty());
