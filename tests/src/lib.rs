@@ -9,6 +9,8 @@
 //! - [`TestCa`]: a throwaway certificate authority for TLS tests.
 //! - [`HostileRegistry`]: a purpose-built registry that misbehaves on demand, one
 //!   [`Misbehaviour`] at a time (lying digests, endless bodies, redirect and 401 loops, …).
+//! - [`ReferrersServer`]: a purpose-built registry with the OCI 1.1 referrers API, which
+//!   distribution 2.8 lacks.
 //!
 //! Everything binds 127.0.0.1 on a free port, lives in its own temporary directory and
 //! cleans up on `Drop`, so tests can run in parallel.
@@ -21,6 +23,7 @@ pub mod hostile_registry;
 pub mod images;
 pub mod memory;
 pub mod peers;
+pub mod referrers_server;
 pub mod registry;
 pub mod sandbox;
 mod server;
@@ -34,6 +37,7 @@ mod harness_tests;
 
 pub use fault_proxy::{Fault, FaultProxy, ProxyRequest, Rule};
 pub use hostile_registry::{HostileRegistry, Misbehaviour};
+pub use referrers_server::{ReferrersServer, ReferrersServerOptions, ServedRequest};
 pub use registry::{AccessLogEntry, Registry, RegistryAuth, RegistryOptions};
 pub use storage_host::{StorageHost, StorageRequest};
 pub use tls::TestCa;
