@@ -276,7 +276,6 @@ fn summary(report: &SyncReport) -> String {
                 if let Some(why) = &i.digest_changed {
                     out += &format!("            note: digest changed: {why}\n");
                 }
-
             }
             Status::WouldCopy => {
                 out += &format!(
@@ -298,7 +297,11 @@ fn summary(report: &SyncReport) -> String {
         }
     }
     let warnings = report.warnings.len()
-        + report.images.iter().map(|i| i.warnings.len()).sum::<usize>();
+        + report
+            .images
+            .iter()
+            .map(|i| i.warnings.len())
+            .sum::<usize>();
     let warned = match warnings {
         0 => String::new(),
         1 => ", 1 warning (on standard error)".into(),
