@@ -2,9 +2,11 @@
 //!
 //! One iterative walk, used by copy, sync planning, export, import, verify
 //! and delta bundles. A manifest's successors are its edges: an index's
-//! child manifests, a manifest's config and layers. A new kind of edge
-//! (referrers) is a new [`Edge`] variant and one more arm in
-//! [`successors`], not another walker.
+//! child manifests, a manifest's config and layers. Its referrers
+//! (signatures, SBOMs, attestations: manifests whose `subject` it is) are
+//! the one edge pointing the other way: listed by the store, not read from
+//! the manifest, and walked after it, so a referrer is written once its
+//! subject is there.
 //!
 //! The walk reads each manifest once, checks it against the size its
 //! parent's descriptor gives, applies a [`Selection`] (platforms of the
@@ -28,6 +30,10 @@ pub struct Selection {
     pub platforms: Vec<PlatformFilter>,
     /// Take non-distributable (foreign) layers too.
     pub include_foreign: bool,
+    /// Take the referrers of every manifest taken, recursively (a signature
+    /// of an SBOM): `None` none; `Some(types)` those of these artifact
+    /// types, all when empty.
+    pub referrers: Option<Vec<String>>,
     /// A single-platform image the platform filter does not name: copied
     /// with a warning, or failed.
     pub no_match: crate::no_match::NoMatch,
@@ -115,13 +121,19 @@ pub enum GraphError {
     },
     #[error("a manifest for platform {wanted} not found")]
     NoPlatform { wanted: String },
+    #[error("listing the referrers of {subject}: {source}")]
+    Referrers {
+        subject: Digest,
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl GraphError {
     pub fn kind(&self) -> registry_client::ErrorKind {
         use registry_client::ErrorKind;
         match self {
-            GraphError::Read { source, .. } => source.kind(),
+            GraphError::Read { source, .. } | GraphError::Referrers { source, .. } => source.kind(),
             GraphError::Size { .. } => ErrorKind::Integrity,
             GraphError::Bound { .. } | GraphError::BlobTooLarge { .. } => ErrorKind::Protocol,
             GraphError::NoPlatform { .. } => ErrorKind::NotFound,
@@ -134,6 +146,14 @@ impl GraphError {
 #[async_trait::async_trait]
 pub trait ManifestReader: Send + Sync {
     async fn read_manifest(&self, digest: &Digest) -> Result<Manifest, StoreError>;
+
+    /// The manifests whose subject is `subject`, of these artifact types
+    /// (all when empty).
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError>;
 }
 
 /// The descriptors a manifest points at, with why. Malformed JSON is an
@@ -168,6 +188,8 @@ pub struct ImageGraph {
     pub platforms: Vec<String>,
     /// Why `root` differs from the source's root, if it does.
     pub digest_changed: Option<String>,
+    /// How many of `manifests` are referrers (and their children).
+    pub referrers: usize,
 }
 
 impl ImageGraph {
@@ -259,6 +281,7 @@ pub async fn walk(
         foreign: Vec::new(),
         platforms,
         digest_changed,
+        referrers: 0,
     };
     let mut seen_blobs: HashSet<Digest> = HashSet::new();
     // Manifests read but not yet entered, and those entered: a child is
@@ -281,15 +304,49 @@ pub async fn walk(
     )?];
     while let Some(top) = stack.last_mut() {
         let depth = top.depth + 1;
+        let among_referrers = top.manifest.is_none() || top.referrer;
         let Some(child) = top.pending.next() else {
-            // Every child is written: the manifest itself comes next.
-            if let Some(done) = stack.pop() {
-                graph.manifests.push(done.manifest);
+            // Every child is written: the manifest itself comes next, then
+            // what refers to it.
+            let Some(done) = stack.pop() else { continue };
+            let Some(manifest) = done.manifest else {
+                continue;
+            };
+            let subject = manifest.digest.clone();
+            graph.manifests.push(manifest);
+            // A filtered root is a new index: nothing refers to it.
+            let renamed = done.depth == 0 && graph.digest_changed.is_some();
+            if let Some(types) = selection.referrers.as_ref().filter(|_| !renamed) {
+                let found: Vec<Descriptor> = reader
+                    .referrers(&subject, types)
+                    .await
+                    .map_err(|source| GraphError::Referrers { subject, source })?
+                    .into_iter()
+                    .filter(|d| !entered.contains(&d.digest))
+                    .collect();
+                if !found.is_empty() {
+                    if done.depth + 1 >= bounds.depth {
+                        return Err(GraphError::Bound {
+                            what: "levels of nested indexes and referrers",
+                            limit: bounds.depth,
+                            name: "index-depth",
+                        });
+                    }
+                    stack.push(Frame {
+                        manifest: None,
+                        pending: found.into_iter(),
+                        depth: done.depth,
+                        referrer: true,
+                    });
+                }
             }
             continue;
         };
         if !entered.insert(child.digest.clone()) {
             continue;
+        }
+        if among_referrers {
+            graph.referrers += 1;
         }
         if !fetched.contains_key(&child.digest) {
             // Read this child and its unread siblings at once.
@@ -340,7 +397,7 @@ pub async fn walk(
         } else {
             Vec::new()
         };
-        let frame = open(
+        let mut frame = open(
             manifest,
             children,
             depth,
@@ -349,6 +406,7 @@ pub async fn walk(
             &mut graph,
             &mut seen_blobs,
         )?;
+        frame.referrer = among_referrers;
         stack.push(frame);
     }
     Ok(graph)
@@ -393,17 +451,21 @@ fn open(
         }
     }
     Ok(Frame {
-        manifest,
+        manifest: Some(manifest),
         pending: children.into_iter(),
         depth,
+        referrer: false,
     })
 }
 
-/// A manifest of the walk and the children still to visit.
+/// A manifest of the walk and the children still to visit; or (no
+/// manifest) the referrers of one just written, still to visit.
 struct Frame {
-    manifest: Manifest,
+    manifest: Option<Manifest>,
     pending: std::vec::IntoIter<Descriptor>,
     depth: usize,
+    /// Whether this is a referrer, or within one (its children).
+    referrer: bool,
 }
 
 /// Read `descs` concurrently, each checked against its descriptor's size.
@@ -478,5 +540,13 @@ pub struct StoreReader<'a>(pub &'a dyn crate::store::ImageSource);
 impl ManifestReader for StoreReader<'_> {
     async fn read_manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
         self.0.manifest(digest).await
+    }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        self.0.referrers(subject, artifact_types).await
     }
 }

@@ -33,6 +33,10 @@ pub struct ImageReport {
     /// image does not match).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Referrers (signatures, SBOMs, attestations, and their children)
+    /// among the manifests written, with `--referrers`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub referrers: usize,
     /// The target already held the source's digest: nothing was read.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub current: bool,
@@ -63,6 +67,10 @@ impl ImageReport {
             BlobOutcome::Mounted => self.blobs_mounted += 1,
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A whole run.

@@ -245,6 +245,7 @@ impl Engine {
         .await
         .map_err(|e| graph_error(e, &job.source_label))?;
         report.digest_changed = graph.digest_changed.clone();
+        report.referrers = graph.referrers;
         let root = graph.root.clone();
         if let Some(want) = job.target_digest.as_ref().filter(|w| **w != root.digest) {
             return Err(CopyError {
@@ -264,7 +265,9 @@ impl Engine {
         }
         if let Some(unmatched) = self.unmatched_platform(job, &root).await {
             match job.selection.no_match {
-                NoMatch::Warn => report.warnings.push(format!("{unmatched}; copied as it is")),
+                NoMatch::Warn => report
+                    .warnings
+                    .push(format!("{unmatched}; copied as it is")),
                 NoMatch::Error => {
                     return Err(CopyError {
                         context: format!("copying {}", job.source_label),
@@ -319,8 +322,10 @@ impl Engine {
         // Children first, so every manifest finds what it references. One
         // manifest write at a time per target (see `settled`).
         let writes = self.inner.ledger.manifest_writes(&job.target.describe());
-        // The tag push stores the root where it can (one request, not two).
-        let tag_stores_root = job.target_tag.is_some() && job.target.tag_stores_manifest();
+        // The tag push stores the root where it can (one request, not two),
+        // unless referrers of it come after it.
+        let tag_stores_root =
+            job.target_tag.is_some() && job.target.tag_stores_manifest() && graph.referrers == 0;
         for m in &graph.manifests {
             if tag_stores_root && m.digest == root.digest {
                 continue;
@@ -734,5 +739,14 @@ impl ManifestReader for PermittedReader<'_> {
     async fn read_manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
         let _p = self.engine.permit().await;
         self.source.manifest(digest).await
+    }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        let _p = self.engine.permit().await;
+        self.source.referrers(subject, artifact_types).await
     }
 }

@@ -602,3 +602,57 @@ async fn a_missing_source_image_is_named() {
         r.error
     );
 }
+
+#[tokio::test]
+async fn referrers_are_copied_after_their_subject_and_one_that_fails_fails_its_image() {
+    use mirror::testing::images::referrer;
+    let img = image(900, [layer(900, 3000)]);
+    let sig = referrer(
+        901,
+        "application/vnd.cncf.notary.signature",
+        &img.descriptor(),
+    );
+    let (memory, target) = stores(&[(&img, "v1")]);
+    memory.seed(&sig, None);
+
+    // Without --referrers the signature stays behind.
+    let report = copy_v1(&memory, &target, options(4)).await;
+    assert_eq!(report.failed, 0);
+    assert!(target.manifest_bytes(sig.digest()).is_none());
+
+    let target = Arc::new(MemoryStore::new("target2"));
+    let mut j = job(&dyn_store(&memory), &dyn_store(&target), "v1");
+    j.selection.referrers = Some(Vec::new());
+    let report = engine(options(4)).run(vec![j.clone()]).await;
+    assert_eq!(report.failed, 0, "{:?}", report.images[0].error);
+    assert_eq!(report.images[0].referrers, 1);
+    assert_copied(&sig, &target);
+    let writes = target.writes();
+    let at = |w: Written| writes.iter().position(|x| *x == w).unwrap();
+    assert!(
+        at(Written::Manifest(img.digest().clone())) < at(Written::Manifest(sig.digest().clone()))
+    );
+    assert!(
+        at(Written::Manifest(sig.digest().clone()))
+            < at(Written::Tag("v1".into(), img.digest().clone()))
+    );
+
+    // A referrer that cannot be read fails its image: no tag moves.
+    let faulty = Arc::new(Faulty::new(memory.clone()));
+    faulty.inject(
+        Op::Manifest,
+        When::Digest(sig.digest().clone()),
+        Fault::fail(refused),
+    );
+    let target = Arc::new(MemoryStore::new("target3"));
+    let mut j = job(&dyn_store(&faulty), &dyn_store(&target), "v1");
+    j.selection.referrers = Some(Vec::new());
+    let report = engine(options(4)).run(vec![j]).await;
+    assert_eq!(report.failed, 1);
+    assert!(report.images[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains(&sig.digest().to_string()));
+    assert_eq!(target.tag("v1"), None);
+}

@@ -266,3 +266,128 @@ async fn a_blob_claiming_more_than_the_byte_bound_is_refused_before_any_read() {
         "{err}"
     );
 }
+
+const SIGNATURE: &str = "application/vnd.cncf.notary.signature";
+const SBOM: &str = "application/spdx+json";
+
+fn with_referrers(types: &[&str]) -> Selection {
+    Selection {
+        referrers: Some(types.iter().map(|t| t.to_string()).collect()),
+        ..Selection::default()
+    }
+}
+
+#[tokio::test]
+async fn referrers_are_walked_after_their_subject_recursively_and_only_when_asked() {
+    use mirror::testing::images::referrer;
+    let (a, b) = (image(1, [layer(1, 10)]), image(2, [layer(2, 10)]));
+    let root = index(&[(&a, Some("linux/amd64")), (&b, Some("linux/arm64"))]);
+    let sig = referrer(10, SIGNATURE, &root.descriptor());
+    let sbom = referrer(11, SBOM, &a.descriptor());
+    let sbom_sig = referrer(12, SIGNATURE, &sbom.descriptor());
+    let store = store_of(&[&root, &sig, &sbom, &sbom_sig]);
+
+    // Not asked: not listed, not walked.
+    let plain = walk_all(&store, &root).await.unwrap();
+    assert_eq!(plain.manifests.len(), 3);
+    assert_eq!(plain.referrers, 0);
+    assert_eq!(store.count(Request::Referrers), 0);
+
+    let g = walk(
+        &StoreReader(&store),
+        root.root.clone(),
+        &with_referrers(&[]),
+        &Bounds::default(),
+        4,
+    )
+    .await
+    .unwrap();
+    let at = |d: &Digest| g.manifests.iter().position(|m| &m.digest == d).unwrap();
+    assert_eq!(g.manifests.len(), 6);
+    assert_eq!(g.referrers, 3);
+    assert!(at(a.digest()) < at(sbom.digest()), "a subject comes first");
+    assert!(
+        at(sbom.digest()) < at(sbom_sig.digest()),
+        "a signature of an SBOM too"
+    );
+    assert!(at(root.digest()) < at(sig.digest()));
+    // Their blobs move too, each once (the empty config is shared).
+    for r in [&sig, &sbom, &sbom_sig] {
+        assert!(g.blobs.iter().any(|d| &d.digest == r.blob(1).digest()));
+    }
+    assert_eq!(
+        g.blobs
+            .iter()
+            .filter(|d| d.digest == *sig.blob(0).digest())
+            .count(),
+        1
+    );
+    // Every manifest walked was asked for its referrers, once.
+    assert_eq!(store.count(Request::Referrers), 6);
+
+    // Only signatures: the SBOM is left, so its signature is never reached.
+    let g = walk(
+        &StoreReader(&store),
+        root.root.clone(),
+        &with_referrers(&[SIGNATURE]),
+        &Bounds::default(),
+        4,
+    )
+    .await
+    .unwrap();
+    let digests: Vec<&Digest> = g.manifests.iter().map(|m| &m.digest).collect();
+    assert!(digests.contains(&sig.digest()));
+    assert!(!digests.contains(&sbom.digest()) && !digests.contains(&sbom_sig.digest()));
+}
+
+#[tokio::test]
+async fn a_platform_filtered_root_takes_its_childrens_referrers_not_its_own() {
+    use mirror::testing::images::referrer;
+    let (a, b) = (image(3, [layer(3, 10)]), image(4, [layer(4, 10)]));
+    let root = index(&[(&a, Some("linux/amd64")), (&b, Some("linux/arm64"))]);
+    let root_sig = referrer(20, SIGNATURE, &root.descriptor());
+    let a_sig = referrer(21, SIGNATURE, &a.descriptor());
+    let store = store_of(&[&root, &root_sig, &a_sig]);
+    let selection = Selection {
+        platforms: vec!["linux/amd64".parse().unwrap()],
+        ..with_referrers(&[])
+    };
+    let g = walk(
+        &StoreReader(&store),
+        root.root.clone(),
+        &selection,
+        &Bounds::default(),
+        4,
+    )
+    .await
+    .unwrap();
+    let digests: Vec<&Digest> = g.manifests.iter().map(|m| &m.digest).collect();
+    // The new index has another digest: the old one's signature names
+    // nothing at the target.
+    assert!(!digests.contains(&root_sig.digest()));
+    assert!(digests.contains(&a_sig.digest()));
+}
+
+#[tokio::test]
+async fn an_endless_chain_of_referrers_is_a_bound() {
+    use mirror::testing::images::referrer;
+    let img = image(5, [layer(5, 10)]);
+    let mut images = vec![img.clone()];
+    let mut subject = img.descriptor();
+    for i in 0..20 {
+        let r = referrer(100 + i, SIGNATURE, &subject);
+        subject = r.descriptor();
+        images.push(r);
+    }
+    let store = store_of(&images.iter().collect::<Vec<_>>());
+    let err = walk(
+        &StoreReader(&store),
+        img.root.clone(),
+        &with_referrers(&[]),
+        &Bounds::default(),
+        4,
+    )
+    .await
+    .expect_err("a bound");
+    assert!(err.to_string().contains("index-depth"), "{err}");
+}

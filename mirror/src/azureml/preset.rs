@@ -144,6 +144,7 @@ impl Preset {
                         ..TagSelector::default()
                     },
                     platforms: Vec::new(),
+                    referrers: None,
                     vars: BTreeMap::new(),
                 })
             })

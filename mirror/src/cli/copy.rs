@@ -35,6 +35,8 @@ pub struct CopyArgs {
     /// Copy non-distributable (foreign) layers too.
     #[arg(long)]
     include_foreign: bool,
+    #[command(flatten)]
+    referrers: super::ReferrerArgs,
     /// Walk every image and check each blob at the target even when the
     /// target tag already holds the source's digest (repairs a target
     /// whose blobs went missing). Without it an unchanged image costs two
@@ -61,6 +63,7 @@ pub async fn run(args: CopyArgs) -> CommandResult {
         platforms: args.platforms.clone(),
         include_foreign: args.include_foreign,
         no_match: args.no_match,
+        referrers: args.referrers.selection(),
     };
     let mut jobs = Vec::new();
     for (src, dst) in &pairs {

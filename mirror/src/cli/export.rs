@@ -151,6 +151,7 @@ pub async fn run(args: ExportArgs) -> CommandResult {
         },
         include_foreign: false,
         no_match: config.as_ref().map(|c| c.no_match).unwrap_or_default(),
+        referrers: None,
     };
     let mut sources: Vec<(Endpoint, Selection)> =
         listed.into_iter().map(|e| (e, selection_of(&[]))).collect();

@@ -107,6 +107,26 @@ pub struct RegistryArgs {
     http: HttpVersion,
 }
 
+/// Whether to copy each image's referrers (signatures, SBOMs,
+/// attestations); shared by `copy` and `export`.
+#[derive(Debug, Args, Clone)]
+pub struct ReferrerArgs {
+    /// Copy the referrers of every manifest copied (signatures, SBOMs,
+    /// attestations: manifests whose `subject` it is), recursively.
+    #[arg(long)]
+    pub referrers: bool,
+    /// With --referrers: only referrers of this artifact type (repeatable).
+    #[arg(long = "referrers-type", value_name = "TYPE", requires = "referrers")]
+    pub referrers_types: Vec<String>,
+}
+
+impl ReferrerArgs {
+    /// As a selection takes it.
+    pub fn selection(&self) -> Option<Vec<String>> {
+        self.referrers.then(|| self.referrers_types.clone())
+    }
+}
+
 /// Where a run keeps what lets the next one continue it.
 #[derive(Debug, Args, Clone)]
 pub struct StateArgs {

@@ -222,6 +222,17 @@ pub trait ImageSource: Store {
     /// The blob's bytes, verified against `desc` as they stream.
     async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError>;
 
+    /// The manifests whose `subject` is `subject` (signatures, SBOMs,
+    /// attestations), of these artifact types (all when empty). Default:
+    /// none (a store that keeps no referrers).
+    async fn referrers(
+        &self,
+        _subject: &Digest,
+        _artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// The blob's bytes from `held.len()` on, verified as a whole: `held`
     /// is the hash state of the bytes before. Stores that cannot start
     /// mid-blob read from the start and skip (the default).

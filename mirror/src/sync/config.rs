@@ -106,6 +106,9 @@ pub struct SyncEntry {
     pub target_tag: Template,
     pub selector: TagSelector,
     pub platforms: Vec<PlatformFilter>,
+    /// Copy each image's referrers (`referrers: true`, or the artifact
+    /// types to keep: `referrers: [application/vnd.cncf.notary.signature]`).
+    pub referrers: Option<Vec<String>>,
     pub vars: BTreeMap<String, String>,
 }
 
@@ -129,6 +132,14 @@ struct RawConfig {
     #[serde(default)]
     limits: BTreeMap<String, Spanned<RawScalar>>,
     no_match: Option<S>,
+}
+
+/// `referrers: true`, or the artifact types to copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawReferrers {
+    All(bool),
+    Types(Vec<String>),
 }
 
 /// A value written as a number or a string (`200000`, `8M`).
@@ -183,6 +194,7 @@ struct RawSelection {
     latest: Option<Spanned<usize>>,
     target_tag: Option<S>,
     platforms: Option<Vec<S>>,
+    referrers: Option<RawReferrers>,
     vars: Option<BTreeMap<String, S>>,
 }
 
@@ -198,6 +210,7 @@ struct RawEntry {
     latest: Option<Spanned<usize>>,
     target_tag: Option<S>,
     platforms: Option<Vec<S>>,
+    referrers: Option<RawReferrers>,
     vars: Option<BTreeMap<String, S>>,
 }
 
@@ -586,6 +599,12 @@ impl Cx {
             );
         }
 
+        let referrers = match e.referrers.as_ref().or(d.referrers.as_ref()) {
+            None | Some(RawReferrers::All(false)) => None,
+            Some(RawReferrers::All(true)) => Some(Vec::new()),
+            Some(RawReferrers::Types(types)) => Some(types.clone()),
+        };
+
         Ok(SyncEntry {
             line,
             source,
@@ -594,6 +613,7 @@ impl Cx {
             target_tag,
             selector,
             platforms,
+            referrers,
             vars,
         })
     }

@@ -285,6 +285,7 @@ async fn expand_entry(
                     platforms: entry.platforms.clone(),
                     include_foreign: false,
                     no_match,
+                    referrers: entry.referrers.clone(),
                 },
                 state: State::Pending,
             });

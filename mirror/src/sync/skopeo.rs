@@ -125,6 +125,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
                 target_tag: Template::parse("{tag}").expect("static template"),
                 selector,
                 platforms: Vec::new(),
+                referrers: None,
                 vars: BTreeMap::new(),
             });
             Ok(())

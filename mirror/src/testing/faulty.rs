@@ -26,6 +26,7 @@ pub enum Op {
     BlobSize,
     ReadBlob,
     WriteBlob,
+    Referrers,
 }
 
 /// Which calls of an [`Op`] a fault hits.
@@ -282,6 +283,15 @@ impl ImageSource for Faulty {
 
     async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
         self.inner.list_tags().await
+    }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        self.enter(Op::Referrers, Some(subject)).await?;
+        self.inner.referrers(subject, artifact_types).await
     }
 }
 

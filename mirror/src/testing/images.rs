@@ -126,6 +126,32 @@ pub fn image(seed: u64, layers: impl IntoIterator<Item = Blob>) -> Image {
     }
 }
 
+/// An artifact referring to `subject` (a signature, an SBOM): an OCI
+/// manifest with `artifactType`, the empty config and one small layer.
+pub fn referrer(seed: u64, artifact_type: &str, subject: &Descriptor) -> Image {
+    let empty = Blob::new(
+        registry_client::media_type::OCI_EMPTY,
+        Bytes::from_static(b"{}"),
+    );
+    let payload = Blob::new("application/octet-stream", noise(seed, 64));
+    let root = manifest(
+        OCI_MANIFEST,
+        json_bytes(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": empty.desc,
+            "layers": [payload.desc],
+            "subject": subject,
+        })),
+    );
+    Image {
+        manifests: vec![root.clone()],
+        root,
+        blobs: vec![empty, payload],
+    }
+}
+
 /// An index over `children`, each listed with a platform (`os/arch`) or
 /// none; a child may itself be an index.
 pub fn index(children: &[(&Image, Option<&str>)]) -> Image {

@@ -29,6 +29,7 @@ pub enum Request {
     BlobSize,
     ReadBlob,
     WriteBlob,
+    Referrers,
 }
 
 /// One change made visible, in the order it happened.
@@ -304,6 +305,40 @@ impl ImageSource for MemoryStore {
     async fn manifest(&self, digest: &Digest) -> Result<Manifest, StoreError> {
         let _f = self.begin(Request::Manifest, Some(digest)).await;
         self.stored_manifest(digest)
+    }
+
+    /// Found as the referrers API finds them: every stored manifest whose
+    /// `subject` is `subject`.
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        let _f = self.begin(Request::Referrers, Some(subject)).await;
+        let content = self.content.lock().unwrap();
+        let mut found: Vec<Descriptor> = content
+            .manifests
+            .values()
+            .filter_map(|m| {
+                let c = m.content().ok()?;
+                if c.subject.as_ref()?.digest != *subject {
+                    return None;
+                }
+                let artifact_type = c
+                    .artifact_type
+                    .or_else(|| c.config.map(|d| d.media_type))
+                    .unwrap_or_default();
+                if !artifact_types.is_empty() && !artifact_types.contains(&artifact_type) {
+                    return None;
+                }
+                let mut d =
+                    Descriptor::new(m.media_type.clone(), m.digest.clone(), m.bytes.len() as u64);
+                d.artifact_type = Some(artifact_type);
+                Some(d)
+            })
+            .collect();
+        found.sort_by_key(|d| d.digest.to_string());
+        Ok(found)
     }
 
     async fn read_blob(&self, desc: &Descriptor) -> Result<BlobStream, StoreError> {
