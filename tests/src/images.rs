@@ -3,10 +3,12 @@
 
 use bytes::Bytes;
 use futures::stream;
-use registry_client::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use registry_client::media_type::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
+};
 use registry_client::{
-    BlobRead, Client, ClientConfig, Credential, Digest, Hasher, Reference, Repository,
-    StaticCredentials,
+    BlobRead, Client, ClientConfig, Credential, Descriptor, Digest, Hasher, Manifest, ManifestPut,
+    Reference, Repository, StaticCredentials,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -54,6 +56,72 @@ pub struct TestImage {
     pub digest: Digest,
     pub config: Bytes,
     pub layers: Vec<Bytes>,
+}
+
+/// Push an artifact manifest naming `subject` (an empty config and one
+/// payload layer), with `artifact_type` and an annotation carrying `n`.
+pub async fn push_referrer(
+    c: &Client,
+    r: &Repository,
+    subject: &Descriptor,
+    artifact_type: &str,
+    n: u64,
+) -> (Manifest, ManifestPut) {
+    let empty = Bytes::from_static(b"{}");
+    push_blob(c, r, empty.clone()).await;
+    let payload = Bytes::from(format!("payload {n} of {artifact_type}"));
+    push_blob(c, r, payload.clone()).await;
+    let bytes = Bytes::from(
+        serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": OCI_EMPTY, "digest": Digest::sha256_of(&empty).to_string(), "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": Digest::sha256_of(&payload).to_string(), "size": payload.len()}],
+            "subject": subject,
+            "annotations": {"org.example.n": n.to_string(), "org.opencontainers.image.created": "2024-05-01T00:00:00Z"},
+        }))
+        .unwrap(),
+    );
+    let digest = Digest::sha256_of(&bytes);
+    let put = c
+        .put_manifest_with_subject(r, &digest.to_string(), OCI_MANIFEST, bytes.clone())
+        .await
+        .expect("pushing a referrer");
+    assert_eq!(put.digest, digest);
+    let m = Manifest {
+        media_type: OCI_MANIFEST.into(),
+        digest,
+        bytes,
+    };
+    (m, put)
+}
+
+
+/// [`push_referrer`], then listed as the registry needs: by itself when it
+/// answered `OCI-Subject` (the referrers API), else in the tag-schema index.
+pub async fn push_listed_referrer(
+    c: &Client,
+    r: &Repository,
+    subject: &Descriptor,
+    artifact_type: &str,
+    n: u64,
+) -> Manifest {
+    let (m, put) = push_referrer(c, r, subject, artifact_type, n).await;
+    if put.oci_subject.is_none() {
+        let entry = m.referrer_descriptor().expect("a referrer's descriptor");
+        c.add_to_referrers_index(r, &subject.digest, &entry)
+            .await
+            .expect("indexing a referrer");
+    }
+    m
+}
+
+impl TestImage {
+    /// The descriptor a referrer's `subject` (or an index) names it by.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(self.media_type, self.digest.clone(), self.manifest.len() as u64)
+    }
 }
 
 /// A single-platform image with layers of the given sizes. `docker` picks

@@ -8,57 +8,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use mirror_tests::images::{self, client, image, push_image, repo, TestImage};
+use mirror_tests::images::{self, client, image, push_image, push_referrer, repo, TestImage};
 use mirror_tests::setup::open_registry_with_repo;
 use mirror_tests::{Fault, FaultProxy, ReferrersServer, ReferrersServerOptions, Registry, Rule};
-use registry_client::media_type::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST};
+use registry_client::media_type::{OCI_INDEX, OCI_MANIFEST};
 use registry_client::{
-    referrers_tag, Client, Descriptor, Digest, IndexUpdate, Manifest, ManifestPut, ReferrersSource,
+    referrers_tag, Client, Descriptor, Digest, IndexUpdate, Manifest, ReferrersSource,
     Repository,
 };
-use serde_json::json;
 
 const SIG: &str = "application/vnd.example.signature.v1";
 const SBOM: &str = "application/vnd.example.sbom.v1";
-
-/// Push an artifact manifest naming `subject` (an empty config and one
-/// payload layer), with `artifact_type` and an annotation carrying `n`.
-async fn push_referrer(
-    c: &Client,
-    r: &Repository,
-    subject: &TestImage,
-    artifact_type: &str,
-    n: u64,
-) -> (Manifest, ManifestPut) {
-    let empty = Bytes::from_static(b"{}");
-    images::push_blob(c, r, empty.clone()).await;
-    let payload = Bytes::from(format!("payload {n} of {artifact_type}"));
-    images::push_blob(c, r, payload.clone()).await;
-    let bytes = Bytes::from(
-        serde_json::to_vec_pretty(&json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": artifact_type,
-            "config": {"mediaType": OCI_EMPTY, "digest": Digest::sha256_of(&empty).to_string(), "size": 2},
-            "layers": [{"mediaType": "application/octet-stream", "digest": Digest::sha256_of(&payload).to_string(), "size": payload.len()}],
-            "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.manifest.len()},
-            "annotations": {"org.example.n": n.to_string(), "org.opencontainers.image.created": "2024-05-01T00:00:00Z"},
-        }))
-        .unwrap(),
-    );
-    let digest = Digest::sha256_of(&bytes);
-    let put = c
-        .put_manifest_with_subject(r, &digest.to_string(), OCI_MANIFEST, bytes.clone())
-        .await
-        .unwrap();
-    assert_eq!(put.digest, digest);
-    let m = Manifest {
-        media_type: OCI_MANIFEST.into(),
-        digest,
-        bytes,
-    };
-    (m, put)
-}
 
 /// Push a referrer and list it in the tag-schema index, as a pusher to a
 /// registry without the API must.
@@ -69,7 +29,7 @@ async fn push_and_index(
     artifact_type: &str,
     n: u64,
 ) -> Manifest {
-    let (m, put) = push_referrer(c, r, subject, artifact_type, n).await;
+    let (m, put) = push_referrer(c, r, &subject.descriptor(), artifact_type, n).await;
     assert_eq!(
         put.oci_subject, None,
         "distribution 2.8 has no referrers API"
@@ -180,7 +140,7 @@ async fn another_tools_entry_keeps_its_bytes_through_our_merge() {
     push_image(&c, &r, "v1", &subject).await;
     // Another tool's referrer, and the index it wrote: pretty-printed, keys
     // in its own order, fields of its own.
-    let (theirs, _) = push_referrer(&c, &r, &subject, "application/vnd.other.tool", 9).await;
+    let (theirs, _) = push_referrer(&c, &r, &subject.descriptor(), "application/vnd.other.tool", 9).await;
     let their_entry = format!(
         r#"{{
       "digest": "{}",
@@ -235,8 +195,8 @@ async fn two_writers_racing_on_one_index_both_end_up_listed() {
     let (reg, c, r) = open_registry_with_repo("app/raced").await;
     let subject = image(4, &[1000], false);
     push_image(&c, &r, "v1", &subject).await;
-    let (a, _) = push_referrer(&c, &r, &subject, SIG, 1).await;
-    let (b, _) = push_referrer(&c, &r, &subject, SBOM, 2).await;
+    let (a, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
+    let (b, _) = push_referrer(&c, &r, &subject.descriptor(), SBOM, 2).await;
 
     // Two writers (two processes, each its own client) through their own
     // proxies, timed so both read the empty index, B writes first (at
@@ -298,7 +258,7 @@ async fn writers_in_one_client_take_turns_and_all_are_listed() {
     push_image(&c, &r, "v1", &subject).await;
     let mut pushed = Vec::new();
     for n in 0..6 {
-        pushed.push(push_referrer(&c, &r, &subject, SIG, n).await.0);
+        pushed.push(push_referrer(&c, &r, &subject.descriptor(), SIG, n).await.0);
     }
     let adds = pushed.iter().map(|m| {
         let (c, r, s) = (c.clone(), r.clone(), subject.digest.clone());
@@ -346,7 +306,7 @@ async fn a_referrers_tag_that_holds_no_index_is_left_alone() {
     let squatter = image(9, &[500], false);
     let tag = referrers_tag(&subject.digest);
     push_image(&c, &r, &tag, &squatter).await;
-    let (m, _) = push_referrer(&c, &r, &subject, SIG, 1).await;
+    let (m, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
 
     let err = c
         .add_to_referrers_index(&r, &subject.digest, &m.referrer_descriptor().unwrap())
@@ -379,8 +339,8 @@ async fn api_lists_referrers_with_their_type_and_annotations() {
     let (server, c, r) = api_server(ReferrersServerOptions::default()).await;
     let subject = image(10, &[1000], false);
     push_image(&c, &r, "v1", &subject).await;
-    let (sig, _) = push_referrer(&c, &r, &subject, SIG, 1).await;
-    let (sbom, _) = push_referrer(&c, &r, &subject, SBOM, 2).await;
+    let (sig, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
+    let (sbom, _) = push_referrer(&c, &r, &subject.descriptor(), SBOM, 2).await;
     server.clear_requests();
 
     let listed = c.referrers(&r, &subject.digest, &[]).await.unwrap();
@@ -419,7 +379,7 @@ async fn api_listing_follows_link_over_three_pages() {
     push_image(&c, &r, "v1", &subject).await;
     let mut pushed = Vec::new();
     for n in 0..5 {
-        pushed.push(push_referrer(&c, &r, &subject, SIG, n).await.0.digest);
+        pushed.push(push_referrer(&c, &r, &subject.descriptor(), SIG, n).await.0.digest);
     }
     server.clear_requests();
 
@@ -434,9 +394,9 @@ async fn api_filter_applied_by_the_registry_is_asked_for_and_trusted() {
     let (server, c, r) = api_server(ReferrersServerOptions::default()).await;
     let subject = image(12, &[1000], false);
     push_image(&c, &r, "v1", &subject).await;
-    let (sig1, _) = push_referrer(&c, &r, &subject, SIG, 1).await;
-    let (sig2, _) = push_referrer(&c, &r, &subject, SIG, 2).await;
-    let (sbom, _) = push_referrer(&c, &r, &subject, SBOM, 3).await;
+    let (sig1, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
+    let (sig2, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 2).await;
+    let (sbom, _) = push_referrer(&c, &r, &subject.descriptor(), SBOM, 3).await;
     server.clear_requests();
 
     let sigs = c
@@ -477,9 +437,9 @@ async fn api_filter_the_registry_ignores_is_applied_by_the_client() {
     .await;
     let subject = image(13, &[1000], false);
     push_image(&c, &r, "v1", &subject).await;
-    let (sig, _) = push_referrer(&c, &r, &subject, SIG, 1).await;
+    let (sig, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
     for n in 2..5 {
-        push_referrer(&c, &r, &subject, SBOM, n).await;
+        push_referrer(&c, &r, &subject.descriptor(), SBOM, n).await;
     }
     server.clear_requests();
 
@@ -498,7 +458,7 @@ async fn oci_subject_is_read_from_the_put_answer() {
     let (_server, c, r) = api_server(ReferrersServerOptions::default()).await;
     let subject = image(14, &[1000], false);
     push_image(&c, &r, "v1", &subject).await;
-    let (_, put) = push_referrer(&c, &r, &subject, SIG, 1).await;
+    let (_, put) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
     assert_eq!(put.oci_subject, Some(subject.digest.clone()));
     // No subject, no header.
     let plain = image(15, &[1000], false);
@@ -517,7 +477,7 @@ async fn oci_subject_is_read_from_the_put_answer() {
     })
     .await;
     push_image(&c, &r, "v1", &subject).await;
-    let (_, put) = push_referrer(&c, &r, &subject, SIG, 1).await;
+    let (_, put) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
     assert_eq!(put.oci_subject, None);
 }
 
@@ -546,7 +506,7 @@ async fn the_probe_is_remembered_per_registry() {
     })
     .await;
     push_image(&c, &r, "v1", &subject).await;
-    let (m, _) = push_referrer(&c, &r, &subject, SIG, 1).await;
+    let (m, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
     c.add_to_referrers_index(&r, &subject.digest, &m.referrer_descriptor().unwrap())
         .await
         .unwrap();
@@ -571,7 +531,7 @@ async fn a_missing_repository_says_nothing_about_the_api() {
     assert_eq!(c.referrers_support(&server.host()), None);
 
     push_image(&c, &r, "v1", &subject).await;
-    let (sig, _) = push_referrer(&c, &r, &subject, SIG, 1).await;
+    let (sig, _) = push_referrer(&c, &r, &subject.descriptor(), SIG, 1).await;
     let listed = c.referrers(&r, &subject.digest, &[]).await.unwrap();
     assert_eq!(listed.source, ReferrersSource::Api);
     assert_eq!(digests(&listed.manifests), vec![sig.digest.clone()]);

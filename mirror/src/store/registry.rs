@@ -240,6 +240,18 @@ impl ImageSource for RegistryStore {
         self.read_from(desc, None).await
     }
 
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(self
+            .client
+            .referrers(&self.repo, subject, artifact_types)
+            .await?
+            .manifests)
+    }
+
     async fn read_blob_from(
         &self,
         desc: &Descriptor,
@@ -260,14 +272,25 @@ impl ImageTarget for RegistryStore {
     }
 
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        self.client
-            .put_manifest(
+        let put = self
+            .client
+            .put_manifest_with_subject(
                 &self.repo,
                 &manifest.digest.to_string(),
                 &manifest.media_type,
                 manifest.bytes.clone(),
             )
             .await?;
+        // A referrer the registry did not list itself (no referrers API,
+        // so no `OCI-Subject` in the answer) goes into the tag-schema index
+        // of its subject, where clients of such a registry look.
+        let subject = manifest.content().ok().and_then(|c| c.subject);
+        if let (Some(subject), None) = (subject, put.oci_subject) {
+            let entry = manifest.referrer_descriptor()?;
+            self.client
+                .add_to_referrers_index(&self.repo, &subject.digest, &entry)
+                .await?;
+        }
         Ok(())
     }
 
