@@ -97,7 +97,6 @@ pub async fn push_referrer(
     (m, put)
 }
 
-
 /// [`push_referrer`], then listed as the registry needs: by itself when it
 /// answered `OCI-Subject` (the referrers API), else in the tag-schema index.
 pub async fn push_listed_referrer(
@@ -120,7 +119,11 @@ pub async fn push_listed_referrer(
 impl TestImage {
     /// The descriptor a referrer's `subject` (or an index) names it by.
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(self.media_type, self.digest.clone(), self.manifest.len() as u64)
+        Descriptor::new(
+            self.media_type,
+            self.digest.clone(),
+            self.manifest.len() as u64,
+        )
     }
 }
 

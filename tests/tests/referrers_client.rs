@@ -13,8 +13,7 @@ use mirror_tests::setup::open_registry_with_repo;
 use mirror_tests::{Fault, FaultProxy, ReferrersServer, ReferrersServerOptions, Registry, Rule};
 use registry_client::media_type::{OCI_INDEX, OCI_MANIFEST};
 use registry_client::{
-    referrers_tag, Client, Descriptor, Digest, IndexUpdate, Manifest, ReferrersSource,
-    Repository,
+    referrers_tag, Client, Descriptor, Digest, IndexUpdate, Manifest, ReferrersSource, Repository,
 };
 
 const SIG: &str = "application/vnd.example.signature.v1";
@@ -140,7 +139,14 @@ async fn another_tools_entry_keeps_its_bytes_through_our_merge() {
     push_image(&c, &r, "v1", &subject).await;
     // Another tool's referrer, and the index it wrote: pretty-printed, keys
     // in its own order, fields of its own.
-    let (theirs, _) = push_referrer(&c, &r, &subject.descriptor(), "application/vnd.other.tool", 9).await;
+    let (theirs, _) = push_referrer(
+        &c,
+        &r,
+        &subject.descriptor(),
+        "application/vnd.other.tool",
+        9,
+    )
+    .await;
     let their_entry = format!(
         r#"{{
       "digest": "{}",
@@ -379,7 +385,12 @@ async fn api_listing_follows_link_over_three_pages() {
     push_image(&c, &r, "v1", &subject).await;
     let mut pushed = Vec::new();
     for n in 0..5 {
-        pushed.push(push_referrer(&c, &r, &subject.descriptor(), SIG, n).await.0.digest);
+        pushed.push(
+            push_referrer(&c, &r, &subject.descriptor(), SIG, n)
+                .await
+                .0
+                .digest,
+        );
     }
     server.clear_requests();
 
