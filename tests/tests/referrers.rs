@@ -3,7 +3,7 @@
 //! schema: distribution 2.8 has no referrers API) and the purpose-built
 //! [`ReferrersServer`] (the API), with their digests.
 
-use mirror_tests::cli::{copy_json, mirror};
+use mirror_tests::cli::{copy_json, mirror, sync_json};
 use mirror_tests::images::{client, image, push_image, push_listed_referrer, repo, tag_digest};
 use mirror_tests::peers::skopeo_raw;
 use mirror_tests::setup::{open_registry_behind_proxy, open_registry_with_repo};
@@ -204,4 +204,67 @@ async fn a_referrer_that_fails_fails_its_image_and_moves_no_tag() {
         .to_string();
     assert!(err.contains(&s.sbom.digest.to_string()), "{err}");
     assert!(tag_digest(&dst.host(), "bad/app", "v1").await.is_none());
+}
+
+#[tokio::test]
+async fn sync_picks_up_a_signature_added_to_an_unchanged_image_for_one_listing_a_side() {
+    let (src, sc, sr) = open_registry_with_repo("synced/app").await;
+    let dst = Registry::start_open().await.unwrap();
+    let dc = client(&dst.host(), None);
+    let dr = repo(&dst.host(), "synced/app");
+    let s = push_signed(&sc, &sr, 730).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.yaml");
+    let write = |referrers: bool| {
+        std::fs::write(
+            &config,
+            format!(
+                "sync:\n  - source: {}/synced/app\n    target: {}/synced/app\n    tags: [v1]\n    referrers: {referrers}\n",
+                src.host(),
+                dst.host()
+            ),
+        )
+        .unwrap()
+    };
+    write(true);
+    let run = sync_json(&config).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["copied"], 1);
+    assert_eq!(
+        referrers_at(&dc, &dr, &s.image.digest).await,
+        sorted(vec![s.sig.digest.clone(), s.sbom.digest.clone()])
+    );
+
+    // Nothing new: current, for one listing of the image's referrers at
+    // each side (on a registry without the API, one GET of its index tag).
+    let index_tag = format!("/manifests/{}", referrers_tag(&s.image.digest));
+    let (src_before, dst_before) = (
+        src.count_requests("GET", &index_tag),
+        dst.count_requests("GET", &index_tag),
+    );
+    let run = sync_json(&config).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["current"], 1, "{}", run.stdout);
+    assert_eq!(src.count_requests("GET", &index_tag) - src_before, 1);
+    assert_eq!(dst.count_requests("GET", &index_tag) - dst_before, 1);
+
+    // A signature added at the source to the unchanged image is noticed and
+    // copied; then the image is current again.
+    let late = push_listed_referrer(&sc, &sr, &s.image.descriptor(), SIG, 739).await;
+    let run = sync_json(&config).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["copied"], 1, "{}", run.stdout);
+    assert!(referrers_at(&dc, &dr, &s.image.digest)
+        .await
+        .contains(&late.digest));
+    assert_eq!(sync_json(&config).await.json()["current"], 1);
+
+    // Without `referrers:` only digests are compared.
+    let later = push_listed_referrer(&sc, &sr, &s.image.descriptor(), SIG, 740).await;
+    write(false);
+    let run = sync_json(&config).await;
+    assert_eq!(run.json()["current"], 1, "{}", run.stdout);
+    assert!(!referrers_at(&dc, &dr, &s.image.digest)
+        .await
+        .contains(&later.digest));
 }

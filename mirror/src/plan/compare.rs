@@ -117,7 +117,17 @@ async fn compare_one(it: &Job) -> State {
         }
     };
     if target_before.as_ref() == Some(&expected) {
-        State::Current { digest: expected }
+        match new_referrers(it, &source_digest, &expected).await {
+            Ok(false) => State::Current { digest: expected },
+            // The image is there, a referrer of it is not: copy again (its
+            // blobs are found present; the referrer moves).
+            Ok(true) => State::Copy {
+                source_digest,
+                target_before,
+                bytes_missing: None,
+            },
+            Err(e) => fail(format!("listing the referrers of {}", it.source_label), e),
+        }
     } else {
         State::Copy {
             source_digest,
@@ -125,6 +135,31 @@ async fn compare_one(it: &Job) -> State {
             bytes_missing: None,
         }
     }
+}
+
+/// With referrers asked for, whether the source's image has a referrer its
+/// target lacks: one listing at each side, of the image itself (a new
+/// signature of an unchanged image). A filtered root is a new index that
+/// nothing refers to; a target that cannot tell is taken at its digest.
+async fn new_referrers(
+    it: &Job,
+    source_digest: &Digest,
+    expected: &Digest,
+) -> Result<bool, StoreError> {
+    let (Some(types), Some(source), Some(target)) =
+        (&it.selection.referrers, &it.source, &it.target)
+    else {
+        return Ok(false);
+    };
+    if source_digest != expected {
+        return Ok(false);
+    }
+    let Some(held) = target.held_referrers(expected, types).await? else {
+        return Ok(false);
+    };
+    let held: HashSet<Digest> = held.into_iter().map(|d| d.digest).collect();
+    let at_source = source.referrers(source_digest, types).await?;
+    Ok(at_source.iter().any(|d| !held.contains(&d.digest)))
 }
 
 /// Blob bytes of an image the target lacks, each blob counted once per

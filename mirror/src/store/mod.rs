@@ -266,6 +266,18 @@ pub trait ImageTarget: Store {
     /// The blob's size, or `None` when absent.
     async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
 
+    /// The referrers of `subject` held here already (of these artifact
+    /// types, all when empty), so an incremental sync notices one new at
+    /// the source. `None`: this target cannot tell (then only digests are
+    /// compared).
+    async fn held_referrers(
+        &self,
+        _subject: &Digest,
+        _artifact_types: &[String],
+    ) -> Result<Option<Vec<Descriptor>>, StoreError> {
+        Ok(None)
+    }
+
     /// Store a manifest under its digest, untagged.
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError>;
 

@@ -316,6 +316,16 @@ impl ImageTarget for RegistryStore {
         Ok(self.client.head_blob(&self.repo, digest).await?)
     }
 
+    async fn held_referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Option<Vec<Descriptor>>, StoreError> {
+        Ok(Some(
+            ImageSource::referrers(self, subject, artifact_types).await?,
+        ))
+    }
+
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
         let session = self.client.start_upload(&self.repo).await?;
         if desc.size > self.uploads.chunk_threshold {

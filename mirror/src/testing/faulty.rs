@@ -301,6 +301,14 @@ impl ImageTarget for Faulty {
         self.resolve_digest(reference).await
     }
 
+    async fn held_referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Option<Vec<Descriptor>>, StoreError> {
+        Ok(Some(self.referrers(subject, artifact_types).await?))
+    }
+
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
         self.enter(Op::PutManifest, Some(&manifest.digest)).await?;
         self.inner.put_manifest(manifest).await

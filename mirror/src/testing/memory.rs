@@ -373,6 +373,14 @@ impl ImageTarget for MemoryStore {
         self.resolve_digest(reference).await
     }
 
+    async fn held_referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Option<Vec<Descriptor>>, StoreError> {
+        Ok(Some(self.referrers(subject, artifact_types).await?))
+    }
+
     async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
         let _f = self
             .begin(Request::PutManifest, Some(&manifest.digest))
