@@ -34,6 +34,10 @@ pub struct Selection {
     /// of an SBOM): `None` none; `Some(types)` those of these artifact
     /// types, all when empty.
     pub referrers: Option<Vec<String>>,
+    /// Take cosign's legacy tags of every manifest taken too: the
+    /// signature, attestation and SBOM cosign tags `sha256-<hex>.sig`,
+    /// `.att` and `.sbom` when the registry has no referrers API.
+    pub cosign_tags: bool,
     /// A single-platform image the platform filter does not name: copied
     /// with a warning, or failed.
     pub no_match: crate::no_match::NoMatch,
@@ -154,6 +158,32 @@ pub trait ManifestReader: Send + Sync {
         subject: &Digest,
         artifact_types: &[String],
     ) -> Result<Vec<Descriptor>, StoreError>;
+
+    /// The manifest a tag of the image's repository names, `None` when the
+    /// tag is absent (cosign's legacy tags).
+    async fn tagged(&self, tag: &str) -> Result<Option<Manifest>, StoreError>;
+}
+
+/// The tags cosign gives what it attaches to `digest` when a registry has
+/// no referrers API: `sha256-<hex>.sig`, `.att`, `.sbom`.
+pub fn cosign_tags(digest: &Digest) -> [String; 3] {
+    let base = format!("{}-{}", digest.algorithm().name(), digest.hex());
+    ["sig", "att", "sbom"].map(|suffix| format!("{base}.{suffix}"))
+}
+
+/// [`ManifestReader::tagged`] over a store: absent is `None`.
+pub async fn tagged_in(
+    source: &dyn crate::store::ImageSource,
+    tag: &str,
+) -> Result<Option<Manifest>, StoreError> {
+    match source
+        .resolve(&crate::store::ImageRef::Tag(tag.to_string()))
+        .await
+    {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == registry_client::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The descriptors a manifest points at, with why. Malformed JSON is an
@@ -190,6 +220,9 @@ pub struct ImageGraph {
     pub digest_changed: Option<String>,
     /// How many of `manifests` are referrers (and their children).
     pub referrers: usize,
+    /// cosign's legacy tags found (`sha256-<hex>.sig`, `.att`, `.sbom`)
+    /// and what each names, to set at the target once all is written.
+    pub cosign_tags: Vec<(String, Manifest)>,
 }
 
 impl ImageGraph {
@@ -282,6 +315,7 @@ pub async fn walk(
         platforms,
         digest_changed,
         referrers: 0,
+        cosign_tags: Vec::new(),
     };
     let mut seen_blobs: HashSet<Digest> = HashSet::new();
     // Manifests read but not yet entered, and those entered: a child is
@@ -315,30 +349,54 @@ pub async fn walk(
             let subject = manifest.digest.clone();
             graph.manifests.push(manifest);
             // A filtered root is a new index: nothing refers to it.
-            let renamed = done.depth == 0 && graph.digest_changed.is_some();
-            if let Some(types) = selection.referrers.as_ref().filter(|_| !renamed) {
-                let found: Vec<Descriptor> = reader
-                    .referrers(&subject, types)
-                    .await
-                    .map_err(|source| GraphError::Referrers { subject, source })?
-                    .into_iter()
-                    .filter(|d| !entered.contains(&d.digest))
-                    .collect();
-                if !found.is_empty() {
-                    if done.depth + 1 >= bounds.depth {
-                        return Err(GraphError::Bound {
-                            what: "levels of nested indexes and referrers",
-                            limit: bounds.depth,
-                            name: "index-depth",
-                        });
+            if done.depth == 0 && graph.digest_changed.is_some() {
+                continue;
+            }
+            let mut found: Vec<Descriptor> = Vec::new();
+            if let Some(types) = &selection.referrers {
+                found = reader.referrers(&subject, types).await.map_err(|source| {
+                    GraphError::Referrers {
+                        subject: subject.clone(),
+                        source,
                     }
-                    stack.push(Frame {
-                        manifest: None,
-                        pending: found.into_iter(),
-                        depth: done.depth,
-                        referrer: true,
+                })?;
+            }
+            if selection.cosign_tags {
+                for tag in cosign_tags(&subject) {
+                    let tagged =
+                        reader
+                            .tagged(&tag)
+                            .await
+                            .map_err(|source| GraphError::Referrers {
+                                subject: subject.clone(),
+                                source,
+                            })?;
+                    if let Some(m) = tagged {
+                        found.push(Descriptor::new(
+                            m.media_type.clone(),
+                            m.digest.clone(),
+                            m.bytes.len() as u64,
+                        ));
+                        graph.cosign_tags.push((tag, m.clone()));
+                        fetched.entry(m.digest.clone()).or_insert(m);
+                    }
+                }
+            }
+            found.retain(|d| !entered.contains(&d.digest));
+            if !found.is_empty() {
+                if done.depth + 1 >= bounds.depth {
+                    return Err(GraphError::Bound {
+                        what: "levels of nested indexes and referrers",
+                        limit: bounds.depth,
+                        name: "index-depth",
                     });
                 }
+                stack.push(Frame {
+                    manifest: None,
+                    pending: found.into_iter(),
+                    depth: done.depth,
+                    referrer: true,
+                });
             }
             continue;
         };
@@ -548,5 +606,9 @@ impl ManifestReader for StoreReader<'_> {
         artifact_types: &[String],
     ) -> Result<Vec<Descriptor>, StoreError> {
         self.0.referrers(subject, artifact_types).await
+    }
+
+    async fn tagged(&self, tag: &str) -> Result<Option<Manifest>, StoreError> {
+        tagged_in(self.0, tag).await
     }
 }

@@ -345,6 +345,16 @@ impl Engine {
             })
             .await?;
         }
+        for (tag, m) in &graph.cosign_tags {
+            let tag = cosign_tag_at(job, tag);
+            let _p = self.permit().await;
+            let _w = writes.lock().await;
+            settled(&m.digest, || job.target.set_tag(&tag, m))
+                .await
+                .context(|| {
+                    format!("tagging {} as {tag} in {}", m.digest, job.target.describe())
+                })?;
+        }
         if let Some(tag) = &job.target_tag {
             let _p = self.permit().await;
             let _w = writes.lock().await;
@@ -675,6 +685,15 @@ impl BlobFeed for CountedFeed {
 /// Transient failures, and an upload session the registry dropped (as
 /// distribution does after a broken PATCH), are worth a fresh start; bad
 /// content, refused credentials and missing sources are not.
+/// A cosign tag as the target names it: a layout's or archive's names
+/// carry the image's repository (`repo:sha256-….sig`), a registry's do not.
+fn cosign_tag_at(job: &CopyJob, tag: &str) -> String {
+    match job.target_tag.as_deref().and_then(|t| t.rsplit_once(':')) {
+        Some((repo, _)) if job.target.repository().is_none() => format!("{repo}:{tag}"),
+        _ => tag.to_string(),
+    }
+}
+
 fn worth_retrying(e: &StoreError) -> bool {
     e.kind() == ErrorKind::Retryable
         || e.has_registry_code("BLOB_UPLOAD_INVALID")
@@ -748,5 +767,10 @@ impl ManifestReader for PermittedReader<'_> {
     ) -> Result<Vec<Descriptor>, StoreError> {
         let _p = self.engine.permit().await;
         self.source.referrers(subject, artifact_types).await
+    }
+
+    async fn tagged(&self, tag: &str) -> Result<Option<Manifest>, StoreError> {
+        let _p = self.engine.permit().await;
+        graph::tagged_in(self.source, tag).await
     }
 }

@@ -268,3 +268,47 @@ async fn sync_picks_up_a_signature_added_to_an_unchanged_image_for_one_listing_a
         .await
         .contains(&later.digest));
 }
+
+#[tokio::test]
+async fn cosign_legacy_tags_travel_when_asked_for() {
+    let (src, sc, sr) = open_registry_with_repo("cosigned/app").await;
+    let dst = Registry::start_open().await.unwrap();
+    let img = image(750, &[1500], false);
+    push_image(&sc, &sr, "v1", &img).await;
+    // What cosign writes to a registry without the API: an image of its
+    // own, tagged after the digest it signs.
+    let [sig_tag, att_tag, _] = mirror::graph::cosign_tags(&img.digest);
+    let sig = image(751, &[300], false);
+    push_image(&sc, &sr, &sig_tag, &sig).await;
+    let from = format!("{}/cosigned/app:v1", src.host());
+
+    copy_json(&[from.clone(), format!("{}/plain/app:v1", dst.host())])
+        .await
+        .assert_code(0);
+    assert!(tag_digest(&dst.host(), "plain/app", &sig_tag)
+        .await
+        .is_none());
+
+    let run = copy_json(&[
+        "--cosign-tags".to_string(),
+        from,
+        format!("{}/cosigned/app:v1", dst.host()),
+    ])
+    .await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "cosigned/app", &sig_tag).await,
+        Some(sig.digest.clone())
+    );
+    assert!(tag_digest(&dst.host(), "cosigned/app", &att_tag)
+        .await
+        .is_none());
+    assert_eq!(
+        skopeo_raw(&format!("docker://{}/cosigned/app:{sig_tag}", dst.host())),
+        sig.manifest.to_vec()
+    );
+    assert_eq!(
+        tag_digest(&dst.host(), "cosigned/app", "v1").await,
+        Some(img.digest.clone())
+    );
+}

@@ -64,6 +64,7 @@ pub async fn run(args: CopyArgs) -> CommandResult {
         include_foreign: args.include_foreign,
         no_match: args.no_match,
         referrers: args.referrers.selection(),
+        cosign_tags: args.referrers.cosign_tags,
     };
     let mut jobs = Vec::new();
     for (src, dst) in &pairs {

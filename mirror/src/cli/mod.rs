@@ -118,6 +118,11 @@ pub struct ReferrerArgs {
     /// With --referrers: only referrers of this artifact type (repeatable).
     #[arg(long = "referrers-type", value_name = "TYPE", requires = "referrers")]
     pub referrers_types: Vec<String>,
+    /// Copy cosign's legacy tags of every manifest copied too
+    /// (`sha256-<hex>.sig`, `.att`, `.sbom`: what cosign writes to a
+    /// registry without the referrers API).
+    #[arg(long)]
+    pub cosign_tags: bool,
 }
 
 impl ReferrerArgs {

@@ -109,6 +109,8 @@ pub struct SyncEntry {
     /// Copy each image's referrers (`referrers: true`, or the artifact
     /// types to keep: `referrers: [application/vnd.cncf.notary.signature]`).
     pub referrers: Option<Vec<String>>,
+    /// Copy cosign's legacy `sha256-<hex>.sig`/`.att`/`.sbom` tags too.
+    pub cosign_tags: bool,
     pub vars: BTreeMap<String, String>,
 }
 
@@ -195,6 +197,7 @@ struct RawSelection {
     target_tag: Option<S>,
     platforms: Option<Vec<S>>,
     referrers: Option<RawReferrers>,
+    cosign_tags: Option<bool>,
     vars: Option<BTreeMap<String, S>>,
 }
 
@@ -211,6 +214,7 @@ struct RawEntry {
     target_tag: Option<S>,
     platforms: Option<Vec<S>>,
     referrers: Option<RawReferrers>,
+    cosign_tags: Option<bool>,
     vars: Option<BTreeMap<String, S>>,
 }
 
@@ -614,6 +618,7 @@ impl Cx {
             selector,
             platforms,
             referrers,
+            cosign_tags: e.cosign_tags.or(d.cosign_tags).unwrap_or(false),
             vars,
         })
     }

@@ -286,6 +286,7 @@ async fn expand_entry(
                     include_foreign: false,
                     no_match,
                     referrers: entry.referrers.clone(),
+                    cosign_tags: entry.cosign_tags,
                 },
                 state: State::Pending,
             });

@@ -126,6 +126,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
                 selector,
                 platforms: Vec::new(),
                 referrers: None,
+                cosign_tags: false,
                 vars: BTreeMap::new(),
             });
             Ok(())
