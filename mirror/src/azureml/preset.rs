@@ -145,6 +145,7 @@ impl Preset {
                     },
                     platforms: Vec::new(),
                     referrers: None,
+                    cosign_tags: false,
                     vars: BTreeMap::new(),
                 })
             })

@@ -152,6 +152,7 @@ pub async fn run(args: ExportArgs) -> CommandResult {
         include_foreign: false,
         no_match: config.as_ref().map(|c| c.no_match).unwrap_or_default(),
         referrers: None,
+        cosign_tags: false,
     };
     let mut sources: Vec<(Endpoint, Selection)> =
         listed.into_iter().map(|e| (e, selection_of(&[]))).collect();
