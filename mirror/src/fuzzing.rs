@@ -135,10 +135,34 @@ impl ManifestReader for GraphStore {
             .cloned()
             .ok_or_else(|| StoreError::NotFound(format!("manifest {digest}")))
     }
+
+    /// As the referrers API answers: every manifest naming `subject`.
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        _artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(self
+            .manifests
+            .values()
+            .filter(|m| {
+                m.content()
+                    .ok()
+                    .and_then(|c| c.subject)
+                    .is_some_and(|s| &s.digest == subject)
+            })
+            .map(|m| Descriptor::new(m.media_type.clone(), m.digest.clone(), m.bytes.len() as u64))
+            .collect())
+    }
+
+    async fn tagged(&self, _tag: &str) -> Result<Option<Manifest>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Manifest and index JSON into the image graph. The input is a line of
-/// options (platform filters such as `linux/amd64`, and `+foreign`), then
+/// options (platform filters such as `linux/amd64`, `+foreign` and
+/// `+referrers`), then
 /// up to 16 manifests, each after a `\n----\n`, written with the
 /// placeholders of [`graph_expand`]; the first is the root. The walk must
 /// end within its bounds, every manifest and blob once, the root last.
@@ -153,6 +177,8 @@ pub fn graph(data: &[u8]) {
     for word in options.split_whitespace() {
         if word == "+foreign" {
             selection.include_foreign = true;
+        } else if word == "+referrers" {
+            selection.referrers = Some(Vec::new());
         } else if let Ok(filter) = PlatformFilter::from_str(word) {
             selection.platforms.push(filter);
         }
@@ -195,11 +221,16 @@ pub fn graph(data: &[u8]) {
     if let Ok(g) = walked {
         assert!(g.manifests.len() <= bounds.manifests);
         assert!(g.blobs.len() <= bounds.blobs);
-        assert_eq!(
-            g.manifests.last().map(|m| &m.digest),
-            Some(&g.root.digest),
-            "the root comes last"
-        );
+        // Referrers come after their subject: without them the root is last.
+        if selection.referrers.is_none() {
+            assert_eq!(
+                g.manifests.last().map(|m| &m.digest),
+                Some(&g.root.digest),
+                "the root comes last"
+            );
+        } else {
+            assert!(g.manifests.iter().any(|m| m.digest == g.root.digest));
+        }
         let manifests: HashSet<&Digest> = g.manifests.iter().map(|m| &m.digest).collect();
         assert_eq!(manifests.len(), g.manifests.len(), "a manifest twice");
         let blobs: HashSet<&Digest> = g.blobs.iter().map(|b| &b.digest).collect();
