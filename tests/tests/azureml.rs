@@ -97,7 +97,8 @@ fn assert_no_secrets(texts: &[&str]) {
 }
 
 #[tokio::test]
-async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_two_heads_per_image() {
+async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_a_head_and_a_listing_per_image_per_side(
+) {
     let (system, _system_tokens) = system_registry().await;
     let (customer, _tokens) = customer_registry(&["*"]).await;
     let (s, c) = (system.host(), customer.host());
@@ -152,29 +153,47 @@ async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_two_
         assert_eq!(digest_of(&customer, push.clone(), &regional).await, None);
     }
 
-    // Unchanged: one HEAD per image at each side, nothing else (but the
-    // one 401 that tells a fresh process where each registry's tokens are),
-    // and at the customer's the one pull tried as the job before the
-    // variables are printed (its own client: its own 401).
-    let before = (system.access_log().len(), customer.access_log().len());
-    let run = mirror_with_stdin(&args, &env, &format!("{WORKSPACE_PASSWORD}\n")).await;
-    run.assert_code(0);
-    assert!(run.stderr.contains("6 current"), "{}", run.stderr);
-    for (reg, skip, job) in [(&system, before.0, 0), (&customer, before.1, 1)] {
-        let log = &reg.access_log()[skip..];
-        let answered: Vec<String> = log
-            .iter()
-            .filter(|e| e.status != 401)
-            .map(|e| format!("{} {}", e.method, e.uri))
-            .collect();
-        assert_eq!(answered.len(), 6 + job, "{answered:#?}");
-        assert!(
-            answered
+    // Unchanged: one HEAD per image at each side and one listing of its
+    // referrers (on docker-registry the API probed once per registry, then
+    // the tag-schema index read per image), nothing else (but the one 401
+    // that tells a fresh process where each registry's tokens are), and at
+    // the customer's the one pull tried as the job before the variables are
+    // printed (its own client: its own 401). With --no-referrers, the HEADs
+    // alone.
+    for referrers in [true, false] {
+        let mut args = args.to_vec();
+        if !referrers {
+            args.push("--no-referrers");
+        }
+        let before = (system.access_log().len(), customer.access_log().len());
+        let run = mirror_with_stdin(&args, &env, &format!("{WORKSPACE_PASSWORD}\n")).await;
+        run.assert_code(0);
+        assert!(run.stderr.contains("6 current"), "{}", run.stderr);
+        for (reg, skip, job) in [(&system, before.0, 0), (&customer, before.1, 1)] {
+            let log = &reg.access_log()[skip..];
+            let answered: Vec<String> = log
                 .iter()
-                .all(|r| r.starts_with("HEAD ") && r.contains("/manifests/")),
-            "{answered:#?}"
-        );
-        assert_eq!(log.iter().filter(|e| e.status == 401).count(), 1 + job);
+                .filter(|e| e.status != 401)
+                .map(|e| format!("{} {}", e.method, e.uri))
+                .collect();
+            let heads = answered
+                .iter()
+                .filter(|r| r.starts_with("HEAD ") && r.contains("/manifests/"))
+                .count();
+            let probes = answered
+                .iter()
+                .filter(|r| r.starts_with("GET ") && r.contains("/referrers/sha256:"))
+                .count();
+            let indexes = answered
+                .iter()
+                .filter(|r| r.starts_with("GET ") && r.contains("/manifests/sha256-"))
+                .count();
+            assert_eq!(heads, 6 + job, "{referrers}: {answered:#?}");
+            let listings = if referrers { (1, 6) } else { (0, 0) };
+            assert_eq!((probes, indexes), listings, "{referrers}: {answered:#?}");
+            assert_eq!(answered.len(), heads + probes + indexes, "{answered:#?}");
+            assert_eq!(log.iter().filter(|e| e.status == 401).count(), 1 + job);
+        }
     }
 }
 
@@ -723,6 +742,7 @@ async fn check_with_a_wrong_pull_password_counts_no_image_pullable_and_names_eve
     assert!(
         table.stdout.contains(
             "8 images: 6 current, 0 stale, 1 missing, 1 not at source; \
+             signatures: 0 complete, 0 missing, 7 none at source; \
              the job can pull 0 (6 denied, 2 not tried)"
         ),
         "{}",

@@ -89,6 +89,10 @@ pub struct Preset {
     pub regional_tags: bool,
     /// Repositories beyond the six (`--extra`), named as in the table.
     pub extra: Vec<String>,
+    /// Copy (and check) each image's referrers: its signatures, SBOMs and
+    /// attestations, of every type, so a signature policy at the target
+    /// finds what the source has. On unless `--no-referrers`.
+    pub referrers: bool,
 }
 
 impl Preset {
@@ -122,7 +126,8 @@ impl Preset {
     }
 
     /// A sync config with one entry per image: exactly the source tag,
-    /// renamed to the target tag.
+    /// renamed to the target tag, with the image's referrers of every type
+    /// unless they are turned off.
     pub fn sync_config(
         &self,
         registries: Vec<RegistrySettings>,
@@ -144,7 +149,7 @@ impl Preset {
                         ..TagSelector::default()
                     },
                     platforms: Vec::new(),
-                    referrers: None,
+                    referrers: self.referrers.then(Vec::new),
                     cosign_tags: false,
                     vars: BTreeMap::new(),
                 })
@@ -177,6 +182,7 @@ mod tests {
                 "cap/new-capability/installed".into(),
                 RUNTIME_REPOSITORIES[0].into(),
             ],
+            referrers: true,
         }
     }
 
@@ -235,5 +241,20 @@ mod tests {
             e.target.as_str(),
             "contoso.azurecr.io/azureml/cap/lifecycler/installed"
         );
+    }
+
+    #[test]
+    fn the_sync_config_asks_for_every_referrer_unless_turned_off() {
+        let config = preset(false).sync_config(Vec::new(), None).unwrap();
+        assert!(config
+            .entries
+            .iter()
+            .all(|e| e.referrers == Some(Vec::new())));
+        let off = Preset {
+            referrers: false,
+            ..preset(false)
+        };
+        let config = off.sync_config(Vec::new(), None).unwrap();
+        assert!(config.entries.iter().all(|e| e.referrers.is_none()));
     }
 }

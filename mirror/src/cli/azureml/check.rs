@@ -1,7 +1,9 @@
 //! `mirror azureml check`: a table of the runtime images in the target —
-//! present, current, pullable by the job — and an exit code for scripts:
-//! 0 when every image is current (and pullable, when that was checked),
-//! 1 otherwise, 3 when mirror's own credentials were refused.
+//! present, current, with the source's signatures, pullable by the job —
+//! and an exit code for scripts: 0 when every image is current with every
+//! referrer the source has for it (unless `--no-referrers`) and pullable
+//! (when that was checked), 1 otherwise, 3 when mirror's own credentials
+//! were refused.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use super::PresetArgs;
 use crate::cli::error::{CommandResult, Failure};
 use crate::cli::out::{self, say};
 use crate::cli::{exit, OutputFormat, RegistryArgs};
-use mirror::azureml::check::{check, CheckRow, Pull, Standing};
+use mirror::azureml::check::{check, CheckRow, Pull, SignatureState, Signatures, Standing};
 use mirror::azureml::preset::Preset;
 use mirror::azureml::variables::{JobVariables, CONFIG_OVERRIDE};
 
@@ -57,9 +59,11 @@ pub async fn run(args: CheckArgs) -> CommandResult {
     let client = client.map_err(Failure::usage)?;
     let job_client = job_client.transpose().map_err(Failure::usage)?;
     let images = preset.images().map_err(Failure::usage)?;
-    let rows = check(&images, &client, job_client.as_ref()).await;
+    let rows = check(&images, &client, job_client.as_ref(), preset.referrers).await;
     let with_job = job_client.is_some();
-    out::report(args.output, &rows, |rows| table(rows, with_job))?;
+    out::report(args.output, &rows, |rows| {
+        table(rows, preset.referrers, with_job)
+    })?;
     Ok(if rows.iter().all(CheckRow::ok) {
         exit::OK
     } else if rows.iter().any(|r| r.auth_failure) {
@@ -109,11 +113,11 @@ fn job_from_environment(preset: &Preset) -> Result<Option<(String, Secret)>, Str
     Ok(Some((vars.username, vars.password)))
 }
 
-fn table(rows: &[CheckRow], pull_checked: bool) -> String {
+fn table(rows: &[CheckRow], referrers: bool, pull_checked: bool) -> String {
     let width = rows.iter().map(|r| r.image.len()).max().unwrap_or(5).max(5);
     let mut out = format!(
-        "{:<width$}  {:<13}  {:<11}  TARGET\n",
-        "IMAGE", "STATE", "JOB PULL"
+        "{:<width$}  {:<13}  {:<13}  {:<11}  TARGET\n",
+        "IMAGE", "STATE", "SIGNATURES", "JOB PULL"
     );
     for r in rows {
         let standing = match r.standing {
@@ -128,20 +132,33 @@ fn table(rows: &[CheckRow], pull_checked: bool) -> String {
             Pull::Denied => "DENIED",
             Pull::NotChecked => "-",
         };
+        let signatures = signatures_cell(&r.signatures);
         out += &format!(
-            "{:<width$}  {standing:<13}  {pull:<11}  {}\n",
+            "{:<width$}  {standing:<13}  {signatures:<13}  {pull:<11}  {}\n",
             r.image, r.target
         );
         for e in &r.errors {
             out += &format!("{:<width$}  {e}\n", "");
         }
     }
-    out + &summary(rows, pull_checked) + "\n"
+    out + &summary(rows, referrers, pull_checked) + "\n"
+}
+
+/// `2/2` (all at the target), `0/2 MISSING`, `-` (none at the source, or
+/// not counted), `UNKNOWN`.
+fn signatures_cell(s: &Signatures) -> String {
+    let counted = || format!("{}/{}", s.at_target.unwrap_or(0), s.at_source.unwrap_or(0));
+    match s.state {
+        SignatureState::Complete => counted(),
+        SignatureState::Missing => format!("{} MISSING", counted()),
+        SignatureState::None | SignatureState::NotChecked => "-".into(),
+        SignatureState::Unknown => "UNKNOWN".into(),
+    }
 }
 
 /// The last line: each state counted under the name the table shows, and
 /// as pullable only the images the job's credentials did pull.
-fn summary(rows: &[CheckRow], pull_checked: bool) -> String {
+fn summary(rows: &[CheckRow], referrers: bool, pull_checked: bool) -> String {
     let count = |s: Standing| rows.iter().filter(|r| r.standing == s).count();
     let mut out = format!(
         "{} images: {} current, {} stale, {} missing",
@@ -158,6 +175,7 @@ fn summary(rows: &[CheckRow], pull_checked: bool) -> String {
             out += &format!(", {} {name}", count(state));
         }
     }
+    out += &signatures_summary(rows, referrers);
     if !pull_checked {
         return out
             + "; job pulls not checked (give --pull-username or set $AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE)";
@@ -171,6 +189,29 @@ fn summary(rows: &[CheckRow], pull_checked: bool) -> String {
         .collect();
     if !others.is_empty() {
         out += &format!(" ({})", others.join(", "));
+    }
+    out
+}
+
+/// `; signatures: 5 complete, 1 missing` (then `N none at source` and
+/// `N unknown` when there are some), or why they were not counted.
+fn signatures_summary(rows: &[CheckRow], referrers: bool) -> String {
+    if !referrers {
+        return "; signatures not checked (--no-referrers)".into();
+    }
+    let count = |s: SignatureState| rows.iter().filter(|r| r.signatures.state == s).count();
+    let mut out = format!(
+        "; signatures: {} complete, {} missing",
+        count(SignatureState::Complete),
+        count(SignatureState::Missing)
+    );
+    for (state, name) in [
+        (SignatureState::None, "none at source"),
+        (SignatureState::Unknown, "unknown"),
+    ] {
+        if count(state) > 0 {
+            out += &format!(", {} {name}", count(state));
+        }
     }
     out
 }

@@ -68,6 +68,11 @@ pub struct PresetArgs {
     /// (`cap/new-capability/installed`); repeatable.
     #[arg(long, value_name = "REPO")]
     extra: Vec<String>,
+    /// Leave the images' referrers (signatures, SBOMs, attestations) out:
+    /// `sync` copies none and `check` does not count them. By default both
+    /// do, so a signature policy on the target finds the source's.
+    #[arg(long)]
+    no_referrers: bool,
 }
 
 /// `--target HOST[/PREFIX]` with `--prefix PREFIX`: the one reading of the
@@ -98,6 +103,7 @@ impl PresetArgs {
             target,
             regional_tags: self.regional_tags,
             extra: self.extra.clone(),
+            referrers: !self.no_referrers,
         };
         // Bad repository names are usage errors, found before any request.
         preset.images()?;

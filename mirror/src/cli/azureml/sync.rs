@@ -1,8 +1,11 @@
 //! `mirror azureml sync`: the preset as a sync run (concurrent,
-//! incremental: an unchanged image costs two HEAD requests), then one pull
-//! tried with the job's credentials, then the job variables on standard
-//! output (none when that pull is refused: exit 3); progress and the
-//! summary go to standard error.
+//! incremental: an unchanged image costs two HEAD requests, and a listing
+//! of its referrers at each side where sync compares them), with each
+//! image's referrers (signatures, SBOMs, attestations: one listing per
+//! manifest at the source when an image is copied; `--no-referrers` turns
+//! them off), then one pull tried with the job's credentials, then the job
+//! variables on standard output (none when that pull is refused: exit 3);
+//! progress and the summary go to standard error.
 
 use std::path::{Path, PathBuf};
 
@@ -74,8 +77,13 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     config.http = args.registries.http;
 
     say!(
-        "mirroring {} runtime images for {}: {} → {} ({} → {})",
+        "mirroring {} runtime images{} for {}: {} → {} ({} → {})",
         config.entries.len(),
+        if preset.referrers {
+            " and their referrers"
+        } else {
+            ""
+        },
         preset.region,
         preset.source,
         preset.target,
