@@ -1,6 +1,8 @@
 //! A bundle (what `export` writes, `import` and `verify` read): an archive
-//! or a layout directory, opened for reading with its named images and the
-//! blobs a delta bundle leaves out.
+//! or a layout directory, opened for reading with its named images, the
+//! blobs a delta bundle leaves out, and whether it keeps referrers
+//! (signatures, SBOMs, attestations: entries without a name whose manifest
+//! has a subject).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,6 +21,10 @@ pub struct Bundle {
     pub store: Arc<dyn ImageSource>,
     pub names: Vec<(String, Descriptor)>,
     pub omitted: BTreeSet<Digest>,
+    /// Whether it keeps referrers (or could not tell: an unnamed entry it
+    /// could not read), so import takes them as export put them in; the
+    /// walk then names what is wrong, per image.
+    pub holds_referrers: bool,
 }
 
 impl Bundle {
@@ -42,6 +48,11 @@ impl Bundle {
         };
         let files = FileSource::open(kind, &path).map_err(|e| e.to_string())?;
         let names = files.names().await.map_err(|e| e.to_string())?;
+        let referrers = match &files {
+            FileSource::Layout(s) => s.referrer_entries().await,
+            FileSource::Archive(s) => s.referrer_entries().await,
+        };
+        let holds_referrers = referrers.map_or(true, |r| !r.is_empty());
         let (store, omitted) = (files.store(), files.omitted());
         Ok(Bundle {
             path,
@@ -49,6 +60,7 @@ impl Bundle {
             store,
             names,
             omitted,
+            holds_referrers,
         })
     }
 

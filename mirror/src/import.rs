@@ -1,6 +1,9 @@
 //! Importing a bundle: every image back into a registry under its
 //! original repository and tag (from the `io.containerd.image.name`
 //! annotation, else its name in the bundle), as jobs for the one planner.
+//! The referrers a bundle keeps (export --referrers put them there) go
+//! with their images, every one of them: what was exported is imported,
+//! with no flag to remember on the other side of the air gap.
 //! A delta bundle is imported only when the target already holds every
 //! blob it left out, in the image's repository or another this import
 //! writes to (the engine then mounts it from there); that is checked, by
@@ -68,8 +71,12 @@ pub fn jobs(
             tag: Some(tag),
             digest: None,
         };
+        let selection = Selection {
+            referrers: bundle.holds_referrers.then(Vec::new),
+            ..Selection::default()
+        };
         let job = stores
-            .job(&bundle.image(name), &target, Selection::default())
+            .job(&bundle.image(name), &target, selection)
             .map_err(|e| e.to_string())?;
         jobs.push((job, desc.clone()));
     }

@@ -2,7 +2,9 @@
 //! manifest and blob read back against its digest and size, every
 //! reference resolved (children of indexes, configs, layers), and a
 //! summary of what it holds. Blobs a delta bundle leaves out on purpose
-//! are listed as left out, not as missing.
+//! are listed as left out, not as missing. The referrers a bundle keeps
+//! (signatures, SBOMs, attestations) are walked with their image, checked
+//! like it, and listed under it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -24,6 +26,8 @@ pub struct BundleReport {
     pub blob_bytes: u64,
     /// Manifests (and indexes) checked.
     pub manifests: usize,
+    /// Referrers among them (each once, however many images reach it).
+    pub referrers: usize,
     /// Blobs a delta bundle leaves out: the target must already hold them.
     pub omitted: Vec<OmittedBlob>,
     /// Each problem names the entry and the image it belongs to.
@@ -47,7 +51,26 @@ pub struct ImageSummary {
     pub media_type: String,
     /// `os/arch[/variant]` of each child of an index; empty for one image.
     pub platforms: Vec<String>,
-    /// Bytes of its manifests and blobs (each once), left-out blobs included.
+    /// Bytes of its manifests and blobs (each once), left-out blobs and
+    /// its referrers included.
+    pub size: u64,
+    /// What refers to it (or to a manifest of it, or to a referrer of it),
+    /// as the walk found them: each after its subject.
+    pub referrers: Vec<ReferrerSummary>,
+}
+
+/// A referrer kept in the bundle: a manifest with a subject.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferrerSummary {
+    pub digest: Digest,
+    /// Its `artifactType`, else its config's media type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub media_type: String,
+    /// The manifest it refers to: the image, one of its manifests, or
+    /// another referrer (the signature of an SBOM).
+    pub subject: Digest,
+    /// Bytes of its manifest and what it names.
     pub size: u64,
 }
 
@@ -60,7 +83,9 @@ pub struct OmittedBlob {
 /// Read the image under `root` from `store` through the one graph walk:
 /// every manifest checked against its descriptor's digest and size, the
 /// blobs it references collected (foreign layers apart: they live
-/// elsewhere by design, so copy, export and verify all leave them).
+/// elsewhere by design, so copy, export and verify all leave them), and
+/// every referrer the store keeps of it with theirs: import takes them
+/// all, so the delta check and the `.blobs` list count them too.
 pub async fn image_graph(store: &dyn ImageSource, root: &Descriptor) -> Result<ImageGraph, String> {
     let manifest = store
         .manifest(&root.digest)
@@ -74,10 +99,14 @@ pub async fn image_graph(store: &dyn ImageSource, root: &Descriptor) -> Result<I
             root.size
         ));
     }
+    let every_referrer = Selection {
+        referrers: Some(Vec::new()),
+        ..Selection::default()
+    };
     graph::walk(
         &StoreReader(store),
         manifest,
-        &Selection::default(),
+        &every_referrer,
         &crate::limits::get().graph,
         1,
     )
@@ -104,6 +133,7 @@ pub async fn verify(
     // Each blob is read once however many images share it.
     let mut checked: HashMap<Digest, Result<(), String>> = HashMap::new();
     let mut manifests_seen = BTreeSet::new();
+    let mut referrers_seen = BTreeSet::new();
     let mut omitted_seen: BTreeSet<(Digest, u64)> = BTreeSet::new();
     for (name, desc) in names {
         let graph = match image_graph(store, desc).await {
@@ -144,6 +174,8 @@ pub async fn verify(
                 report.problems.push(format!("image {name:?}: {e}"));
             }
         }
+        let referrers = referrers_in(&graph);
+        referrers_seen.extend(referrers.iter().map(|r| r.digest.clone()));
         report.images.push(ImageSummary {
             name: name.clone(),
             reference: desc.annotations.get(IMAGE_NAME).cloned(),
@@ -151,14 +183,45 @@ pub async fn verify(
             media_type: desc.media_type.clone(),
             platforms: graph.platforms,
             size,
+            referrers,
         });
     }
     report.manifests = manifests_seen.len();
+    report.referrers = referrers_seen.len();
     report.omitted = omitted_seen
         .into_iter()
         .map(|(digest, size)| OmittedBlob { digest, size })
         .collect();
     report
+}
+
+/// The referrers of a walked image: its manifests with a subject, in the
+/// walk's order (each after its subject).
+fn referrers_in(graph: &ImageGraph) -> Vec<ReferrerSummary> {
+    graph
+        .manifests
+        .iter()
+        .filter_map(|m| {
+            let content = m.content().ok()?;
+            let subject = content.subject?.digest;
+            let named: u64 = if m.is_index() {
+                0
+            } else {
+                content
+                    .config
+                    .iter()
+                    .chain(&content.layers)
+                    .fold(0, |n: u64, d| n.saturating_add(d.size))
+            };
+            Some(ReferrerSummary {
+                digest: m.digest.clone(),
+                artifact_type: m.referrer_descriptor().ok()?.artifact_type,
+                media_type: m.media_type.clone(),
+                subject,
+                size: (m.bytes.len() as u64).saturating_add(named),
+            })
+        })
+        .collect()
 }
 
 /// Read a blob whole; the store's stream checks size and digest.

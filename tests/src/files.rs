@@ -1,5 +1,5 @@
 //! What a test finds on disk after `mirror` wrote there: the entries of a
-//! tar, the files of a directory.
+//! tar, the files of a directory, the digests of a `.blobs` list.
 
 use std::path::Path;
 
@@ -20,4 +20,14 @@ pub fn listing(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The digests a `.blobs` list names, in its order.
+pub fn listed_digests(list: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(list)
+        .expect("reading a .blobs list")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
 }

@@ -28,6 +28,7 @@ pub mod registry;
 pub mod sandbox;
 mod server;
 pub mod setup;
+pub mod signed;
 pub mod storage_host;
 pub mod tls;
 pub mod token_server;

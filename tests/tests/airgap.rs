@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use mirror_tests::cli::{mirror, quiet, Run};
-use mirror_tests::files::{listing, tar_entries};
+use mirror_tests::files::{listed_digests, listing, tar_entries};
 use mirror_tests::fixtures::{AZUREML_REPOSITORIES, FIXTURE_REGION};
 use mirror_tests::images::{
     blob, client, image_from_layers, push_image, push_index, push_to, repo,
@@ -497,16 +497,6 @@ async fn delta_bundles_leave_out_what_the_receiver_holds_and_import_checks_it_fi
         "{list2}"
     );
     assert!(list2.contains(&Digest::sha256_of(&new_layer).to_string()));
-}
-
-/// The digests a `.blobs` list names, in its order.
-fn listed_digests(list: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(list)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.split_whitespace().next().unwrap().to_string())
-        .collect()
 }
 
 #[tokio::test]

@@ -8,13 +8,12 @@
 use mirror_tests::cli::{mirror, Run};
 use mirror_tests::fixtures::{self, azureml_images, GeneratedImage, Scale};
 use mirror_tests::images::{client, push_listed_referrer, repo};
+use mirror_tests::signed::{referrers_at, sorted, SBOM, SIG};
 use mirror_tests::Registry;
 use registry_client::{Descriptor, Digest, Manifest};
 use serde_json::Value;
 
 const RUNTIME: [&str; 6] = mirror::azureml::images::RUNTIME_REPOSITORIES;
-const SIG: &str = "application/vnd.cncf.notary.signature";
-const SBOM: &str = "application/spdx+json";
 
 /// An open source with the six `eastus-stable` images, and an open target.
 async fn source_and_target() -> (Registry, Registry, Vec<GeneratedImage>) {
@@ -52,21 +51,7 @@ async fn sign(reg: &Registry, img: &GeneratedImage, artifact_type: &str, n: u64)
 /// The digests `reg` lists as referring to `subject` in `name`, sorted.
 async fn listed(reg: &Registry, name: &str, subject: &Digest) -> Vec<Digest> {
     let host = reg.host();
-    let mut d: Vec<Digest> = client(&host, None)
-        .referrers(&repo(&host, name), subject, &[])
-        .await
-        .unwrap()
-        .manifests
-        .into_iter()
-        .map(|d| d.digest)
-        .collect();
-    d.sort();
-    d
-}
-
-fn sorted(mut d: Vec<Digest>) -> Vec<Digest> {
-    d.sort();
-    d
+    referrers_at(&client(&host, None), &repo(&host, name), subject).await
 }
 
 fn preset_args<'a>(command: &'a str, source: &'a str, target: &'a str) -> Vec<&'a str> {

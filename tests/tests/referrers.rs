@@ -7,55 +7,9 @@ use mirror_tests::cli::{copy_json, mirror, sync_json};
 use mirror_tests::images::{client, image, push_image, push_listed_referrer, repo, tag_digest};
 use mirror_tests::peers::skopeo_raw;
 use mirror_tests::setup::{open_registry_behind_proxy, open_registry_with_repo};
+use mirror_tests::signed::{push_signed, referrers_at, sorted, SIG};
 use mirror_tests::{Fault, ReferrersServer, Registry, Rule};
-use registry_client::{referrers_tag, Client, Digest, Manifest, Repository};
-
-const SIG: &str = "application/vnd.cncf.notary.signature";
-const SBOM: &str = "application/spdx+json";
-
-/// An image at `v1` with a signature and an SBOM, and a signature of the
-/// SBOM, each listed as the registry needs.
-struct Signed {
-    image: mirror_tests::images::TestImage,
-    sig: Manifest,
-    sbom: Manifest,
-    sbom_sig: Manifest,
-}
-
-async fn push_signed(c: &Client, r: &Repository, seed: u64) -> Signed {
-    let img = image(seed, &[2000], false);
-    push_image(c, r, "v1", &img).await;
-    let subject = img.descriptor();
-    let sig = push_listed_referrer(c, r, &subject, SIG, seed).await;
-    let sbom = push_listed_referrer(c, r, &subject, SBOM, seed + 1).await;
-    let sbom_desc = sbom.referrer_descriptor().unwrap();
-    let sbom_sig = push_listed_referrer(c, r, &sbom_desc, SIG, seed + 2).await;
-    Signed {
-        image: img,
-        sig,
-        sbom,
-        sbom_sig,
-    }
-}
-
-/// The digests that refer to `subject` at `r`, sorted.
-async fn referrers_at(c: &Client, r: &Repository, subject: &Digest) -> Vec<Digest> {
-    let mut d: Vec<Digest> = c
-        .referrers(r, subject, &[])
-        .await
-        .unwrap()
-        .manifests
-        .into_iter()
-        .map(|d| d.digest)
-        .collect();
-    d.sort();
-    d
-}
-
-fn sorted(mut d: Vec<Digest>) -> Vec<Digest> {
-    d.sort();
-    d
-}
+use registry_client::referrers_tag;
 
 #[tokio::test]
 async fn signatures_and_sboms_travel_with_their_image_recursively_with_their_digests() {

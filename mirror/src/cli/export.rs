@@ -1,6 +1,8 @@
 //! `mirror export`: images into one bundle (an OCI archive or layout) to
 //! carry across an air gap, from references, a sync config or the AzureML
-//! preset; `--since` leaves out what an earlier bundle carried.
+//! preset; `--since` leaves out what an earlier bundle carried;
+//! `--referrers` (or a config entry's `referrers:`) carries signatures,
+//! SBOMs and attestations with their images.
 
 use std::path::PathBuf;
 
@@ -53,6 +55,8 @@ pub struct ExportArgs {
     /// this writes a new index, so its digest changes.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
     platforms: Vec<PlatformFilter>,
+    #[command(flatten)]
+    referrers: super::ReferrerArgs,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -142,20 +146,26 @@ pub async fn run(args: ExportArgs) -> CommandResult {
             .client(args.engine.jobs)
             .map_err(Failure::setup)?,
     };
-    // --platform applies to every image; else each config entry's own.
-    let selection_of = |platforms: &[PlatformFilter]| Selection {
+    // --platform and --referrers apply to every image; else each config
+    // entry's own (and the rest of what the entry selects).
+    let selection_of = |entry: &Selection| Selection {
         platforms: if args.platforms.is_empty() {
-            platforms.to_vec()
+            entry.platforms.clone()
         } else {
             args.platforms.clone()
         },
         include_foreign: false,
         no_match: config.as_ref().map(|c| c.no_match).unwrap_or_default(),
-        referrers: None,
-        cosign_tags: false,
+        referrers: args
+            .referrers
+            .selection()
+            .or_else(|| entry.referrers.clone()),
+        ..entry.clone()
     };
-    let mut sources: Vec<(Endpoint, Selection)> =
-        listed.into_iter().map(|e| (e, selection_of(&[]))).collect();
+    let mut sources: Vec<(Endpoint, Selection)> = listed
+        .into_iter()
+        .map(|e| (e, selection_of(&Selection::default())))
+        .collect();
     let mut planning_failed = false;
     if let Some(config) = &config {
         let stores = mirror::sync::expand::stores(client.clone(), config, false);
@@ -170,7 +180,7 @@ pub async fn run(args: ExportArgs) -> CommandResult {
                 continue;
             }
             match Endpoint::parse(&item.source_label) {
-                Ok(e) => sources.push((e, selection_of(&item.selection.platforms))),
+                Ok(e) => sources.push((e, selection_of(&item.selection))),
                 Err(e) => {
                     say!("error: {e}");
                     planning_failed = true;

@@ -52,6 +52,20 @@ fn summary(r: &BundleReport) -> String {
             i.digest,
             human_bytes(i.size)
         );
+        for r in &i.referrers {
+            // A referrer of the image itself goes without saying.
+            let of = if r.subject == i.digest {
+                String::new()
+            } else {
+                format!("  (of {})", r.subject)
+            };
+            out += &format!(
+                "  referrer {}  {}  {}{of}\n",
+                r.artifact_type.as_deref().unwrap_or(&r.media_type),
+                r.digest,
+                human_bytes(r.size)
+            );
+        }
     }
     if !r.omitted.is_empty() {
         let bytes: u64 = r.omitted.iter().map(|o| o.size).sum();
@@ -64,8 +78,12 @@ fn summary(r: &BundleReport) -> String {
             out += &format!("  {} {}\n", o.digest, human_bytes(o.size));
         }
     }
+    let referrers = match r.referrers {
+        0 => String::new(),
+        n => format!(" ({n} referrers)"),
+    };
     out += &format!(
-        "{}: {} images, {} manifests, {} blobs ({}) checked; {}\n",
+        "{}: {} images, {} manifests{referrers}, {} blobs ({}) checked; {}\n",
         r.bundle,
         r.images.len(),
         r.manifests,

@@ -17,6 +17,11 @@
 //! counts as present only when it is a regular file, not a link, whose
 //! bytes hash to its digest; anything else under its name is replaced by
 //! the real file (a directory there is refused, naming it).
+//!
+//! Referrers (a manifest with a `subject`) stored here get an entry in
+//! `index.json` without a name, as oras writes them (see
+//! [`super::oci_index`]); as a source, a layout lists an image's referrers
+//! by reading those entries' manifests.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -31,8 +36,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use super::oci_index::REF_NAME;
 use super::oci_index::{
-    layout_marker, layout_version, stored_manifest, Holder, OciIndex, LAYOUT_VERSION,
-    MAX_INDEX_SIZE,
+    as_referrer, layout_marker, layout_version, referrer_entries, referrers_of, stored_manifest,
+    Holder, OciIndex, ReferrerCache, LAYOUT_VERSION, MAX_INDEX_SIZE,
 };
 use super::{BlobStream, ImageRef, ImageSource, ImageTarget, Store, StoreError, StoreId};
 use crate::regular_file::{self, Links};
@@ -51,7 +56,16 @@ pub struct LayoutStore {
     /// Blob files this process hashed (or wrote) and found whole, so one
     /// run hashes each present blob once however often it asks.
     verified: Arc<StdMutex<HashSet<FileKey>>>,
+    /// The unnamed entries of `index.json` as last read, with the file
+    /// they were read from: a walk lists referrers for every manifest,
+    /// and the index is read again only once it was replaced.
+    unnamed: Arc<StdMutex<Option<UnnamedEntries>>>,
+    /// What each unnamed entry's manifest refers to.
+    referrer_cache: Arc<ReferrerCache>,
 }
+
+/// The unnamed entries of `index.json`, and the file they were read from.
+type UnnamedEntries = (FileKey, Vec<Descriptor>);
 
 /// A blob file as it was when verified: changed since, it is hashed again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -96,6 +110,8 @@ impl LayoutStore {
             path,
             root,
             verified: Arc::default(),
+            unnamed: Arc::default(),
+            referrer_cache: Arc::default(),
         };
         store.check_layout_file()?;
         store.read_index_sync()?;
@@ -129,6 +145,8 @@ impl LayoutStore {
             path: path.to_path_buf(),
             root,
             verified: Arc::default(),
+            unnamed: Arc::default(),
+            referrer_cache: Arc::default(),
         };
         // Under the index lock, so two processes creating the same layout
         // cannot replace each other's index.json.
@@ -178,6 +196,56 @@ impl LayoutStore {
     /// The named images in `index.json`, in its order.
     pub async fn names(&self) -> Result<Vec<(String, Descriptor)>, StoreError> {
         Ok(self.read_index().await?.names())
+    }
+
+    /// Every referrer the layout keeps (an unnamed entry whose manifest
+    /// has a subject), with its subject's digest.
+    pub async fn referrer_entries(&self) -> Result<Vec<(Digest, Descriptor)>, StoreError> {
+        let unnamed = self.unnamed_entries().await?;
+        let label = self.index_file().display().to_string();
+        referrer_entries(&label, unnamed, &self.referrer_cache, |d| async move {
+            self.manifest(&d).await
+        })
+        .await
+    }
+
+    /// The unnamed entries of `index.json`, read again only when the file
+    /// was replaced since (every write of it renames a new file into place).
+    async fn unnamed_entries(&self) -> Result<Vec<Descriptor>, StoreError> {
+        let file = self.index_file();
+        // Not there (or unreadable): reading it says what is wrong.
+        let stat = || async {
+            tokio::fs::metadata(&file)
+                .await
+                .ok()
+                .map(|m| FileKey::of(&file, &m))
+        };
+        let before = stat().await;
+        let cached = self
+            .unnamed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let (Some(now), Some((k, entries))) = (&before, cached) {
+            if *now == k {
+                return Ok(entries);
+            }
+        }
+        let entries: Vec<Descriptor> = self
+            .read_index()
+            .await?
+            .unnamed()
+            .into_iter()
+            .cloned()
+            .collect();
+        // Kept only when the file did not change while it was read.
+        if let Some(before) = before {
+            if stat().await.as_ref() == Some(&before) {
+                *self.unnamed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((before, entries.clone()));
+            }
+        }
+        Ok(entries)
     }
 
     fn check_layout_file(&self) -> Result<(), StoreError> {
@@ -464,10 +532,11 @@ impl LayoutStore {
     }
 
     /// Read-modify-write `index.json` under the process lock and the file
-    /// lock, re-reading it once both are held.
+    /// lock, re-reading it once both are held; `change` says whether it
+    /// changed anything (else nothing is written).
     async fn update_index<F>(&self, change: F) -> Result<(), StoreError>
     where
-        F: FnOnce(&mut OciIndex) + Send + 'static,
+        F: FnOnce(&mut OciIndex) -> bool + Send + 'static,
     {
         let lock = process_lock(&self.root);
         let _held = lock.lock().await;
@@ -482,10 +551,12 @@ impl LayoutStore {
 
     fn update_index_locked<F>(&self, change: F) -> Result<(), StoreError>
     where
-        F: FnOnce(&mut OciIndex),
+        F: FnOnce(&mut OciIndex) -> bool,
     {
         let mut index = self.read_index_sync()?;
-        change(&mut index);
+        if !change(&mut index) {
+            return Ok(());
+        }
         write_atomic_sync(&self.root, "index.json", &index.to_bytes())
     }
 }
@@ -584,6 +655,19 @@ impl ImageSource for LayoutStore {
     async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.names().await?.into_iter().map(|(n, _)| n).collect())
     }
+
+    /// The unnamed entries whose manifest's subject is `subject`.
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(referrers_of(
+            self.referrer_entries().await?,
+            subject,
+            artifact_types,
+        ))
+    }
 }
 
 #[async_trait::async_trait]
@@ -620,7 +704,14 @@ impl ImageTarget for LayoutStore {
             platform: None,
         };
         let data = futures::stream::iter([Ok(manifest.bytes.clone())]).boxed();
-        self.write_verified(&desc, data).await
+        self.write_verified(&desc, data).await?;
+        // A referrer is kept by an unnamed entry, as a name is: under the
+        // index lock, replacing index.json whole.
+        if let Some((_, entry)) = as_referrer(manifest) {
+            self.update_index(move |index| index.add_unnamed(&entry))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError> {
@@ -650,8 +741,23 @@ impl ImageTarget for LayoutStore {
             }
         }
         let (tag, manifest) = (tag.to_string(), manifest.clone());
-        self.update_index(move |index| index.set_name(&tag, &manifest, BTreeMap::new()))
-            .await
+        self.update_index(move |index| {
+            index.set_name(&tag, &manifest, BTreeMap::new());
+            true
+        })
+        .await
+    }
+
+    /// What the unnamed entries keep: a layout tells its referrers as a
+    /// source does.
+    async fn held_referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Option<Vec<Descriptor>>, StoreError> {
+        Ok(Some(
+            ImageSource::referrers(self, subject, artifact_types).await?,
+        ))
     }
 
     /// Present only when whole: see [`LayoutStore::verified_size`].
@@ -1258,6 +1364,129 @@ mod tests {
         // Naming a manifest that is not stored is refused.
         let err = store.set_tag("x", &manifest(3)).await.unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    }
+
+    /// A signature-like manifest whose subject is `subject`.
+    fn referrer_of(subject: &Manifest, artifact_type: &str, seed: u8) -> Manifest {
+        let bytes = Bytes::from(
+            serde_json::to_vec_pretty(&json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_MANIFEST,
+                "artifactType": artifact_type,
+                "config": {"mediaType": media_type::OCI_EMPTY, "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+                "layers": [],
+                "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.bytes.len()},
+                "annotations": {"seed": seed.to_string()},
+            }))
+            .unwrap(),
+        );
+        Manifest {
+            media_type: media_type::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_referrer_is_kept_unnamed_and_listed_by_its_subject() {
+        let (_d, store) = new_layout();
+        let image = manifest(1);
+        store.put_manifest(&image).await.unwrap();
+        store.set_tag("app:v1", &image).await.unwrap();
+        let sig = referrer_of(&image, "application/vnd.cncf.notary.signature", 1);
+        let sbom = referrer_of(&image, "application/spdx+json", 2);
+        let sbom_sig = referrer_of(&sbom, "application/vnd.cncf.notary.signature", 3);
+        for m in [&sig, &sbom, &sbom_sig] {
+            store.put_manifest(m).await.unwrap();
+        }
+        // Again: no second entry.
+        store.put_manifest(&sig).await.unwrap();
+        let index: Value =
+            serde_json::from_slice(&fs::read(store.path().join("index.json")).unwrap()).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 4, "{index}");
+        assert_eq!(
+            entries[1],
+            json!({
+                "mediaType": media_type::OCI_MANIFEST,
+                "digest": sig.digest.to_string(),
+                "size": sig.bytes.len(),
+                "artifactType": "application/vnd.cncf.notary.signature",
+                "annotations": {"seed": "1"},
+            })
+        );
+        // Only names are names; the one named image is still the only one.
+        assert_eq!(store.list_tags().await.unwrap(), vec!["app:v1".to_string()]);
+        assert_eq!(store.resolve(&ImageRef::Only).await.unwrap(), image);
+
+        let digests = |v: Vec<Descriptor>| {
+            let mut d: Vec<Digest> = v.into_iter().map(|d| d.digest).collect();
+            d.sort();
+            d
+        };
+        let mut both = vec![sig.digest.clone(), sbom.digest.clone()];
+        both.sort();
+        assert_eq!(
+            digests(store.referrers(&image.digest, &[]).await.unwrap()),
+            both
+        );
+        assert_eq!(
+            digests(
+                store
+                    .referrers(&image.digest, &["application/spdx+json".into()])
+                    .await
+                    .unwrap()
+            ),
+            vec![sbom.digest.clone()]
+        );
+        assert_eq!(
+            digests(store.referrers(&sbom.digest, &[]).await.unwrap()),
+            vec![sbom_sig.digest.clone()]
+        );
+        assert!(store.referrers(&sig.digest, &[]).await.unwrap().is_empty());
+        // As a target, it tells what it holds.
+        assert_eq!(
+            digests(
+                store
+                    .held_referrers(&image.digest, &[])
+                    .await
+                    .unwrap()
+                    .unwrap()
+            ),
+            both
+        );
+        // A second store value (another process) finds them too, and a
+        // referrer added since is seen (index.json was replaced).
+        let other = LayoutStore::open(store.path()).unwrap();
+        assert_eq!(other.referrer_entries().await.unwrap().len(), 3);
+        let late = referrer_of(&image, "application/vnd.in-toto+json", 4);
+        other.put_manifest(&late).await.unwrap();
+        assert_eq!(store.referrers(&image.digest, &[]).await.unwrap().len(), 3);
+        // A plain manifest stored untagged gets no entry.
+        store.put_manifest(&manifest(9)).await.unwrap();
+        assert_eq!(store.referrer_entries().await.unwrap().len(), 4);
+        let index: Value =
+            serde_json::from_slice(&fs::read(store.path().join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_unnamed_entry_fails_the_listing_naming_it() {
+        let (_d, store) = new_layout();
+        let image = manifest(1);
+        store.put_manifest(&image).await.unwrap();
+        let sig = referrer_of(&image, "x/sig", 1);
+        store.put_manifest(&sig).await.unwrap();
+        let path = store.blob_path(&sig.digest);
+        let mut bytes = sig.bytes.to_vec();
+        bytes[3] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let err = store
+            .referrers(&image.digest, &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 
     #[tokio::test]

@@ -6,8 +6,18 @@
 //! The index is parsed to walk it, but kept and edited as JSON, so the
 //! unknown fields and foreign entries of an index another tool wrote
 //! survive a rename.
+//!
+//! Referrers (signatures, SBOMs, attestations: manifests with a `subject`)
+//! are kept as oras keeps them in a layout: an entry without a name (its
+//! media type, digest, size, `artifactType` and annotations), which plain
+//! OCI readers (skopeo, umoci) pass over, since they look images up by
+//! name. A layout or archive has no referrers API, so its referrers are
+//! found by reading the manifest of each unnamed entry and keeping those
+//! whose `subject` is the image asked about.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Mutex as StdMutex;
 
 use bytes::Bytes;
 use registry_client::{media_type, Descriptor, Digest, Manifest};
@@ -101,16 +111,44 @@ impl OciIndex {
         &self.entries
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// The named entries, in order.
     pub fn names(&self) -> Vec<(String, Descriptor)> {
         self.entries
             .iter()
             .filter_map(|d| d.annotations.get(REF_NAME).map(|n| (n.clone(), d.clone())))
             .collect()
+    }
+
+    /// The entries without a name, in order: referrers, and whatever
+    /// another tool left unnamed.
+    pub fn unnamed(&self) -> Vec<&Descriptor> {
+        self.entries
+            .iter()
+            .filter(|d| !d.annotations.contains_key(REF_NAME))
+            .collect()
+    }
+
+    /// Keep `entry` (a referrer's descriptor, from
+    /// [`Manifest::referrer_descriptor`]) as an entry without a name, last;
+    /// `false` when an unnamed entry of that digest is there already.
+    pub fn add_unnamed(&mut self, entry: &Descriptor) -> bool {
+        if self.unnamed().iter().any(|d| d.digest == entry.digest) {
+            return false;
+        }
+        let mut entry = entry.clone();
+        entry.annotations.remove(REF_NAME);
+        let value = serde_json::to_value(&entry).expect("a descriptor serialises");
+        let mut pairs = self.take_pairs();
+        pairs.push((value, entry));
+        self.put_pairs(pairs);
+        true
+    }
+
+    /// Whether the index names any image.
+    pub fn has_names(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|d| d.annotations.contains_key(REF_NAME))
     }
 
     /// The names for messages; unnamed entries by digest.
@@ -155,19 +193,31 @@ impl OciIndex {
                 }
                 Ok(Some(first))
             }
-            ImageRef::Only => match self.entries.as_slice() {
-                [] => Ok(None),
-                [only] => Ok(Some(only)),
-                many => Err(StoreError::invalid(
-                    holder.store.as_str(),
-                    format!(
-                        "holds {} images ({}); name one with {}",
-                        many.len(),
-                        self.list_names(),
-                        holder.syntax
-                    ),
-                )),
-            },
+            // Unnamed entries beside named ones are referrers (or left
+            // over): the one named image is the only image.
+            ImageRef::Only => {
+                let candidates: Vec<&Descriptor> = if self.has_names() {
+                    self.entries
+                        .iter()
+                        .filter(|d| d.annotations.contains_key(REF_NAME))
+                        .collect()
+                } else {
+                    self.entries.iter().collect()
+                };
+                match candidates.as_slice() {
+                    [] => Ok(None),
+                    [only] => Ok(Some(only)),
+                    many => Err(StoreError::invalid(
+                        holder.store.as_str(),
+                        format!(
+                            "holds {} images ({}); name one with {}",
+                            many.len(),
+                            self.list_names(),
+                            holder.syntax
+                        ),
+                    )),
+                }
+            }
             ImageRef::Digest(d) => Ok(self.entries.iter().find(|e| &e.digest == d)),
         }
     }
@@ -301,6 +351,104 @@ pub(crate) fn stored_manifest(digest: &Digest, bytes: Bytes) -> Manifest {
     }
 }
 
+/// What an unnamed entry's manifest refers to, as [`referrer_entries`]
+/// found it: its subject's digest and the descriptor a referrers list
+/// gives it. `None`: no referrer (no subject, or not a manifest at all).
+type Referrer = Option<(Digest, Descriptor)>;
+
+/// What each unnamed entry's manifest was found to be, by digest (its
+/// bytes cannot change under it), so a walk asking about every manifest of
+/// every image reads each referrer once.
+#[derive(Debug, Default)]
+pub(crate) struct ReferrerCache(StdMutex<HashMap<Digest, Referrer>>);
+
+impl ReferrerCache {
+    fn get(&self, digest: &Digest) -> Option<Referrer> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned()
+    }
+
+    fn put(&self, digest: Digest, found: Referrer) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, found);
+    }
+}
+
+/// A manifest as a referrer: its subject and its referrers-list descriptor,
+/// or `None` when it has no subject (or is no JSON manifest).
+pub(crate) fn as_referrer(manifest: &Manifest) -> Referrer {
+    let subject = manifest.content().ok()?.subject?;
+    let desc = manifest.referrer_descriptor().ok()?;
+    Some((subject.digest, desc))
+}
+
+/// The referrers among the unnamed entries `unnamed` of `index_label`
+/// (each with its subject), their manifests read through `read` (capped
+/// and verified by the store). More than `image-manifests` unnamed entries
+/// is refused: a bundle cannot make one listing read without end.
+pub(crate) async fn referrer_entries<F, Fut>(
+    index_label: &str,
+    unnamed: Vec<Descriptor>,
+    cache: &ReferrerCache,
+    read: F,
+) -> Result<Vec<(Digest, Descriptor)>, StoreError>
+where
+    F: Fn(Digest) -> Fut,
+    Fut: Future<Output = Result<Manifest, StoreError>>,
+{
+    let max = crate::limits::get().graph.manifests;
+    if unnamed.len() > max {
+        return Err(StoreError::invalid(
+            index_label,
+            format!(
+                "holds {} entries without a name (referrers), more than {max} ({})",
+                unnamed.len(),
+                crate::limits::named("image-manifests", max)
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for entry in unnamed {
+        let found = match cache.get(&entry.digest) {
+            Some(found) => found,
+            None => {
+                // The store's error names the file or entry.
+                let manifest = read(entry.digest.clone()).await?;
+                let found = as_referrer(&manifest);
+                cache.put(entry.digest.clone(), found.clone());
+                found
+            }
+        };
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// Of `entries`, the referrers of `subject` of these artifact types (all
+/// when empty), as the referrers API answers.
+pub(crate) fn referrers_of(
+    entries: Vec<(Digest, Descriptor)>,
+    subject: &Digest,
+    artifact_types: &[String],
+) -> Vec<Descriptor> {
+    entries
+        .into_iter()
+        .filter(|(s, _)| s == subject)
+        .map(|(_, d)| d)
+        .filter(|d| {
+            artifact_types.is_empty()
+                || d.artifact_type
+                    .as_ref()
+                    .is_some_and(|t| artifact_types.contains(t))
+        })
+        .collect()
+}
+
 /// Compact JSON, as every index and marker this crate writes.
 pub(super) fn to_json(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("a JSON value serialises")
@@ -415,6 +563,56 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_entries_are_kept_once_and_only_pass_over_them() {
+        let (a, b) = (manifest(1), manifest(2));
+        let mut index = OciIndex::new();
+        let mut entry = Descriptor::new(media_type::OCI_MANIFEST, b.digest.clone(), 7);
+        entry.artifact_type = Some("x/sig".into());
+        entry.annotations.insert("k".into(), "v".into());
+        assert!(index.add_unnamed(&entry));
+        assert!(!index.add_unnamed(&entry), "once");
+        assert!(!index.has_names());
+        // Unnamed alone: it is the only image.
+        assert_eq!(
+            index.pick(&ImageRef::Only, &holder()).unwrap().digest,
+            b.digest
+        );
+        index.set_name("app", &a, BTreeMap::new());
+        assert_eq!(index.unnamed().len(), 1);
+        assert_eq!(
+            index.pick(&ImageRef::Only, &holder()).unwrap().digest,
+            a.digest
+        );
+        let back: Value = serde_json::from_slice(&index.to_bytes()).unwrap();
+        assert_eq!(
+            back["manifests"][0],
+            json!({"mediaType": media_type::OCI_MANIFEST, "digest": b.digest.to_string(), "size": 7, "artifactType": "x/sig", "annotations": {"k": "v"}})
+        );
+        let again = OciIndex::parse("index.json", &index.to_bytes()).unwrap();
+        assert_eq!(again.entries(), index.entries());
+    }
+
+    #[test]
+    fn referrers_are_picked_by_subject_and_type() {
+        let (s, other) = (Digest::sha256_of(b"s"), Digest::sha256_of(b"o"));
+        let entry = |seed: &[u8], t: Option<&str>| {
+            let mut d = Descriptor::new(media_type::OCI_MANIFEST, Digest::sha256_of(seed), 1);
+            d.artifact_type = t.map(str::to_string);
+            d
+        };
+        let entries = vec![
+            (s.clone(), entry(b"1", Some("x/sig"))),
+            (s.clone(), entry(b"2", Some("x/sbom"))),
+            (s.clone(), entry(b"3", None)),
+            (other.clone(), entry(b"4", Some("x/sig"))),
+        ];
+        assert_eq!(referrers_of(entries.clone(), &s, &[]).len(), 3);
+        let sigs = referrers_of(entries.clone(), &s, &["x/sig".into()]);
+        assert_eq!(sigs, vec![entries[0].1.clone()]);
+        assert!(referrers_of(entries, &Digest::sha256_of(b"none"), &[]).is_empty());
+    }
+
+    #[test]
     fn malformed_and_oversized_indexes_are_named() {
         for bad in [
             &b"{not json"[..],
@@ -432,6 +630,7 @@ mod tests {
         assert!(err.contains("at most"), "{err}");
         assert!(OciIndex::parse("i", br#"{"schemaVersion":2}"#)
             .unwrap()
+            .entries()
             .is_empty());
     }
 

@@ -8,7 +8,11 @@
 //! source's full `HOST/REPO:TAG` in `io.containerd.image.name`: the
 //! annotation containerd's `ctr export` writes and `ctr import` reads to
 //! restore names, so peers understand it and our import can restore
-//! repositories and tags from it.
+//! repositories and tags from it. Referrers (signatures, SBOMs,
+//! attestations) have entries without a name (see
+//! [`oci_index`](crate::store::oci_index)): peers looking images up by
+//! name pass over them, and the reader lists them as the referrers of
+//! their subject.
 //!
 //! Writing ([`ArchiveWriter`]): a tar is sequential, the engine is not. Each
 //! blob becomes one entry, appended under a lock: the entry header carries

@@ -19,7 +19,8 @@ use super::tar::{
 };
 use super::OMITTED_BLOBS;
 use crate::store::oci_index::{
-    layout_version, stored_manifest, Holder, OciIndex, LAYOUT_VERSION, MAX_INDEX_SIZE,
+    layout_version, referrer_entries, referrers_of, stored_manifest, Holder, OciIndex,
+    ReferrerCache, LAYOUT_VERSION, MAX_INDEX_SIZE,
 };
 use crate::store::{BlobStream, ImageRef, ImageSource, Store, StoreError, StoreId};
 
@@ -36,6 +37,8 @@ pub struct ArchiveReader {
     blobs: HashMap<Digest, Span>,
     index: OciIndex,
     omitted: BTreeSet<Digest>,
+    /// What each unnamed entry's manifest refers to (read when asked).
+    referrer_cache: ReferrerCache,
 }
 
 impl ArchiveReader {
@@ -308,6 +311,7 @@ impl ArchiveReader {
             blobs,
             index,
             omitted,
+            referrer_cache: ReferrerCache::default(),
         })
     }
 
@@ -320,6 +324,19 @@ impl ArchiveReader {
     /// references when recorded.
     pub fn names(&self) -> Vec<(String, Descriptor)> {
         self.index.names()
+    }
+
+    /// Every referrer the archive holds (an unnamed entry whose manifest
+    /// has a subject), with its subject's digest.
+    pub async fn referrer_entries(&self) -> Result<Vec<(Digest, Descriptor)>, StoreError> {
+        let unnamed = self.index.unnamed().into_iter().cloned().collect();
+        referrer_entries(
+            &self.holder().index,
+            unnamed,
+            &self.referrer_cache,
+            |d| async move { self.manifest(&d).await },
+        )
+        .await
     }
 
     fn entry_context(&self, span: &Span) -> String {
@@ -466,6 +483,19 @@ impl ImageSource for ArchiveReader {
 
     async fn list_tags(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.names().into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// The unnamed entries whose manifest's subject is `subject`.
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_types: &[String],
+    ) -> Result<Vec<Descriptor>, StoreError> {
+        Ok(referrers_of(
+            self.referrer_entries().await?,
+            subject,
+            artifact_types,
+        ))
     }
 }
 

@@ -23,7 +23,7 @@ use super::tar::{
     END_OF_ARCHIVE,
 };
 use super::{IMAGE_NAME, OMITTED_BLOBS};
-use crate::store::oci_index::{layout_marker, OciIndex};
+use crate::store::oci_index::{as_referrer, layout_marker, OciIndex};
 use crate::store::{BlobFeed, BlobStream, ImageRef, ImageTarget, Store, StoreError, StoreId};
 
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -382,7 +382,12 @@ impl ImageTarget for ArchiveWriter {
         let desc = Descriptor::new(manifest.media_type.clone(), manifest.digest.clone(), size);
         let data = futures::stream::iter([Ok(manifest.bytes.clone())]).boxed();
         let mut st = self.file.lock().await;
-        self.put_blob(&mut st, &desc, data).await
+        self.put_blob(&mut st, &desc, data).await?;
+        // A referrer gets an unnamed entry in the index.json `finish` writes.
+        if let Some((_, entry)) = as_referrer(manifest) {
+            self.contents().index.add_unnamed(&entry);
+        }
+        Ok(())
     }
 
     async fn set_tag(&self, tag: &str, manifest: &Manifest) -> Result<(), StoreError> {
@@ -461,7 +466,8 @@ impl ImageTarget for ArchiveWriter {
         }
         let mut index = self.contents().index.clone();
         index.sort_by_name();
-        if index.is_empty() {
+        // Referrers alone (their images failed before being named) are no bundle.
+        if !index.has_names() {
             // Every image failed: no bundle (nor an empty one) is written.
             st.out = None;
             self.done.store(true, Ordering::SeqCst);
@@ -631,6 +637,79 @@ mod tests {
         );
         let err = r.resolve(&ImageRef::Tag("nope".into())).await.unwrap_err();
         assert!(err.to_string().contains("app:v1"), "{err}");
+    }
+
+    /// A manifest whose subject is `subject`, of `artifact_type`.
+    fn referrer_of(subject: &Manifest, artifact_type: &str) -> Manifest {
+        let bytes = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_MANIFEST,
+                "artifactType": artifact_type,
+                "config": {"mediaType": media_type::OCI_EMPTY, "digest": Digest::sha256_of(b"{}").to_string(), "size": 2},
+                "layers": [],
+                "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.bytes.len()},
+            }))
+            .unwrap(),
+        );
+        Manifest {
+            media_type: media_type::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+        }
+    }
+
+    #[tokio::test]
+    async fn referrers_get_unnamed_entries_the_reader_lists_by_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signed.tar");
+        let w = ArchiveWriter::create(&path).unwrap();
+        let image = manifest_over(&[]);
+        let sig = referrer_of(&image, "x/sig");
+        let sbom = referrer_of(&image, "x/sbom");
+        let sbom_sig = referrer_of(&sbom, "x/sig");
+        w.write_blob(&desc(b"{}"), chunks(b"{}", 2)).await.unwrap();
+        w.put_manifest(&image).await.unwrap();
+        for m in [&sig, &sbom, &sbom_sig, &sig] {
+            w.put_manifest(m).await.unwrap();
+        }
+        w.set_tag("app:v1", &image).await.unwrap();
+        w.finish().await.unwrap();
+        let r = ArchiveReader::open(&path).unwrap();
+        // One name; the referrers unnamed, once each.
+        assert_eq!(r.list_tags().await.unwrap(), vec!["app:v1".to_string()]);
+        assert_eq!(r.resolve(&ImageRef::Only).await.unwrap(), image);
+        assert_eq!(r.referrer_entries().await.unwrap().len(), 3);
+        let listed = |v: Vec<Descriptor>| {
+            let mut d: Vec<Digest> = v.into_iter().map(|d| d.digest).collect();
+            d.sort();
+            d
+        };
+        let mut both = vec![sig.digest.clone(), sbom.digest.clone()];
+        both.sort();
+        assert_eq!(listed(r.referrers(&image.digest, &[]).await.unwrap()), both);
+        assert_eq!(
+            listed(
+                r.referrers(&image.digest, &["x/sbom".into()])
+                    .await
+                    .unwrap()
+            ),
+            vec![sbom.digest.clone()]
+        );
+        let of_sbom = r.referrers(&sbom.digest, &[]).await.unwrap();
+        assert_eq!(of_sbom.len(), 1);
+        assert_eq!(of_sbom[0].digest, sbom_sig.digest);
+        assert_eq!(of_sbom[0].artifact_type.as_deref(), Some("x/sig"));
+        assert_eq!(of_sbom[0].size, sbom_sig.bytes.len() as u64);
+
+        // Referrers whose image was never named make no bundle.
+        let lonely = dir.path().join("lonely.tar");
+        let w = ArchiveWriter::create(&lonely).unwrap();
+        w.put_manifest(&image).await.unwrap();
+        w.put_manifest(&sig).await.unwrap();
+        w.finish().await.unwrap();
+        assert!(!lonely.exists());
+        assert_eq!(listing(dir.path()), vec!["signed.tar".to_string()]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
