@@ -67,6 +67,7 @@ struct RegistryLogin<'a> {
 impl JobVariables {
     /// The override's JSON, with the password or the mask.
     pub fn config_override(&self, reveal: bool) -> String {
+        // serde_json writes UTF-8 (its strings come from `String`s).
         String::from_utf8(self.override_with(reveal, serde_json::ser::CompactFormatter))
             .expect("JSON is UTF-8")
     }
@@ -76,6 +77,7 @@ impl JobVariables {
     /// escapes them): it decodes to the same value, and nothing in it is
     /// special to any reader's single quotes (see [`Format::Dotenv`]).
     pub fn config_override_inert(&self, reveal: bool) -> String {
+        // `Inert` only adds ASCII escapes to what serde_json writes as UTF-8.
         String::from_utf8(self.override_with(reveal, Inert)).expect("JSON is UTF-8")
     }
 
@@ -92,6 +94,8 @@ impl JobVariables {
                 regional_tag_prefix: self.regional_tag_prefix,
             },
         };
+        // Strings and a bool into a Vec: nothing here can fail (no I/O, no
+        // map with non-string keys), whatever the user gave.
         let mut out = Vec::new();
         value
             .serialize(&mut serde_json::Serializer::with_formatter(
@@ -165,6 +169,7 @@ impl JobVariables {
                     .iter()
                     .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
                     .collect();
+                // A map of strings to strings always serialises.
                 out = serde_json::to_string_pretty(&map).expect("strings serialise");
                 out.push('\n');
             }
@@ -200,6 +205,7 @@ impl JobVariables {
 /// A JSON string literal: also a YAML double-quoted scalar and a Python
 /// string literal (the escapes serde_json writes are valid in all three).
 fn json_quote(s: &str) -> String {
+    // Serialising a `&str` cannot fail.
     serde_json::to_string(s).expect("strings serialise")
 }
 
