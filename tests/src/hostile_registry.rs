@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::images::{image, TestImage};
-use crate::server::{self, Body, BoxError, Server};
+use crate::server::{self, route, Body, BoxError, Route, Server};
 use crate::tls::TestCa;
 
 /// One way the `evil` repository (or its token endpoint, or its upload
@@ -558,43 +558,6 @@ fn broken_after(head: Bytes) -> Body {
     BodyExt::boxed(StreamBody::new(s))
 }
 
-/// What a `/v2/…` path asks for.
-enum Route {
-    Base,
-    Manifest(String, String),
-    Blob(String, String),
-    Uploads(String, Option<String>),
-    Tags(String),
-    Token,
-    Other,
-}
-
-fn route(path: &str) -> Route {
-    if path == "/token" {
-        return Route::Token;
-    }
-    let Some(rest) = path.strip_prefix("/v2/") else {
-        return Route::Other;
-    };
-    if rest.is_empty() {
-        return Route::Base;
-    }
-    if let Some((repo, id)) = rest.split_once("/blobs/uploads") {
-        let id = id.trim_start_matches('/');
-        return Route::Uploads(repo.into(), (!id.is_empty()).then(|| id.to_string()));
-    }
-    if let Some((repo, r)) = rest.rsplit_once("/manifests/") {
-        return Route::Manifest(repo.into(), r.into());
-    }
-    if let Some((repo, d)) = rest.rsplit_once("/blobs/") {
-        return Route::Blob(repo.into(), d.into());
-    }
-    if let Some(repo) = rest.strip_suffix("/tags/list") {
-        return Route::Tags(repo.into());
-    }
-    Route::Other
-}
-
 fn query_value(query: &str, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == key)
@@ -725,7 +688,7 @@ impl Shared {
             }
             Route::Uploads(repo, id) => self.upload(&repo, id, &method, &query, body),
             Route::Tags(repo) => self.tag_list(&repo, &query),
-            Route::Token | Route::Other => not_found("NAME_UNKNOWN"),
+            Route::Token | Route::Referrers(..) | Route::Other => not_found("NAME_UNKNOWN"),
         }
     }
 

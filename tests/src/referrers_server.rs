@@ -30,7 +30,7 @@ use registry_client::media_type::{OCI_INDEX, OCI_MANIFEST};
 use registry_client::Digest;
 use serde_json::{json, Value};
 
-use crate::server::{self, Body, BoxError, Server};
+use crate::server::{self, route, Body, BoxError, Route, Server};
 
 /// How a [`ReferrersServer`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,43 +207,6 @@ fn is_tag(s: &str) -> bool {
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && s.len() <= 128
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// What a `/v2/…` path asks for.
-enum Route {
-    Base,
-    Manifest(String, String),
-    Referrers(String, String),
-    Blob(String, String),
-    Uploads(String, Option<String>),
-    Tags(String),
-    Other,
-}
-
-fn route(path: &str) -> Route {
-    let Some(rest) = path.strip_prefix("/v2/") else {
-        return Route::Other;
-    };
-    if rest.is_empty() {
-        return Route::Base;
-    }
-    if let Some((repo, id)) = rest.split_once("/blobs/uploads") {
-        let id = id.trim_start_matches('/');
-        return Route::Uploads(repo.into(), (!id.is_empty()).then(|| id.to_string()));
-    }
-    if let Some((repo, r)) = rest.rsplit_once("/manifests/") {
-        return Route::Manifest(repo.into(), r.into());
-    }
-    if let Some((repo, d)) = rest.rsplit_once("/referrers/") {
-        return Route::Referrers(repo.into(), d.into());
-    }
-    if let Some((repo, d)) = rest.rsplit_once("/blobs/") {
-        return Route::Blob(repo.into(), d.into());
-    }
-    if let Some(repo) = rest.strip_suffix("/tags/list") {
-        return Route::Tags(repo.into());
-    }
-    Route::Other
 }
 
 /// The descriptor the referrers API lists for a manifest: `artifactType`

@@ -153,3 +153,49 @@ async fn accept_loop_tls<H, F>(
 pub(crate) async fn bind_loopback() -> std::io::Result<TcpListener> {
     TcpListener::bind("127.0.0.1:0").await
 }
+
+/// Which distribution endpoint a request path names, for the purpose-built
+/// registries: `(repository, reference)` as the path spells them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// `/v2/`
+    Base,
+    Manifest(String, String),
+    Referrers(String, String),
+    Blob(String, String),
+    /// `/v2/<name>/blobs/uploads/[<id>]`
+    Uploads(String, Option<String>),
+    Tags(String),
+    /// `/token`: a token endpoint served beside the registry.
+    Token,
+    Other,
+}
+
+pub(crate) fn route(path: &str) -> Route {
+    if path == "/token" {
+        return Route::Token;
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return Route::Other;
+    };
+    if rest.is_empty() {
+        return Route::Base;
+    }
+    if let Some((repo, id)) = rest.split_once("/blobs/uploads") {
+        let id = id.trim_start_matches('/');
+        return Route::Uploads(repo.into(), (!id.is_empty()).then(|| id.to_string()));
+    }
+    if let Some((repo, r)) = rest.rsplit_once("/manifests/") {
+        return Route::Manifest(repo.into(), r.into());
+    }
+    if let Some((repo, d)) = rest.rsplit_once("/referrers/") {
+        return Route::Referrers(repo.into(), d.into());
+    }
+    if let Some((repo, d)) = rest.rsplit_once("/blobs/") {
+        return Route::Blob(repo.into(), d.into());
+    }
+    if let Some(repo) = rest.strip_suffix("/tags/list") {
+        return Route::Tags(repo.into());
+    }
+    Route::Other
+}
