@@ -96,6 +96,20 @@ fn assert_no_secrets(texts: &[&str]) {
     }
 }
 
+/// One more repository at the source, `cap/extra-capability/installed`,
+/// for `--extra`.
+async fn push_extra(source: &Registry) {
+    let extra = azureml_images("eastus", Scale::Fixture)
+        .into_iter()
+        .map(|mut spec| {
+            spec.repository = "cap/extra-capability/installed".into();
+            spec
+        })
+        .take(1)
+        .collect::<Vec<_>>();
+    push(source, None, &fixtures::generate_all(&extra)).await;
+}
+
 #[tokio::test]
 async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_a_head_and_a_listing_per_image_per_side(
 ) {
@@ -504,15 +518,7 @@ async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_
     let mut newer = azureml_images("eastus", Scale::Fixture);
     newer[1].layers[1].seed += 1000;
     push(&source, None, &fixtures::generate_all(&newer[1..2])).await;
-    let extra = azureml_images("eastus", Scale::Fixture)
-        .into_iter()
-        .map(|mut spec| {
-            spec.repository = "cap/extra-capability/installed".into();
-            spec
-        })
-        .take(1)
-        .collect::<Vec<_>>();
-    push(&source, None, &fixtures::generate_all(&extra)).await;
+    push_extra(&source).await;
 
     let mut args = login.to_vec();
     args.extend([
@@ -712,15 +718,7 @@ async fn check_with_a_wrong_pull_password_counts_no_image_pullable_and_names_eve
     mirror(&sync, &right).await.assert_code(0);
     // Two more images asked for: one the source has and the target lacks,
     // one the source lacks. Neither is there to try a pull on.
-    let extra = azureml_images("eastus", Scale::Fixture)
-        .into_iter()
-        .map(|mut spec| {
-            spec.repository = "cap/extra-capability/installed".into();
-            spec
-        })
-        .take(1)
-        .collect::<Vec<_>>();
-    push(&source, None, &fixtures::generate_all(&extra)).await;
+    push_extra(&source).await;
     let mut args = htpasswd_args("check", &s, &c);
     args.extend([
         "--extra",
