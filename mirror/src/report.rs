@@ -69,7 +69,7 @@ impl ImageReport {
     }
 }
 
-fn is_zero(n: &usize) -> bool {
+pub(crate) fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 

@@ -184,6 +184,7 @@ async fn sync_picks_up_a_signature_added_to_an_unchanged_image_for_one_listing_a
     let run = sync_json(&config).await;
     run.assert_code(0);
     assert_eq!(run.json()["copied"], 1);
+    assert_eq!(run.json()["images"][0]["referrers"], 3, "{}", run.stdout);
     assert_eq!(
         referrers_at(&dc, &dr, &s.image.digest).await,
         sorted(vec![s.sig.digest.clone(), s.sbom.digest.clone()])

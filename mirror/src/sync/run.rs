@@ -46,6 +46,9 @@ pub struct SyncImage {
     /// image does not match).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Referrers written with the image (with `referrers:`).
+    #[serde(skip_serializing_if = "crate::report::is_zero")]
+    pub referrers: usize,
     pub blobs_copied: usize,
     pub blobs_present: usize,
     pub blobs_mounted: usize,
@@ -97,6 +100,7 @@ fn image(it: &Job, status: Status) -> SyncImage {
         target_digest: None,
         digest_changed: None,
         warnings: Vec::new(),
+        referrers: 0,
         blobs_copied: 0,
         blobs_present: 0,
         blobs_mounted: 0,
@@ -219,6 +223,7 @@ fn report(
             img.bytes_copied = r.bytes_copied;
             img.digest_changed = r.digest_changed;
             img.warnings = r.warnings;
+            img.referrers = r.referrers;
             match r.error {
                 None => img.target_digest = r.target_digest,
                 Some(e) => {
