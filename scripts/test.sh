@@ -8,6 +8,10 @@ need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
+# A real proxy for the proxy tests, and a real runtime that pulls and loads
+# what mirror wrote.
+command -v tinyproxy >/dev/null || need+=(tinyproxy)
+command -v podman >/dev/null || need+=(podman)
 # The AzureML job-variable tests read each format back with the real parsers.
 python3 -c 'import yaml, dotenv' 2>/dev/null || need+=(python3 python3-yaml python3-dotenv)
 if ((${#need[@]})); then
