@@ -7,9 +7,12 @@
 //! `AZUREML_COMPUTE_USE_COMMON_RUNTIME` and
 //! `AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE`.
 
+pub mod arm;
 pub mod check;
 pub mod entra;
 pub mod images;
 pub mod preset;
 pub mod regions;
+pub mod server_side;
 pub mod variables;
+pub mod workspace;
