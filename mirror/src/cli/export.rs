@@ -2,11 +2,12 @@
 //! carry across an air gap, from references, a sync config or the AzureML
 //! preset; `--since` leaves out what an earlier bundle carried;
 //! `--referrers` (or a config entry's `referrers:`) carries signatures,
-//! SBOMs and attestations with their images.
+//! SBOMs and attestations with their images; `--format docker` makes the
+//! archive one `docker load` and `podman load` take too.
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::error::{CommandResult, Failure};
 use super::out::say;
@@ -45,6 +46,12 @@ pub struct ExportArgs {
     /// `oci:DIR` (a layout directory).
     #[arg(long, value_name = "BUNDLE")]
     to: String,
+    /// `oci`: an OCI archive or layout. `docker`: an OCI archive that
+    /// `docker load` and `podman load` take too (a `manifest.json` beside
+    /// `index.json`): one platform per image, so a multi-platform image
+    /// needs --platform; every layer must be in it (no --since).
+    #[arg(long, value_enum, default_value_t = BundleFormat::Oci)]
+    format: BundleFormat,
     /// Leave out the blobs the receiver already holds: an earlier bundle
     /// (archive or layout), or the `BUNDLE.blobs` list export writes beside
     /// each archive. The new bundle's list holds the old list's blobs and
@@ -58,11 +65,42 @@ pub struct ExportArgs {
     #[command(flatten)]
     referrers: super::ReferrerArgs,
     #[command(flatten)]
+    src_login: super::credentials::SrcLogin,
+    #[command(flatten)]
+    authfile: super::credentials::AuthFileArg,
+    #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
     registry: RegistryArgs,
     #[command(flatten)]
     state: StateArgs,
+}
+
+/// What the bundle is for: OCI readers, or `docker load` as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BundleFormat {
+    Oci,
+    Docker,
+}
+
+/// Refuse the options a `docker load` archive cannot be written with.
+fn check_format(format: BundleFormat, kind: FileKind, since: bool) -> Result<(), String> {
+    if format != BundleFormat::Docker {
+        return Ok(());
+    }
+    if kind != FileKind::Archive {
+        return Err(
+            "--format docker writes an archive (docker load reads a tar); give --to oci-archive:PATH or PATH"
+                .into(),
+        );
+    }
+    if since {
+        return Err(
+            "--format docker needs every layer in the archive, and --since leaves some out; export a whole bundle"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Where the bundle goes: an archive or a layout directory.
@@ -133,19 +171,27 @@ pub async fn run(args: ExportArgs) -> CommandResult {
             "--since writes a delta archive; give --to oci-archive:PATH or PATH",
         ));
     }
+    check_format(args.format, target.kind, args.since.is_some()).map_err(Failure::usage)?;
     let listed = listed_images(&args).map_err(Failure::usage)?;
     // A config brings its own registry settings and credentials.
     let config = match &args.config {
         Some(path) => Some(mirror::sync::config::load(path).map_err(Failure::usage)?),
         None => None,
     };
+    // Every registry export reads is a source: --src-* apply to them all.
+    let logins = super::credentials::Logins::read(Some(&args.src_login), None, &args.authfile)?;
     let client = match &config {
-        Some(c) => c.client_settings().client().map_err(Failure::usage)?,
-        None => args
-            .registry
-            .client(args.engine.jobs)
-            .map_err(Failure::setup)?,
-    };
+        Some(c) => {
+            let settings = c.client_settings();
+            let credentials = logins.store_every_source(settings.explicit_credentials())?;
+            settings.client_with(credentials)
+        }
+        None => {
+            let credentials = logins.store_every_source(Default::default())?;
+            args.registry.client_asking(args.engine.jobs, credentials)
+        }
+    }
+    .map_err(Failure::usage)?;
     // --platform and --referrers apply to every image; else each config
     // entry's own (and the rest of what the entry selects).
     let selection_of = |entry: &Selection| Selection {
@@ -198,6 +244,9 @@ pub async fn run(args: ExportArgs) -> CommandResult {
     }
     let state = open_state(&args.state)?;
     let mut stores = stores(client, &args.registry, &state);
+    if args.format == BundleFormat::Docker {
+        stores = stores.with_docker_archives();
+    }
     let mut held_before = None;
     if let Some(since) = &args.since {
         let held = mirror::delta::load(since)
@@ -214,6 +263,8 @@ pub async fn run(args: ExportArgs) -> CommandResult {
         ..CopyOptions::default()
     };
     let report = run_jobs(&jobs, options, &args.engine, &state).await?;
+    let source_hosts = super::credentials::hosts(sources.iter().map(|(e, _)| e));
+    logins.hint(&report, &source_hosts, &[]);
     let mut code = exit_code(&report);
     if report.succeeded > 0 {
         // What the receiver holds after importing (what it held before
@@ -265,5 +316,16 @@ mod tests {
             "127.0.0.1:5000/cap/lifecycler/installed:eastus-stable"
         );
         assert!(azureml_images("moon", None).is_err());
+    }
+
+    #[test]
+    fn a_docker_archive_is_a_whole_archive() {
+        let docker = BundleFormat::Docker;
+        assert!(check_format(docker, FileKind::Archive, false).is_ok());
+        assert!(check_format(BundleFormat::Oci, FileKind::Layout, true).is_ok());
+        let err = check_format(docker, FileKind::Layout, false).unwrap_err();
+        assert!(err.contains("writes an archive"), "{err}");
+        let err = check_format(docker, FileKind::Archive, true).unwrap_err();
+        assert!(err.contains("--since"), "{err}");
     }
 }

@@ -92,6 +92,8 @@ pub struct Stores {
     sessions: Option<UploadJournal>,
     /// Blobs archives written here leave out (a delta's base).
     leave_out: Option<HashMap<Digest, u64>>,
+    /// Archives written here are for `docker load` too (`manifest.json`).
+    docker_archives: bool,
     /// Create target layouts and archives (not in a dry run).
     create: bool,
     opened: Mutex<Opened>,
@@ -105,6 +107,7 @@ impl Stores {
             uploads: UploadOverride::default(),
             sessions: None,
             leave_out: None,
+            docker_archives: false,
             create: true,
             opened: Mutex::default(),
         }
@@ -131,6 +134,12 @@ impl Stores {
     /// Archives written here leave out these blobs (delta bundles).
     pub fn with_leave_out(mut self, held: HashMap<Digest, u64>) -> Self {
         self.leave_out = Some(held);
+        self
+    }
+
+    /// Archives written here are ones `docker load` takes too.
+    pub fn with_docker_archives(mut self) -> Self {
+        self.docker_archives = true;
         self
     }
 
@@ -247,6 +256,9 @@ impl Stores {
                 let mut w = ArchiveWriter::create(path)?;
                 if let Some(held) = &self.leave_out {
                     w = w.leave_out(held.clone());
+                }
+                if self.docker_archives {
+                    w = w.docker_loadable();
                 }
                 let s = Arc::new(w);
                 opened.archives_out.insert(path.to_path_buf(), s.clone());

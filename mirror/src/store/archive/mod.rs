@@ -14,6 +14,11 @@
 //! name pass over them, and the reader lists them as the referrers of
 //! their subject.
 //!
+//! With `--format docker` ([`ArchiveWriter::docker_loadable`]) the archive
+//! also holds a `manifest.json` naming each image's config and layers by
+//! their `blobs/` entries: the tar is then what `docker load` and `podman
+//! load` take as well, one platform per image (see `docker.rs`).
+//!
 //! Writing ([`ArchiveWriter`]): a tar is sequential, the engine is not. Each
 //! blob becomes one entry, appended under a lock: the entry header carries
 //! the descriptor's size, the bytes go straight from the source into the
@@ -39,13 +44,16 @@
 //! Reading ([`ArchiveReader`]): the tar is indexed once when opened, and
 //! hostile or malformed content is refused then, naming the entry: absolute
 //! paths, `..`, links, devices, names that are not `index.json`,
-//! `oci-layout` or `blobs/<alg>/<hex>`, duplicate names with different
+//! `oci-layout`, `blobs/<alg>/<hex>` or docker's `manifest.json` and
+//! `repositories`, a `manifest.json` naming a blob the archive does not
+//! hold, duplicate names with different
 //! content, entries that claim more bytes than the file holds, more than a
 //! little data after the last entry, and an `index.json` naming a manifest
 //! the archive does not hold. Blobs are then served by seeking to their
 //! entry, verified against their digest and size as they stream; an entry
 //! whose size differs from the descriptor's is refused before any byte.
 
+mod docker;
 mod reader;
 mod tar;
 #[cfg(test)]

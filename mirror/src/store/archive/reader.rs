@@ -13,6 +13,7 @@ use registry_client::{media_type, Descriptor, Digest, Manifest, Verifier, MAX_MA
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::docker::{check_manifest_json, MANIFEST_JSON, REPOSITORIES};
 use super::tar::{
     blob_digest, blob_name, clean_name, pax_overrides, round_up, PaxOverrides, Span, MAX_LONG_NAME,
     MAX_PAX_HEADER,
@@ -185,12 +186,17 @@ impl ArchiveReader {
                     ))
                 }
             }
-            let known =
-                clean == "index.json" || clean == "oci-layout" || blob_digest(&clean).is_some();
+            // Docker's files too: a bundle for `docker load`, or what
+            // `docker save` (25 and later) writes.
+            let known = clean == "index.json"
+                || clean == "oci-layout"
+                || clean == MANIFEST_JSON
+                || clean == REPOSITORIES
+                || blob_digest(&clean).is_some();
             if !known {
                 return Err(refuse(
                     &name,
-                    "is not index.json, oci-layout or blobs/<alg>/<hex>".into(),
+                    "is not index.json, oci-layout, blobs/<alg>/<hex> or docker's manifest.json or repositories".into(),
                 ));
             }
             let span = Span {
@@ -265,11 +271,20 @@ impl ArchiveReader {
         let index_label = format!("{}: entry \"index.json\"", path.display());
         let index = OciIndex::parse(&index_label, &index_bytes)?;
         let omitted = omitted_blobs(&index_bytes).map_err(|r| refuse("index.json", r))?;
+        // Read only to check it points at what the archive holds.
+        let docker = match spans.contains_key(MANIFEST_JSON) {
+            true => Some(small(&mut file, MANIFEST_JSON)?),
+            false => None,
+        };
         let mut blobs = HashMap::new();
         for (clean, span) in spans {
             if let Some(d) = blob_digest(&clean) {
                 blobs.insert(d, span);
             }
+        }
+        if let Some(bytes) = docker {
+            check_manifest_json(&bytes, |d| blobs.contains_key(d))
+                .map_err(|r| refuse(MANIFEST_JSON, r))?;
         }
         for d in index.entries() {
             if !d.urls.is_empty() {
@@ -718,6 +733,24 @@ mod tests {
         refused(
             &write_tar(d, &with(file("run.sh", b"#!/bin/sh")), &[]),
             &["run.sh", "not index.json"],
+        );
+        // Docker's files are read past (docker save 25 writes them, and
+        // --format docker); a manifest.json naming what is not there is refused.
+        let docker = format!(
+            r#"[{{"Config":"{}","RepoTags":["app:v1"],"Layers":[]}}]"#,
+            blob_name(&Digest::sha256_of(&layer))
+        );
+        let mut both = with(file("manifest.json", docker.as_bytes()));
+        both.insert(1, file("repositories", br#"{"app":{"v1":"x"}}"#));
+        let r = ArchiveReader::open(write_tar(d, &both, &[])).unwrap();
+        assert_eq!(r.resolve(&ImageRef::Tag("v1".into())).await.unwrap(), m);
+        let missing = format!(
+            r#"[{{"Config":"{}","RepoTags":["app:v1"],"Layers":[]}}]"#,
+            blob_name(&Digest::sha256_of(b"not here"))
+        );
+        refused(
+            &write_tar(d, &with(file("manifest.json", missing.as_bytes())), &[]),
+            &["manifest.json", "does not hold"],
         );
         // The same name twice with different content; the same content twice is fine.
         let index_again = file("index.json", br#"{"schemaVersion":2,"manifests":[]}"#);

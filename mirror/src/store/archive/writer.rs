@@ -1,8 +1,9 @@
 //! Writing an archive: blob entries appended one at a time under a lock,
 //! each verified as it streams and cut back when it fails; a `.partial`
 //! left by an interrupted run continued from its last whole, verified
-//! entry; `oci-layout`, `index.json` and the end written by `finish`, then
-//! the rename (see the module documentation).
+//! entry; `oci-layout`, `index.json` (and `manifest.json` for `docker
+//! load`) and the end written by `finish`, then the rename (see the module
+//! documentation).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -18,6 +19,7 @@ use registry_client::{
 };
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use super::docker::{self, DockerEntry, MANIFEST_JSON};
 use super::tar::{
     blob_digest, blob_name, header_bytes, padding, read_header, round_up, EntryHeader,
     END_OF_ARCHIVE,
@@ -46,6 +48,8 @@ pub struct ArchiveWriter {
     held: HashMap<Digest, u64>,
     /// The held blobs an image of this bundle needed: recorded in `index.json`.
     omitted: StdMutex<BTreeSet<Digest>>,
+    /// Also write `manifest.json`, for `docker load` (see [`docker`]).
+    docker: bool,
     done: AtomicBool,
 }
 
@@ -62,6 +66,10 @@ struct WriteState {
 #[derive(Debug, Default)]
 struct Contents {
     blobs: HashMap<Digest, u64>,
+    /// Where each blob's data starts in the temporary file.
+    offsets: HashMap<Digest, u64>,
+    /// The `manifest.json` entry of each name (with `docker`).
+    docker: HashMap<String, DockerEntry>,
     /// The images named so far (sorted by name when written).
     index: OciIndex,
 }
@@ -114,12 +122,17 @@ impl ArchiveWriter {
                 return Err(StoreError::io(format!("locking {}", temp.display()), e))
             }
         }
-        let (blobs, committed) = whole_entries(&mut file)
+        let (found, committed) = whole_entries(&mut file)
             .map_err(|e| StoreError::io(format!("reading {}", temp.display()), e))?;
         // Cut back to the last whole, verified entry and continue there.
         file.set_len(committed)
             .and_then(|_| file.seek(SeekFrom::Start(committed)))
             .map_err(|e| StoreError::io(format!("cutting back {}", temp.display()), e))?;
+        let blobs: HashMap<Digest, u64> = found
+            .iter()
+            .map(|(d, (size, _))| (d.clone(), *size))
+            .collect();
+        let offsets = found.into_iter().map(|(d, (_, at))| (d, at)).collect();
         if !blobs.is_empty() {
             tracing::info!(
                 file = %temp.display(),
@@ -146,11 +159,14 @@ impl ArchiveWriter {
             }),
             index: StdMutex::new(Contents {
                 blobs,
+                offsets,
+                docker: HashMap::new(),
                 index: OciIndex::new(),
             }),
             references: StdMutex::new(HashMap::new()),
             held: HashMap::new(),
             omitted: StdMutex::default(),
+            docker: false,
             done: AtomicBool::new(false),
         })
     }
@@ -159,6 +175,14 @@ impl ArchiveWriter {
     /// out, and the ones images needed are listed in `index.json`.
     pub fn leave_out(mut self, held: HashMap<Digest, u64>) -> Self {
         self.held = held;
+        self
+    }
+
+    /// Make the archive one `docker load` and `podman load` take too: a
+    /// `manifest.json` naming each image's config and layers. An image it
+    /// cannot describe (see [`docker`]) fails when it is named.
+    pub fn docker_loadable(mut self) -> Self {
+        self.docker = true;
         self
     }
 
@@ -278,8 +302,80 @@ impl ArchiveWriter {
         }
         let name = blob_name(&desc.digest);
         self.append(st, &name, desc, data).await?;
-        self.contents().blobs.insert(desc.digest.clone(), desc.size);
+        let mut contents = self.contents();
+        contents.blobs.insert(desc.digest.clone(), desc.size);
+        // The entry just written ends at `committed`.
+        let at = st.committed - round_up(desc.size);
+        contents.offsets.insert(desc.digest.clone(), at);
         Ok(())
+    }
+
+    /// A manifest this archive holds, read back from its entry and
+    /// verified (the engine may not hand over a child it found written).
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Bytes, StoreError> {
+        let (size, at) = {
+            let c = self.contents();
+            (c.blobs.get(digest).copied(), c.offsets.get(digest).copied())
+        };
+        let (Some(size), Some(at)) = (size, at) else {
+            return Err(StoreError::NotFound(format!(
+                "manifest {digest} in {}",
+                self.describe()
+            )));
+        };
+        if size > MAX_MANIFEST_SIZE {
+            return Err(registry_client::Error::TooLarge {
+                what: format!("manifest {digest}"),
+                url: self.describe(),
+                limit: MAX_MANIFEST_SIZE,
+            }
+            .into());
+        }
+        let read = async {
+            let mut f = tokio::fs::File::open(&self.temp).await?;
+            f.seek(SeekFrom::Start(at)).await?;
+            let mut buf = vec![0u8; size as usize];
+            tokio::io::AsyncReadExt::read_exact(&mut f, &mut buf).await?;
+            Ok::<_, io::Error>(buf)
+        };
+        let bytes = read.await.map_err(|e| {
+            StoreError::io(
+                format!("reading {digest} back from {}", self.temp.display()),
+                e,
+            )
+        })?;
+        let mut verifier = Verifier::new(digest.clone(), Some(size));
+        verifier.update(&bytes)?;
+        verifier.finish()?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// The `manifest.json` entry of the image `manifest` named `name`.
+    async fn docker_entry(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+    ) -> Result<DockerEntry, StoreError> {
+        let refuse = |why: String| {
+            StoreError::invalid(
+                format!("{}: {name:?} for docker load", self.describe()),
+                why,
+            )
+        };
+        let reference = self
+            .references
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        let repo_tags = docker::repo_tags(name, reference.as_deref()).map_err(refuse)?;
+        let image =
+            match docker::chosen_manifest(&manifest.media_type, &manifest.bytes).map_err(refuse)? {
+                None => manifest.bytes.clone(),
+                Some(child) => self.stored_manifest(&child.digest).await?,
+            };
+        let contents = self.contents();
+        docker::entry(&image, repo_tags, &|d| contents.blobs.contains_key(d)).map_err(refuse)
     }
 
     async fn put_small(
@@ -314,7 +410,10 @@ impl Drop for ArchiveWriter {
 /// and against its digest, up to the first that is not whole or not right;
 /// and where that one starts. Anything after (a cut entry, `oci-layout`,
 /// `index.json`) is written again.
-fn whole_entries(file: &mut fs::File) -> io::Result<(HashMap<Digest, u64>, u64)> {
+/// Each blob maps to its size and where its data starts.
+type Found = HashMap<Digest, (u64, u64)>;
+
+fn whole_entries(file: &mut fs::File) -> io::Result<(Found, u64)> {
     let len = file.metadata()?.len();
     let mut blobs = HashMap::new();
     let mut pos = 0u64;
@@ -347,7 +446,7 @@ fn whole_entries(file: &mut fs::File) -> io::Result<(HashMap<Digest, u64>, u64)>
         if hasher.finish() != digest {
             break;
         }
-        blobs.insert(digest, size);
+        blobs.insert(digest, (size, pos + header_len));
         pos = end;
     }
     Ok((blobs, pos))
@@ -406,8 +505,7 @@ impl ImageTarget for ArchiveWriter {
         {
             more.insert(IMAGE_NAME.to_string(), r.clone());
         }
-        let mut contents = self.contents();
-        match contents.blobs.get(&manifest.digest) {
+        match self.contents().blobs.get(&manifest.digest) {
             Some(&n) if n == manifest.bytes.len() as u64 => {}
             _ => {
                 return Err(StoreError::NotFound(format!(
@@ -416,6 +514,15 @@ impl ImageTarget for ArchiveWriter {
                     self.describe()
                 )))
             }
+        }
+        // An image docker's format cannot hold fails here, unnamed.
+        let docker = match self.docker {
+            true => Some(self.docker_entry(tag, manifest).await?),
+            false => None,
+        };
+        let mut contents = self.contents();
+        if let Some(entry) = docker {
+            contents.docker.insert(tag.to_string(), entry);
         }
         contents.index.set_name(tag, manifest, more);
         Ok(())
@@ -488,6 +595,18 @@ impl ImageTarget for ArchiveWriter {
         }
         self.put_small(&mut st, "index.json", index.to_bytes())
             .await?;
+        if self.docker {
+            let entries: Vec<DockerEntry> = {
+                let contents = self.contents();
+                index
+                    .names()
+                    .iter()
+                    .filter_map(|(name, _)| contents.docker.get(name).cloned())
+                    .collect()
+            };
+            self.put_small(&mut st, MANIFEST_JSON, docker::manifest_json(&entries))
+                .await?;
+        }
         let mut out = st.out.take().ok_or_else(|| self.broken())?;
         out.write_all(&END_OF_ARCHIVE)
             .await
@@ -710,6 +829,133 @@ mod tests {
         w.finish().await.unwrap();
         assert!(!lonely.exists());
         assert_eq!(listing(dir.path()), vec!["signed.tar".to_string()]);
+    }
+
+    /// An image manifest over an image config and gzip layers (made-up
+    /// bytes: the writer checks names and presence, not tar contents).
+    fn docker_image(config: &[u8], layers: &[&[u8]]) -> Manifest {
+        let bytes = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256_of(config).to_string(), "size": config.len()},
+                "layers": layers.iter().map(|l| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": Digest::sha256_of(l).to_string(), "size": l.len()})).collect::<Vec<_>>(),
+            }))
+            .unwrap(),
+        );
+        Manifest {
+            media_type: media_type::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+        }
+    }
+
+    fn index_of(children: &[(&Manifest, &str)]) -> Manifest {
+        let bytes = Bytes::from(
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_INDEX,
+                "manifests": children.iter().map(|(m, arch)| serde_json::json!({"mediaType": m.media_type, "digest": m.digest.to_string(), "size": m.bytes.len(), "platform": {"os": "linux", "architecture": arch}})).collect::<Vec<_>>(),
+            }))
+            .unwrap(),
+        );
+        Manifest {
+            media_type: media_type::OCI_INDEX.into(),
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+        }
+    }
+
+    /// `manifest.json` of a finished archive, parsed.
+    fn manifest_json_of(path: &Path) -> serde_json::Value {
+        let mut ar = ::tar::Archive::new(fs::File::open(path).unwrap());
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some(MANIFEST_JSON) {
+                return serde_json::from_reader(&mut e).unwrap();
+            }
+        }
+        panic!("no manifest.json in {}", path.display());
+    }
+
+    #[tokio::test]
+    async fn a_docker_loadable_bundle_names_one_platform_per_image_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.tar");
+        let (config_a, config_b, layer) = (
+            b"{\"os\":\"linux\"}".to_vec(),
+            b"{}".to_vec(),
+            b"layer".to_vec(),
+        );
+        let amd = docker_image(&config_a, &[&layer]);
+        let arm = docker_image(&config_b, &[&layer]);
+        let one = index_of(&[(&amd, "amd64")]);
+        let two = index_of(&[(&amd, "amd64"), (&arm, "arm64")]);
+        let w = ArchiveWriter::create(&path).unwrap().docker_loadable();
+        for b in [&config_a, &config_b, &layer] {
+            w.write_blob(&desc(b), chunks(b, 3)).await.unwrap();
+        }
+        for m in [&amd, &arm] {
+            w.put_manifest(m).await.unwrap();
+        }
+        // Killed here: the rerun finds the children written and is never
+        // handed them again; the docker entry reads the child back.
+        drop(w);
+        let w = ArchiveWriter::create(&path).unwrap().docker_loadable();
+        for m in [&one, &two] {
+            w.put_manifest(m).await.unwrap();
+        }
+        w.record_reference("team/app:v1", "reg.example:5000/team/app:v1");
+        w.set_tag("team/app:v1", &one).await.unwrap();
+        w.set_tag("team/app:amd", &amd).await.unwrap();
+        let err = w
+            .set_tag("team/app:multi", &two)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"team/app:multi\"")
+                && err.contains("linux/amd64, linux/arm64")
+                && err.contains("--platform"),
+            "{err}"
+        );
+        w.finish().await.unwrap();
+
+        let names = entry_names(&path);
+        assert_eq!(
+            &names[names.len() - 3..],
+            ["oci-layout", "index.json", MANIFEST_JSON]
+        );
+        // Both names of the amd64 image in one entry, config and layers by
+        // their blob entries; the refused image named nowhere.
+        assert_eq!(
+            manifest_json_of(&path),
+            serde_json::json!([{
+                "Config": blob_name(&desc(&config_a).digest),
+                "RepoTags": ["team/app:amd", "reg.example:5000/team/app:v1"],
+                "Layers": [blob_name(&desc(&layer).digest)],
+            }])
+        );
+        let r = ArchiveReader::open(&path).unwrap();
+        assert_eq!(
+            r.list_tags().await.unwrap(),
+            ["team/app:amd", "team/app:v1"]
+        );
+        assert_eq!(
+            r.resolve(&ImageRef::Tag("team/app:v1".into()))
+                .await
+                .unwrap(),
+            one
+        );
+
+        // Without docker_loadable: no manifest.json, and every index named.
+        let plain = dir.path().join("p.tar");
+        let w = ArchiveWriter::create(&plain).unwrap();
+        w.put_manifest(&arm).await.unwrap();
+        w.put_manifest(&two).await.unwrap();
+        w.set_tag("multi", &two).await.unwrap();
+        w.finish().await.unwrap();
+        assert!(!entry_names(&plain).contains(&MANIFEST_JSON.to_string()));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
