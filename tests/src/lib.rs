@@ -9,12 +9,15 @@
 //! - [`TestCa`]: a throwaway certificate authority for TLS tests.
 //! - [`HostileRegistry`]: a purpose-built registry that misbehaves on demand, one
 //!   [`Misbehaviour`] at a time (lying digests, endless bodies, redirect and 401 loops, …).
+//! - [`arm_server::ArmServer`]: a stand-in for the Azure Resource Manager endpoints the AzureML
+//!   preset uses (workspace, registry, `importImage` and its operation), importing for real.
 //! - [`ReferrersServer`]: a purpose-built registry with the OCI 1.1 referrers API, which
 //!   distribution 2.8 lacks.
 //!
 //! Everything binds 127.0.0.1 on a free port, lives in its own temporary directory and
 //! cleans up on `Drop`, so tests can run in parallel.
 
+pub mod arm_server;
 pub mod cli;
 pub mod fault_proxy;
 pub mod files;
