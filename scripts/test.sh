@@ -12,6 +12,7 @@ command -v umoci >/dev/null || need+=(umoci)
 # what mirror wrote.
 command -v tinyproxy >/dev/null || need+=(tinyproxy)
 command -v podman >/dev/null || need+=(podman)
+command -v zsh >/dev/null && command -v fish >/dev/null && command -v groff >/dev/null || need+=(zsh fish groff-base) # completions run in the real shells, man pages through groff
 # The AzureML job-variable tests read each format back with the real parsers.
 python3 -c 'import yaml, dotenv' 2>/dev/null || need+=(python3 python3-yaml python3-dotenv)
 if ((${#need[@]})); then

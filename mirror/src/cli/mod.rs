@@ -2,6 +2,7 @@
 //! progress and the report. Thin by design; the work is in the library.
 
 mod azureml;
+mod completions;
 mod copy;
 mod error;
 pub mod exit;
@@ -68,6 +69,11 @@ enum Command {
     /// The AzureML preset: the common-runtime images and job variables.
     #[command(subcommand)]
     Azureml(Box<azureml::AzuremlCommand>),
+    /// Print a shell completion script: `mirror completions bash`.
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one per subcommand:
+    /// `mirror man --out DIR`.
+    Man(completions::ManArgs),
 }
 
 /// How to reach registries; shared by every command that talks to one.
@@ -280,6 +286,8 @@ pub fn run() -> i32 {
             Command::Import(args) => import::run(args).await,
             Command::Verify(args) => verify::run(args).await,
             Command::Azureml(command) => azureml::run(*command).await,
+            Command::Completions(args) => completions::completions(args),
+            Command::Man(args) => completions::man(args),
         }
     }))
 }
