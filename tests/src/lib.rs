@@ -26,6 +26,8 @@ pub mod hostile_registry;
 pub mod images;
 pub mod memory;
 pub mod peers;
+pub mod podman;
+pub mod proxy;
 pub mod referrers_server;
 pub mod registry;
 pub mod sandbox;
