@@ -24,7 +24,7 @@
 //! contain a string), fails an image's operation (status `Failed` with a
 //! code and message), never finishes one (`InProgress` forever), refuses
 //! the token (401 `InvalidAuthenticationToken` or 403
-//! `AuthorizationFailed`), or hands out polling URLs on another host. It
+//! `AuthorizationFailed`), says it expired (401 `ExpiredAuthenticationToken`), or hands out polling URLs on another host. It
 //! records every request (with its Authorization header and body) so tests
 //! can check the waits and where each secret went.
 
@@ -73,6 +73,9 @@ pub struct ArmScript {
     /// Refuse every request: 401 (`InvalidAuthenticationToken`) or 403
     /// (`AuthorizationFailed`).
     pub reject: Option<u16>,
+    /// Answer this many requests 401 `ExpiredAuthenticationToken`, as ARM
+    /// does when a token outlives its hour.
+    pub expire: usize,
     pub headers: PollHeaders,
     /// Polling URLs on this base (`http://127.0.0.1:PORT`) instead of ours.
     pub foreign_polling_base: Option<String>,
@@ -336,6 +339,17 @@ impl State {
                 )
             }
             _ => {}
+        }
+        {
+            let mut s = self.script.lock().unwrap();
+            if s.expire > 0 {
+                s.expire -= 1;
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "ExpiredAuthenticationToken",
+                    "The access token expiry UTC time '1/1/2025 1:00:00 AM' is earlier than current UTC time.",
+                );
+            }
         }
         match script.reject {
             Some(401) => {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use mirror::azureml::arm::{
     default_http_client, ArmClient, ArmErrorKind, ArmLimits, Cloud, ResourceId, StaticToken,
+    TokenProvider,
 };
 use mirror::azureml::preset::{Location, Preset, PresetImage};
 use mirror::azureml::server_side::{
@@ -117,6 +118,18 @@ async fn digest(host: &str, cred: Option<Credential>, reference: &str) -> Option
         .await
         .unwrap()
         .map(|m| m.digest)
+}
+
+/// A token provider that counts its calls and keeps the scopes asked for.
+struct Counting(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl TokenProvider for Counting {
+    async fn token(&self, scope: &str) -> Result<Secret, String> {
+        self.0.lock().unwrap().push(scope.to_string());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Secret::new(ARM_TOKEN))
+    }
 }
 
 fn options(deadline: Duration) -> ServerSideOptions {
@@ -232,7 +245,10 @@ async fn a_workspace_without_a_registry_or_that_does_not_exist_is_a_clear_error(
 #[tokio::test]
 async fn six_server_side_imports_land_with_the_source_digests() {
     let w = world().await;
-    let arm = arm_client(&w.arm, ARM_TOKEN);
+    let tokens = Arc::new(Counting(Default::default()));
+    let cloud: Cloud = w.arm.endpoint().parse().unwrap();
+    let arm =
+        ArmClient::new(default_http_client().unwrap(), &cloud, tokens.clone()).with_limits(fast());
     let images = preset(&w);
     assert_eq!(images.len(), 6);
     let outcomes = import_all(
@@ -272,6 +288,11 @@ async fn six_server_side_imports_land_with_the_source_digests() {
         "{checks:#?}"
     );
 
+    // One token for the whole run, for the endpoint's scope.
+    assert_eq!(
+        *tokens.0.lock().unwrap(),
+        vec![format!("{}/.default", w.arm.endpoint())]
+    );
     // All six were asked for before any was polled: at once, not in turn.
     let requests = w.arm.requests();
     let posts: Vec<&ArmRequest> = requests.iter().filter(|r| r.method == "POST").collect();
@@ -518,6 +539,28 @@ async fn a_refused_token_is_named_with_arm_s_code() {
         "{err}"
     );
     assert_no_secret(&shown(&outcomes));
+}
+
+#[tokio::test]
+async fn an_expired_token_is_fetched_again_once() {
+    let w = world().await;
+    let tokens = Arc::new(Counting(Default::default()));
+    let cloud: Cloud = w.arm.endpoint().parse().unwrap();
+    let arm =
+        ArmClient::new(default_http_client().unwrap(), &cloud, tokens.clone()).with_limits(fast());
+    let id = workspace_id(SUB, RG, "ws").unwrap();
+    w.arm.script(|s| s.expire = 1);
+    resolve(&arm, &id).await.unwrap();
+    assert_eq!(
+        tokens.0.lock().unwrap().len(),
+        2,
+        "fetched, then again after the 401"
+    );
+    // Expired again straight after a new token: not a loop, an error.
+    w.arm.script(|s| s.expire = 2);
+    let err = resolve(&arm, &id).await.unwrap_err();
+    assert_eq!(err.code.as_deref(), Some("ExpiredAuthenticationToken"));
+    assert_eq!(tokens.0.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -1635,6 +1635,41 @@ mod tests {
     }
 
     #[test]
+    fn hostile_answers_never_panic() {
+        // xorshift noise, and noise spliced into plausible bodies.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..2000 {
+            let len = (next() % 200) as usize;
+            let noise: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let text = String::from_utf8_lossy(&noise).into_owned();
+            let spliced = match round % 4 {
+                0 => format!(r#"{{"error":{{"code":"{text}","message":{text:?}}}}}"#),
+                1 => format!(r#"{{"status":{text:?},"error":{{"message":[{text:?}]}}}}"#),
+                2 => format!("/subscriptions/{text}/resourceGroups/rg/providers/{text}/x/{text}"),
+                _ => text.clone(),
+            };
+            for body in [noise.as_slice(), spliced.as_bytes()] {
+                let _ = parse_error_body(body);
+                let _ = parse_operation_status(body);
+                let _ = ResourceId::parse(&String::from_utf8_lossy(body));
+                let _ = parse_retry_after(&String::from_utf8_lossy(body), SystemTime::now());
+                let _ = String::from_utf8_lossy(body).parse::<Cloud>();
+            }
+        }
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:60 GMT", SystemTime::UNIX_EPOCH)
+                .map(|d| d > Duration::ZERO),
+            Some(true)
+        );
+    }
+
+    #[test]
     fn errors_redact_an_echoed_secret() {
         let e = ArmError::new(
             "importing a",
