@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use registry_client::limits::MAX_MANIFEST_SIZE;
-use registry_client::{Descriptor, Digest, ErrorKind, Manifest};
+use registry_client::{Descriptor, Digest, ErrorCode, ErrorKind, Manifest};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -696,8 +696,8 @@ fn cosign_tag_at(job: &CopyJob, tag: &str) -> String {
 
 fn worth_retrying(e: &StoreError) -> bool {
     e.kind() == ErrorKind::Retryable
-        || e.has_registry_code("BLOB_UPLOAD_INVALID")
-        || e.has_registry_code("BLOB_UPLOAD_UNKNOWN")
+        || e.has_registry_code(&ErrorCode::BlobUploadInvalid)
+        || e.has_registry_code(&ErrorCode::BlobUploadUnknown)
 }
 
 /// How often a manifest write is tried when the registry still calls a
@@ -718,7 +718,9 @@ where
     let mut tries = 1;
     loop {
         match write().await {
-            Err(e) if e.has_registry_code("MANIFEST_BLOB_UNKNOWN") && tries < SETTLE_TRIES => {
+            Err(e)
+                if e.has_registry_code(&ErrorCode::ManifestBlobUnknown) && tries < SETTLE_TRIES =>
+            {
                 tracing::debug!(%digest, tries, "a child manifest reads as unknown; trying again");
                 tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(tries))).await;
                 tries += 1;

@@ -10,11 +10,12 @@ use http::{header, Method, StatusCode};
 use crate::auth::Scopes;
 use crate::client::{Call, Client};
 use crate::digest::{Digest, Hasher, Verifier};
-use crate::error::{redact_url, Error};
+use crate::error::{redact_url, Error, TransportError};
 use crate::manifest::header_str;
 use crate::reference::Repository;
 
-/// How to read a blob.
+/// How to read a blob ([`Client::get_blob`]). The default reads it whole,
+/// checking only the digest.
 #[derive(Debug, Clone, Default)]
 pub struct BlobRead {
     /// The size the descriptor promises; the stream fails beyond it.
@@ -26,6 +27,11 @@ pub struct BlobRead {
 
 impl Client {
     /// The blob's size, or `None` when the repository does not have it.
+    ///
+    /// # Errors
+    ///
+    /// Those of any request (auth, transport, status); [`Error::Protocol`]
+    /// for an answer without `Content-Length`.
     pub async fn head_blob(
         &self,
         repo: &Repository,
@@ -66,6 +72,35 @@ impl Client {
     /// ([`ClientConfig::max_requests_per_host`](crate::ClientConfig)) until it
     /// ends, fails or is dropped: read streams in turn rather than opening
     /// more than the cap before reading any.
+    ///
+    /// ```no_run
+    /// # async fn run(client: registry_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures::StreamExt;
+    /// use registry_client::{BlobRead, Reference};
+    ///
+    /// let image = Reference::parse("docker.io/library/alpine:3.20")?;
+    /// let manifest = client.get_manifest(&image).await?;
+    /// let config = manifest.content()?.config.ok_or("not an image manifest")?;
+    /// let read = BlobRead { size: Some(config.size), ..BlobRead::default() };
+    /// let mut stream = client.get_blob(image.repository(), &config.digest, read).await?;
+    /// let mut bytes = Vec::new();
+    /// while let Some(chunk) = stream.next().await {
+    ///     // The last item is an error if the size or digest is wrong.
+    ///     bytes.extend_from_slice(&chunk?);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Not found for a blob the repository lacks
+    /// ([`ErrorCode::BlobUnknown`](crate::ErrorCode::BlobUnknown));
+    /// [`Error::InvalidHasherState`] for a resume hasher of another
+    /// algorithm; [`Error::Protocol`] for a range answered from elsewhere
+    /// than asked. The stream's items fail with [`Error::Transport`] or
+    /// [`Error::Timeout`] (resume from [`BlobStream::hasher`]),
+    /// [`Error::SizeMismatch`] or [`Error::DigestMismatch`].
     pub async fn get_blob(
         &self,
         repo: &Repository,
@@ -177,11 +212,10 @@ impl Stream for BlobStream {
             match self.body.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => {
-                    let url = self.url.clone();
                     return Poll::Ready(Some(Err(Error::Transport {
                         method: "GET".into(),
-                        url,
-                        source: e.without_url(),
+                        url: self.url.clone(),
+                        source: TransportError::new(e),
                     })));
                 }
                 Poll::Ready(Some(Ok(mut chunk))) => {

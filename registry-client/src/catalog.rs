@@ -10,7 +10,14 @@ use crate::error::Error;
 use crate::tags::follow_pages;
 
 impl Client {
-    /// Every repository name of a registry (as written in references).
+    /// Every repository name of a registry (as written in references),
+    /// following `Link` pages.
+    ///
+    /// # Errors
+    ///
+    /// Registries without a catalog (Docker Hub, some clouds) answer with
+    /// an error status or refuse the scope; [`Error::Exceeded`] past the
+    /// [`Limits`](crate::Limits).
     pub async fn list_repositories(&self, registry: &str) -> Result<Vec<String>, Error> {
         let host = crate::reference::api_host(registry);
         let first = self

@@ -103,6 +103,21 @@ impl Default for ClientConfig {
 
 /// An OCI Distribution API client. Cheap to clone; clones share the
 /// connection pool, tokens and host pauses.
+///
+/// Every call answers a registry's challenge (basic or bearer, scopes
+/// upgraded when a token lacks one) with the [`ClientConfig::credentials`]
+/// of that registry, retries transient failures as the
+/// [`RetryPolicy`] says, and follows redirects for GET and HEAD without
+/// sending credentials to another host.
+///
+/// The calls, by what they touch: manifests ([`Client::get_manifest`],
+/// [`Client::head_manifest`], [`Client::put_manifest`],
+/// [`Client::delete_manifest`]), blobs ([`Client::head_blob`],
+/// [`Client::get_blob`], [`Client::start_upload`], [`Client::mount_blob`],
+/// [`Client::resume_upload`]), listings ([`Client::list_tags`],
+/// [`Client::tags_page`], [`Client::list_repositories`]), referrers
+/// ([`Client::referrers`], [`Client::add_to_referrers_index`]), and
+/// [`Client::ping`].
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -251,6 +266,7 @@ impl Client {
         })
     }
 
+    /// The configuration it was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
@@ -265,7 +281,7 @@ impl Client {
     }
 
     /// `https://host/` or, for insecure and loopback hosts, `http://host/`.
-    pub fn base_url(&self, api_host: &str) -> Result<Url, Error> {
+    pub(crate) fn base_url(&self, api_host: &str) -> Result<Url, Error> {
         let scheme = if self.plain_http(api_host) {
             "http"
         } else {
@@ -300,6 +316,12 @@ impl Client {
 
     /// Check that the registry speaks the API and our credentials work,
     /// by `GET /v2/`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] for credentials the registry refuses (or none where
+    /// it wants some), [`Error::Transport`] when it cannot be reached,
+    /// [`Error::Status`] for a server that is not a registry.
     pub async fn ping(&self, registry: &str) -> Result<(), Error> {
         let host = crate::reference::api_host(registry);
         let url = self.base_url(host)?.join("v2/").expect("static path");
@@ -379,11 +401,7 @@ impl Client {
                 Ok(Ok(r)) => r,
                 failed => {
                     let err = match failed {
-                        Ok(Err(e)) => Error::Transport {
-                            method: method_name.clone(),
-                            url: redact_url(&url),
-                            source: e.without_url(),
-                        },
+                        Ok(Err(e)) => Error::transport(&method_name, &url, e),
                         _ => Error::Timeout {
                             method: method_name.clone(),
                             url: redact_url(&url),
@@ -657,7 +675,7 @@ async fn read_error_body(resp: reqwest::Response, within: Duration) -> ApiErrors
 }
 
 fn fmt_codes(codes: &ApiErrors) -> String {
-    if codes.0.is_empty() {
+    if codes.is_empty() {
         String::new()
     } else {
         format!(" ({codes})")
@@ -686,11 +704,7 @@ impl Client {
                     "the {what} did not arrive whole within {within:?} (the read timeout, --read-timeout)"
                 ),
             })?
-            .map_err(|e| Error::Transport {
-                method: "GET".into(),
-                url: redact_url(url),
-                source: e.without_url(),
-            })?
+            .map_err(|e| Error::transport("GET", url, e))?
             .ok_or_else(|| Error::TooLarge {
                 what: what.to_string(),
                 url: redact_url(url),

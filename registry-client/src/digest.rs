@@ -13,11 +13,14 @@ use crate::error::Error;
 /// refused before it can become part of a path or URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
+    /// SHA-256, the one every registry uses.
     Sha256,
+    /// SHA-512.
     Sha512,
 }
 
 impl Algorithm {
+    /// The name as written in a digest (`sha256`).
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
@@ -33,7 +36,25 @@ impl Algorithm {
     }
 }
 
-/// A validated digest: a known algorithm and lower-case hex of the right length.
+/// A validated digest: a known algorithm and lower-case hex of the right
+/// length, so it is safe to put in a path or URL. Prints as it parses.
+///
+/// ```
+/// use registry_client::{Algorithm, Digest};
+///
+/// let d = Digest::sha256_of(b"abc");
+/// assert_eq!(
+///     d.to_string(),
+///     "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+/// );
+/// assert_eq!(Digest::parse(&d.to_string())?, d);
+/// assert_eq!(d.algorithm(), Algorithm::Sha256);
+///
+/// // Upper-case hex, unknown algorithms and wrong lengths are refused.
+/// assert!(Digest::parse("sha256:BA7816BF").is_err());
+/// assert!(Digest::parse("md5:900150983cd24fb0d6963f7d28e17f72").is_err());
+/// # Ok::<(), registry_client::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest {
     algorithm: Algorithm,
@@ -41,6 +62,13 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// Parse `<algorithm>:<hex>`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidDigest`], naming the input: no `:`, an algorithm
+    /// other than `sha256` and `sha512`, hex of the wrong length or not
+    /// lower-case.
     pub fn parse(input: &str) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidDigest {
             input: input.to_string(),
@@ -79,16 +107,19 @@ impl Digest {
         Self::of(Algorithm::Sha256, data)
     }
 
+    /// The digest of `data` with `algorithm`.
     pub fn of(algorithm: Algorithm, data: &[u8]) -> Self {
         let mut h = Hasher::new(algorithm);
         h.update(data);
         h.finish()
     }
 
+    /// Its algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
+    /// The hex part, after the `:`.
     pub fn hex(&self) -> &str {
         &self.hex
     }
@@ -134,6 +165,20 @@ enum State {
 
 /// An incremental hasher that counts bytes and can be saved mid-stream
 /// ([`Hasher::save`]) so a resumed transfer need not re-read what it has.
+///
+/// ```
+/// use registry_client::{Algorithm, Digest, Hasher, SavedHasher};
+///
+/// let mut h = Hasher::new(Algorithm::Sha256);
+/// h.update(b"first half, ");
+/// // Persist the state (a file next to the partial download), and later…
+/// let text = h.save().to_hex();
+/// let mut resumed = Hasher::restore(&SavedHasher::from_hex(&text)?)?;
+/// resumed.update(b"second half");
+/// assert_eq!(resumed.len(), 23);
+/// assert_eq!(resumed.finish(), Digest::sha256_of(b"first half, second half"));
+/// # Ok::<(), registry_client::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Hasher {
     state: State,
@@ -141,6 +186,7 @@ pub struct Hasher {
 }
 
 impl Hasher {
+    /// A hasher that has seen nothing.
     pub fn new(algorithm: Algorithm) -> Self {
         let state = match algorithm {
             Algorithm::Sha256 => State::Sha256(Sha256::new()),
@@ -149,6 +195,7 @@ impl Hasher {
         Hasher { state, len: 0 }
     }
 
+    /// The algorithm it hashes with.
     pub fn algorithm(&self) -> Algorithm {
         match self.state {
             State::Sha256(_) => Algorithm::Sha256,
@@ -156,6 +203,7 @@ impl Hasher {
         }
     }
 
+    /// Hash more bytes.
     pub fn update(&mut self, data: &[u8]) {
         match &mut self.state {
             State::Sha256(h) => h.update(data),
@@ -165,6 +213,10 @@ impl Hasher {
     }
 
     /// Hash everything `reader` yields, in 256 KiB reads.
+    ///
+    /// # Errors
+    ///
+    /// The reader's.
     pub fn update_from(&mut self, mut reader: impl std::io::Read) -> std::io::Result<()> {
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -180,10 +232,12 @@ impl Hasher {
         self.len
     }
 
+    /// Whether it has hashed nothing yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The digest of every byte hashed.
     pub fn finish(self) -> Digest {
         let algorithm = self.algorithm();
         let bytes: Vec<u8> = match self.state {
@@ -212,6 +266,12 @@ impl Hasher {
     }
 
     /// Restore a state made by [`Hasher::save`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidHasherState`] for bytes that are not such a state
+    /// (truncated, another version's, or counts that do not add up), so a
+    /// damaged file is refused rather than finishing to a wrong digest.
     pub fn restore(saved: &SavedHasher) -> Result<Self, Error> {
         let bad = || Error::InvalidHasherState;
         let bytes = &saved.0;
@@ -252,7 +312,11 @@ impl Hasher {
 
 /// A saved hasher state (see [`Hasher::save`]); opaque bytes to persist.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SavedHasher(pub Vec<u8>);
+pub struct SavedHasher(
+    /// The bytes: the algorithm, the length and the hash's inner state.
+    /// [`Hasher::restore`] checks them.
+    pub Vec<u8>,
+);
 
 impl SavedHasher {
     /// The state as lowercase hex, for text files.
@@ -261,6 +325,10 @@ impl SavedHasher {
     }
 
     /// Read a state written by [`SavedHasher::to_hex`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidHasherState`] for text that is not hex.
     pub fn from_hex(text: &str) -> Result<Self, Error> {
         let text = text.as_bytes();
         if !text.len().is_multiple_of(2) {
@@ -283,6 +351,23 @@ impl fmt::Debug for SavedHasher {
 /// Checks a stream of bytes against an expected digest and (optional) size.
 /// Feed it every chunk; it fails as soon as the size is exceeded and at the
 /// end if the size or digest differ, naming both values.
+///
+/// ```
+/// use registry_client::{Digest, ErrorKind, Verifier};
+///
+/// let blob = b"layer bytes";
+/// let mut v = Verifier::new(Digest::sha256_of(blob), Some(blob.len() as u64));
+/// v.update(&blob[..5])?;
+/// v.update(&blob[5..])?;
+/// assert_eq!(v.finish()?, Digest::sha256_of(blob));
+///
+/// // One byte too many fails at once, naming both sizes.
+/// let mut v = Verifier::new(Digest::sha256_of(blob), Some(blob.len() as u64));
+/// let err = v.update(b"layer bytes!").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Integrity);
+/// assert!(err.to_string().contains("expected 11 bytes, got 12"));
+/// # Ok::<(), registry_client::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Verifier {
     expected: Digest,
@@ -297,6 +382,8 @@ impl fmt::Debug for Hasher {
 }
 
 impl Verifier {
+    /// A verifier of bytes that must hash to `expected` and, when given,
+    /// be `expected_size` long.
     pub fn new(expected: Digest, expected_size: Option<u64>) -> Self {
         let hasher = Hasher::new(expected.algorithm());
         Verifier {
@@ -307,6 +394,11 @@ impl Verifier {
     }
 
     /// Continue from a hasher that has already seen the first bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidHasherState`] when the hasher's algorithm is not
+    /// the digest's.
     pub fn resume(
         expected: Digest,
         expected_size: Option<u64>,
@@ -326,6 +418,11 @@ impl Verifier {
     /// the size is known — at the last byte if the digest is wrong, so a
     /// consumer that stops reading at the expected length (an HTTP body of
     /// known length) still sees the error before it commits anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SizeMismatch`] past the size, [`Error::DigestMismatch`] at
+    /// its last byte.
     pub fn update(&mut self, data: &[u8]) -> Result<(), Error> {
         self.hasher.update(data);
         if let Some(size) = self.expected_size {
@@ -360,11 +457,18 @@ impl Verifier {
         &self.hasher
     }
 
+    /// The digest the bytes must hash to.
     pub fn expected(&self) -> &Digest {
         &self.expected
     }
 
-    /// Check size and digest once every byte has been seen.
+    /// Check size and digest once every byte has been seen; the digest on
+    /// success.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SizeMismatch`] or [`Error::DigestMismatch`], naming the
+    /// expected and the actual value.
     pub fn finish(self) -> Result<Digest, Error> {
         let len = self.hasher.len();
         if let Some(size) = self.expected_size {

@@ -34,6 +34,7 @@ pub struct HostLimits {
 }
 
 impl HostLimits {
+    #[cfg(test)]
     pub fn new(cap: Option<usize>) -> Self {
         Self::with_hosts(cap, HashMap::new())
     }
@@ -106,12 +107,9 @@ impl Limiter {
     }
 
     /// Requests allowed in flight now.
+    #[cfg(test)]
     pub fn limit(&self) -> usize {
         self.state.lock().expect("limiter lock").limit
-    }
-
-    pub fn cap(&self) -> usize {
-        self.cap
     }
 
     pub async fn acquire(self: &Arc<Self>) -> HostPermit {

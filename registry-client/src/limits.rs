@@ -68,7 +68,8 @@ impl Default for Limits {
 }
 
 /// How an error names a bound that was reached: its name and value, and
-/// how to raise it.
+/// how to raise it (in the words of the `mirror` command line, whose
+/// `--limit` sets [`Limits`]; the engine names its own bounds the same way).
 pub fn reached(name: &str, value: impl std::fmt::Display) -> String {
     format!("the limit {name} is {value}; raise it with --limit {name}=N if this is expected")
 }

@@ -12,7 +12,7 @@ use crate::error::{redact_url, Error};
 use crate::media_type::{self, manifest_accept_header};
 use crate::reference::{Reference, Repository};
 
-pub use crate::limits::MAX_MANIFEST_SIZE;
+use crate::limits::MAX_MANIFEST_SIZE;
 const DIGEST_HEADER: &str = "docker-content-digest";
 /// Answered to a manifest PUT with a `subject` by registries with the
 /// referrers API (distribution spec 1.1).
@@ -21,13 +21,32 @@ const SUBJECT_HEADER: &str = "oci-subject";
 /// A manifest's exact bytes, with their media type and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The media type: the registry's `Content-Type`, else the manifest's
+    /// own `mediaType` ([`crate::media_type`]).
     pub media_type: String,
+    /// The digest of [`Manifest::bytes`], verified when read.
     pub digest: Digest,
+    /// The bytes exactly as the registry sent them (or as they will be
+    /// pushed): never re-serialised, so the digest stays the same.
     pub bytes: Bytes,
 }
 
 impl Manifest {
+    /// A manifest of these bytes, with their sha256 digest: what to push.
+    pub fn from_bytes(media_type: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Manifest {
+            media_type: media_type.into(),
+            digest: Digest::sha256_of(&bytes),
+            bytes,
+        }
+    }
+
     /// Parse the references out of it (config, layers, children, subject).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when the bytes are not JSON of a manifest's shape.
     pub fn content(&self) -> Result<ManifestContent, Error> {
         serde_json::from_slice(&self.bytes).map_err(|e| Error::Protocol {
             method: "parse".into(),
@@ -36,6 +55,8 @@ impl Manifest {
         })
     }
 
+    /// Whether it is an index (OCI image index or Docker manifest list),
+    /// whose children are manifests rather than blobs.
     pub fn is_index(&self) -> bool {
         media_type::is_index(&self.media_type)
     }
@@ -56,12 +77,47 @@ pub struct ManifestPut {
 /// What a HEAD tells about a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestInfo {
+    /// The media type (`Content-Type`).
     pub media_type: String,
+    /// The digest (`Docker-Content-Digest`).
     pub digest: Digest,
+    /// The size in bytes (`Content-Length`).
     pub size: u64,
 }
 
 impl Client {
+    /// Read a manifest or index by tag or digest, with the full Accept list
+    /// (OCI manifest and index, Docker manifest and list). By digest the
+    /// bytes must hash to it; by tag, to the registry's
+    /// `Docker-Content-Digest` when it sends one. At most
+    /// [`MAX_MANIFEST_SIZE`] bytes are read.
+    ///
+    /// ```no_run
+    /// # async fn run(client: registry_client::Client) -> Result<(), registry_client::Error> {
+    /// use registry_client::Reference;
+    ///
+    /// let reference = Reference::parse("docker.io/library/alpine:3.20")?;
+    /// let manifest = client.get_manifest(&reference).await?;
+    /// println!("{} {}", manifest.digest, manifest.media_type);
+    /// if manifest.is_index() {
+    ///     for child in manifest.content()?.manifests {
+    ///         let child = client.get_manifest(&reference.with_digest(child.digest)).await?;
+    ///         println!("  {}", child.digest);
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when there is no
+    /// such manifest (the codes say `MANIFEST_UNKNOWN` or `NAME_UNKNOWN`);
+    /// [`Error::DigestMismatch`] for bytes that do not hash to the digest;
+    /// [`Error::TooLarge`] past the size cap; [`Error::Unsupported`] for
+    /// Docker schema 1; [`Error::Protocol`] for an answer that is not a
+    /// manifest (a login page); and the errors every request can have
+    /// (auth, transport, status).
     pub async fn get_manifest(&self, reference: &Reference) -> Result<Manifest, Error> {
         let repo = reference.repository();
         let url = self.api_url(repo, &format!("manifests/{}", reference.manifest_ref()))?;
@@ -103,7 +159,13 @@ impl Client {
         })
     }
 
-    /// `None` when the manifest does not exist.
+    /// What a manifest is (digest, media type, size) without reading it:
+    /// `None` when it does not exist. One HEAD; a GET when the registry
+    /// leaves the headers out of its HEAD answers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::get_manifest`], but a missing manifest is `Ok(None)`.
     pub async fn head_manifest(
         &self,
         reference: &Reference,
@@ -148,6 +210,30 @@ impl Client {
     }
 
     /// PUT the bytes as they are under a tag or digest; returns their digest.
+    /// Everything the manifest references must be in the repository first
+    /// (blobs, children), or the registry refuses it
+    /// ([`ErrorCode::ManifestBlobUnknown`](crate::ErrorCode::ManifestBlobUnknown)).
+    ///
+    /// ```no_run
+    /// # async fn run(client: registry_client::Client, manifest: registry_client::Manifest) -> Result<(), registry_client::Error> {
+    /// use registry_client::Repository;
+    ///
+    /// let repo = Repository::parse("myacr.azurecr.io/team/app")?;
+    /// let digest = client
+    ///     .put_manifest(&repo, "v1", &manifest.media_type, manifest.bytes.clone())
+    ///     .await?;
+    /// assert_eq!(digest, manifest.digest);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DigestMismatch`] when pushed by a digest the bytes do not
+    /// hash to; [`Error::InvalidReference`] for a bad tag;
+    /// [`Error::TooLarge`] past [`MAX_MANIFEST_SIZE`]; [`Error::Protocol`]
+    /// when the registry says it stored another digest; the registry's
+    /// refusal as [`Error::Status`] with its codes.
     pub async fn put_manifest(
         &self,
         repo: &Repository,
@@ -165,6 +251,10 @@ impl Client {
     /// referrers API says so, and then lists it by itself. Without it the
     /// pusher keeps the tag-schema index
     /// ([`Client::add_to_referrers_index`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::put_manifest`].
     pub async fn put_manifest_with_subject(
         &self,
         repo: &Repository,
@@ -223,6 +313,12 @@ impl Client {
     }
 
     /// Delete a manifest by digest (registries refuse deletion by tag).
+    ///
+    /// # Errors
+    ///
+    /// The registry's refusal (many disable deletion:
+    /// [`ErrorCode::Unsupported`](crate::ErrorCode::Unsupported)), or
+    /// not found.
     pub async fn delete_manifest(&self, repo: &Repository, digest: &Digest) -> Result<(), Error> {
         let url = self.api_url(repo, &format!("manifests/{digest}"))?;
         self.send(Call::new(

@@ -7,13 +7,24 @@ use std::str::FromStr;
 use crate::digest::Digest;
 use crate::error::Error;
 
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 /// The host that actually serves Docker Hub's API.
-pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
+pub(crate) const DOCKER_HUB_API: &str = "registry-1.docker.io";
 const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
 
 /// A repository in a registry: `registry` is the host (with port), `name` the path.
+/// Prints as `registry/name`.
+///
+/// ```
+/// use registry_client::Repository;
+///
+/// let repo = Repository::parse("ubuntu")?;
+/// assert_eq!(repo.to_string(), "docker.io/library/ubuntu");
+/// assert_eq!(repo.api_host(), "registry-1.docker.io");
+/// assert_eq!(repo.tag("24.04")?.to_string(), "docker.io/library/ubuntu:24.04");
+/// # Ok::<(), registry_client::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Repository {
     registry: String,
@@ -22,11 +33,20 @@ pub struct Repository {
 
 impl Repository {
     /// Parse `host/path` or a bare path (Docker Hub), without tag or digest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidReference`], naming the input and what is wrong.
     pub fn parse(input: &str) -> Result<Self, Error> {
         let r = Reference::parse_inner(input, false)?;
         Ok(r.repository)
     }
 
+    /// The repository `name` in `registry`, validated as [`Repository::parse`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidReference`].
     pub fn new(registry: &str, name: &str) -> Result<Self, Error> {
         Repository::parse(&format!("{registry}/{name}"))
     }
@@ -46,10 +66,17 @@ impl Repository {
         &self.name
     }
 
+    /// The reference to `tag` in this repository.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidReference`] for a tag that is not valid
+    /// (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
     pub fn tag(&self, tag: &str) -> Result<Reference, Error> {
         Reference::parse(&format!("{self}:{tag}"))
     }
 
+    /// The reference to `digest` in this repository.
     pub fn digest(&self, digest: &Digest) -> Reference {
         Reference {
             repository: self.clone(),
@@ -60,7 +87,7 @@ impl Repository {
 }
 
 /// The API host of a registry name.
-pub fn api_host(registry: &str) -> &str {
+pub(crate) fn api_host(registry: &str) -> &str {
     if registry == DOCKER_HUB {
         DOCKER_HUB_API
     } else {
@@ -82,6 +109,30 @@ impl fmt::Debug for Repository {
 
 /// A fully qualified image reference. At least one of tag and digest is set:
 /// a reference with neither gets the tag `latest`, as Docker does.
+///
+/// ```
+/// use registry_client::Reference;
+///
+/// let r = Reference::parse("ubuntu")?;
+/// assert_eq!(r.to_string(), "docker.io/library/ubuntu:latest");
+///
+/// let r = Reference::parse("localhost:5000/team/app:v1.2")?;
+/// assert_eq!(r.registry(), "localhost:5000");
+/// assert_eq!(r.repository().name(), "team/app");
+/// assert_eq!(r.tag(), Some("v1.2"));
+/// assert_eq!(r.manifest_ref(), "v1.2");
+///
+/// // A digest pins the content: it is what the registry is asked for.
+/// let pinned = Reference::parse(
+///     "ghcr.io/org/tool:1@sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+/// )?;
+/// assert_eq!(pinned.manifest_ref(), pinned.digest().unwrap().to_string());
+///
+/// // Errors name the input and what is wrong with it.
+/// let err = Reference::parse("r.io/app:bad tag").unwrap_err();
+/// assert!(err.to_string().contains("\"r.io/app:bad tag\""));
+/// # Ok::<(), registry_client::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Reference {
     repository: Repository,
@@ -90,6 +141,16 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// Parse `[host[:port]/]path[:tag][@digest]` with Docker's rules: the
+    /// first component is a registry when it has a `.` or `:` or is
+    /// `localhost`; without one it is Docker Hub (`docker.io`, and
+    /// `library/` before a one-component path).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidReference`], naming the input and what is wrong
+    /// (an empty or over-long name, upper case in the path, a bad tag,
+    /// host or digest).
     pub fn parse(input: &str) -> Result<Self, Error> {
         Self::parse_inner(input, true)
     }
@@ -160,18 +221,22 @@ impl Reference {
         })
     }
 
+    /// The repository it is in.
     pub fn repository(&self) -> &Repository {
         &self.repository
     }
 
+    /// The registry, as users write it (see [`Repository::registry`]).
     pub fn registry(&self) -> &str {
         self.repository.registry()
     }
 
+    /// The tag, if it has one.
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }
 
+    /// The digest, if it has one.
     pub fn digest(&self) -> Option<&Digest> {
         self.digest.as_ref()
     }
@@ -186,6 +251,7 @@ impl Reference {
         }
     }
 
+    /// The same reference pinned to `digest` (the tag is kept, for display).
     pub fn with_digest(&self, digest: Digest) -> Reference {
         Reference {
             digest: Some(digest),
@@ -193,6 +259,11 @@ impl Reference {
         }
     }
 
+    /// The same reference with `tag` in place of its tag.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidReference`] for a tag that is not valid.
     pub fn with_tag(&self, tag: &str) -> Result<Reference, Error> {
         validate_tag(tag).map_err(|reason| Error::InvalidReference {
             input: tag.to_string(),

@@ -30,6 +30,7 @@ pub struct Referrers {
     /// their `artifactType` and `annotations`; only those of the types asked
     /// for.
     pub manifests: Vec<Descriptor>,
+    /// Whether the registry's API or the tag schema gave them.
     pub source: ReferrersSource,
 }
 
@@ -106,6 +107,28 @@ impl Client {
     /// left to the registry only when it says it applied it
     /// (`OCI-Filters-Applied: artifactType`) and only one type is asked
     /// for (the API filters on one); otherwise it is applied here.
+    ///
+    /// ```no_run
+    /// # async fn run(client: registry_client::Client) -> Result<(), registry_client::Error> {
+    /// use registry_client::Reference;
+    ///
+    /// let image = Reference::parse("ghcr.io/org/app:v1")?;
+    /// let digest = client.get_manifest(&image).await?.digest;
+    /// let signatures = ["application/vnd.dev.cosign.artifact.sig.v1+json".to_string()];
+    /// let found = client.referrers(image.repository(), &digest, &signatures).await?;
+    /// for r in &found.manifests {
+    ///     println!("{} {:?}", r.digest, r.artifact_type);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of the listing requests; [`Error::Exceeded`] past the
+    /// [`Limits`](crate::Limits); [`Error::Protocol`] for an answer that is
+    /// not an OCI index. A missing repository, a missing tag-schema tag or
+    /// one holding something else lists none.
     pub async fn referrers(
         &self,
         repo: &Repository,
@@ -194,7 +217,7 @@ impl Client {
             return Ok(Some((keep_wanted(entries, artifact_types), None)));
         }
         let codes = crate::error::ApiErrors::parse(&body);
-        if codes.has_code("NAME_UNKNOWN") {
+        if codes.contains(&crate::ErrorCode::NameUnknown) {
             // The repository is missing: that says nothing of the API, and
             // nothing is listed either way.
             tracing::debug!(repository = %repo, "no such repository: referrers support still unknown");

@@ -62,6 +62,10 @@ impl Manifest {
     /// type, digest and size, its `artifactType` (else its config's media
     /// type, as the spec says; none for an index without one) and its
     /// annotations.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Protocol`] when the bytes are not a JSON object.
     pub fn referrer_descriptor(&self) -> Result<Descriptor, Error> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -120,6 +124,12 @@ impl Client {
     /// rules that out, as the spec says. Costs three requests (GET, PUT,
     /// GET) and 50 ms when nobody else writes, one request when the
     /// referrer is listed already.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a tag holding something other than an OCI
+    /// index; [`Error::Protocol`] for an index that is not JSON, or when
+    /// other writers replaced it after every write; those of the requests.
     pub async fn add_to_referrers_index(
         &self,
         repo: &Repository,

@@ -7,12 +7,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 
-/// How hard to retry transient failures.
+/// How hard to retry transient failures: connection errors, resets,
+/// timeouts, 408, 429 and 5xx, with full-jitter exponential backoff. The
+/// wait belongs to the host: every request to it waits, not only the one
+/// that failed. A streamed body (an upload from a stream) is never resent.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included.
+    /// Attempts in all, the first included (5).
     pub max_attempts: u32,
+    /// The wait after the first failure (200 ms); it doubles after each.
     pub base_delay: Duration,
+    /// The longest wait between attempts (20 s).
     pub max_delay: Duration,
     /// The longest `Retry-After` obeyed; longer answers fail the request
     /// (default [`crate::limits::MAX_RETRY_AFTER`]).
@@ -43,7 +48,7 @@ impl RetryPolicy {
 }
 
 /// Parse `Retry-After`: delta-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -55,7 +60,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// Pauses shared by every request to one host: when a host says "wait"
 /// (429/503 with Retry-After), no request to it goes out before that time.
 #[derive(Debug, Default, Clone)]
-pub struct HostGates {
+pub(crate) struct HostGates {
     inner: Arc<Mutex<HashMap<String, Instant>>>,
 }
 

@@ -4,10 +4,19 @@ use std::fmt;
 
 /// A secret value. `Debug` and `Display` print `<redacted>`; the only way to
 /// read it is [`Secret::expose`], which makes every use easy to audit.
+///
+/// ```
+/// use registry_client::Secret;
+///
+/// let s = Secret::new("hunter2");
+/// assert_eq!(format!("{s} {s:?}"), "<redacted> Secret(<redacted>)");
+/// assert_eq!(s.expose(), "hunter2");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wrap a value.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -17,6 +26,7 @@ impl Secret {
         &self.0
     }
 
+    /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -12,12 +12,37 @@ use crate::reference::Repository;
 /// One page of tags and where the next one is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagPage {
+    /// The tags of this page, in the registry's order (lexical, for
+    /// distribution).
     pub tags: Vec<String>,
+    /// The next page, from the answer's `Link: <…>; rel="next"`; `None` on
+    /// the last page. Pass it to [`Client::tags_page`].
     pub next: Option<Url>,
 }
 
 impl Client {
-    /// Every tag of a repository, asking `page_size` at a time if given.
+    /// Every tag of a repository, asking `page_size` at a time if given
+    /// (`?n=`), following `Link` pages to the end.
+    ///
+    /// ```no_run
+    /// # async fn run(client: registry_client::Client) -> Result<(), registry_client::Error> {
+    /// use registry_client::Repository;
+    ///
+    /// let repo = Repository::parse("ghcr.io/oras-project/oras")?;
+    /// for tag in client.list_tags(&repo, Some(100)).await? {
+    ///     println!("{tag}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Not found for a repository the registry does not know
+    /// ([`ErrorCode::NameUnknown`](crate::ErrorCode::NameUnknown));
+    /// [`Error::Exceeded`] for a listing past the
+    /// [`Limits`](crate::Limits) (pages or entries); [`Error::Protocol`]
+    /// for a page that is not a tag list.
     pub async fn list_tags(
         &self,
         repo: &Repository,
@@ -31,7 +56,12 @@ impl Client {
         .await
     }
 
-    /// One page: the first when `url` is `None`, else the page a `Link` named.
+    /// One page: the first when `url` is `None`, else the page a `Link`
+    /// named ([`TagPage::next`]), for a caller that pages itself.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::list_tags`], for one page.
     pub async fn tags_page(
         &self,
         repo: &Repository,

@@ -20,6 +20,26 @@ const PATCH_RESUMES: u32 = 5;
 
 /// An open upload session at a registry. `location` is what to persist to
 /// continue it in another run (see [`Client::resume_upload`]).
+///
+/// A push: open a session (or try a mount), send the bytes in one PUT or
+/// in chunks, and close it with the digest, which the registry verifies.
+///
+/// ```no_run
+/// # async fn run(client: registry_client::Client) -> Result<(), registry_client::Error> {
+/// use bytes::Bytes;
+/// use registry_client::{Digest, Repository};
+///
+/// let repo = Repository::parse("myacr.azurecr.io/team/app")?;
+/// let data = Bytes::from_static(b"a small blob");
+/// let digest = Digest::sha256_of(&data);
+/// if client.head_blob(&repo, &digest).await?.is_none() {
+///     let body = futures::stream::iter([Ok::<_, std::io::Error>(data.clone())]);
+///     let session = client.start_upload(&repo).await?;
+///     session.put_whole(body, data.len() as u64, &digest).await?;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct UploadSession {
     client: Client,
     repo: Repository,
@@ -51,6 +71,11 @@ pub enum MountOutcome {
 
 impl Client {
     /// Open an upload session (`POST /v2/<name>/blobs/uploads/`).
+    ///
+    /// # Errors
+    ///
+    /// Those of any request; [`Error::Protocol`] for an answer other than
+    /// 202 or a `Location` on another host.
     pub async fn start_upload(&self, repo: &Repository) -> Result<UploadSession, Error> {
         let url = self.api_url(repo, "blobs/uploads/")?;
         let resp = self
@@ -65,7 +90,13 @@ impl Client {
     }
 
     /// Mount `digest` from `from` (same registry) into `repo`. The token
-    /// needs pull on `from` as well as push on `repo`.
+    /// needs pull on `from` as well as push on `repo`. A registry that cannot
+    /// mount (the blob is not there, or it does not mount) opens a session
+    /// instead, to upload the blob into.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::start_upload`].
     pub async fn mount_blob(
         &self,
         repo: &Repository,
@@ -133,6 +164,9 @@ impl Client {
 }
 
 impl UploadSession {
+    /// The session's URL as the registry last gave it (it may change with
+    /// every chunk): what to persist, and pass to [`Client::resume_upload`].
+    /// It holds the upload's state: keep it as private as a token.
     pub fn location(&self) -> &Url {
         &self.location
     }
@@ -152,6 +186,12 @@ impl UploadSession {
     }
 
     /// Ask the registry how much it has (`GET` the session → `Range: 0-N`).
+    ///
+    /// # Errors
+    ///
+    /// Not found for a session the registry no longer has
+    /// ([`ErrorCode::BlobUploadUnknown`](crate::ErrorCode::BlobUploadUnknown));
+    /// [`Error::Protocol`] for an unreadable `Range`.
     pub async fn status(&mut self) -> Result<u64, Error> {
         let call = Call::new(
             Method::GET,
@@ -176,7 +216,12 @@ impl UploadSession {
 
     /// Send one chunk at the current offset (`PATCH`, `Content-Range:
     /// start-end`, explicit Content-Length). The body is not resent on
-    /// failure: see [`UploadSession::upload_chunked`].
+    /// failure: see [`UploadSession::upload_chunked`]. Returns the new offset.
+    ///
+    /// # Errors
+    ///
+    /// Those of any request; [`Error::Protocol`] when the registry reports
+    /// holding another amount than was sent.
     pub async fn patch(&mut self, chunk: Bytes) -> Result<u64, Error> {
         if chunk.is_empty() {
             return Ok(self.offset);
@@ -219,6 +264,14 @@ impl UploadSession {
     /// Upload a stream in chunks of `chunk_size` (raised to the registry's
     /// minimum). Memory holds one chunk. A PATCH that fails is resumed: the
     /// session status says how much arrived and the rest of the chunk follows.
+    /// Returns the bytes the session holds; close it with
+    /// [`UploadSession::finish`].
+    ///
+    /// # Errors
+    ///
+    /// The stream's own; [`Error::TooLarge`] for a registry minimum past
+    /// [`crate::limits::MAX_SERVER_CHUNK`]; a PATCH failure that resuming
+    /// did not cure.
     pub async fn upload_chunked<S, E>(&mut self, stream: S, chunk_size: usize) -> Result<u64, Error>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -309,11 +362,22 @@ impl UploadSession {
     }
 
     /// Close the session: `PUT ?digest=`. The registry verifies the digest.
+    ///
+    /// # Errors
+    ///
+    /// The registry's refusal ([`ErrorCode::DigestInvalid`](crate::ErrorCode::DigestInvalid)
+    /// for bytes of another digest, [`ErrorCode::SizeInvalid`](crate::ErrorCode::SizeInvalid));
+    /// [`Error::Protocol`] when it says it committed another digest.
     pub async fn finish(self, digest: &Digest) -> Result<Digest, Error> {
         self.put(digest, Body::Empty, None).await
     }
 
-    /// The whole blob in one streamed `PUT ?digest=` of known length.
+    /// The whole blob in one streamed `PUT ?digest=` of known length. The
+    /// stream is sent once: a failure is not retried (open a new session).
+    ///
+    /// # Errors
+    ///
+    /// As [`UploadSession::finish`], and the stream's own.
     pub async fn put_whole<S>(self, body: S, len: u64, digest: &Digest) -> Result<Digest, Error>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
@@ -366,7 +430,12 @@ impl UploadSession {
         }
     }
 
-    /// Abandon the session (`DELETE`).
+    /// Abandon the session (`DELETE`). A session the registry no longer has
+    /// is already gone: that is success.
+    ///
+    /// # Errors
+    ///
+    /// Those of any request.
     pub async fn cancel(self) -> Result<(), Error> {
         let call = Call::new(
             Method::DELETE,

@@ -326,7 +326,8 @@ async fn tls_registry_with_a_private_ca() {
         ..ClientConfig::default()
     };
     let c = Client::new(config(vec![ca.ca_pem_path().to_path_buf()])).unwrap();
-    assert_eq!(c.base_url(&reg.host()).unwrap().scheme(), "https");
+    // A loopback registry listed in tls_registries is spoken to over
+    // https: the registry serves nothing else, so the ping below shows it.
     let count = |v: &str| reg.log().matches(v).count();
     // (The harness's readiness check may have spoken either.)
     let (h2, h1) = (count("HTTP/2.0"), count("HTTP/1.1"));

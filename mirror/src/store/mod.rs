@@ -93,12 +93,9 @@ impl StoreError {
     }
 
     /// Whether a registry answered with this error code (`MANIFEST_BLOB_UNKNOWN`, …).
-    pub fn has_registry_code(&self, code: &str) -> bool {
+    pub fn has_registry_code(&self, code: &registry_client::ErrorCode) -> bool {
         match self {
-            StoreError::Client(e) => match e.as_ref() {
-                registry_client::Error::Status { codes, .. } => codes.has_code(code),
-                _ => false,
-            },
+            StoreError::Client(e) => e.has_code(code),
             _ => false,
         }
     }

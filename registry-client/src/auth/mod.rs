@@ -1,11 +1,13 @@
-//! Credentials and the auth handshake: what we know about a registry's
-//! user ([`Credential`]), where that comes from ([`CredentialStore`]), and the
-//! per-registry challenge and token cache ([`Authenticator`]).
+//! Credentials: what we know about a registry's user ([`Credential`]) and
+//! where that comes from ([`CredentialStore`]: given explicitly, docker's
+//! and podman's auth files, a chain of them). The handshake itself (the
+//! challenge, token requests and their cache per registry and scope) is
+//! the client's business and not public.
 
 mod authenticator;
-pub mod challenge;
+mod challenge;
 pub mod docker_config;
-pub mod scope;
+mod scope;
 mod token;
 
 use std::collections::HashMap;
@@ -13,10 +15,10 @@ use std::fmt;
 use std::io::BufRead;
 use std::sync::Arc;
 
-pub use authenticator::Authenticator;
-pub use challenge::Challenge;
+pub(crate) use authenticator::Authenticator;
+pub(crate) use challenge::Challenge;
 pub use docker_config::DockerConfig;
-pub use scope::Scopes;
+pub(crate) use scope::Scopes;
 
 use crate::error::Error;
 use crate::secret::Secret;
@@ -24,10 +26,17 @@ use crate::secret::Secret;
 /// How to identify to one registry.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Credential {
+    /// No credentials: a registry's bearer challenge is answered with an
+    /// anonymous token (public images), a basic one not at all.
     #[default]
     Anonymous,
     /// User name and password (an ACR admin user, a scoped token, htpasswd).
-    Basic { username: String, password: Secret },
+    Basic {
+        /// The user name (shown in errors).
+        username: String,
+        /// The password (never shown).
+        password: Secret,
+    },
     /// An OAuth2 refresh token (docker's `identitytoken`), exchanged at the
     /// token endpoint with `grant_type=refresh_token`.
     IdentityToken(Secret),
@@ -36,12 +45,15 @@ pub enum Credential {
     /// A Microsoft Entra access token, exchanged at the registry's
     /// `/oauth2/exchange` for an ACR refresh token.
     AcrAccessToken {
+        /// The Entra tenant, when the exchange must name it.
         tenant: Option<String>,
+        /// The access token (never shown).
         token: Secret,
     },
 }
 
 impl Credential {
+    /// [`Credential::Basic`] from a user name and password.
     pub fn basic(username: impl Into<String>, password: impl Into<Secret>) -> Self {
         Credential::Basic {
             username: username.into(),
@@ -51,6 +63,11 @@ impl Credential {
 
     /// Basic credentials from two environment variables; `None` when the
     /// user variable is unset. The variable names, not values, go in errors.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the user variable is set and the password
+    /// variable is not.
     pub fn basic_from_env(user_var: &str, password_var: &str) -> Result<Option<Self>, Error> {
         let Ok(username) = std::env::var(user_var) else {
             return Ok(None);
@@ -66,6 +83,10 @@ impl Credential {
 
     /// The first line of `input` (standard input, usually) as a secret, so
     /// passwords never need to be command-line arguments.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when reading fails, [`Error::Config`] for an empty line.
     pub fn read_secret(input: impl BufRead) -> Result<Secret, Error> {
         let mut line = String::new();
         let mut input = input;
@@ -82,6 +103,7 @@ impl Credential {
         Ok(Secret::new(value))
     }
 
+    /// Whether it is [`Credential::Anonymous`].
     pub fn is_anonymous(&self) -> bool {
         matches!(self, Credential::Anonymous)
     }
@@ -101,24 +123,65 @@ impl Credential {
 /// A source of credentials, by registry name as written in references
 /// (`docker.io`, `myacr.azurecr.io`, `127.0.0.1:5000`). It may block (a
 /// credential helper runs a program); callers run it off the async threads.
+///
+/// The client asks once per registry and remembers the answer for its life.
+/// Implement it to take credentials from elsewhere (a vault, a cloud SDK):
+///
+/// ```
+/// use registry_client::{Credential, CredentialStore, Error};
+///
+/// #[derive(Debug)]
+/// struct FromVault;
+///
+/// impl CredentialStore for FromVault {
+///     fn credential(&self, registry: &str) -> Result<Credential, Error> {
+///         Ok(match registry {
+///             "myacr.azurecr.io" => Credential::basic("puller", "from-the-vault"),
+///             _ => Credential::Anonymous,
+///         })
+///     }
+/// }
+/// ```
 pub trait CredentialStore: Send + Sync + fmt::Debug {
+    /// The credential for `registry`; [`Credential::Anonymous`] when the
+    /// store knows none.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot answer (a helper failed, a file is
+    /// unreadable); the request that needed it fails with this error.
     fn credential(&self, registry: &str) -> Result<Credential, Error>;
 }
 
-/// Credentials given explicitly, per registry.
+/// Credentials given explicitly, per registry (as written in references:
+/// `docker.io`, `myacr.azurecr.io`, `127.0.0.1:5000`).
+///
+/// ```
+/// use registry_client::{Credential, CredentialStore, StaticCredentials};
+///
+/// let store = StaticCredentials::new().with("myacr.azurecr.io", Credential::basic("u", "p"));
+/// assert_eq!(store.credential("myacr.azurecr.io")?, Credential::basic("u", "p"));
+/// assert!(store.credential("docker.io")?.is_anonymous());
+/// // Secrets never show.
+/// assert!(!format!("{store:?}").contains("\"p\""));
+/// # Ok::<(), registry_client::Error>(())
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct StaticCredentials(HashMap<String, Credential>);
 
 impl StaticCredentials {
+    /// No credentials: every registry is anonymous.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The store with `credential` for `registry`.
     pub fn with(mut self, registry: &str, credential: Credential) -> Self {
         self.0.insert(registry.to_string(), credential);
         self
     }
 
+    /// Set `credential` for `registry`, replacing any.
     pub fn insert(&mut self, registry: &str, credential: Credential) {
         self.0.insert(registry.to_string(), credential);
     }
@@ -132,7 +195,10 @@ impl CredentialStore for StaticCredentials {
 
 /// Asks each store in turn; the first that knows the registry wins.
 #[derive(Debug, Default, Clone)]
-pub struct CredentialChain(pub Vec<Arc<dyn CredentialStore>>);
+pub struct CredentialChain(
+    /// The stores, in the order they are asked.
+    pub Vec<Arc<dyn CredentialStore>>,
+);
 
 impl CredentialChain {
     /// Credentials given explicitly first, then docker's config.json

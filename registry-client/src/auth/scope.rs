@@ -57,10 +57,6 @@ impl Scopes {
         out
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Each scope as its own string, for repeated `scope=` query parameters.
     pub fn items(&self) -> Vec<String> {
         self.0

@@ -173,11 +173,7 @@ async fn send(
 }
 
 fn transport(method: &str, url: &Url, e: reqwest::Error) -> Error {
-    Error::Transport {
-        method: method.into(),
-        url: redact_url(url),
-        source: e.without_url(),
-    }
+    Error::transport(method, url, e)
 }
 
 use crate::limits::MAX_TOKEN_BODY as TOKEN_BODY_LIMIT;
@@ -199,7 +195,7 @@ async fn read_token_body(
 
 fn codes(body: &[u8]) -> String {
     let c = ApiErrors::parse(body);
-    if c.0.is_empty() {
+    if c.is_empty() {
         String::new()
     } else {
         format!(": {c}")
