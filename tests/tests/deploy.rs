@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use mirror_tests::cli::{command, workspace_root, Run};
 use mirror_tests::images::client;
 use mirror_tests::peers::{run_peer, skopeo_raw, umoci_ls};
+use mirror_tests::podman::Podman;
 use mirror_tests::Registry;
 use registry_client::{Credential, Reference};
 use serde_json::Value;
@@ -324,86 +325,55 @@ fn the_cronjob_example_passes_the_kubernetes_schemas() {
     );
 }
 
-/// `podman` with its own storage: nothing of the machine's images or
-/// containers is touched, and vfs needs no overlay support.
+/// `podman run --rm ARGS…` with the harness's isolated podman, which must
+/// succeed: its standard output.
 ///
-/// Also what lets it run in a sandbox like this one's (root without
-/// CAP_SYS_RESOURCE, cgroup v1 beside a cgroup2 mount): limits lowered
-/// rather than raised to podman's defaults, which crun may not set; no
-/// cgroups of the container's own; and, in a private mount namespace, the
-/// cgroup2 mount out of the way, as crun refuses such a hybrid.
-struct Podman {
-    dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Self {
-        Podman {
-            dir: tempfile::tempdir().unwrap(),
+/// Also what lets a container start in a sandbox like this one's (root
+/// without CAP_SYS_RESOURCE, cgroup v1 beside a cgroup2 mount): limits
+/// lowered rather than raised to podman's defaults, which crun may not
+/// set; no cgroups of the container's own; and, in a private mount
+/// namespace, the cgroup2 mount out of the way, as crun refuses such a
+/// hybrid. Anywhere else these change nothing the test looks at.
+fn run_container(podman: &Podman, args: &[&str]) -> String {
+    let mut all = vec![
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--cgroups",
+        "disabled",
+        "--ulimit",
+        "nofile=4096:4096",
+        "--ulimit",
+        "nproc=4096:4096",
+    ];
+    all.extend(args);
+    let inner = podman.command(&all);
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"",
+    ])
+    .arg(inner.get_program())
+    .args(inner.get_args())
+    .env_clear()
+    .stdin(Stdio::null());
+    for (name, value) in inner.get_envs() {
+        if let Some(value) = value {
+            cmd.env(name, value);
         }
     }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let root = self.dir.path().join("root");
-        let runroot = self.dir.path().join("run");
-        let mut all = vec![
-            "-m",
-            "sh",
-            "-c",
-            "umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$0\" \"$@\"",
-            "podman",
-            "--root",
-            root.to_str().unwrap(),
-            "--runroot",
-            runroot.to_str().unwrap(),
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "file",
-        ];
-        let (command, rest) = args.split_first().unwrap();
-        all.push(command);
-        if *command == "run" {
-            all.extend([
-                "--rm",
-                "--network",
-                "host",
-                "--cgroups",
-                "disabled",
-                "--ulimit",
-                "nofile=4096:4096",
-                "--ulimit",
-                "nproc=4096:4096",
-            ]);
-        }
-        all.extend(rest);
-        Command::new("unshare")
-            .args(&all)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running podman (./scripts/test.sh installs it)")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        // vfs layers may hold files only root can remove; podman knows how.
-        let _ = self.run(&["system", "reset", "--force"]);
-    }
+    let out = cmd.output().expect("running unshare and podman");
+    assert!(
+        out.status.success(),
+        "podman {}: {}{}",
+        all.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -512,24 +482,28 @@ async fn the_image_script_builds_a_static_image_that_runs_and_that_mirror_pushes
     // which static glibc resolves through /etc/hosts, keeping its resume
     // state in the home directory the image gives its user.
     let podman = Podman::new();
-    podman.ok(&["pull", "--quiet", "--tls-verify=false", &image]);
-    let shown = podman.ok(&["run", &image, "--version"]);
+    podman
+        .pull(&image, None)
+        .expect("podman pulls what mirror pushed");
+    let shown = run_container(&podman, &[&image, "--version"]);
     assert_eq!(shown.trim(), format!("mirror {version}"));
     let volume = work.path().join("volume");
     std::fs::create_dir(&volume).unwrap();
     std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o777)).unwrap();
     let by_name = format!("localhost:{}/mirror:test", dst.port());
-    let copied = podman.ok(&[
-        "run",
-        "-v",
-        &format!("{}:/out", volume.display()),
-        &image,
-        "copy",
-        "--progress",
-        "none",
-        &by_name,
-        "oci:/out/copy",
-    ]);
+    let copied = run_container(
+        &podman,
+        &[
+            "-v",
+            &format!("{}:/out", volume.display()),
+            &image,
+            "copy",
+            "--progress",
+            "none",
+            &by_name,
+            "oci:/out/copy",
+        ],
+    );
     let copy_index: Value =
         serde_json::from_slice(&std::fs::read(volume.join("copy/index.json")).unwrap()).unwrap();
     assert_eq!(
