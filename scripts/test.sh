@@ -22,5 +22,9 @@ if ((${#need[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The CronJob example is checked against Kubernetes' own schemas (offline).
+command -v kubernetes-validate >/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate 2>/dev/null ||
+  echo "kubernetes-validate could not be installed: the CronJob schema test will say SKIPPED"
 
 cargo test --workspace --locked "$@"
