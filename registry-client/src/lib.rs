@@ -51,7 +51,6 @@
 //! serde's traits on [`Descriptor`] and [`Digest`]. The HTTP library is not
 //! among them: its errors are wrapped in [`TransportError`].
 
-#![warn(missing_docs)]
 
 pub mod auth;
 mod blob;
