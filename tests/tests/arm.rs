@@ -21,7 +21,7 @@ use mirror::azureml::workspace::{resolve, workspace_id};
 use mirror_tests::arm_server::{ArmRequest, ArmServer, PollHeaders};
 use mirror_tests::fixtures::{self, azureml_images, GeneratedImage, Scale};
 use mirror_tests::images::client;
-use mirror_tests::Registry;
+use mirror_tests::{Fault, FaultProxy, Registry, Rule};
 use registry_client::{Credential, Digest, Reference, Secret};
 
 const SUB: &str = "00000000-1111-2222-3333-444444444444";
@@ -495,6 +495,77 @@ async fn an_import_that_never_finishes_meets_its_deadline_named_and_the_others_l
         "{}",
         shown(&outcomes)
     );
+}
+
+#[tokio::test]
+async fn a_dropped_poll_is_asked_again_but_a_dropped_import_request_is_not() {
+    let w = world().await;
+    // ARM behind a proxy that drops connections; its polling URLs lead
+    // through the proxy too.
+    let proxy = FaultProxy::start(&w.arm.endpoint()).await.unwrap();
+    let through = proxy.base_url();
+    w.arm.script(|s| {
+        s.retry_after = 0;
+        s.foreign_polling_base = Some(through.clone());
+    });
+    let cloud: Cloud = through.parse().unwrap();
+    let arm = ArmClient::new(
+        default_http_client().unwrap(),
+        &cloud,
+        Arc::new(StaticToken(Secret::new(ARM_TOKEN))),
+    )
+    .with_limits(fast());
+    let images = preset(&w);
+    proxy.add_rule(
+        Rule::new(Fault::CutResponseBodyAfter(0))
+            .path_contains("/operationStatuses/")
+            .first(2),
+    );
+    proxy.add_rule(
+        Rule::new(Fault::CutResponseBodyAfter(0))
+            .path_contains("/workspaces/")
+            .first(1),
+    );
+    resolve(&arm, &workspace_id(SUB, RG, "ws").unwrap())
+        .await
+        .expect("the lookup asked again");
+    let outcomes = import_all(
+        &arm,
+        &w.registry_id,
+        &w.target.host(),
+        &images[..1],
+        &options(Duration::from_secs(60)),
+    )
+    .await;
+    assert!(outcomes[0].result.is_ok(), "{}", shown(&outcomes));
+
+    // A POST whose connection drops may have been taken: not sent again.
+    proxy.add_rule(
+        Rule::new(Fault::CutRequestBodyAfter(5))
+            .method(http::Method::POST)
+            .first(1),
+    );
+    let outcomes = import_all(
+        &arm,
+        &w.registry_id,
+        &w.target.host(),
+        &images[1..2],
+        &options(Duration::from_secs(60)),
+    )
+    .await;
+    let err = outcomes[0].result.as_ref().unwrap_err();
+    assert_eq!(err.kind, ArmErrorKind::Transport, "{err}");
+    let requests = proxy.requests();
+    let posts = requests
+        .iter()
+        .filter(|r| r.method == http::Method::POST)
+        .count();
+    assert_eq!(posts, 2, "the first import's, and this one's once");
+    let polls = requests
+        .iter()
+        .filter(|r| r.path.contains("/operationStatuses/"))
+        .count();
+    assert!(polls >= 3, "two dropped polls asked again: {polls}");
 }
 
 #[tokio::test]

@@ -56,6 +56,9 @@ pub const REGISTRY_API_VERSION: &str = "2023-07-01";
 
 const AZURE_ASYNC_OPERATION: &str = "azure-asyncoperation";
 
+/// GETs asked again after no answer (connection dropped, refused, reset).
+const MAX_DROPPED: u32 = 3;
+
 /// Which Azure cloud's Resource Manager to ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cloud {
@@ -1050,6 +1053,7 @@ impl ArmClient {
     ) -> Result<Answer, ArmError> {
         let mut throttled = 0u32;
         let mut refreshed = false;
+        let mut dropped = 0u32;
         loop {
             let token = self.bearer(false).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -1087,11 +1091,25 @@ impl ArmClient {
                     ))
                 }
                 Ok(Err(ReadError::Http(e))) => {
+                    // A GET (a lookup, a poll) is asked again after a dropped
+                    // connection, a few times within the deadline: the
+                    // operation goes on in Azure meanwhile. A POST is not: it
+                    // may have been taken.
+                    dropped += 1;
+                    let wait = self.limits.min_poll * 2u32.pow(dropped.min(6));
+                    if method == Method::GET
+                        && dropped <= MAX_DROPPED
+                        && Instant::now() + wait < deadline
+                    {
+                        tracing::debug!(url = %shown(url), error = %error_chain(&e.without_url()), "ARM request failed; asking again");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
                     return Err(ArmError::new(
                         what,
                         ArmErrorKind::Transport,
                         format!("{method} {}: {}", shown(url), error_chain(&e.without_url())),
-                    ))
+                    ));
                 }
                 Ok(Err(ReadError::TooLarge(limit))) => {
                     return Err(ArmError::new(
