@@ -2,12 +2,12 @@
 //! client from it. Command-line flags and sync-config keys both become
 //! [`ClientSettings`], so every command reaches a registry alike.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use registry_client::{
-    Client, ClientConfig, Credential, CredentialChain, CredentialStore, HttpVersion,
+    Client, ClientConfig, Credential, CredentialChain, CredentialStore, HttpVersion, Proxy,
     StaticCredentials,
 };
 
@@ -38,6 +38,9 @@ pub struct ClientSettings {
     /// Give up on a response silent this long.
     pub read_timeout: Option<Duration>,
     pub http: HttpVersion,
+    /// The proxy (`--proxy`, a sync config's `proxy:`); `None`: the one
+    /// the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+    pub proxy: Option<Proxy>,
 }
 
 impl ClientSettings {
@@ -57,20 +60,38 @@ impl ClientSettings {
         &mut self.registries[i]
     }
 
-    /// The registries' own credentials first, then docker's config.json.
-    pub fn credentials(&self) -> Result<CredentialChain, registry_client::Error> {
+    /// The credentials the registries were given.
+    pub fn explicit_credentials(&self) -> StaticCredentials {
         let mut explicit = StaticCredentials::new();
         for r in &self.registries {
             if let Some(c) = &r.credential {
                 explicit.insert(&r.host, c.clone());
             }
         }
-        CredentialChain::explicit_then_docker(explicit)
+        explicit
     }
 
-    /// A client with the registries' own credentials, then docker's.
+    /// The registries' own credentials first, then the auth files
+    /// (podman's, skopeo's and docker's; `auth_file` alone when named).
+    pub fn credentials(
+        &self,
+        auth_file: Option<&Path>,
+    ) -> Result<CredentialChain, registry_client::Error> {
+        CredentialChain::explicit_then_auth_files(self.explicit_credentials(), auth_file)
+    }
+
+    /// A client with the registries' own credentials, then the auth files.
     pub fn client(&self) -> Result<Client, registry_client::Error> {
-        self.client_with(Arc::new(self.credentials()?))
+        self.client_with_auth_file(None)
+    }
+
+    /// A client with the registries' own credentials, then `auth_file`
+    /// alone when named (`--authfile`), else the auth files.
+    pub fn client_with_auth_file(
+        &self,
+        auth_file: Option<&Path>,
+    ) -> Result<Client, registry_client::Error> {
+        self.client_with(Arc::new(self.credentials(auth_file)?))
     }
 
     /// The one client builder: these settings, asking `credentials`.
@@ -79,37 +100,40 @@ impl ClientSettings {
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<Client, registry_client::Error> {
         let defaults = ClientConfig::default();
-        Client::new(ClientConfig {
-            insecure_registries: self
-                .registries
-                .iter()
-                .filter(|r| r.insecure)
-                .map(|r| r.host.clone())
-                .collect(),
-            tls_registries: self
-                .registries
-                .iter()
-                .filter(|r| r.tls)
-                .map(|r| r.host.clone())
-                .collect(),
-            ca_files: self
-                .registries
-                .iter()
-                .flat_map(|r| r.ca_files.iter().cloned())
-                .collect(),
-            credentials,
-            host_requests: self
-                .registries
-                .iter()
-                .filter_map(|r| Some((r.host.clone(), r.max_requests_per_host?)))
-                .collect(),
-            max_requests_per_host: self
-                .max_requests_per_host
-                .or(defaults.max_requests_per_host),
-            read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
-            http: self.http,
-            limits: crate::limits::get().client,
-            ..defaults
-        })
+        let mut config = ClientConfig::builder()
+            .insecure_registries(
+                self.registries
+                    .iter()
+                    .filter(|r| r.insecure)
+                    .map(|r| r.host.clone()),
+            )
+            .tls_registries(
+                self.registries
+                    .iter()
+                    .filter(|r| r.tls)
+                    .map(|r| r.host.clone()),
+            )
+            .ca_files(
+                self.registries
+                    .iter()
+                    .flat_map(|r| r.ca_files.iter().cloned()),
+            )
+            .credentials(credentials)
+            .host_requests(
+                self.registries
+                    .iter()
+                    .filter_map(|r| Some((r.host.clone(), r.max_requests_per_host?))),
+            )
+            .max_requests_per_host(
+                self.max_requests_per_host
+                    .or(defaults.max_requests_per_host),
+            )
+            .read_timeout(self.read_timeout.unwrap_or(defaults.read_timeout))
+            .http(self.http)
+            .limits(crate::limits::get().client);
+        if let Some(p) = &self.proxy {
+            config = config.proxy(p.clone());
+        }
+        Client::new(config.build())
     }
 }
