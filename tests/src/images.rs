@@ -19,7 +19,11 @@ pub fn client(registry_host: &str, credential: Option<Credential>) -> Client {
     if let Some(c) = credential {
         store.insert(registry_host, c);
     }
-    Client::new(ClientConfig::builder().credentials(Arc::new(store)).build()).expect("client")
+    Client::new(ClientConfig {
+        credentials: Arc::new(store),
+        ..ClientConfig::default()
+    })
+    .expect("client")
 }
 
 pub fn repo(host: &str, name: &str) -> Repository {

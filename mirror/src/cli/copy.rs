@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::credentials::{hosts, AuthFileArg, DestLogin, Logins, SrcLogin};
 use super::error::{CommandResult, Failure};
 use super::run::{exit_code, open_state, run_jobs, stores, EngineArgs};
 use super::{RegistryArgs, StateArgs};
@@ -44,6 +45,12 @@ pub struct CopyArgs {
     #[arg(long)]
     force: bool,
     #[command(flatten)]
+    src_login: SrcLogin,
+    #[command(flatten)]
+    dest_login: DestLogin,
+    #[command(flatten)]
+    authfile: AuthFileArg,
+    #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
     registry: RegistryArgs,
@@ -53,10 +60,18 @@ pub struct CopyArgs {
 
 pub async fn run(args: CopyArgs) -> CommandResult {
     let pairs = read_pairs(&args).map_err(Failure::usage)?;
+    let sources = hosts(pairs.iter().map(|(s, _)| s));
+    let destinations = hosts(pairs.iter().map(|(_, d)| d));
+    let logins = Logins::read(
+        Some(&args.src_login),
+        Some(&args.dest_login),
+        &args.authfile,
+    )?;
+    let credentials = logins.store(&sources, &destinations, Default::default())?;
     let client = args
         .registry
-        .client(args.engine.jobs)
-        .map_err(Failure::setup)?;
+        .client_asking(args.engine.jobs, credentials)
+        .map_err(Failure::usage)?;
     let state = open_state(&args.state)?;
     let stores = stores(client, &args.registry, &state);
     let selection = Selection {
@@ -86,6 +101,7 @@ pub async fn run(args: CopyArgs) -> CommandResult {
         ..CopyOptions::default()
     };
     let report = run_jobs(&jobs, options, &args.engine, &state).await?;
+    logins.hint(&report, &sources, &destinations);
     Ok(exit_code(&report))
 }
 

@@ -57,11 +57,6 @@ impl Failure {
         };
         Failure::new(code, message)
     }
-
-    /// An error from `anyhow`, with its whole cause chain, as a usage error.
-    pub fn setup(e: anyhow::Error) -> Self {
-        Failure::usage(format!("{e:#}"))
-    }
 }
 
 impl From<mirror::state::StateError> for Failure {
@@ -82,6 +77,24 @@ impl From<mirror::sync::lock::LockError> for Failure {
     }
 }
 
+/// How to log in to `registry`, after it refused the login it was given
+/// or asked for one when none was (`missing`): the login commands of the
+/// tools whose auth files mirror reads (`az acr login` for Azure Container
+/// Registry), then `flags`, the command's own way to give one. The one
+/// wording of this hint, for every command.
+pub fn login_hint(registry: &str, missing: bool, flags: &str) -> String {
+    let what = if missing {
+        "asks for a login and none was found for it"
+    } else {
+        "refused the login it was given"
+    };
+    let tools = match registry.strip_suffix(".azurecr.io") {
+        Some(name) => format!("`az acr login -n {name}` (or `docker login {registry}`)"),
+        None => format!("`docker login {registry}` or `podman login {registry}`"),
+    };
+    format!("hint: {registry} {what}: log in with {tools}, or give {flags}")
+}
+
 /// Print a command's failure (once) and give the process exit code.
 pub fn finish(result: CommandResult) -> i32 {
     match result {
@@ -94,5 +107,27 @@ pub fn finish(result: CommandResult) -> i32 {
             }
             f.code
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_hint_names_the_tools_and_the_flags() {
+        let h = login_hint("contoso.azurecr.io", false, "--dest-username NAME");
+        assert!(
+            h.contains("refused the login")
+                && h.contains("`az acr login -n contoso`")
+                && h.contains("--dest-username NAME"),
+            "{h}"
+        );
+        let h = login_hint("127.0.0.1:5000", true, "--authfile PATH");
+        assert!(
+            h.contains("none was found")
+                && h.contains("`docker login 127.0.0.1:5000` or `podman login 127.0.0.1:5000`"),
+            "{h}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 use clap::Args;
 use registry_client::Repository;
 
+use super::credentials::{AuthFileArg, DestLogin, Logins};
 use super::error::{CommandResult, Failure};
 use super::run::{exit_code, open_state, run_jobs, stores, EngineArgs};
 use super::{RegistryArgs, StateArgs};
@@ -23,6 +24,10 @@ pub struct ImportArgs {
     /// The registry, and a path prefix to put every repository under.
     #[arg(long, value_name = "HOST[/PREFIX]")]
     to: String,
+    #[command(flatten)]
+    dest_login: DestLogin,
+    #[command(flatten)]
+    authfile: AuthFileArg,
     #[command(flatten)]
     engine: EngineArgs,
     #[command(flatten)]
@@ -58,10 +63,13 @@ pub async fn run(args: ImportArgs) -> CommandResult {
             args.bundle
         )));
     }
+    let logins = Logins::read(None, Some(&args.dest_login), &args.authfile)?;
+    let destinations = [host.clone()];
+    let credentials = logins.store(&[], &destinations, Default::default())?;
     let client = args
         .registry
-        .client(args.engine.jobs)
-        .map_err(Failure::setup)?;
+        .client_asking(args.engine.jobs, credentials)
+        .map_err(Failure::usage)?;
     let state = open_state(&args.state)?;
     let stores = stores(client, &args.registry, &state);
     let jobs = import::jobs(&bundle, &host, prefix.as_deref(), &stores)
@@ -83,6 +91,7 @@ pub async fn run(args: ImportArgs) -> CommandResult {
     };
     let jobs: Vec<Job> = jobs.into_iter().map(|(j, _)| j).collect();
     let report = run_jobs(&jobs, options, &args.engine, &state).await?;
+    logins.hint(&report, &[], &destinations);
     Ok(exit_code(&report))
 }
 

@@ -86,6 +86,8 @@ pub struct RunArgs {
     pub changes_exit_code: Option<i32>,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    #[command(flatten)]
+    pub authfile: super::credentials::AuthFileArg,
 }
 
 pub async fn run(args: SyncArgs, limits: &[String]) -> CommandResult {
@@ -146,7 +148,10 @@ pub async fn run_config(
         }
         _ => None,
     };
-    let client = config.client_settings().client().map_err(Failure::usage)?;
+    let client = config
+        .client_settings()
+        .client_with_auth_file(args.authfile.authfile.as_deref())
+        .map_err(Failure::usage)?;
     let jobs = args
         .jobs
         .map(usize::from)

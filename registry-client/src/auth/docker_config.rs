@@ -1,16 +1,27 @@
-//! Docker's `config.json`: `auths` (with `auth`, `username`/`password`,
-//! `identitytoken`, `registrytoken`), `credHelpers` and `credsStore`, which
-//! run `docker-credential-<name> get`. Found through `DOCKER_CONFIG` or
-//! `~/.docker/config.json`, as docker does.
+//! The auth files `docker login`, `podman login` and `skopeo login` write,
+//! and what they say about each registry.
+//!
+//! One file ([`DockerConfig`]) holds `auths` (with `auth`,
+//! `username`/`password`, `identitytoken`, `registrytoken`), `credHelpers`
+//! and `credsStore`, which run `docker-credential-<name> get`; podman's
+//! `auth.json` is the same format. [`AuthFiles`] is the list of them read in
+//! the order containers/image (podman, skopeo, buildah) reads them: an
+//! explicit `--authfile` or `$REGISTRY_AUTH_FILE` alone, else
+//! `$XDG_RUNTIME_DIR/containers/auth.json`,
+//! `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/…`), docker's
+//! `$DOCKER_CONFIG/config.json` (`~/.docker/config.json`) and the legacy
+//! `~/.dockercfg`; the first file that holds the registry wins.
 //!
 //! A helper is another program, and may hang (a keychain waiting for an
 //! unlock nobody will give) or print without end. It gets
 //! [`DEFAULT_HELPER_TIMEOUT`] (or what `MIRROR_CREDENTIAL_HELPER_TIMEOUT`
 //! says) to answer and is killed after it; it may print at most
 //! [`MAX_HELPER_OUTPUT`] bytes. What it prints is never shown in an error
-//! when it could be the secret.
+//! when it could be the secret, and neither is a file's value that does not
+//! parse.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,8 +41,10 @@ pub const DEFAULT_HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HELPER_TIMEOUT_ENV: &str = "MIRROR_CREDENTIAL_HELPER_TIMEOUT";
 /// The most a credential helper may print (an answer is a few hundred bytes).
 pub const MAX_HELPER_OUTPUT: u64 = 1024 * 1024;
-/// The largest docker config read: real ones are a few KiB.
+/// The largest auth file read: real ones are a few KiB.
 pub const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
+/// The variable podman and skopeo read as the default of `--authfile`.
+pub const REGISTRY_AUTH_FILE_ENV: &str = "REGISTRY_AUTH_FILE";
 /// How much of a failing helper's message an error repeats.
 const MAX_SHOWN: usize = 200;
 
@@ -68,7 +81,18 @@ impl std::fmt::Debug for AuthEntry {
     }
 }
 
-/// A loaded docker config. Credential helpers run when asked, not at load.
+/// How an auth file is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileFormat {
+    /// `{"auths": {…}, "credHelpers": {…}, "credsStore": "…"}`: docker's
+    /// `config.json` and podman's `auth.json`.
+    #[default]
+    Config,
+    /// `{"HOST": {"auth": "…", "email": "…"}}`: docker's old `~/.dockercfg`.
+    Legacy,
+}
+
+/// One auth file, loaded. Credential helpers run when asked, not at load.
 #[derive(Debug, Default)]
 pub struct DockerConfig {
     path: Option<PathBuf>,
@@ -81,14 +105,12 @@ pub struct DockerConfig {
 }
 
 impl DockerConfig {
-    /// The config docker would use: `$DOCKER_CONFIG/config.json`, else
-    /// `~/.docker/config.json`. A missing file is an empty config.
+    /// The config docker alone would use: `$DOCKER_CONFIG/config.json`,
+    /// else `~/.docker/config.json`. A missing file is an empty config.
+    /// (Commands read every auth file: see [`AuthFiles::discover`].)
     pub fn discover() -> Result<Self, Error> {
-        let dir = std::env::var_os("DOCKER_CONFIG")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
-        match dir {
-            Some(d) => Self::load_or_empty(&d.join("config.json")),
+        match docker_config_path(&|name| std::env::var_os(name)) {
+            Some(p) => Self::load_or_empty(&p),
             None => Ok(DockerConfig::default()),
         }
     }
@@ -97,18 +119,22 @@ impl DockerConfig {
     /// most [`MAX_CONFIG_SIZE`] bytes of a regular file; none there is an
     /// empty config.
     pub fn load_or_empty(path: &Path) -> Result<Self, Error> {
-        let ctx = || format!("reading docker config {}", path.display());
+        Ok(Self::load(path, FileFormat::Config)?.unwrap_or_default())
+    }
+
+    /// The auth file at `path` in `format`, read as
+    /// [`DockerConfig::load_or_empty`] reads it; `None` when there is none.
+    pub fn load(path: &Path, format: FileFormat) -> Result<Option<Self>, Error> {
+        let ctx = || format!("reading auth file {}", path.display());
         match std::fs::metadata(path) {
             Ok(m) if !m.is_file() => {
                 return Err(Error::config(
-                    format!("docker config {}", path.display()),
+                    format!("auth file {}", path.display()),
                     "is not a regular file",
                 ))
             }
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DockerConfig::default())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(ctx(), e)),
         }
         let mut bytes = Vec::new();
@@ -117,26 +143,43 @@ impl DockerConfig {
             .map_err(|e| Error::io(ctx(), e))?;
         if bytes.len() as u64 > MAX_CONFIG_SIZE {
             return Err(Error::config(
-                format!("docker config {}", path.display()),
+                format!("auth file {}", path.display()),
                 format!("is larger than {MAX_CONFIG_SIZE} bytes"),
             ));
         }
-        Self::parse(path, &bytes)
+        Self::parse_as(path, &bytes, format).map(Some)
     }
 
+    /// `bytes` as a `config.json` (or `auth.json`) read from `path`.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, Error> {
-        let file: File = serde_json::from_slice(bytes).map_err(|e| {
-            Error::config(
-                format!("docker config {}", path.display()),
-                format!("not valid: {e}"),
-            )
-        })?;
+        Self::parse_as(path, bytes, FileFormat::Config)
+    }
+
+    /// `bytes` as an auth file in `format` read from `path`. An error names
+    /// the file, the line and the column, never the value found there (it
+    /// may be the secret).
+    pub fn parse_as(path: &Path, bytes: &[u8], format: FileFormat) -> Result<Self, Error> {
+        let invalid = |e: serde_json::Error| {
+            Error::config(format!("auth file {}", path.display()), not_json(&e))
+        };
+        let file = match format {
+            FileFormat::Config => serde_json::from_slice::<File>(bytes).map_err(invalid)?,
+            FileFormat::Legacy => File {
+                auths: serde_json::from_slice(bytes).map_err(invalid)?,
+                ..File::default()
+            },
+        };
         Ok(DockerConfig {
             path: Some(path.to_path_buf()),
             file,
             helper_dir: None,
             helper_timeout: None,
         })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Look for credential helpers in `dir` instead of on `PATH`.
@@ -169,8 +212,8 @@ impl DockerConfig {
 
     fn context(&self) -> String {
         match &self.path {
-            Some(p) => format!("docker config {}", p.display()),
-            None => "docker config".into(),
+            Some(p) => format!("auth file {}", p.display()),
+            None => "auth file".into(),
         }
     }
 
@@ -306,6 +349,187 @@ impl CredentialStore for DockerConfig {
         }
         Ok(Credential::Anonymous)
     }
+}
+
+/// One place an auth file may be, in the search order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthPath {
+    /// The file.
+    pub path: PathBuf,
+    /// Its layout.
+    pub format: FileFormat,
+}
+
+/// Every auth file a command reads, in order. The first file that holds a
+/// registry answers for it (a file holds a registry when its
+/// `credHelpers`, `auths` or `credsStore` give a credential for it), as
+/// containers/image reads them; files after it are not asked.
+#[derive(Debug, Default)]
+pub struct AuthFiles {
+    files: Vec<DockerConfig>,
+}
+
+impl AuthFiles {
+    /// The files podman and skopeo read, then docker's, found through this
+    /// process's environment: `$REGISTRY_AUTH_FILE` alone when it is set,
+    /// else every file of [`search_paths`] that exists.
+    pub fn discover() -> Result<Self, Error> {
+        Self::discover_with(&|name| std::env::var_os(name))
+    }
+
+    /// [`AuthFiles::discover`] with the environment `env` gives.
+    pub fn discover_with(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Self, Error> {
+        if let Some(p) = env(REGISTRY_AUTH_FILE_ENV).filter(|v| !v.is_empty()) {
+            return Self::only_from(Path::new(&p), "$REGISTRY_AUTH_FILE");
+        }
+        let mut files = Vec::new();
+        for p in search_paths(env) {
+            if let Some(c) = DockerConfig::load(&p.path, p.format)? {
+                files.push(c);
+            }
+        }
+        Ok(AuthFiles { files })
+    }
+
+    /// Only the file at `path`, as `--authfile PATH` asks: podman and
+    /// skopeo read no other then. It must exist (podman refuses a missing
+    /// one too: a mistyped path would otherwise mean no login).
+    pub fn only(path: &Path) -> Result<Self, Error> {
+        Self::only_from(path, "--authfile")
+    }
+
+    fn only_from(path: &Path, given_by: &str) -> Result<Self, Error> {
+        match DockerConfig::load(path, FileFormat::Config)? {
+            Some(c) => Ok(AuthFiles { files: vec![c] }),
+            None => Err(Error::config(
+                format!("auth file {} (from {given_by})", path.display()),
+                "does not exist (`podman login --authfile PATH HOST` writes one)",
+            )),
+        }
+    }
+
+    /// [`AuthFiles::only`] `path` when one is named, else
+    /// [`AuthFiles::discover`].
+    pub fn named_or_discovered(path: Option<&Path>) -> Result<Self, Error> {
+        match path {
+            Some(p) => Self::only(p),
+            None => Self::discover(),
+        }
+    }
+
+    /// These loaded files, in order.
+    pub fn from_files(files: Vec<DockerConfig>) -> Self {
+        AuthFiles { files }
+    }
+
+    /// The files read, in the order they are asked.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.files.iter().filter_map(DockerConfig::path).collect()
+    }
+
+    /// Look for credential helpers in `dir` instead of on `PATH`.
+    pub fn with_helper_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        AuthFiles {
+            files: self
+                .files
+                .into_iter()
+                .map(|f| f.with_helper_dir(dir.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl CredentialStore for AuthFiles {
+    fn credential(&self, registry: &str) -> Result<Credential, Error> {
+        for file in &self.files {
+            let c = file.credential(registry)?;
+            if !c.is_anonymous() {
+                tracing::debug!(registry, file = %file.context(), "credentials found");
+                return Ok(c);
+            }
+        }
+        Ok(Credential::Anonymous)
+    }
+}
+
+/// Where auth files are read when none is named, in the order
+/// containers/image reads them (`pkg/docker/config`, `getAuthFilePaths`):
+/// `$XDG_RUNTIME_DIR/containers/auth.json` (where `podman login` writes;
+/// `/run/containers/$UID/auth.json` without the variable),
+/// `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/containers/…`),
+/// `$DOCKER_CONFIG/config.json` (`~/.docker/config.json`, where `docker
+/// login` and `az acr login` write) and `~/.dockercfg`. (Its
+/// `/etc/containers/auth.json`, read by root under systemd, is left out.)
+pub fn search_paths(env: &dyn Fn(&str) -> Option<OsString>) -> Vec<AuthPath> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let home = var("HOME");
+    let config = |path: PathBuf| AuthPath {
+        path,
+        format: FileFormat::Config,
+    };
+    let mut out = Vec::new();
+    match var("XDG_RUNTIME_DIR") {
+        Some(dir) => out.push(config(dir.join("containers/auth.json"))),
+        None => {
+            if let Some(uid) = user_id() {
+                out.push(config(PathBuf::from(format!(
+                    "/run/containers/{uid}/auth.json"
+                ))));
+            }
+        }
+    }
+    if let Some(dir) = var("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
+        out.push(config(dir.join("containers/auth.json")));
+    }
+    if let Some(p) = docker_config_path(env) {
+        out.push(config(p));
+    }
+    if let Some(h) = &home {
+        out.push(AuthPath {
+            path: h.join(".dockercfg"),
+            format: FileFormat::Legacy,
+        });
+    }
+    out
+}
+
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+fn docker_config_path(env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("DOCKER_CONFIG")
+        .or_else(|| var("HOME").map(|h| h.join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
+/// This process's user id (the owner of `/proc/self`), for podman's
+/// per-user path.
+fn user_id() -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Why a file is not the JSON it should be, as much as is safe to show:
+/// serde's message for a value of the wrong type quotes the value, which
+/// may be the secret, so only its position is given then.
+fn not_json(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Syntax => return format!("not valid JSON: {e}"),
+        Category::Data => "a value of the wrong type or shape (not shown: it may be a secret)",
+        Category::Eof => "cut short",
+        Category::Io => "unreadable",
+    };
+    format!(
+        "not valid: {kind} at line {} column {}",
+        e.line(),
+        e.column()
+    )
 }
 
 /// What a helper printed, as much as is safe to repeat in an error.
@@ -682,6 +906,162 @@ mod tests {
         assert_eq!(
             c.credential("env.example").unwrap(),
             Credential::basic("u", "p")
+        );
+    }
+
+    /// An environment of these variables alone.
+    fn env_of(vars: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_os_str().to_owned()))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    fn login(host: &str, user: &str) -> String {
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:pw"));
+        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#)
+    }
+
+    fn put(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn auth_files_are_searched_in_podman_s_order_then_docker_s() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        let run = d.path().join("run");
+        let env = env_of(&[("HOME", &home), ("XDG_RUNTIME_DIR", &run)]);
+        let paths: Vec<PathBuf> = search_paths(&env).into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                run.join("containers/auth.json"),
+                home.join(".config/containers/auth.json"),
+                home.join(".docker/config.json"),
+                home.join(".dockercfg"),
+            ]
+        );
+        let cfg = d.path().join("cfg");
+        let docker = d.path().join("docker");
+        let env = env_of(&[
+            ("HOME", &home),
+            ("XDG_RUNTIME_DIR", &run),
+            ("XDG_CONFIG_HOME", &cfg),
+            ("DOCKER_CONFIG", &docker),
+        ]);
+        let paths: Vec<PathBuf> = search_paths(&env).into_iter().map(|p| p.path).collect();
+        assert_eq!(paths[1], cfg.join("containers/auth.json"));
+        assert_eq!(paths[2], docker.join("config.json"));
+    }
+
+    #[test]
+    fn the_first_file_holding_the_registry_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        let run = d.path().join("run");
+        put(
+            &run.join("containers/auth.json"),
+            &login("a.io", "from-runtime"),
+        );
+        put(
+            &home.join(".config/containers/auth.json"),
+            &login("b.io", "from-config"),
+        );
+        put(
+            &home.join(".docker/config.json"),
+            &login("a.io", "from-docker"),
+        );
+        put(
+            &home.join(".dockercfg"),
+            &format!(
+                r#"{{"c.io": {{"auth": "{}", "email": "x@y"}}}}"#,
+                base64::engine::general_purpose::STANDARD.encode("legacy:pw")
+            ),
+        );
+        let files =
+            AuthFiles::discover_with(&env_of(&[("HOME", &home), ("XDG_RUNTIME_DIR", &run)]))
+                .unwrap();
+        assert_eq!(files.paths().len(), 4);
+        let user = |r: &str| match files.credential(r).unwrap() {
+            Credential::Basic { username, .. } => username,
+            other => other.describe(),
+        };
+        assert_eq!(user("a.io"), "from-runtime");
+        assert_eq!(user("b.io"), "from-config");
+        assert_eq!(user("c.io"), "legacy");
+        assert_eq!(user("d.io"), "anonymous");
+    }
+
+    #[test]
+    fn registry_auth_file_and_an_authfile_are_read_alone_and_must_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let home = d.path().join("home");
+        put(&home.join(".docker/config.json"), &login("a.io", "docker"));
+        let named = d.path().join("named.json");
+        put(&named, &login("b.io", "named"));
+        let env = env_of(&[("HOME", &home), ("REGISTRY_AUTH_FILE", &named)]);
+        let files = AuthFiles::discover_with(&env).unwrap();
+        assert_eq!(files.paths(), vec![named.as_path()]);
+        assert!(files.credential("a.io").unwrap().is_anonymous());
+        let files = AuthFiles::only(&named).unwrap();
+        assert!(!files.credential("b.io").unwrap().is_anonymous());
+        let missing = d.path().join("missing.json");
+        let err = AuthFiles::only(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains(&missing.display().to_string()) && err.contains("--authfile"),
+            "{err}"
+        );
+        let env = env_of(&[("HOME", &home), ("REGISTRY_AUTH_FILE", &missing)]);
+        let err = AuthFiles::discover_with(&env).unwrap_err().to_string();
+        assert!(err.contains("$REGISTRY_AUTH_FILE"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_named_by_line_without_its_values() {
+        let bad = br#"{"auths": {"r.io": "hunter2-SECRET"}}"#;
+        let err = DockerConfig::parse(Path::new("/x/auth.json"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/x/auth.json") && err.contains("line 1"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = DockerConfig::parse_as(
+            Path::new("/x/.dockercfg"),
+            b"{\n  \"a\": [",
+            FileFormat::Legacy,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/x/.dockercfg") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn helpers_work_in_a_containers_auth_file_too() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        put(
+            &run.join("containers/auth.json"),
+            r#"{"credHelpers": {"h.io": "fixed"}}"#,
+        );
+        helper(
+            d.path(),
+            "fixed",
+            "#!/bin/sh\necho '{\"Username\":\"helped\",\"Secret\":\"s\"}'\n",
+        );
+        let files = AuthFiles::discover_with(&env_of(&[("XDG_RUNTIME_DIR", &run)]))
+            .unwrap()
+            .with_helper_dir(d.path());
+        assert_eq!(
+            files.credential("h.io").unwrap(),
+            Credential::basic("helped", "s")
         );
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 pub(crate) use authenticator::Authenticator;
 pub(crate) use challenge::Challenge;
-pub use docker_config::DockerConfig;
+pub use docker_config::{AuthFiles, DockerConfig};
 pub(crate) use scope::Scopes;
 
 use crate::error::Error;
@@ -201,13 +201,24 @@ pub struct CredentialChain(
 );
 
 impl CredentialChain {
-    /// Credentials given explicitly first, then docker's config.json
-    /// (`DOCKER_CONFIG` or ~/.docker), as every command asks.
-    pub fn explicit_then_docker(explicit: StaticCredentials) -> Result<Self, Error> {
+    /// Credentials given explicitly first, then the auth files: only
+    /// `auth_file` when one is named (`--authfile`, as skopeo and podman
+    /// read it), else those podman, skopeo and docker write, in their
+    /// order ([`AuthFiles::discover`]).
+    pub fn explicit_then_auth_files(
+        explicit: StaticCredentials,
+        auth_file: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         Ok(CredentialChain(vec![
             Arc::new(explicit),
-            Arc::new(DockerConfig::discover()?),
+            Arc::new(AuthFiles::named_or_discovered(auth_file)?),
         ]))
+    }
+
+    /// [`CredentialChain::explicit_then_auth_files`] with no file named:
+    /// every auth file podman, skopeo and docker write, not docker's alone.
+    pub fn explicit_then_docker(explicit: StaticCredentials) -> Result<Self, Error> {
+        Self::explicit_then_auth_files(explicit, None)
     }
 }
 

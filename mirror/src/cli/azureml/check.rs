@@ -29,6 +29,8 @@ pub struct CheckArgs {
     logins: Logins,
     #[command(flatten)]
     registries: RegistryArgs,
+    #[command(flatten)]
+    authfile: crate::cli::credentials::AuthFileArg,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
 }
@@ -52,8 +54,9 @@ pub async fn run(args: CheckArgs) -> CommandResult {
     if let Some(c) = source {
         explicit.insert(&preset.source.registry, c);
     }
-    let client = CredentialChain::explicit_then_docker(explicit)
-        .and_then(|chain| args.registries.client_with(Arc::new(chain)));
+    let client =
+        CredentialChain::explicit_then_auth_files(explicit, args.authfile.authfile.as_deref())
+            .and_then(|chain| args.registries.client_with(Arc::new(chain)));
     let job_client =
         job.map(|(user, password)| job_client(&args.registries, &preset, user, password));
     let client = client.map_err(Failure::usage)?;

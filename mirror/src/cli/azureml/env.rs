@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::login::secret;
+use crate::cli::credentials::secret;
 use crate::cli::out::say;
 use mirror::azureml::variables::{Format, JobVariables};
 

@@ -6,6 +6,7 @@
 use clap::Args;
 use registry_client::{Credential, Secret};
 
+use crate::cli::credentials::secret;
 use crate::cli::error::Failure;
 use mirror::azureml::entra::{TokenError, TokenSource};
 
@@ -145,27 +146,6 @@ pub struct JobLogin {
     /// Read the job's password from the first line of standard input.
     #[arg(long, requires = "pull_username")]
     pull_password_stdin: bool,
-}
-
-/// A secret from `$VAR` or standard input, or `None` when neither is asked.
-/// (clap lets at most one `--*-password-stdin` through.)
-pub fn secret(
-    env: Option<&str>,
-    from_stdin: bool,
-    stdin_flag: &str,
-) -> Result<Option<Secret>, String> {
-    if from_stdin {
-        return Credential::read_secret(std::io::stdin().lock())
-            .map(Some)
-            .map_err(|e| format!("{stdin_flag}: {e}"));
-    }
-    match env {
-        None => Ok(None),
-        Some(var) => match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
-            _ => Err(format!("${var} is not set")),
-        },
-    }
 }
 
 fn basic(
