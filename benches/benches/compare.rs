@@ -251,11 +251,12 @@ impl Setup<'_> {
     fn client(&self, host: &str) -> registry_client::Client {
         match self.ca {
             None => client(host, None),
-            Some(ca) => registry_client::Client::new(registry_client::ClientConfig {
-                tls_registries: vec![host.to_string()],
-                ca_files: vec![ca.ca_pem_path().to_path_buf()],
-                ..Default::default()
-            })
+            Some(ca) => registry_client::Client::new(
+                registry_client::ClientConfig::builder()
+                    .tls_registries([host])
+                    .ca_files([ca.ca_pem_path()])
+                    .build(),
+            )
             .expect("client"),
         }
     }

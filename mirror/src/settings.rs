@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use registry_client::{
-    Client, ClientConfig, Credential, CredentialChain, CredentialStore, HttpVersion,
+    Client, ClientConfig, Credential, CredentialChain, CredentialStore, HttpVersion, Proxy,
     StaticCredentials,
 };
 
@@ -38,6 +38,9 @@ pub struct ClientSettings {
     /// Give up on a response silent this long.
     pub read_timeout: Option<Duration>,
     pub http: HttpVersion,
+    /// The proxy (`--proxy`, a sync config's `proxy:`); `None`: the one
+    /// the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
+    pub proxy: Option<Proxy>,
 }
 
 impl ClientSettings {
@@ -97,37 +100,40 @@ impl ClientSettings {
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<Client, registry_client::Error> {
         let defaults = ClientConfig::default();
-        Client::new(ClientConfig {
-            insecure_registries: self
-                .registries
-                .iter()
-                .filter(|r| r.insecure)
-                .map(|r| r.host.clone())
-                .collect(),
-            tls_registries: self
-                .registries
-                .iter()
-                .filter(|r| r.tls)
-                .map(|r| r.host.clone())
-                .collect(),
-            ca_files: self
-                .registries
-                .iter()
-                .flat_map(|r| r.ca_files.iter().cloned())
-                .collect(),
-            credentials,
-            host_requests: self
-                .registries
-                .iter()
-                .filter_map(|r| Some((r.host.clone(), r.max_requests_per_host?)))
-                .collect(),
-            max_requests_per_host: self
-                .max_requests_per_host
-                .or(defaults.max_requests_per_host),
-            read_timeout: self.read_timeout.unwrap_or(defaults.read_timeout),
-            http: self.http,
-            limits: crate::limits::get().client,
-            ..defaults
-        })
+        let mut config = ClientConfig::builder()
+            .insecure_registries(
+                self.registries
+                    .iter()
+                    .filter(|r| r.insecure)
+                    .map(|r| r.host.clone()),
+            )
+            .tls_registries(
+                self.registries
+                    .iter()
+                    .filter(|r| r.tls)
+                    .map(|r| r.host.clone()),
+            )
+            .ca_files(
+                self.registries
+                    .iter()
+                    .flat_map(|r| r.ca_files.iter().cloned()),
+            )
+            .credentials(credentials)
+            .host_requests(
+                self.registries
+                    .iter()
+                    .filter_map(|r| Some((r.host.clone(), r.max_requests_per_host?))),
+            )
+            .max_requests_per_host(
+                self.max_requests_per_host
+                    .or(defaults.max_requests_per_host),
+            )
+            .read_timeout(self.read_timeout.unwrap_or(defaults.read_timeout))
+            .http(self.http)
+            .limits(crate::limits::get().client);
+        if let Some(p) = &self.proxy {
+            config = config.proxy(p.clone());
+        }
+        Client::new(config.build())
     }
 }

@@ -14,45 +14,74 @@ use url::Url;
 use crate::auth::{Authenticator, Challenge, CredentialStore, Scopes, StaticCredentials};
 use crate::error::{redact_url, ApiErrors, Error};
 use crate::host_limit::{HostLimits, HostPermit, Lane};
+use crate::proxy::Proxy;
 use crate::retry::{parse_retry_after, HostGates, RetryPolicy};
 use crate::watchdog::{answer_within, Activity, Answer, Watched};
 
 use crate::limits::{MAX_ERROR_BODY as ERROR_BODY_LIMIT, MAX_REDIRECTS};
 
-/// How the client connects. Credentials come from `credentials`.
+/// How the client connects: timeouts, retries, TLS and plain-HTTP hosts,
+/// per-host request caps, the proxy, and where credentials come from.
+///
+/// Built with [`ClientConfig::builder`]; every setting not given keeps its
+/// default ([`ClientConfig::default`]). The fields can be read, not set:
+///
+/// ```
+/// use std::time::Duration;
+/// use registry_client::{Client, ClientConfig, Proxy, ProxyUrl};
+///
+/// # fn run() -> Result<(), registry_client::Error> {
+/// let config = ClientConfig::builder()
+///     .user_agent("my-tool/1.0")
+///     .read_timeout(Duration::from_secs(30))
+///     .proxy(Proxy::all(ProxyUrl::parse("http://proxy.corp:3128")?))
+///     .build();
+/// assert_eq!(config.read_timeout, Duration::from_secs(30));
+/// let client = Client::new(config)?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
+    /// The `User-Agent` of every request (default `mirror/VERSION`).
     pub user_agent: String,
     /// Registries (host or host:port) reached over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// Loopback registries use plain HTTP unless they are listed in
-    /// `tls_registries`, as docker does.
+    /// `tls_registries`, as docker does (default true).
     pub plain_http_loopback: bool,
     /// Loopback registries that do speak TLS.
     pub tls_registries: Vec<String>,
-    /// Extra CA certificates (PEM) trusted besides the OS roots.
+    /// Extra CA certificates (PEM) trusted besides the OS roots, for
+    /// registries and an `https://` proxy alike.
     pub ca_files: Vec<PathBuf>,
+    /// How long connecting (TCP and TLS) may take (default 15s).
     pub connect_timeout: Duration,
     /// Longest silence from a server: no answer, no body byte taken or
-    /// given. A blob stream has no total timeout, only this one, and an
-    /// upload waiting on its own source is not silence (see
-    /// [`crate::watchdog`]).
+    /// given (default 120s). A blob stream has no total timeout, only this
+    /// one, and an upload waiting on its own source is not silence.
     pub read_timeout: Duration,
+    /// How transient failures are retried.
     pub retry: RetryPolicy,
     /// Requests in flight at once to one host, reads and writes counted
-    /// separately (see [`crate::host_limit`]); a download's permit is held
-    /// until its body ends. The limit halves when the host answers 429 or
-    /// 503 and grows back by one after as many successes as the limit.
-    /// `None`: no cap and no such backoff. Default 16.
+    /// separately; a download's permit is held until its body ends. The
+    /// limit halves when the host answers 429 or 503 and grows back by one
+    /// after as many successes as the limit. `None`: no cap and no such
+    /// backoff. Default 16.
     pub max_requests_per_host: Option<usize>,
     /// Caps for particular registry hosts (`host` or `host:port`), in place
     /// of `max_requests_per_host`.
     pub host_requests: std::collections::HashMap<String, usize>,
+    /// Where each registry's credentials come from (default: none).
     pub credentials: Arc<dyn CredentialStore>,
     /// Which HTTP versions to speak.
     pub http: HttpVersion,
     /// The bounds a user may change (listings).
     pub limits: crate::limits::Limits,
+    /// The proxy requests go through; `None` (the default): the one the
+    /// environment names when the client is made ([`Proxy::from_env`]).
+    pub proxy: Option<Proxy>,
 }
 
 /// Which HTTP versions the client speaks. HTTP/1.1 by default: blobs then
@@ -97,7 +126,124 @@ impl Default for ClientConfig {
             credentials: Arc::new(StaticCredentials::new()),
             http: HttpVersion::default(),
             limits: crate::limits::Limits::default(),
+            proxy: None,
         }
+    }
+}
+
+impl ClientConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ClientConfigBuilder {
+        ClientConfigBuilder(ClientConfig::default())
+    }
+
+    /// A builder starting from this configuration.
+    pub fn to_builder(&self) -> ClientConfigBuilder {
+        ClientConfigBuilder(self.clone())
+    }
+}
+
+/// Builds a [`ClientConfig`]; each method sets the field of its name.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientConfigBuilder(ClientConfig);
+
+impl ClientConfigBuilder {
+    /// The `User-Agent` of every request.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.0.user_agent = user_agent.into();
+        self
+    }
+
+    /// Registries (host or host:port) reached over plain HTTP.
+    pub fn insecure_registries<S: Into<String>>(
+        mut self,
+        hosts: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.0.insecure_registries = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether loopback registries use plain HTTP unless listed in
+    /// [`tls_registries`](Self::tls_registries).
+    pub fn plain_http_loopback(mut self, plain: bool) -> Self {
+        self.0.plain_http_loopback = plain;
+        self
+    }
+
+    /// Loopback registries that do speak TLS.
+    pub fn tls_registries<S: Into<String>>(mut self, hosts: impl IntoIterator<Item = S>) -> Self {
+        self.0.tls_registries = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Extra CA certificates (PEM files) trusted besides the OS roots.
+    pub fn ca_files<P: Into<PathBuf>>(mut self, paths: impl IntoIterator<Item = P>) -> Self {
+        self.0.ca_files = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long connecting may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.0.connect_timeout = timeout;
+        self
+    }
+
+    /// The longest silence from a server.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.0.read_timeout = timeout;
+        self
+    }
+
+    /// How transient failures are retried.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.0.retry = retry;
+        self
+    }
+
+    /// Requests in flight at once to one host (`None`: no cap).
+    pub fn max_requests_per_host(mut self, max: Option<usize>) -> Self {
+        self.0.max_requests_per_host = max;
+        self
+    }
+
+    /// Caps for particular hosts, in place of `max_requests_per_host`.
+    pub fn host_requests<S: Into<String>>(
+        mut self,
+        caps: impl IntoIterator<Item = (S, usize)>,
+    ) -> Self {
+        self.0.host_requests = caps.into_iter().map(|(h, n)| (h.into(), n)).collect();
+        self
+    }
+
+    /// Where each registry's credentials come from.
+    pub fn credentials(mut self, credentials: Arc<dyn CredentialStore>) -> Self {
+        self.0.credentials = credentials;
+        self
+    }
+
+    /// Which HTTP versions to speak.
+    pub fn http(mut self, http: HttpVersion) -> Self {
+        self.0.http = http;
+        self
+    }
+
+    /// The bounds a user may change.
+    pub fn limits(mut self, limits: crate::limits::Limits) -> Self {
+        self.0.limits = limits;
+        self
+    }
+
+    /// The proxy requests go through ([`Proxy::none`]: direct, the
+    /// environment unread). Without it, the environment's.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.0.proxy = Some(proxy);
+        self
+    }
+
+    /// The configuration.
+    pub fn build(self) -> ClientConfig {
+        self.0
     }
 }
 
@@ -129,6 +275,11 @@ struct Inner {
     http: reqwest::Client,
     /// For token endpoints: small answers, reqwest's read timeout suffices.
     auth_http: reqwest::Client,
+    /// For API calls forwarded through a plain-HTTP proxy: a connection
+    /// per request (see [`Client::new`]).
+    forward_http: Option<reqwest::Client>,
+    /// The proxy decided when the client was made.
+    proxy: Proxy,
     config: ClientConfig,
     auth: Authenticator,
     gates: HostGates,
@@ -217,9 +368,33 @@ impl Call {
 }
 
 impl Client {
+    /// A client with this configuration: its proxy (or the environment's)
+    /// decided, its CA files read.
+    ///
+    /// Requests forwarded through a plain-HTTP proxy (to plain-HTTP
+    /// registries) each get a connection of their own: a proxy may close
+    /// a connection after any answer without saying so (tinyproxy does),
+    /// and a request sent on it at that moment fails once written — a
+    /// streamed upload could then not be sent again. Requests tunnelled
+    /// through `CONNECT` (to TLS registries) keep their connections.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a CA file that is not PEM certificates or a
+    /// proxy variable in the environment that is not a proxy URL;
+    /// [`Error::Io`] for a CA file that cannot be read.
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let proxy = match &config.proxy {
+            Some(p) => p.clone(),
+            None => Proxy::from_env()?,
+        };
         let mut certs = Vec::new();
-        for path in &config.ca_files {
+        for path in config
+            .ca_files
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(proxy.ca_files())
+        {
             certs.extend(load_ca_file(path)?);
         }
         let builder = || {
@@ -236,20 +411,36 @@ impl Client {
             for cert in &certs {
                 b = b.add_root_certificate(cert.clone());
             }
-            b
+            // Ours decides, not reqwest's own reading of the environment.
+            if proxy.is_none() {
+                b.no_proxy()
+            } else {
+                let p = proxy.clone();
+                b.proxy(reqwest::Proxy::custom(move |url| p.route(url)))
+            }
         };
         let build = |b: reqwest::ClientBuilder| {
             b.build()
                 .map_err(|e| Error::config("building the HTTP client", e.to_string()))
         };
         let http = build(builder())?;
+        let forwarding = proxy.forwards_plain_http();
+        let forward_http = if forwarding {
+            Some(build(builder().pool_max_idle_per_host(0))?)
+        } else {
+            None
+        };
         // A token answer is small: all of it must arrive within the read
         // timeout, so a token endpoint that trickles bytes cannot hold a run.
-        let auth_http = build(
-            builder()
-                .read_timeout(config.read_timeout)
-                .timeout(config.read_timeout),
-        )?;
+        let mut auth_builder = builder()
+            .read_timeout(config.read_timeout)
+            .timeout(config.read_timeout);
+        if forwarding {
+            // Token endpoints may be plain HTTP too; tokens are asked for
+            // rarely, so none keeps a connection.
+            auth_builder = auth_builder.pool_max_idle_per_host(0);
+        }
+        let auth_http = build(auth_builder)?;
         let auth = Authenticator::new(config.credentials.clone());
         let limits =
             HostLimits::with_hosts(config.max_requests_per_host, config.host_requests.clone());
@@ -257,6 +448,8 @@ impl Client {
             inner: Arc::new(Inner {
                 http,
                 auth_http,
+                forward_http,
+                proxy,
                 config,
                 auth,
                 gates: HostGates::default(),
@@ -264,6 +457,89 @@ impl Client {
                 referrers: Default::default(),
             }),
         })
+    }
+
+    /// The proxy it uses (decided when it was made).
+    pub fn proxy(&self) -> &Proxy {
+        &self.inner.proxy
+    }
+
+    /// The HTTP client for an API request to `url`.
+    fn http_for(&self, url: &Url) -> &reqwest::Client {
+        match &self.inner.forward_http {
+            Some(forward) if url.scheme() == "http" && self.inner.proxy.for_url(url).is_some() => {
+                forward
+            }
+            _ => &self.inner.http,
+        }
+    }
+
+    /// A failed request as an error. Through a proxy, the error names it:
+    /// a tunnel the proxy refused (credentials wanted, or the destination
+    /// denied) is not retried; other failures keep their kind, so a
+    /// dropped connection is retried as it is without a proxy.
+    fn transport_error(&self, method: &str, url: &Url, e: reqwest::Error) -> Error {
+        let Some(p) = self.inner.proxy.for_url(url) else {
+            return Error::transport(method, url, e);
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut refused = None;
+        while let Some(c) = cause {
+            match c.to_string().as_str() {
+                "tunnel error: proxy authorization required" => {
+                    refused = Some(proxy_auth_refused(p));
+                    break;
+                }
+                "tunnel error: unsuccessful" => {
+                    refused = Some(format!(
+                        "the proxy {p} refused to open a tunnel (CONNECT) to {}",
+                        host_key(url)
+                    ));
+                    break;
+                }
+                _ => cause = c.source(),
+            }
+        }
+        match refused {
+            Some(reason) => Error::Protocol {
+                method: method.to_string(),
+                url: redact_url(url),
+                reason,
+            },
+            None => Error::Transport {
+                method: method.to_string(),
+                url: self.shown(url),
+                source: crate::error::TransportError::new(e),
+            },
+        }
+    }
+
+    /// An auth error for a request that went through a proxy with
+    /// credentials says so: tinyproxy answers wrong proxy credentials
+    /// with 401 and a Basic challenge, as if it were the registry.
+    fn note_proxy(&self, e: Error, url: &Url) -> Error {
+        match (e, self.inner.proxy.for_url(url)) {
+            (Error::Auth { registry, method, url, reason }, Some(p)) if p.has_credentials() => {
+                Error::Auth {
+                    registry,
+                    method,
+                    url,
+                    reason: format!(
+                        "{reason}; the request went through the proxy {p}, which may have refused the credentials in its URL (some proxies answer those with 401)"
+                    ),
+                }
+            }
+            (e, _) => e,
+        }
+    }
+
+    /// `url` redacted, and the proxy it goes through (redacted too), for
+    /// errors.
+    fn shown(&self, url: &Url) -> String {
+        match self.inner.proxy.for_url(url) {
+            Some(p) => format!("{} (through the proxy {p})", redact_url(url)),
+            None => redact_url(url),
+        }
     }
 
     /// The configuration it was made with.
@@ -361,8 +637,8 @@ impl Client {
                 None
             };
             let foreign = url.origin() != origin;
-            let mut rb = inner
-                .http
+            let mut rb = self
+                .http_for(&url)
                 .request(call.method.clone(), url.clone())
                 .headers(call.headers.clone());
             let mut sent_auth = None;
@@ -401,10 +677,10 @@ impl Client {
                 Ok(Ok(r)) => r,
                 failed => {
                     let err = match failed {
-                        Ok(Err(e)) => Error::transport(&method_name, &url, e),
+                        Ok(Err(e)) => self.transport_error(&method_name, &url, e),
                         _ => Error::Timeout {
                             method: method_name.clone(),
-                            url: redact_url(&url),
+                            url: self.shown(&url),
                             after: read_timeout,
                         },
                     };
@@ -422,6 +698,16 @@ impl Client {
                 }
             };
             let status = resp.status();
+            if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+                if let Some(p) = inner.proxy.for_url(&url) {
+                    // Not retried: the same credentials get the same answer.
+                    return Err(Error::Protocol {
+                        method: method_name,
+                        url: redact_url(&url),
+                        reason: proxy_auth_refused(p),
+                    });
+                }
+            }
             if status == StatusCode::UNAUTHORIZED && !foreign {
                 let challenge = resp
                     .headers()
@@ -435,6 +721,7 @@ impl Client {
                     url: redact_url(&url),
                     reason,
                 };
+                let refused = |reason: String| self.note_proxy(refused(reason), &url);
                 let Some(challenge) = challenge else {
                     return Err(refused(format!(
                         "HTTP 401 without a challenge we can answer{}",
@@ -466,7 +753,8 @@ impl Client {
                             sent_auth.as_ref(),
                             tls,
                         )
-                        .await?,
+                        .await
+                        .map_err(|e| self.note_proxy(e, &url))?,
                 );
                 if !call.body.replayable() {
                     return Err(refused(
@@ -556,7 +844,7 @@ impl Client {
                 let codes = read_error_body(resp, read_timeout).await;
                 let err = Error::Status {
                     method: method_name.clone(),
-                    url: redact_url(&url),
+                    url: self.shown(&url),
                     status: status.as_u16(),
                     codes,
                     retry_after,
@@ -578,6 +866,17 @@ impl Client {
             }
             return Ok(watch_answer(resp, &call.method, permit, read_timeout));
         }
+    }
+}
+
+/// What a 407 from the proxy means for the user.
+fn proxy_auth_refused(p: &crate::proxy::ProxyUrl) -> String {
+    if p.has_credentials() {
+        format!("the proxy {p} refused the credentials in its URL (HTTP 407)")
+    } else {
+        format!(
+            "the proxy {p} asked for credentials (HTTP 407): give them in the proxy URL, http://USER:PASSWORD@HOST:PORT"
+        )
     }
 }
 

@@ -15,10 +15,7 @@
 //! # async fn run() -> Result<(), registry_client::Error> {
 //! // Credentials as docker has them (config.json, credential helpers).
 //! let credentials = CredentialChain::explicit_then_docker(StaticCredentials::new())?;
-//! let client = Client::new(ClientConfig {
-//!     credentials: Arc::new(credentials),
-//!     ..ClientConfig::default()
-//! })?;
+//! let client = Client::new(ClientConfig::builder().credentials(Arc::new(credentials)).build())?;
 //!
 //! let reference = Reference::parse("ghcr.io/oras-project/oras:v1.2.0")?;
 //! let manifest = client.get_manifest(&reference).await?;
@@ -51,7 +48,6 @@
 //! serde's traits on [`Descriptor`] and [`Digest`]. The HTTP library is not
 //! among them: its errors are wrapped in [`TransportError`].
 
-
 pub mod auth;
 mod blob;
 mod catalog;
@@ -66,6 +62,7 @@ mod host_limit;
 pub mod limits;
 mod manifest;
 pub mod media_type;
+pub mod proxy;
 mod reference;
 mod referrers;
 mod referrers_index;
@@ -77,12 +74,13 @@ mod watchdog;
 
 pub use auth::{Credential, CredentialChain, CredentialStore, DockerConfig, StaticCredentials};
 pub use blob::{BlobRead, BlobStream};
-pub use client::{Client, ClientConfig, HttpVersion};
+pub use client::{Client, ClientConfig, ClientConfigBuilder, HttpVersion};
 pub use descriptor::{Descriptor, ManifestContent, Platform};
 pub use digest::{Algorithm, Digest, Hasher, SavedHasher, Verifier};
 pub use error::{ApiError, ApiErrors, Error, ErrorCode, ErrorKind, TransportError};
 pub use limits::{Limits, MAX_MANIFEST_SIZE};
 pub use manifest::{Manifest, ManifestInfo, ManifestPut};
+pub use proxy::{NoProxy, Proxy, ProxyUrl};
 pub use reference::{Reference, Repository};
 pub use referrers::{Referrers, ReferrersSource};
 pub use referrers_index::{referrers_tag, IndexUpdate};

@@ -19,11 +19,7 @@ pub fn client(registry_host: &str, credential: Option<Credential>) -> Client {
     if let Some(c) = credential {
         store.insert(registry_host, c);
     }
-    Client::new(ClientConfig {
-        credentials: Arc::new(store),
-        ..ClientConfig::default()
-    })
-    .expect("client")
+    Client::new(ClientConfig::builder().credentials(Arc::new(store)).build()).expect("client")
 }
 
 pub fn repo(host: &str, name: &str) -> Repository {

@@ -320,12 +320,12 @@ async fn tls_registry_with_a_private_ca() {
     })
     .await
     .unwrap();
-    let config = |ca_files| ClientConfig {
-        tls_registries: vec![reg.host()],
-        ca_files,
-        ..ClientConfig::default()
+    let config = |ca_files: Vec<std::path::PathBuf>| {
+        ClientConfig::builder()
+            .tls_registries([reg.host()])
+            .ca_files(ca_files)
     };
-    let c = Client::new(config(vec![ca.ca_pem_path().to_path_buf()])).unwrap();
+    let c = Client::new(config(vec![ca.ca_pem_path().to_path_buf()]).build()).unwrap();
     // A loopback registry listed in tls_registries is spoken to over
     // https: the registry serves nothing else, so the ping below shows it.
     let count = |v: &str| reg.log().matches(v).count();
@@ -341,10 +341,11 @@ async fn tls_registry_with_a_private_ca() {
         "ping, POST and PUT over HTTP/1.1"
     );
     // Allowed HTTP/2, the client takes it.
-    let auto = Client::new(ClientConfig {
-        http: registry_client::HttpVersion::Auto,
-        ..config(vec![ca.ca_pem_path().to_path_buf()])
-    })
+    let auto = Client::new(
+        config(vec![ca.ca_pem_path().to_path_buf()])
+            .http(registry_client::HttpVersion::Auto)
+            .build(),
+    )
     .unwrap();
     auto.ping(&reg.host()).await.unwrap();
     push_blob(&auto, &r, blob(8, 10)).await;
@@ -353,7 +354,7 @@ async fn tls_registry_with_a_private_ca() {
         "no HTTP/2 request in the access log"
     );
 
-    let untrusting = Client::new(config(vec![])).unwrap();
+    let untrusting = Client::new(config(vec![]).build()).unwrap();
     let err = untrusting.ping(&reg.host()).await.unwrap_err();
     let chain = format!("{:?}", anyhow::Error::from(err));
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
@@ -395,10 +396,7 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         &reg.host(),
         Credential::basic("carol", "carol-password-SECRET1"),
     );
-    let config = ClientConfig {
-        credentials: Arc::new(store),
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::builder().credentials(Arc::new(store)).build();
     let c = Client::new(config.clone()).unwrap();
     let r = repo(&reg.host(), "secret/test");
     let img = image(8, &[10], false);

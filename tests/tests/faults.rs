@@ -15,15 +15,16 @@ use mirror_tests::{Fault, FaultProxy, Registry, Rule, StorageHost};
 use registry_client::{BlobRead, Client, ClientConfig, Credential, Digest, ErrorKind, RetryPolicy};
 
 fn fast_retries(attempts: u32) -> Client {
-    Client::new(ClientConfig {
-        retry: RetryPolicy {
-            max_attempts: attempts,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        },
-        ..ClientConfig::default()
-    })
+    Client::new(
+        ClientConfig::builder()
+            .retry(RetryPolicy {
+                max_attempts: attempts,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(50),
+                ..RetryPolicy::default()
+            })
+            .build(),
+    )
     .unwrap()
 }
 
@@ -497,14 +498,15 @@ async fn a_server_that_ignores_range_is_coped_with() {
 #[tokio::test]
 async fn a_stalled_response_hits_the_read_timeout_and_is_retryable() {
     let (_reg, proxy) = open_registry_behind_proxy().await;
-    let c = Client::new(ClientConfig {
-        read_timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        },
-        ..ClientConfig::default()
-    })
+    let c = Client::new(
+        ClientConfig::builder()
+            .read_timeout(Duration::from_millis(300))
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build(),
+    )
     .unwrap();
     let r = repo(&proxy.host(), "stalled/repo");
     proxy.add_rule(Rule::new(Fault::Delay(Duration::from_secs(3))).path_contains("/manifests/"));
@@ -609,15 +611,16 @@ async fn an_insufficient_scope_challenge_is_answered_with_a_wider_token() {
 #[tokio::test]
 async fn backoff_after_a_server_error_holds_every_request_to_that_host() {
     let (_reg, proxy) = open_registry_behind_proxy().await;
-    let c = Client::new(ClientConfig {
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(1),
-            ..RetryPolicy::default()
-        },
-        ..ClientConfig::default()
-    })
+    let c = Client::new(
+        ClientConfig::builder()
+            .retry(RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(1),
+                ..RetryPolicy::default()
+            })
+            .build(),
+    )
     .unwrap();
     let waited = second_request_wait(
         &c,
@@ -640,14 +643,15 @@ async fn an_upload_longer_than_the_read_timeout_is_not_cut() {
     // answer, so it cut streamed uploads that took longer; ours is reset by
     // every chunk and stops while the body waits on its source.
     let reg = Registry::start_open().await.unwrap();
-    let c = Client::new(ClientConfig {
-        read_timeout: Duration::from_millis(300),
-        retry: RetryPolicy {
-            max_attempts: 1,
-            ..RetryPolicy::default()
-        },
-        ..ClientConfig::default()
-    })
+    let c = Client::new(
+        ClientConfig::builder()
+            .read_timeout(Duration::from_millis(300))
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build(),
+    )
     .unwrap();
     let r = repo(&reg.host(), "slow/upload");
     let data = blob(31, 500_000);
@@ -670,10 +674,11 @@ async fn an_upload_longer_than_the_read_timeout_is_not_cut() {
 #[tokio::test]
 async fn a_body_that_stalls_midway_hits_the_read_timeout_and_is_retryable() {
     let (_reg, proxy) = open_registry_behind_proxy().await;
-    let c = Client::new(ClientConfig {
-        read_timeout: Duration::from_millis(300),
-        ..ClientConfig::default()
-    })
+    let c = Client::new(
+        ClientConfig::builder()
+            .read_timeout(Duration::from_millis(300))
+            .build(),
+    )
     .unwrap();
     let r = repo(&proxy.host(), "stalled/body");
     let data = blob(32, 400_000);

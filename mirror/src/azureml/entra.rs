@@ -20,7 +20,7 @@ use azure_identity::{
     UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use futures::TryStreamExt;
-use registry_client::{Credential, Secret};
+use registry_client::{Credential, Proxy, Secret};
 
 /// The audience ACR accepts for the exchange.
 pub const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
@@ -74,19 +74,45 @@ pub struct TokenError {
 
 impl TokenSource {
     /// A credential for ACR: the token, to be exchanged at the registry.
+    /// The SDK's requests go through the environment's proxy.
     pub async fn credential(&self, tenant: Option<&str>) -> Result<Credential, TokenError> {
+        let proxy = Proxy::from_env().map_err(|e| self.fail(e.to_string()))?;
+        self.credential_via(tenant, &proxy).await
+    }
+
+    /// [`TokenSource::credential`], the SDK's requests (Entra, the managed
+    /// identity endpoint) going through `proxy`.
+    pub async fn credential_via(
+        &self,
+        tenant: Option<&str>,
+        proxy: &Proxy,
+    ) -> Result<Credential, TokenError> {
         Ok(Credential::AcrAccessToken {
             tenant: tenant.map(str::to_string),
-            token: self.token(tenant).await?,
+            token: self.token_via(tenant, proxy).await?,
         })
     }
 
-    /// An access token for [`ACR_SCOPE`].
-    pub async fn token(&self, tenant: Option<&str>) -> Result<Secret, TokenError> {
-        let fail = |message: String| TokenError {
+    fn fail(&self, message: String) -> TokenError {
+        TokenError {
             source_name: self.to_string(),
             message,
-        };
+        }
+    }
+
+    /// An access token for [`ACR_SCOPE`], through the environment's proxy.
+    pub async fn token(&self, tenant: Option<&str>) -> Result<Secret, TokenError> {
+        let proxy = Proxy::from_env().map_err(|e| self.fail(e.to_string()))?;
+        self.token_via(tenant, &proxy).await
+    }
+
+    /// An access token for [`ACR_SCOPE`], the SDK's requests through `proxy`.
+    pub async fn token_via(
+        &self,
+        tenant: Option<&str>,
+        proxy: &Proxy,
+    ) -> Result<Secret, TokenError> {
+        let fail = |message: String| self.fail(message);
         let credential: Arc<dyn TokenCredential> = match self {
             TokenSource::Env(var) => {
                 return match std::env::var(var) {
@@ -99,7 +125,7 @@ impl TokenSource {
                 ..Default::default()
             }))
             .map_err(|e| fail(e.to_string()))?,
-            TokenSource::AzureSdk => sdk_chain().map_err(fail)?,
+            TokenSource::AzureSdk => sdk_chain(proxy).map_err(fail)?,
         };
         let token = credential
             .get_token(&[ACR_SCOPE], None)
@@ -110,10 +136,11 @@ impl TokenSource {
 }
 
 /// The first credential of the chain whose environment is there.
-fn sdk_chain() -> Result<Arc<dyn TokenCredential>, String> {
+fn sdk_chain(proxy: &Proxy) -> Result<Arc<dyn TokenCredential>, String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let transport = Arc::new(ReqwestTransport::new(proxy)?);
     let options = || ClientOptions {
-        transport: Some(Transport::new(Arc::new(ReqwestTransport::new()))),
+        transport: Some(Transport::new(transport.clone())),
         ..Default::default()
     };
     let client_id = var("AZURE_CLIENT_ID");
@@ -154,19 +181,36 @@ fn first_line(s: &str) -> String {
 }
 
 /// The SDK's HTTP requests over our reqwest (rustls with the system's
-/// roots), so the binary carries one HTTP and TLS stack.
+/// roots), so the binary carries one HTTP and TLS stack, through the
+/// run's proxy as the registry client's requests are ([`Proxy::route`]
+/// decides for both).
 #[derive(Debug)]
 struct ReqwestTransport(reqwest::Client);
 
 impl ReqwestTransport {
-    fn new() -> Self {
-        let client = reqwest::Client::builder()
+    fn new(proxy: &Proxy) -> Result<Self, String> {
+        let mut b = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(20))
             .timeout(std::time::Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        ReqwestTransport(client)
+            .redirect(reqwest::redirect::Policy::none());
+        for path in proxy.ca_files() {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("the proxy's CA file {}: {e}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("the proxy's CA file {}: {e}", path.display()))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        b = if proxy.is_none() {
+            b.no_proxy()
+        } else {
+            let p = proxy.clone();
+            b.proxy(reqwest::Proxy::custom(move |url| p.route(url)))
+        };
+        b.build()
+            .map(ReqwestTransport)
+            .map_err(|e| format!("building the HTTP client: {e}"))
     }
 }
 
@@ -246,6 +290,44 @@ mod tests {
             .parse::<TokenSource>()
             .unwrap_err()
             .contains("env:VAR"));
+    }
+
+    /// The SDK's token requests go through the run's proxy: a listener
+    /// standing in for it sees the CONNECT to the Entra host, and no
+    /// request goes out directly.
+    #[tokio::test]
+    async fn the_sdk_transport_goes_through_the_proxy() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            let _ = conn
+                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let proxy = Proxy::all(
+            registry_client::ProxyUrl::parse(&format!("http://u:pw-entra@{addr}")).unwrap(),
+        );
+        let transport = ReqwestTransport::new(&proxy).unwrap();
+        let url = "https://login.microsoftonline.com/tenant/oauth2/v2.0/token"
+            .parse()
+            .unwrap();
+        let request = Request::new(url, Method::Post);
+        let err = transport.execute_request(&request).await.unwrap_err();
+        let asked = seen.await.unwrap();
+        assert!(
+            asked.starts_with("CONNECT login.microsoftonline.com:443 HTTP/1.1"),
+            "{asked}"
+        );
+        assert!(asked.contains("Proxy-Authorization: Basic"), "{asked}");
+        assert!(!format!("{err:?}").contains("pw-entra"), "{err:?}");
+
+        // With no proxy, nothing reaches the listener's address.
+        assert!(ReqwestTransport::new(&Proxy::none()).is_ok());
     }
 
     #[tokio::test]

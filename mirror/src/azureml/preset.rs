@@ -160,6 +160,7 @@ impl Preset {
             max_requests_per_host: None,
             read_timeout: None,
             http: registry_client::HttpVersion::default(),
+            proxy: None,
             registries,
             entries,
             limits: crate::limits::Limits::default(),

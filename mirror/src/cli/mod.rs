@@ -112,6 +112,38 @@ pub struct RegistryArgs {
     /// offers it.
     #[arg(long, value_name = "VERSION", default_value = "1.1", value_parser = clap::value_parser!(HttpVersion))]
     http: HttpVersion,
+    /// Send every request through this proxy,
+    /// `http://[USER:PASSWORD@]HOST:PORT` (or `https://` for TLS to the
+    /// proxy), except to the hosts in NO_PROXY; `none`: no proxy at all.
+    /// Default: HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as curl reads them.
+    #[arg(long, value_name = "URL", value_parser = ProxyArg)]
+    pub proxy: Option<registry_client::Proxy>,
+}
+
+/// `--proxy`: a bad value is refused without echoing it (it may hold a
+/// password; clap's own message would repeat it).
+#[derive(Clone)]
+struct ProxyArg;
+
+impl clap::builder::TypedValueParser for ProxyArg {
+    type Value = registry_client::Proxy;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Self::Value, clap::Error> {
+        let refuse = |m: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--proxy: {m}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| refuse("not UTF-8".into()))?;
+        registry_client::Proxy::from_setting(text).map_err(|e| refuse(e.to_string()))
+    }
 }
 
 /// Whether to copy each image's referrers (signatures, SBOMs,
@@ -206,6 +238,7 @@ impl RegistryArgs {
             max_requests_per_host: self.max_requests_per_host.map(usize::from),
             read_timeout: self.read_timeout,
             http: self.http,
+            proxy: self.proxy.clone(),
         };
         for host in &self.insecure {
             settings.registry_mut(host).insecure = true;

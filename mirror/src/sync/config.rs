@@ -52,6 +52,8 @@ pub struct SyncConfig {
     pub read_timeout: Option<std::time::Duration>,
     /// `http: auto` lets TLS registries offer HTTP/2; HTTP/1.1 otherwise.
     pub http: registry_client::HttpVersion,
+    /// `proxy: URL` (or `none`); `None`: the environment's.
+    pub proxy: Option<registry_client::Proxy>,
     pub registries: Vec<RegistrySettings>,
     pub entries: Vec<SyncEntry>,
     /// The bounds, with the config's `limits:` applied.
@@ -69,6 +71,7 @@ impl SyncConfig {
             max_requests_per_host: self.max_requests_per_host,
             read_timeout: self.read_timeout,
             http: self.http,
+            proxy: self.proxy.clone(),
         }
     }
 }
@@ -125,6 +128,7 @@ struct RawConfig {
     max_requests_per_host: Option<Spanned<u16>>,
     read_timeout: Option<S>,
     http: Option<S>,
+    proxy: Option<S>,
     defaults: Option<RawSelection>,
     #[serde(default)]
     registries: Vec<RawRegistry>,
@@ -274,6 +278,13 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
             .map_err(|m| cx.at(h, m))?,
         None => registry_client::HttpVersion::default(),
     };
+    let proxy = match &raw.proxy {
+        // The message shows the URL without its password.
+        Some(p) => Some(
+            registry_client::Proxy::from_setting(&p.value).map_err(|e| cx.at(p, e.to_string()))?,
+        ),
+        None => None,
+    };
     let mut limits = crate::limits::Limits::default();
     for (name, value) in &raw.limits {
         let text = match &value.value {
@@ -293,6 +304,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         max_requests_per_host,
         read_timeout,
         http,
+        proxy,
         registries,
         entries,
         limits,

@@ -196,6 +196,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
         max_requests_per_host: None,
         read_timeout: None,
         http: registry_client::HttpVersion::default(),
+        proxy: None,
         registries,
         entries,
         limits: crate::limits::Limits::default(),

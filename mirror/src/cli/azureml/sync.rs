@@ -75,6 +75,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     config.max_requests_per_host = args.registries.max_requests_per_host.map(usize::from);
     config.read_timeout = args.registries.read_timeout;
     config.http = args.registries.http;
+    config.proxy = args.registries.proxy.clone();
 
     say!(
         "mirroring {} runtime images{} for {}: {} → {} ({} → {})",

@@ -1,0 +1,619 @@
+//! HTTP(S) proxies, through a real one (tinyproxy): plain-HTTP registries
+//! forwarded, TLS registries through CONNECT, NO_PROXY, the `--proxy` flag
+//! and the sync config's `proxy:` key, credentials, a proxy that closes
+//! connections and one that refuses.
+
+use std::time::{Duration, Instant};
+
+use mirror_tests::cli::{mirror, mirror_bin, Run};
+use mirror_tests::images::{blob, client, image, push_blob, push_to, repo, tag_digest};
+use mirror_tests::proxy::{Tinyproxy, TinyproxyOptions};
+use mirror_tests::{free_port, Registry, RegistryOptions, TestCa};
+use registry_client::{Client, ClientConfig, Proxy, ProxyUrl};
+
+/// `mirror copy --progress none ARGS` with `env`.
+async fn copy(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut all = vec!["copy", "--progress", "none"];
+    all.extend_from_slice(args);
+    mirror(&all, env).await
+}
+
+/// A source registry holding `app/one:v1` (three layers), and an empty
+/// target.
+async fn two_registries() -> (Registry, Registry, registry_client::Digest) {
+    let src = Registry::start_open().await.unwrap();
+    let dst = Registry::start_open().await.unwrap();
+    let img = image(11, &[3000, 70_000, 5], false);
+    let digest = push_to(&src.host(), "app/one", "v1", &img).await;
+    (src, dst, digest)
+}
+
+/// What a run printed, for the password checks.
+fn printed(run: &Run) -> String {
+    format!("{}{}", run.stdout, run.stderr)
+}
+
+/// Asserts that every request of a copy between `src` and `dst` went
+/// through `proxy`, the uploads' PUTs included.
+#[track_caller]
+fn assert_copied_through(proxy: &Tinyproxy, src: &Registry, dst: &Registry) {
+    let log = proxy.log();
+    let read = |method| proxy.count(method, &format!("{}/v2/app/one/manifests/", src.host()));
+    assert!(read("GET") + read("HEAD") >= 1, "{log}");
+    assert!(
+        proxy.count("GET", &format!("{}/v2/app/one/blobs/", src.host())) >= 4,
+        "{log}"
+    );
+    // Config and three layers: four uploads finished by a PUT each.
+    assert_eq!(
+        proxy.count(
+            "PUT",
+            &format!("{}/v2/copied/one/blobs/uploads/", dst.host())
+        ),
+        4,
+        "{log}"
+    );
+    assert_eq!(
+        proxy.count("PUT", &format!("{}/v2/copied/one/manifests/v1", dst.host())),
+        1,
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_registries_through_http_proxy_copy_blobs_and_manifests() {
+    // tinyproxy closes the connection after each answer without saying so;
+    // a PUT sent on a pooled connection at that moment failed ("connection
+    // closed before message completed", three times: 8 runs in 20).
+    // Several runs, so a race would show.
+    for round in 0..3 {
+        let (src, dst, digest) = two_registries().await;
+        let proxy = Tinyproxy::start_open().await.unwrap();
+        let from = format!("{}/app/one:v1", src.host());
+        let to = format!("{}/copied/one:v1", dst.host());
+        let run = copy(&[&from, &to], &[("HTTP_PROXY", &proxy.url())]).await;
+        run.assert_code_of(&format!("round {round}"), 0);
+        assert_eq!(
+            tag_digest(&dst.host(), "copied/one", "v1").await,
+            Some(digest)
+        );
+        assert_copied_through(&proxy, &src, &dst);
+    }
+}
+
+#[tokio::test]
+async fn the_proxy_flag_wins_over_the_environment() {
+    let (src, dst, digest) = two_registries().await;
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let nothing_there = format!("http://127.0.0.1:{}", free_port());
+    let from = format!("{}/app/one:v1", src.host());
+    let to = format!("{}/copied/one:v1", dst.host());
+    let run = copy(
+        &["--proxy", &proxy.url(), &from, &to],
+        &[
+            ("HTTP_PROXY", &nothing_there),
+            ("http_proxy", &nothing_there),
+        ],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "copied/one", "v1").await,
+        Some(digest)
+    );
+    assert_copied_through(&proxy, &src, &dst);
+
+    // `--proxy none`: direct, whatever the environment says.
+    let run = copy(
+        &[
+            "--proxy",
+            "none",
+            &from,
+            &format!("{}/direct/one:v1", dst.host()),
+        ],
+        &[("HTTP_PROXY", &proxy.url())],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(proxy.count("GET", "/direct/"), 0);
+    assert_eq!(proxy.count("PUT", "/direct/"), 0);
+}
+
+#[tokio::test]
+async fn a_tls_registry_is_reached_through_connect_with_https_proxy() {
+    let src = Registry::start_open().await.unwrap();
+    let ca = TestCa::new().unwrap();
+    let dst = Registry::start(RegistryOptions {
+        tls: Some(&ca),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let img = image(12, &[4000, 50_000], false);
+    let digest = push_to(&src.host(), "app/one", "v1", &img).await;
+    let ca_file = ca.ca_pem_path().to_str().unwrap();
+    let run = copy(
+        &[
+            "--tls-registry",
+            &dst.host(),
+            "--ca-file",
+            ca_file,
+            &format!("{}/app/one:v1", src.host()),
+            &format!("{}/copied/one:v1", dst.host()),
+        ],
+        &[("HTTPS_PROXY", &proxy.url())],
+    )
+    .await;
+    run.assert_code(0);
+    // The TLS registry through CONNECT tunnels; the plain-HTTP source,
+    // which HTTPS_PROXY does not cover, direct.
+    assert!(proxy.count("CONNECT", &dst.host()) >= 1, "{}", proxy.log());
+    assert_eq!(proxy.count("GET", &src.host()), 0, "{}", proxy.log());
+    let tls = Client::new(
+        ClientConfig::builder()
+            .tls_registries([dst.host()])
+            .ca_files([ca.ca_pem_path()])
+            .proxy(Proxy::none())
+            .build(),
+    )
+    .unwrap();
+    let r = registry_client::Reference::parse(&format!("{}/copied/one:v1", dst.host())).unwrap();
+    assert_eq!(tls.head_manifest(&r).await.unwrap().unwrap().digest, digest);
+}
+
+#[tokio::test]
+async fn no_proxy_hosts_go_direct() {
+    let (src, dst, digest) = two_registries().await;
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let from = format!("{}/app/one:v1", src.host());
+    let to = format!("{}/copied/one:v1", dst.host());
+    for no_proxy in ["127.0.0.1", "127.0.0.0/8", "*"] {
+        let run = copy(
+            &[&from, &to],
+            &[("HTTP_PROXY", &proxy.url()), ("NO_PROXY", no_proxy)],
+        )
+        .await;
+        run.assert_code_of(no_proxy, 0);
+    }
+    // With --proxy too, as curl does.
+    let run = copy(
+        &["--proxy", &proxy.url(), &from, &to],
+        &[("no_proxy", &format!("{},{}", src.host(), dst.host()))],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "copied/one", "v1").await,
+        Some(digest)
+    );
+    assert_eq!(proxy.requests(), vec![], "{}", proxy.log());
+}
+
+const PROXY_PASSWORD: &str = "pr0xy-s3cret-PW";
+
+#[tokio::test]
+async fn proxy_credentials_work_and_wrong_ones_fail_clearly_without_showing_the_password() {
+    let (src, dst, digest) = two_registries().await;
+    let proxy = Tinyproxy::start(TinyproxyOptions {
+        basic_auth: Some(("squid".into(), PROXY_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let from = format!("{}/app/one:v1", src.host());
+    let to = format!("{}/copied/one:v1", dst.host());
+    let debug = [("MIRROR_LOG", "debug")];
+
+    let right = proxy.url_with("squid", PROXY_PASSWORD);
+    let run = copy(&["--output", "json", "--proxy", &right, &from, &to], &debug).await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "copied/one", "v1").await,
+        Some(digest)
+    );
+    assert_copied_through(&proxy, &src, &dst);
+    assert!(!printed(&run).contains(PROXY_PASSWORD), "{}", printed(&run));
+    // The debug log says which proxy a host goes through, password hidden.
+    assert!(
+        run.stderr
+            .contains(&format!("http://squid:***@{}", proxy.host())),
+        "{}",
+        run.stderr
+    );
+
+    // The same through the environment.
+    let to_env = format!("{}/env/one:v1", dst.host());
+    let run = copy(&[&from, &to_env], &[("HTTP_PROXY", &right), debug[0]]).await;
+    run.assert_code(0);
+    assert!(!printed(&run).contains(PROXY_PASSWORD), "{}", printed(&run));
+
+    mirror_bin();
+    let started = Instant::now();
+    for (what, url) in [
+        ("no credentials", proxy.url()),
+        ("a wrong password", proxy.url_with("squid", "wrong-pw-1")),
+    ] {
+        let to = format!("{}/refused/one:v1", dst.host());
+        let run = copy(&["--output", "json", "--proxy", &url, &from, &to], &debug).await;
+        assert_ne!(run.code, 0, "{what}: {}", printed(&run));
+        let all = printed(&run);
+        assert!(all.contains(&proxy.host()), "{what}: {all}");
+        if what == "no credentials" {
+            assert!(
+                all.contains("asked for credentials (HTTP 407)")
+                    && all.contains("in the proxy URL"),
+                "{all}"
+            );
+        } else {
+            // tinyproxy answers wrong proxy credentials with 401 and a
+            // Basic challenge, as a registry would: the error says the
+            // proxy may be the one refusing.
+            assert!(
+                all.contains("which may have refused the credentials in its URL"),
+                "{all}"
+            );
+            assert!(!all.contains("wrong-pw-1"), "{all}");
+        }
+        assert!(!all.contains(PROXY_PASSWORD), "{all}");
+    }
+    // A 407 is not retried over and over.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(proxy.count("PUT", "/refused/"), 0);
+}
+
+#[tokio::test]
+async fn a_tls_registry_behind_a_proxy_with_credentials_through_connect() {
+    let src = Registry::start_open().await.unwrap();
+    let ca = TestCa::new().unwrap();
+    let dst = Registry::start(RegistryOptions {
+        tls: Some(&ca),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let proxy = Tinyproxy::start(TinyproxyOptions {
+        basic_auth: Some(("squid".into(), PROXY_PASSWORD.into())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    push_to(&src.host(), "app/one", "v1", &image(13, &[999], false)).await;
+    let ca_file = ca.ca_pem_path().to_str().unwrap();
+    let from = format!("{}/app/one:v1", src.host());
+    let to = format!("{}/copied/one:v1", dst.host());
+    let args = |_: ()| {
+        vec![
+            "--tls-registry".to_string(),
+            dst.host(),
+            "--ca-file".into(),
+            ca_file.into(),
+            from.clone(),
+            to.clone(),
+        ]
+    };
+    let run_with = |env: Vec<(&'static str, String)>| {
+        let a = args(());
+        async move {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            copy(&a, &e).await
+        }
+    };
+    let run = run_with(vec![
+        ("HTTPS_PROXY", proxy.url_with("squid", PROXY_PASSWORD)),
+        ("MIRROR_LOG", "debug".into()),
+    ])
+    .await;
+    run.assert_code(0);
+    assert!(proxy.count("CONNECT", &dst.host()) >= 1, "{}", proxy.log());
+    assert!(!printed(&run).contains(PROXY_PASSWORD));
+
+    mirror_bin();
+    let started = Instant::now();
+    let run = run_with(vec![
+        ("HTTPS_PROXY", proxy.url()),
+        ("MIRROR_LOG", "debug".into()),
+    ])
+    .await;
+    assert_ne!(run.code, 0);
+    let all = printed(&run);
+    assert!(all.contains("asked for credentials (HTTP 407)"), "{all}");
+    assert!(all.contains(&proxy.host()), "{all}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_proxy_that_is_not_there_fails_quickly_naming_it() {
+    let (src, dst, _) = two_registries().await;
+    let port = free_port();
+    let proxy = format!("http://alice:{PROXY_PASSWORD}@127.0.0.1:{port}");
+    mirror_bin();
+    let started = Instant::now();
+    let run = copy(
+        &[
+            "--proxy",
+            &proxy,
+            &format!("{}/app/one:v1", src.host()),
+            &format!("{}/copied/one:v1", dst.host()),
+        ],
+        &[("MIRROR_LOG", "debug")],
+    )
+    .await;
+    assert_ne!(run.code, 0);
+    let all = printed(&run);
+    assert!(
+        all.contains(&format!(
+            "through the proxy http://alice:***@127.0.0.1:{port}"
+        )),
+        "{all}"
+    );
+    assert!(all.to_lowercase().contains("connection refused"), "{all}");
+    assert!(!all.contains(PROXY_PASSWORD), "{all}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    dst.assert_nothing_written();
+}
+
+#[tokio::test]
+async fn a_proxy_that_denies_the_destination_fails_quickly_naming_it() {
+    let ca = TestCa::new().unwrap();
+    let tls = Registry::start(RegistryOptions {
+        tls: Some(&ca),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (src, dst, _) = two_registries().await;
+    let proxy = Tinyproxy::start(TinyproxyOptions {
+        deny_all: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // A TLS registry: the CONNECT is refused.
+    mirror_bin();
+    let started = Instant::now();
+    let run = copy(
+        &[
+            "--tls-registry",
+            &tls.host(),
+            "--ca-file",
+            ca.ca_pem_path().to_str().unwrap(),
+            &format!("{}/app/one:v1", tls.host()),
+            &format!("oci:{}", tempfile::tempdir().unwrap().path().display()),
+        ],
+        &[("HTTPS_PROXY", &proxy.url())],
+    )
+    .await;
+    assert_ne!(run.code, 0);
+    let all = printed(&run);
+    assert!(
+        all.contains(&format!(
+            "the proxy {} refused to open a tunnel (CONNECT) to {}",
+            proxy.url(),
+            tls.host()
+        )),
+        "{all}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(proxy.count("CONNECT", &tls.host()) >= 1, "{}", proxy.log());
+
+    // A plain-HTTP registry: the proxy answers 403 itself.
+    let asked_before = src.access_log().len();
+    mirror_bin();
+    let started = Instant::now();
+    let run = copy(
+        &[
+            &format!("{}/app/one:v1", src.host()),
+            &format!("{}/copied/one:v1", dst.host()),
+        ],
+        &[("HTTP_PROXY", &proxy.url())],
+    )
+    .await;
+    assert_ne!(run.code, 0);
+    let all = printed(&run);
+    assert!(
+        all.contains(&format!("(through the proxy {})", proxy.url())) && all.contains("403"),
+        "{all}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // Nothing reached the registries.
+    assert_eq!(src.access_log().len(), asked_before);
+    dst.assert_nothing_written();
+}
+
+/// The client through a proxy that closes connections idle for a second:
+/// requests after a pause longer than that open new ones, through CONNECT
+/// tunnels and forwarded alike.
+#[tokio::test]
+async fn a_proxy_that_closes_idle_connections_is_met_with_new_ones() {
+    let ca = TestCa::new().unwrap();
+    let tls = Registry::start(RegistryOptions {
+        tls: Some(&ca),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let plain = Registry::start_open().await.unwrap();
+    let proxy = Tinyproxy::start(TinyproxyOptions {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = Client::new(
+        ClientConfig::builder()
+            .tls_registries([tls.host()])
+            .ca_files([ca.ca_pem_path()])
+            .proxy(Proxy::all(ProxyUrl::parse(&proxy.url()).unwrap()))
+            .build(),
+    )
+    .unwrap();
+    for host in [tls.host(), plain.host()] {
+        let r = repo(&host, "idle/app");
+        for round in 0..3 {
+            let data = blob(40 + round, 200_000);
+            let d = push_blob(&c, &r, data.clone()).await;
+            assert!(c.head_blob(&r, &d).await.unwrap().is_some());
+            // Longer than the proxy's Timeout: it closes what we keep.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+    }
+    assert!(proxy.count("CONNECT", &tls.host()) >= 1, "{}", proxy.log());
+    assert!(proxy.count("PUT", &plain.host()) >= 3, "{}", proxy.log());
+    assert!(
+        proxy.log().contains("Idle Timeout") || proxy.log().contains("Closed connection"),
+        "{}",
+        proxy.log()
+    );
+    // The harness's own client never went through it.
+    let _ = client(&plain.host(), None);
+}
+
+#[tokio::test]
+async fn the_sync_config_proxy_key_is_used_and_none_turns_the_environment_off() {
+    let (src, dst, digest) = two_registries().await;
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.yaml");
+    let write = |proxy_line: &str, target: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "{proxy_line}sync:\n  - {{source: {}/app/one, target: {}/{target}, tags: [v1]}}\n",
+                src.host(),
+                dst.host()
+            ),
+        )
+        .unwrap();
+    };
+    let sync = |env: Vec<(&'static str, String)>| {
+        let config = config.clone();
+        let state = dir.path().join("state");
+        async move {
+            let e: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut e = e;
+            let state = state.to_str().unwrap().to_string();
+            e.push(("MIRROR_STATE_DIR", &state));
+            mirror(
+                &[
+                    "sync",
+                    "--progress",
+                    "none",
+                    "--output",
+                    "json",
+                    config.to_str().unwrap(),
+                ],
+                &e,
+            )
+            .await
+        }
+    };
+    let nothing_there = format!("http://127.0.0.1:{}", free_port());
+
+    // `proxy:` wins over the environment.
+    write(&format!("proxy: {}\n", proxy.url()), "copied/one");
+    let run = sync(vec![("HTTP_PROXY", nothing_there.clone())]).await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "copied/one", "v1").await,
+        Some(digest)
+    );
+    assert_copied_through(&proxy, &src, &dst);
+
+    // `proxy: none`: direct, the environment's proxy unused.
+    write("proxy: none\n", "direct/one");
+    let run = sync(vec![("HTTP_PROXY", nothing_there.clone())]).await;
+    run.assert_code(0);
+    assert_eq!(proxy.count("PUT", "/direct/"), 0);
+
+    // Without the key, the environment's.
+    write("", "env/one");
+    let run = sync(vec![("HTTP_PROXY", proxy.url())]).await;
+    run.assert_code(0);
+    assert_eq!(
+        proxy.count("PUT", "/env/one/manifests/v1"),
+        1,
+        "{}",
+        proxy.log()
+    );
+
+    // A bad value names the line, not the password.
+    write("proxy: socks5://u:hunter2@p:1080\n", "bad/one");
+    let run = sync(vec![]).await;
+    assert_eq!(run.code, 2, "{}", printed(&run));
+    assert!(printed(&run).contains("sync.yaml:1"), "{}", printed(&run));
+    assert!(!printed(&run).contains("hunter2"), "{}", printed(&run));
+}
+
+#[tokio::test]
+async fn a_bad_proxy_flag_is_refused_without_echoing_its_password() {
+    let run = copy(
+        &[
+            "--proxy",
+            "socks5://u:hunter2@p:1080",
+            "a.io/x:1",
+            "b.io/x:1",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}", printed(&run));
+    assert!(printed(&run).contains("--proxy"), "{}", printed(&run));
+    assert!(printed(&run).contains("socks5"), "{}", printed(&run));
+    assert!(!printed(&run).contains("hunter2"), "{}", printed(&run));
+}
+
+/// Each streamed upload right after the POST that opened it, through a
+/// proxy that closes every connection after its answer: on a pooled
+/// connection most failed ("connection closed before message
+/// completed"), and a streamed body cannot be sent again.
+#[tokio::test]
+async fn streamed_uploads_through_a_closing_proxy_each_get_a_connection() {
+    let reg = Registry::start_open().await.unwrap();
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let c = Client::new(
+        ClientConfig::builder()
+            .proxy(Proxy::all(ProxyUrl::parse(&proxy.url()).unwrap()))
+            .build(),
+    )
+    .unwrap();
+    let r = repo(&reg.host(), "streamed/app");
+    // Eight at once, as a copy runs them: a connection one finished with
+    // is at once another's.
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (c, r) = (c.clone(), r.clone());
+            tokio::spawn(async move {
+                for i in 0..8u64 {
+                    push_blob(&c, &r, blob(100 + t * 8 + i, 2_000 + i as usize)).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("every streamed upload succeeds");
+    }
+    assert_eq!(proxy.count("PUT", &reg.host()), 64, "{}", proxy.log());
+}
