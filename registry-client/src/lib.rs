@@ -48,6 +48,8 @@
 //! serde's traits on [`Descriptor`] and [`Digest`]. The HTTP library is not
 //! among them: its errors are wrapped in [`TransportError`].
 
+#![deny(missing_docs)]
+
 pub mod auth;
 mod blob;
 mod catalog;

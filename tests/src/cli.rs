@@ -1,8 +1,9 @@
 //! Runs the `mirror` binary as users do, for tests of the command line.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -11,32 +12,38 @@ use tokio::io::AsyncWriteExt;
 /// cannot name another package's binary directly).
 pub fn mirror_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "mirror",
-                "--bin",
-                "mirror",
-                "--message-format",
-                "json",
-            ])
-            .current_dir(workspace_root())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build for the mirror binary");
-        assert!(out.status.success(), "building mirror failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "mirror")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no mirror executable")
-    })
-    .clone()
+    BIN.get_or_init(|| build_executable(&["-p", "mirror", "--bin", "mirror"], "mirror"))
+        .clone()
+}
+
+/// An example of a workspace package (`registry-client`'s `inspect`),
+/// built once per test process: `cargo test -p mirror-tests` builds no
+/// other package's examples.
+pub fn example_bin(package: &str, example: &str) -> PathBuf {
+    static BINS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut bins = BINS.lock().unwrap_or_else(|e| e.into_inner());
+    bins.entry(format!("{package}/{example}"))
+        .or_insert_with(|| build_executable(&["-p", package, "--example", example], example))
+        .clone()
+}
+
+/// `cargo build --quiet ARGS`, and the executable cargo reports for `name`.
+fn build_executable(args: &[&str], name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--message-format", "json"])
+        .args(args)
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running cargo build");
+    assert!(out.status.success(), "cargo build {args:?} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == name)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no {name} executable"))
 }
 
 pub fn workspace_root() -> PathBuf {
