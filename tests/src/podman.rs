@@ -214,3 +214,20 @@ impl Inspected {
         }
     }
 }
+
+/// `img`'s manifest with its layer `at` made foreign: the OCI
+/// non-distributable media type and `urls` (`url`), as Windows base images
+/// carry them. Returns the manifest's bytes and digest.
+pub fn with_foreign_layer(
+    img: &crate::fixtures::GeneratedImage,
+    at: usize,
+    url: &str,
+) -> (bytes::Bytes, registry_client::Digest) {
+    let mut m: Value = serde_json::from_slice(&img.manifest).expect("a fixture manifest");
+    let layer = &mut m["layers"][at];
+    layer["mediaType"] = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into();
+    layer["urls"] = serde_json::json!([url]);
+    let bytes = bytes::Bytes::from(serde_json::to_vec_pretty(&m).unwrap());
+    let digest = registry_client::Digest::sha256_of(&bytes);
+    (bytes, digest)
+}

@@ -10,10 +10,11 @@ use mirror_tests::cli::{mirror, quiet, Run};
 use mirror_tests::fixtures::{
     generate, generate_index, push, push_index, GeneratedImage, ImageSpec, IndexSpec, LayerSpec,
 };
-use mirror_tests::images::{client, tag_digest};
+use mirror_tests::images::{client, push_blob, repo, tag_digest};
 use mirror_tests::peers::skopeo_raw;
-use mirror_tests::podman::{Inspected, Podman};
-use mirror_tests::Registry;
+use mirror_tests::podman::{with_foreign_layer, Inspected, Podman};
+use mirror_tests::{Registry, RegistryOptions};
+use registry_client::media_type::OCI_MANIFEST;
 
 async fn export(args: &[&str]) -> Run {
     quiet("export", args).await
@@ -209,4 +210,40 @@ async fn what_a_docker_archive_cannot_hold_is_refused_naming_it() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--since"), "{}", run.stderr);
     assert!(!delta.exists());
+
+    // Export leaves a foreign layer out, and docker load needs it: the
+    // image is refused naming the layer, and no bundle is written.
+    let reg = Registry::start(RegistryOptions {
+        allow_foreign_layer_urls: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (manifest, _) = with_foreign_layer(&app, 1, "https://example.invalid/layer");
+    let c = client(&reg.host(), None);
+    let r = repo(&reg.host(), "win/base");
+    for (_, data) in app.blobs() {
+        push_blob(&c, &r, data).await;
+    }
+    c.put_manifest(&r, "v1", OCI_MANIFEST, manifest)
+        .await
+        .unwrap();
+    let win = tmp.path().join("win.tar");
+    let run = export(&[
+        "--format",
+        "docker",
+        &format!("{}/win/base:v1", reg.host()),
+        "--to",
+        path(&win),
+    ])
+    .await;
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 1, "{all}");
+    let foreign = app.layer_info[1].digest.to_string();
+    assert!(all.contains(&foreign) && all.contains("foreign"), "{all}");
+    assert!(!win.exists());
+    // Without --format docker the same image is exported, as every OCI export is.
+    export(&[&format!("{}/win/base:v1", reg.host()), "--to", path(&win)])
+        .await
+        .assert_code(0);
 }
