@@ -41,6 +41,9 @@ pub struct ClientSettings {
     /// The proxy (`--proxy`, a sync config's `proxy:`); `None`: the one
     /// the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`).
     pub proxy: Option<Proxy>,
+    /// Trust these CAs (PEM) for an `https://` proxy (`--proxy-ca-file`,
+    /// a sync config's `proxy_ca_file:`), whichever proxy is used.
+    pub proxy_ca_files: Vec<PathBuf>,
 }
 
 impl ClientSettings {
@@ -94,13 +97,26 @@ impl ClientSettings {
         self.client_with(Arc::new(self.credentials(auth_file)?))
     }
 
+    /// The proxy requests go through: the one given, else the
+    /// environment's, trusting the proxy CA files.
+    pub fn proxy(&self) -> Result<Proxy, registry_client::Error> {
+        let proxy = match &self.proxy {
+            Some(p) => p.clone(),
+            None => Proxy::from_env()?,
+        };
+        Ok(self
+            .proxy_ca_files
+            .iter()
+            .fold(proxy, |p, f| p.with_ca_file(f.clone())))
+    }
+
     /// The one client builder: these settings, asking `credentials`.
     pub fn client_with(
         &self,
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<Client, registry_client::Error> {
         let defaults = ClientConfig::default();
-        let mut config = ClientConfig::builder()
+        let config = ClientConfig::builder()
             .insecure_registries(
                 self.registries
                     .iter()
@@ -130,10 +146,8 @@ impl ClientSettings {
             )
             .read_timeout(self.read_timeout.unwrap_or(defaults.read_timeout))
             .http(self.http)
-            .limits(crate::limits::get().client);
-        if let Some(p) = &self.proxy {
-            config = config.proxy(p.clone());
-        }
+            .limits(crate::limits::get().client)
+            .proxy(self.proxy()?);
         Client::new(config.build())
     }
 }

@@ -36,6 +36,7 @@ pub mod setup;
 pub mod signed;
 pub mod storage_host;
 pub mod tls;
+pub mod tls_front;
 pub mod token_server;
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use mirror_tests::cli::{mirror, mirror_bin, Run};
 use mirror_tests::images::{blob, client, image, push_blob, push_to, repo, tag_digest};
 use mirror_tests::proxy::{Tinyproxy, TinyproxyOptions};
-use mirror_tests::{free_port, Registry, RegistryOptions, TestCa};
+use mirror_tests::tls_front::TlsFront;
+use mirror_tests::{free_port, Registry, RegistryOptions, TestCa, TokenServerOptions};
 use registry_client::{Client, ClientConfig, Proxy, ProxyUrl};
 
 /// `mirror copy --progress none ARGS` with `env`.
@@ -616,4 +617,328 @@ async fn streamed_uploads_through_a_closing_proxy_each_get_a_connection() {
         t.await.expect("every streamed upload succeeds");
     }
     assert_eq!(proxy.count("PUT", &reg.host()), 64, "{}", proxy.log());
+}
+
+/// tinyproxy behind a TLS front whose certificate a fresh CA issued: an
+/// `https://` proxy. Returns the CA too, to trust or not.
+async fn https_proxy() -> (Tinyproxy, TlsFront, TestCa) {
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let ca = TestCa::new().unwrap();
+    let front = TlsFront::start(&ca, &proxy.host()).await.unwrap();
+    (proxy, front, ca)
+}
+
+#[tokio::test]
+async fn an_https_proxy_is_reached_over_tls_trusting_its_ca_from_either_flag() {
+    for flag in ["--proxy-ca-file", "--ca-file"] {
+        let (src, dst, digest) = two_registries().await;
+        let (proxy, front, proxy_ca) = https_proxy().await;
+        let from = format!("{}/app/one:v1", src.host());
+        let to = format!("{}/copied/one:v1", dst.host());
+        let ca_file = proxy_ca.ca_pem_path().to_str().unwrap();
+        let run = copy(&["--proxy", &front.url(), flag, ca_file, &from, &to], &[]).await;
+        run.assert_code_of(flag, 0);
+        assert_eq!(
+            tag_digest(&dst.host(), "copied/one", "v1").await,
+            Some(digest),
+            "{flag}"
+        );
+        // Every request through the proxy, over TLS to it.
+        assert_copied_through(&proxy, &src, &dst);
+        assert!(front.handshakes() >= 1, "{flag}");
+        assert_eq!(front.failed_handshakes(), 0, "{flag}");
+    }
+}
+
+#[tokio::test]
+async fn a_tls_registry_through_an_https_proxy_from_the_environment() {
+    // TLS inside TLS: the CONNECT tunnel runs over the TLS connection to
+    // the proxy, the registry's own TLS inside it; each side's CA apart.
+    let src = Registry::start_open().await.unwrap();
+    let registry_ca = TestCa::new().unwrap();
+    let dst = Registry::start(RegistryOptions {
+        tls: Some(&registry_ca),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (proxy, front, proxy_ca) = https_proxy().await;
+    let img = image(14, &[4000, 50_000], false);
+    let digest = push_to(&src.host(), "app/one", "v1", &img).await;
+    let run = copy(
+        &[
+            "--tls-registry",
+            &dst.host(),
+            "--ca-file",
+            registry_ca.ca_pem_path().to_str().unwrap(),
+            "--proxy-ca-file",
+            proxy_ca.ca_pem_path().to_str().unwrap(),
+            &format!("{}/app/one:v1", src.host()),
+            &format!("{}/copied/one:v1", dst.host()),
+        ],
+        &[
+            ("HTTPS_PROXY", &front.url_with("squid", PROXY_PASSWORD)),
+            ("MIRROR_LOG", "debug"),
+        ],
+    )
+    .await;
+    run.assert_code(0);
+    assert!(proxy.count("CONNECT", &dst.host()) >= 1, "{}", proxy.log());
+    assert!(front.handshakes() >= 1);
+    // The plain-HTTP source, which HTTPS_PROXY does not cover, direct.
+    assert_eq!(proxy.count("GET", &src.host()), 0, "{}", proxy.log());
+    assert!(!printed(&run).contains(PROXY_PASSWORD), "{}", printed(&run));
+    let tls = Client::new(
+        ClientConfig::builder()
+            .tls_registries([dst.host()])
+            .ca_files([registry_ca.ca_pem_path()])
+            .proxy(Proxy::none())
+            .build(),
+    )
+    .unwrap();
+    let r = registry_client::Reference::parse(&format!("{}/copied/one:v1", dst.host())).unwrap();
+    assert_eq!(tls.head_manifest(&r).await.unwrap().unwrap().digest, digest);
+}
+
+#[tokio::test]
+async fn an_https_proxy_whose_ca_is_not_trusted_fails_quickly_naming_it() {
+    let (src, dst, _) = two_registries().await;
+    let (proxy, front, _untrusted) = https_proxy().await;
+    let url = front.url_with("squid", PROXY_PASSWORD);
+    mirror_bin();
+    let started = Instant::now();
+    let run = copy(
+        &[
+            "--proxy",
+            &url,
+            &format!("{}/app/one:v1", src.host()),
+            &format!("{}/copied/one:v1", dst.host()),
+        ],
+        &[("MIRROR_LOG", "debug")],
+    )
+    .await;
+    assert_ne!(run.code, 0, "{}", printed(&run));
+    let all = printed(&run);
+    assert!(
+        all.contains(&format!(
+            "through the proxy https://squid:***@{}",
+            front.host()
+        )),
+        "{all}"
+    );
+    assert!(all.contains("UnknownIssuer"), "{all}");
+    assert!(!all.contains(PROXY_PASSWORD), "{all}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The client broke off the handshake: nothing reached the proxy.
+    assert!(front.failed_handshakes() >= 1);
+    assert_eq!(front.handshakes(), 0);
+    assert_eq!(proxy.requests(), vec![], "{}", proxy.log());
+    dst.assert_nothing_written();
+}
+
+/// `mirror sync CONFIG ARGS` with its own state directory and `env`.
+async fn sync_run(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let mut all = vec!["sync", "--progress", "none", "--output", "json"];
+    all.extend_from_slice(args);
+    all.push(config.to_str().unwrap());
+    let mut env = env.to_vec();
+    env.push(("MIRROR_STATE_DIR", state_dir));
+    mirror(&all, &env).await
+}
+
+/// A sync config copying `src`'s `app/one:v1` to `dst`'s `target`, with
+/// `head` (top-level keys) first.
+fn write_sync_config(
+    path: &std::path::Path,
+    head: &str,
+    src: &Registry,
+    dst: &Registry,
+    target: &str,
+) {
+    std::fs::write(
+        path,
+        format!(
+            "{head}sync:\n  - {{source: {}/app/one, target: {}/{target}, tags: [v1]}}\n",
+            src.host(),
+            dst.host()
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_sync_proxy_flag_wins_over_the_config_key() {
+    let (src, dst, digest) = two_registries().await;
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.yaml");
+    let nothing_there = format!("http://127.0.0.1:{}", free_port());
+
+    // `--proxy` over `proxy:` (and the environment).
+    write_sync_config(
+        &config,
+        &format!("proxy: {nothing_there}\n"),
+        &src,
+        &dst,
+        "copied/one",
+    );
+    let run = sync_run(
+        &config,
+        &["--proxy", &proxy.url()],
+        &[("HTTP_PROXY", &nothing_there)],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "copied/one", "v1").await,
+        Some(digest.clone())
+    );
+    assert_copied_through(&proxy, &src, &dst);
+
+    // `--proxy none` over a `proxy:` that names a working proxy: direct.
+    write_sync_config(
+        &config,
+        &format!("proxy: {}\n", proxy.url()),
+        &src,
+        &dst,
+        "direct/one",
+    );
+    let run = sync_run(&config, &["--proxy", "none"], &[]).await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "direct/one", "v1").await,
+        Some(digest)
+    );
+    assert_eq!(proxy.count("GET", "/direct/"), 0, "{}", proxy.log());
+    assert_eq!(proxy.count("PUT", "/direct/"), 0, "{}", proxy.log());
+
+    // A bad flag is refused without echoing its password.
+    let run = sync_run(&config, &["--proxy", "socks5://u:hunter2@p:1080"], &[]).await;
+    assert_eq!(run.code, 2, "{}", printed(&run));
+    assert!(printed(&run).contains("--proxy"), "{}", printed(&run));
+    assert!(!printed(&run).contains("hunter2"), "{}", printed(&run));
+}
+
+#[tokio::test]
+async fn an_https_proxy_for_sync_from_the_config_or_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sync.yaml");
+
+    // `proxy:` and `proxy_ca_file:` (relative to the config's directory).
+    let (src, dst, digest) = two_registries().await;
+    let (proxy, front, ca) = https_proxy().await;
+    std::fs::copy(ca.ca_pem_path(), dir.path().join("proxy-ca.pem")).unwrap();
+    write_sync_config(
+        &config,
+        &format!("proxy: {}\nproxy_ca_file: proxy-ca.pem\n", front.url()),
+        &src,
+        &dst,
+        "copied/one",
+    );
+    let run = sync_run(&config, &[], &[]).await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "copied/one", "v1").await,
+        Some(digest.clone())
+    );
+    assert_copied_through(&proxy, &src, &dst);
+    assert!(front.handshakes() >= 1);
+
+    // Without the CA, the same config fails naming the certificate cause.
+    write_sync_config(
+        &config,
+        &format!("proxy: {}\n", front.url()),
+        &src,
+        &dst,
+        "untrusted/one",
+    );
+    let run = sync_run(&config, &[], &[]).await;
+    assert_ne!(run.code, 0, "{}", printed(&run));
+    assert!(printed(&run).contains("UnknownIssuer"), "{}", printed(&run));
+    assert_eq!(proxy.count("PUT", "/untrusted/"), 0);
+
+    // The flags over a config without proxy keys.
+    let (src, dst, digest) = two_registries().await;
+    let (proxy, front, ca) = https_proxy().await;
+    write_sync_config(&config, "", &src, &dst, "copied/one");
+    let run = sync_run(
+        &config,
+        &[
+            "--proxy",
+            &front.url(),
+            "--proxy-ca-file",
+            ca.ca_pem_path().to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    run.assert_code(0);
+    assert_eq!(
+        tag_digest(&dst.host(), "copied/one", "v1").await,
+        Some(digest)
+    );
+    assert_copied_through(&proxy, &src, &dst);
+    assert!(front.handshakes() >= 1);
+}
+
+/// `--proxy` on an azureml command reaches the Azure SDK's token request
+/// too (here a managed identity endpoint, as App Service has one), not
+/// only the registries: the proxy logs the token request, then the ACR
+/// exchange.
+#[tokio::test]
+async fn the_azureml_proxy_flag_carries_the_entra_token_request() {
+    const AAD_TOKEN: &str = "aad-SECRET-proxy";
+    let source = Registry::start_open().await.unwrap();
+    let (customer, tokens) = Registry::start_with_token_auth(
+        Default::default(),
+        TokenServerOptions::default()
+            .with_aad_token(AAD_TOKEN)
+            .with_managed_identity("msi-SECRET-proxy"),
+    )
+    .await
+    .unwrap();
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let endpoint = tokens.managed_identity_endpoint();
+    let run = mirror(
+        &[
+            "azureml",
+            "check",
+            "--region",
+            "eastus",
+            "--source",
+            &format!("{}/azureml/runtime", source.host()),
+            "--target",
+            &customer.host(),
+            "--entra-token",
+            "azure-sdk",
+            "--proxy",
+            &proxy.url(),
+        ],
+        &[
+            ("IDENTITY_ENDPOINT", endpoint.as_str()),
+            ("IDENTITY_HEADER", "msi-SECRET-proxy"),
+        ],
+    )
+    .await;
+    // The images are not there (exit 1); the login worked.
+    run.assert_code(1);
+    let msi = tokens
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == "/msi/token")
+        .count();
+    assert_eq!(msi, 1, "{:?}", tokens.requests());
+    assert_eq!(proxy.count("GET", &endpoint), 1, "{}", proxy.log());
+    assert!(
+        proxy.count("POST", &format!("{}/oauth2/exchange", tokens.base_url())) >= 1,
+        "{}",
+        proxy.log()
+    );
+    assert!(!printed(&run).contains(AAD_TOKEN), "{}", printed(&run));
 }

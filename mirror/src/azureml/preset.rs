@@ -161,6 +161,7 @@ impl Preset {
             read_timeout: None,
             http: registry_client::HttpVersion::default(),
             proxy: None,
+            proxy_ca_files: Vec::new(),
             registries,
             entries,
             limits: crate::limits::Limits::default(),

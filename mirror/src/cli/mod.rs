@@ -112,12 +112,38 @@ pub struct RegistryArgs {
     /// offers it.
     #[arg(long, value_name = "VERSION", default_value = "1.1", value_parser = clap::value_parser!(HttpVersion))]
     http: HttpVersion,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+/// Which proxy requests go through: `--proxy` and `--proxy-ca-file`, for
+/// every command that reaches a registry (`mirror sync` too, where they
+/// win over the config's `proxy:` and `proxy_ca_file:`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ProxyArgs {
     /// Send every request through this proxy,
     /// `http://[USER:PASSWORD@]HOST:PORT` (or `https://` for TLS to the
     /// proxy), except to the hosts in NO_PROXY; `none`: no proxy at all.
     /// Default: HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as curl reads them.
     #[arg(long, value_name = "URL", value_parser = ProxyArg)]
     pub proxy: Option<registry_client::Proxy>,
+    /// Trust this CA certificate (PEM) for an `https://` proxy, from
+    /// --proxy or the environment (curl's --proxy-cacert).
+    #[arg(long = "proxy-ca-file", value_name = "PATH")]
+    pub proxy_ca_files: Vec<PathBuf>,
+}
+
+impl ProxyArgs {
+    /// The flags over a sync config's `proxy:` and `proxy_ca_file:`:
+    /// each given flag replaces its key.
+    pub fn apply_to(&self, config: &mut mirror::sync::SyncConfig) {
+        if let Some(p) = &self.proxy {
+            config.proxy = Some(p.clone());
+        }
+        if !self.proxy_ca_files.is_empty() {
+            config.proxy_ca_files = self.proxy_ca_files.clone();
+        }
+    }
 }
 
 /// `--proxy`: a bad value is refused without echoing it (it may hold a
@@ -238,7 +264,8 @@ impl RegistryArgs {
             max_requests_per_host: self.max_requests_per_host.map(usize::from),
             read_timeout: self.read_timeout,
             http: self.http,
-            proxy: self.proxy.clone(),
+            proxy: self.proxy.proxy.clone(),
+            proxy_ca_files: self.proxy.proxy_ca_files.clone(),
         };
         for host in &self.insecure {
             settings.registry_mut(host).insecure = true;
@@ -251,6 +278,13 @@ impl RegistryArgs {
             settings.registry_mut("").ca_files = self.ca_files.clone();
         }
         settings
+    }
+
+    /// The proxy (--proxy, else the environment's, trusting
+    /// --proxy-ca-file), for requests the registry client does not make
+    /// (Entra tokens).
+    pub fn resolved_proxy(&self) -> Result<registry_client::Proxy, registry_client::Error> {
+        self.settings().proxy()
     }
 
     /// These settings for one registry, as a sync config holds them.

@@ -49,6 +49,8 @@ pub struct SyncArgs {
     no_match: Option<mirror::no_match::NoMatch>,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    proxy: super::ProxyArgs,
     /// The report on standard output: a text summary or JSON.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
@@ -95,6 +97,7 @@ pub async fn run(args: SyncArgs, limits: &[String]) -> CommandResult {
     if let Some(n) = args.no_match {
         config.no_match = n;
     }
+    args.proxy.apply_to(&mut config);
     // The config's limits, then the command line's.
     mirror::limits::set(super::limits_with(config.limits, limits)?);
     let lock_path = args

@@ -54,6 +54,8 @@ pub struct SyncConfig {
     pub http: registry_client::HttpVersion,
     /// `proxy: URL` (or `none`); `None`: the environment's.
     pub proxy: Option<registry_client::Proxy>,
+    /// `proxy_ca_file: PATH`: trust this CA (PEM) for an `https://` proxy.
+    pub proxy_ca_files: Vec<PathBuf>,
     pub registries: Vec<RegistrySettings>,
     pub entries: Vec<SyncEntry>,
     /// The bounds, with the config's `limits:` applied.
@@ -72,6 +74,7 @@ impl SyncConfig {
             read_timeout: self.read_timeout,
             http: self.http,
             proxy: self.proxy.clone(),
+            proxy_ca_files: self.proxy_ca_files.clone(),
         }
     }
 }
@@ -129,6 +132,7 @@ struct RawConfig {
     read_timeout: Option<S>,
     http: Option<S>,
     proxy: Option<S>,
+    proxy_ca_file: Option<S>,
     defaults: Option<RawSelection>,
     #[serde(default)]
     registries: Vec<RawRegistry>,
@@ -285,6 +289,10 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         ),
         None => None,
     };
+    let proxy_ca_files = match &raw.proxy_ca_file {
+        Some(p) => vec![cx.path(&cx.expand(p)?)],
+        None => Vec::new(),
+    };
     let mut limits = crate::limits::Limits::default();
     for (name, value) in &raw.limits {
         let text = match &value.value {
@@ -305,6 +313,7 @@ pub fn parse(text: &str, path: &Path) -> Result<SyncConfig, ConfigError> {
         read_timeout,
         http,
         proxy,
+        proxy_ca_files,
         registries,
         entries,
         limits,

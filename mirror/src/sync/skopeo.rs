@@ -197,6 +197,7 @@ pub fn parse(text: &str, path: &Path, target: &str) -> Result<SyncConfig, Config
         read_timeout: None,
         http: registry_client::HttpVersion::default(),
         proxy: None,
+        proxy_ca_files: Vec::new(),
         registries,
         entries,
         limits: crate::limits::Limits::default(),

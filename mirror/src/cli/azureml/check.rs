@@ -41,7 +41,10 @@ pub async fn run(args: CheckArgs) -> CommandResult {
         target,
         source,
         job,
-    } = args.logins.resolve().await?;
+    } = args
+        .logins
+        .resolve(&args.registries.resolved_proxy().map_err(Failure::usage)?)
+        .await?;
     let job = match job {
         Some(j) => Some(j),
         None => job_from_environment(&preset).map_err(Failure::usage)?,

@@ -4,7 +4,7 @@
 //! tokens from a variable, the Azure CLI or the Azure SDK's chain.
 
 use clap::Args;
-use registry_client::{Credential, Secret};
+use registry_client::{Credential, Proxy, Secret};
 
 use crate::cli::credentials::secret;
 use crate::cli::error::Failure;
@@ -55,12 +55,13 @@ pub struct Resolved {
 }
 
 impl Logins {
-    /// Read the secrets and fetch any Entra token.
-    pub async fn resolve(&self) -> Result<Resolved, LoginError> {
+    /// Read the secrets and fetch any Entra token, the Azure SDK's
+    /// requests going through `proxy` as the registries' do.
+    pub async fn resolve(&self, proxy: &Proxy) -> Result<Resolved, LoginError> {
         let job = self.job.credential()?;
         Ok(Resolved {
-            target: self.target.credential().await?,
-            source: self.source.credential().await?,
+            target: self.target.credential(proxy).await?,
+            source: self.source.credential(proxy).await?,
             job,
         })
     }
@@ -164,10 +165,10 @@ fn basic(
 
 impl TargetLogin {
     /// `None`: docker's config.json decides.
-    pub async fn credential(&self) -> Result<Option<Credential>, LoginError> {
+    pub async fn credential(&self, proxy: &Proxy) -> Result<Option<Credential>, LoginError> {
         if let Some(source) = &self.entra_token {
             return source
-                .credential(self.tenant.as_deref())
+                .credential_via(self.tenant.as_deref(), proxy)
                 .await
                 .map(Some)
                 .map_err(LoginError::from);
@@ -186,10 +187,10 @@ impl TargetLogin {
 }
 
 impl SourceLogin {
-    pub async fn credential(&self) -> Result<Option<Credential>, LoginError> {
+    pub async fn credential(&self, proxy: &Proxy) -> Result<Option<Credential>, LoginError> {
         if let Some(source) = &self.source_entra_token {
             return source
-                .credential(self.source_tenant.as_deref())
+                .credential_via(self.source_tenant.as_deref(), proxy)
                 .await
                 .map(Some)
                 .map_err(LoginError::from);

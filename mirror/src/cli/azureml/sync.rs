@@ -49,7 +49,10 @@ pub async fn run(args: SyncArgs) -> CommandResult {
         target: target_credential,
         source: source_credential,
         job,
-    } = args.logins.resolve().await?;
+    } = args
+        .logins
+        .resolve(&args.registries.resolved_proxy().map_err(Failure::usage)?)
+        .await?;
     let job = job.or_else(|| match &target_credential {
         Some(Credential::Basic { username, password }) => {
             say!(
@@ -75,7 +78,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
     config.max_requests_per_host = args.registries.max_requests_per_host.map(usize::from);
     config.read_timeout = args.registries.read_timeout;
     config.http = args.registries.http;
-    config.proxy = args.registries.proxy.clone();
+    args.registries.proxy.apply_to(&mut config);
 
     say!(
         "mirroring {} runtime images{} for {}: {} → {} ({} → {})",
