@@ -894,51 +894,60 @@ async fn an_https_proxy_for_sync_from_the_config_or_the_flags() {
 #[tokio::test]
 async fn the_azureml_proxy_flag_carries_the_entra_token_request() {
     const AAD_TOKEN: &str = "aad-SECRET-proxy";
-    let source = Registry::start_open().await.unwrap();
-    let (customer, tokens) = Registry::start_with_token_auth(
-        Default::default(),
-        TokenServerOptions::default()
-            .with_aad_token(AAD_TOKEN)
-            .with_managed_identity("msi-SECRET-proxy"),
-    )
-    .await
-    .unwrap();
-    let proxy = Tinyproxy::start_open().await.unwrap();
-    let endpoint = tokens.managed_identity_endpoint();
-    let run = mirror(
-        &[
+    // Through tinyproxy as it is, then behind a TLS front whose CA
+    // --proxy-ca-file names (the SDK's HTTP client trusts it too).
+    for https in [false, true] {
+        let source = Registry::start_open().await.unwrap();
+        let (customer, tokens) = Registry::start_with_token_auth(
+            Default::default(),
+            TokenServerOptions::default()
+                .with_aad_token(AAD_TOKEN)
+                .with_managed_identity("msi-SECRET-proxy"),
+        )
+        .await
+        .unwrap();
+        let (proxy, front, ca) = https_proxy().await;
+        let endpoint = tokens.managed_identity_endpoint();
+        let source_arg = format!("{}/azureml/runtime", source.host());
+        let target_arg = customer.host();
+        let proxy_url = if https { front.url() } else { proxy.url() };
+        let mut args = vec![
             "azureml",
             "check",
             "--region",
             "eastus",
             "--source",
-            &format!("{}/azureml/runtime", source.host()),
+            &source_arg,
             "--target",
-            &customer.host(),
+            &target_arg,
             "--entra-token",
             "azure-sdk",
             "--proxy",
-            &proxy.url(),
-        ],
-        &[
+            &proxy_url,
+        ];
+        if https {
+            args.extend(["--proxy-ca-file", ca.ca_pem_path().to_str().unwrap()]);
+        }
+        let env = [
             ("IDENTITY_ENDPOINT", endpoint.as_str()),
             ("IDENTITY_HEADER", "msi-SECRET-proxy"),
-        ],
-    )
-    .await;
-    // The images are not there (exit 1); the login worked.
-    run.assert_code(1);
-    let msi = tokens
-        .requests()
-        .into_iter()
-        .filter(|q| q.path == "/msi/token")
-        .count();
-    assert_eq!(msi, 1, "{:?}", tokens.requests());
-    assert_eq!(proxy.count("GET", &endpoint), 1, "{}", proxy.log());
-    assert!(
-        proxy.count("POST", &format!("{}/oauth2/exchange", tokens.base_url())) >= 1,
-        "{}",
-        proxy.log()
-    );
-    assert!(!printed(&run).contains(AAD_TOKEN), "{}", printed(&run));
+        ];
+        let run = mirror(&args, &env).await;
+        // The images are not there (exit 1); the login worked.
+        run.assert_code_of(&format!("https {https}"), 1);
+        let msi = tokens
+            .requests()
+            .into_iter()
+            .filter(|q| q.path == "/msi/token")
+            .count();
+        assert_eq!(msi, 1, "{:?}", tokens.requests());
+        assert_eq!(proxy.count("GET", &endpoint), 1, "{}", proxy.log());
+        assert!(
+            proxy.count("POST", &format!("{}/oauth2/exchange", tokens.base_url())) >= 1,
+            "{}",
+            proxy.log()
+        );
+        assert_eq!(front.handshakes() > 0, https);
+        assert!(!printed(&run).contains(AAD_TOKEN), "{}", printed(&run));
+    }
 }

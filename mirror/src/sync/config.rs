@@ -948,4 +948,32 @@ sync:
             .contains("NOPE"));
         assert!(expand_env("${oops").is_err());
     }
+
+    #[test]
+    fn the_proxy_keys_reach_the_client_settings() {
+        let c = parse_str(
+            "proxy: https://u:pw-9@proxy.corp:3129\nproxy_ca_file: certs/proxy.pem\nsync:\n  - {source: a.io/x, target: b.io/x}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.proxy_ca_files,
+            vec![PathBuf::from("/etc/mirror/certs/proxy.pem")]
+        );
+        let settings = c.client_settings();
+        assert_eq!(settings.proxy_ca_files, c.proxy_ca_files);
+        let proxy = settings.proxy().unwrap();
+        assert_eq!(
+            proxy.ca_files().collect::<Vec<_>>(),
+            vec![Path::new("/etc/mirror/certs/proxy.pem")]
+        );
+        assert_eq!(proxy.to_string(), "https://u:***@proxy.corp:3129");
+        // Without `proxy:`, the CA still goes with the environment's proxy.
+        let c = parse_str("proxy_ca_file: /p.pem\nsync:\n  - {source: a.io/x, target: b.io/x}\n")
+            .unwrap();
+        assert_eq!(c.proxy, None);
+        assert_eq!(
+            c.client_settings().proxy_ca_files,
+            vec![PathBuf::from("/p.pem")]
+        );
+    }
 }
