@@ -951,3 +951,89 @@ async fn the_azureml_proxy_flag_carries_the_entra_token_request() {
         assert!(!printed(&run).contains(AAD_TOKEN), "{}", printed(&run));
     }
 }
+
+/// The Azure CLI makes its own requests: `--proxy` goes into its
+/// environment (`HTTPS_PROXY`, `HTTP_PROXY`), `--proxy none` clears it,
+/// and without the flag it gets the environment's (the one mirror uses,
+/// both cases set). A stand-in `az` on
+/// PATH records what it was given.
+#[tokio::test]
+async fn the_azure_cli_is_given_the_proxy_flag_in_its_environment() {
+    const AAD_TOKEN: &str = "aad-SECRET-cli";
+    let bin = tempfile::tempdir().unwrap();
+    let log = bin.path().join("az.log");
+    let script = bin.path().join("az");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"https=$HTTPS_PROXY|$https_proxy http=$HTTP_PROXY|$http_proxy\" >> '{}'\nprintf '{{\"accessToken\": \"{AAD_TOKEN}\", \"expires_on\": %s, \"tokenType\": \"Bearer\"}}' $(( $(date +%s) + 3600 ))\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let proxy = Tinyproxy::start_open().await.unwrap();
+    let elsewhere = format!("http://env-proxy.invalid:{}", free_port());
+    let with_password = proxy.url_with("squid", PROXY_PASSWORD);
+
+    for (flag, env_proxy, az_sees) in [
+        (Some(with_password.as_str()), Some(elsewhere.as_str()), {
+            let p = with_password.clone();
+            format!("https={p}|{p} http={p}|{p}")
+        }),
+        (
+            Some("none"),
+            Some(elsewhere.as_str()),
+            "https=| http=|".into(),
+        ),
+        (
+            None,
+            Some(elsewhere.as_str()),
+            format!("https={elsewhere}|{elsewhere} http=|"),
+        ),
+    ] {
+        let source = Registry::start_open().await.unwrap();
+        let (customer, _tokens) = Registry::start_with_token_auth(
+            Default::default(),
+            TokenServerOptions::default().with_aad_token(AAD_TOKEN),
+        )
+        .await
+        .unwrap();
+        let source_arg = format!("{}/azureml/runtime", source.host());
+        let target_arg = customer.host();
+        let mut args = vec![
+            "azureml",
+            "check",
+            "--region",
+            "eastus",
+            "--source",
+            &source_arg,
+            "--target",
+            &target_arg,
+            "--entra-token",
+            "azure-cli",
+        ];
+        if let Some(f) = flag {
+            args.extend(["--proxy", f]);
+        }
+        let mut env = vec![("PATH", path.as_str())];
+        if let Some(e) = env_proxy {
+            // Only HTTPS_PROXY: the registries here are plain HTTP.
+            env.push(("HTTPS_PROXY", e));
+        }
+        let _ = std::fs::remove_file(&log);
+        let run = mirror(&args, &env).await;
+        // The images are not there (exit 1); the login worked.
+        run.assert_code_of(&format!("{flag:?}"), 1);
+        let seen = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(seen.trim(), az_sees, "{flag:?}");
+        assert!(!printed(&run).contains(PROXY_PASSWORD), "{}", printed(&run));
+        assert!(!printed(&run).contains(AAD_TOKEN), "{}", printed(&run));
+    }
+}

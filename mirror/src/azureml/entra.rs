@@ -16,8 +16,9 @@ use azure_core::http::{
 };
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientSecretCredential,
-    ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    ClientSecretCredentialOptions, Executor, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use futures::TryStreamExt;
 use registry_client::{Credential, Proxy, Secret};
@@ -122,6 +123,7 @@ impl TokenSource {
             }
             TokenSource::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
                 tenant_id: tenant.map(str::to_string),
+                executor: Some(Arc::new(ProxiedCli::new(proxy))),
                 ..Default::default()
             }))
             .map_err(|e| fail(e.to_string()))?,
@@ -173,6 +175,67 @@ fn sdk_chain(proxy: &Proxy) -> Result<Arc<dyn TokenCredential>, String> {
     }))
     .map(|c| c as Arc<dyn TokenCredential>)
     .map_err(|e| format!("managed identity: {e}"))
+}
+
+/// Runs `az` with the run's proxy in its environment: the Azure CLI makes
+/// its own requests and reads `HTTPS_PROXY`/`HTTP_PROXY` (and
+/// `NO_PROXY`, inherited), so `--proxy URL` is set there and `--proxy
+/// none` clears them. A proxy from the environment is the same there
+/// already.
+#[derive(Debug)]
+struct ProxiedCli {
+    /// `(https, http)`: the proxy for each scheme, when one is used.
+    set: Option<(Option<Secret>, Option<Secret>)>,
+}
+
+impl ProxiedCli {
+    fn new(proxy: &Proxy) -> ProxiedCli {
+        // Probed with the Entra host az asks: no_proxy applies as for us.
+        let via = |url: &str| {
+            let url = reqwest::Url::parse(url).ok()?;
+            proxy
+                .for_url(&url)
+                .map(|p| Secret::new(p.url().as_str().trim_end_matches('/')))
+        };
+        ProxiedCli {
+            set: (!proxy.is_none()).then(|| {
+                (
+                    via("https://login.microsoftonline.com/"),
+                    via("http://login.microsoftonline.com/"),
+                )
+            }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for ProxiedCli {
+    async fn run(
+        &self,
+        program: &std::ffi::OsStr,
+        args: &[&std::ffi::OsStr],
+    ) -> std::io::Result<std::process::Output> {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args);
+        let vars = ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"];
+        match &self.set {
+            None => {
+                for v in vars.iter().chain(&["all_proxy", "ALL_PROXY"]) {
+                    cmd.env_remove(v);
+                }
+            }
+            Some((https, http)) => {
+                for (names, value) in [(&vars[..2], https), (&vars[2..], http)] {
+                    if let Some(value) = value {
+                        for n in names {
+                            cmd.env(n, value.expose());
+                        }
+                    }
+                }
+            }
+        }
+        cmd.output().await
+    }
 }
 
 /// The SDK's errors run to paragraphs of troubleshooting links.
