@@ -124,11 +124,13 @@ pub struct ProxyArgs {
     /// Send every request through this proxy,
     /// `http://[USER:PASSWORD@]HOST:PORT` (or `https://` for TLS to the
     /// proxy), except to the hosts in NO_PROXY; `none`: no proxy at all.
-    /// Default: HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as curl reads them.
+    /// Default: a sync config's `proxy:`, else HTTPS_PROXY, HTTP_PROXY and
+    /// NO_PROXY, as curl reads them.
     #[arg(long, value_name = "URL", value_parser = ProxyArg)]
     pub proxy: Option<registry_client::Proxy>,
     /// Trust this CA certificate (PEM) for an `https://` proxy, from
-    /// --proxy or the environment (curl's --proxy-cacert).
+    /// --proxy, a sync config or the environment (curl's --proxy-cacert);
+    /// in `mirror sync`, in place of the config's `proxy_ca_file:`.
     #[arg(long = "proxy-ca-file", value_name = "PATH")]
     pub proxy_ca_files: Vec<PathBuf>,
 }
