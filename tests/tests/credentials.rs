@@ -648,3 +648,53 @@ async fn a_password_or_token_given_as_an_argument_is_refused_and_not_repeated() 
     run.assert_code_of("two --*-password-stdin", 2);
     assert!(run.stderr.contains("one password"), "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn a_sync_whose_login_is_refused_says_how_to_log_in_naming_the_config() {
+    let reg = Registry::start_htpasswd(&[("alice", SRC_PASSWORD)])
+        .await
+        .unwrap();
+    let host = reg.host();
+    let home = tempfile::tempdir().unwrap();
+    let src = Registry::start_open().await.unwrap();
+    let src_host = src.host();
+    let seeded = run_in(
+        home.path(),
+        &[
+            "copy",
+            "--progress",
+            "none",
+            FIXTURE,
+            &format!("{src_host}/app:v1"),
+        ],
+        &[],
+        None,
+    )
+    .await;
+    seeded.assert_code(0);
+    let wrong = "wrong-sync-pw-NEVER-SHOWN-7";
+    let config = home.path().join("sync.yaml");
+    write(
+        &config,
+        &format!(
+            "registries:\n  - host: \"{host}\"\n    credentials:\n      username: alice\n      password: \"{wrong}\"\nsync:\n  - source: \"{src_host}/app\"\n    tags: [v1]\n    target: \"{host}/app\"\n"
+        ),
+    );
+    let run = run_in(
+        home.path(),
+        &["sync", config.to_str().unwrap(), "--progress", "none"],
+        &[("MIRROR_LOG", "debug")],
+        None,
+    )
+    .await;
+    run.assert_code(3);
+    assert!(!all(&run).contains(wrong), "{}", all(&run));
+    assert!(
+        run.stderr
+            .contains(&format!("hint: {host} refused the login"))
+            && run.stderr.contains("registries[].credentials")
+            && run.stderr.contains("--authfile PATH"),
+        "{}",
+        run.stderr
+    );
+}

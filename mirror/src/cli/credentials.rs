@@ -331,20 +331,13 @@ impl Logins {
             .iter()
             .filter(|i| i.error_kind == Some(ErrorKind::Auth))
             .filter_map(|i| i.error.as_deref());
-        let mut said: Vec<&str> = Vec::new();
-        for error in failed {
-            let sides = [(Side::Source, sources), (Side::Destination, destinations)];
-            for (side, hosts) in sides {
-                for host in hosts.iter().filter(|h| names_host(error, h)) {
-                    if said.contains(&host.as_str()) {
-                        continue;
-                    }
-                    said.push(host);
-                    let missing = error.contains("anonymous");
-                    say!("{}", login_hint(host, missing, &self.flags_for(side)));
-                }
-            }
-        }
+        say_login_hints(
+            failed,
+            &[
+                (sources, self.flags_for(Side::Source)),
+                (destinations, self.flags_for(Side::Destination)),
+            ],
+        );
     }
 
     /// This command's own way to give `side`'s login, for a hint.
@@ -357,6 +350,27 @@ impl Logins {
                 )
             }
             None => "--authfile PATH".into(),
+        }
+    }
+}
+
+/// For each host among `sides` that an auth error names, once: how to log
+/// in, with that side's `flags` (on standard error).
+pub fn say_login_hints<'a>(
+    auth_errors: impl Iterator<Item = &'a str>,
+    sides: &[(&[String], String)],
+) {
+    let mut said: Vec<&str> = Vec::new();
+    for error in auth_errors {
+        for (hosts, flags) in sides {
+            for host in hosts.iter().filter(|h| names_host(error, h)) {
+                if said.contains(&host.as_str()) {
+                    continue;
+                }
+                said.push(host);
+                let missing = error.contains("anonymous");
+                say!("{}", login_hint(host, missing, flags));
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::credentials::say_login_hints;
 use super::error::{CommandResult, Failure};
 pub use super::out::Stream;
 use super::out::{self, say};
@@ -16,6 +17,7 @@ use mirror::sync::lock::{default_lock_path, RunLock};
 use mirror::sync::run::{sync, SyncOptions};
 use mirror::sync::{self as engine, Shard, Status, SyncConfig, SyncReport};
 use mirror::transfer::CopyOptions;
+use registry_client::ErrorKind;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -114,6 +116,7 @@ pub async fn run(args: SyncArgs, limits: &[String]) -> CommandResult {
             to: Stream::Stdout,
             // Success is 0 unless the caller asks to tell changes apart.
             changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
+            login_flags: CONFIG_LOGIN,
         },
     )
     .await?;
@@ -129,7 +132,13 @@ pub struct Report {
     pub to: Stream,
     /// The exit code for "all succeeded, something changed".
     pub changes_exit_code: i32,
+    /// How this command takes a login, for the hint after an auth failure.
+    pub login_flags: &'static str,
 }
+
+/// A sync config's way to give a registry its login.
+pub const CONFIG_LOGIN: &str =
+    "the registry's `credentials:` in the config (registries[].credentials), or --authfile PATH";
 
 /// Runs a loaded config under its lock through the library's sync, with
 /// progress and the report. Returns the exit code and the report.
@@ -199,6 +208,15 @@ pub async fn run_config(
         say!("warning: {w}");
     }
 
+    say_login_hints(
+        report
+            .images
+            .iter()
+            .filter(|i| i.error_kind == Some(ErrorKind::Auth))
+            .filter_map(|i| i.error.as_deref()),
+        &[(&registry_hosts(&report), output.login_flags.to_string())],
+    );
+
     let mut code = match exit_code(&report) {
         exit::CHANGED => output.changes_exit_code,
         c => c,
@@ -232,6 +250,19 @@ fn load(args: &SyncArgs) -> Result<(SyncConfig, PathBuf), String> {
 }
 
 /// Failures first (auth apart), then "changes made", then "all current".
+/// The registry hosts of a report's images, sources and targets.
+fn registry_hosts(report: &SyncReport) -> Vec<String> {
+    let mut hosts: Vec<String> = report
+        .images
+        .iter()
+        .flat_map(|i| [&i.source, &i.target])
+        .filter_map(|r| r.split_once('/').map(|(host, _)| host.to_string()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 fn exit_code(report: &SyncReport) -> i32 {
     if report.failed > 0 {
         if report.any_auth_failure() {

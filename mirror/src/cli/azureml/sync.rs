@@ -18,6 +18,9 @@ use super::PresetArgs;
 use crate::cli::error::{CommandResult, Failure};
 use crate::cli::out::{say, Stream};
 use crate::cli::sync::{run_config, Report, RunArgs};
+
+/// The preset's ways to give a login, for the hint after an auth failure.
+const AZUREML_LOGIN: &str = "--username NAME with --password-env VAR (or --password-stdin) or --entra-token azure-cli|azure-sdk|env:VAR for your registry, --source-username/--source-entra-token for the source, or --authfile PATH";
 use crate::cli::{exit, OutputFormat, RegistryArgs};
 use mirror::azureml::check::{try_pull, Pull};
 use mirror::azureml::preset::Preset;
@@ -110,6 +113,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
             format: OutputFormat::Text,
             to: Stream::Stderr,
             changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
+            login_flags: AZUREML_LOGIN,
         },
     )
     .await?;
