@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{header, Method, Request, Response, StatusCode};
@@ -254,7 +253,7 @@ impl HostileRegistry {
         let elsewhere_base = format!("http://127.0.0.1:{}", elsewhere.local_addr()?.port());
         let (ca, acceptor) = if misbehaviour.needs_tls() {
             let ca = TestCa::new()?;
-            let acceptor = tls_acceptor(&ca)?;
+            let acceptor = ca.acceptor()?;
             (Some(ca), Some(acceptor))
         } else {
             (None, None)
@@ -368,18 +367,6 @@ impl HostileRegistry {
         let store = self.shared.store.lock().unwrap();
         store.manifests.keys().filter(|(r, _)| r == repo).count()
     }
-}
-
-fn tls_acceptor(ca: &TestCa) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    let (cert, key) = ca.issue_server_cert(&["127.0.0.1", "localhost", "::1"])?;
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert)?))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key)?))?
-        .context("no private key in the issued PEM")?;
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 // ---- content ----------------------------------------------------------

@@ -91,4 +91,19 @@ impl TestCa {
         std::fs::write(&key_path, key.serialize_pem())?;
         Ok((cert_path, key_path))
     }
+
+    /// A TLS acceptor with a certificate from this CA for the loopback
+    /// names, for purpose-built TLS servers.
+    pub fn acceptor(&self) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+        let (cert, key) = self.issue_server_cert(&["127.0.0.1", "localhost", "::1"])?;
+        let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key =
+            rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key)?))?
+                .context("no private key in the issued PEM")?;
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    }
 }

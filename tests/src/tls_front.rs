@@ -8,7 +8,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -32,7 +31,7 @@ impl TlsFront {
     /// `127.0.0.1` and `localhost`; each connection's plaintext goes to
     /// `backend` (`HOST:PORT`).
     pub async fn start(ca: &TestCa, backend: &str) -> anyhow::Result<TlsFront> {
-        let acceptor = acceptor(ca)?;
+        let acceptor = ca.acceptor()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let counts = Arc::new(Counts::default());
@@ -89,17 +88,4 @@ impl Drop for TlsFront {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// A TLS acceptor with a certificate from `ca` for the loopback names.
-pub fn acceptor(ca: &TestCa) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    let (cert, key) = ca.issue_server_cert(&["127.0.0.1", "localhost"])?;
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(cert)?))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(key)?))?
-        .context("no private key in the issued PEM")?;
-    let config = tokio_rustls::rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
