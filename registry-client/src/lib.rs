@@ -86,7 +86,7 @@ pub use proxy::{NoProxy, Proxy, ProxyUrl};
 pub use reference::{Reference, Repository};
 pub use referrers::{Referrers, ReferrersSource};
 pub use referrers_index::{referrers_tag, IndexUpdate};
-pub use retry::RetryPolicy;
+pub use retry::{parse_retry_after, RetryPolicy};
 pub use secret::Secret;
 pub use tags::TagPage;
 pub use upload::{MountOutcome, UploadSession};

