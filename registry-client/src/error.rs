@@ -244,10 +244,31 @@ impl TransportError {
         self.inner.is_timeout()
     }
 
-    /// A request that could not be built or a redirect policy refusal:
-    /// not transient, so not retried.
+    /// A request that could not be built, a redirect policy refusal, or a
+    /// server certificate that does not verify: not transient, so not
+    /// retried.
     fn is_permanent(&self) -> bool {
-        self.inner.is_builder() || self.inner.is_redirect()
+        self.inner.is_builder() || self.inner.is_redirect() || self.is_certificate_refused()
+    }
+
+    /// Whether TLS refused the server's certificate (unknown issuer, wrong
+    /// name, expired): asking again gets the same certificate.
+    fn is_certificate_refused(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&self.inner);
+        while let Some(e) = cause {
+            if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref() {
+                return true;
+            }
+            // An io::Error hides what it wraps from `source()`: look inside.
+            cause = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+                None => e.source(),
+            };
+        }
+        false
     }
 }
 

@@ -733,8 +733,11 @@ async fn an_https_proxy_whose_ca_is_not_trusted_fails_quickly_naming_it() {
         "{:?}",
         started.elapsed()
     );
-    // The client broke off the handshake: nothing reached the proxy.
-    assert!(front.failed_handshakes() >= 1);
+    // The client broke off the handshake, once a host and not again (a
+    // certificate that does not verify will not verify on a retry):
+    // nothing reached the proxy.
+    let failed = front.failed_handshakes();
+    assert!((1..=2).contains(&failed), "{failed} failed handshakes");
     assert_eq!(front.handshakes(), 0);
     assert_eq!(proxy.requests(), vec![], "{}", proxy.log());
     dst.assert_nothing_written();
