@@ -43,7 +43,7 @@ async fn inspect(image: &str) -> Result<(), Error> {
     let reference = Reference::parse(image)?;
     // Nothing given explicitly, then docker's config.json and its
     // credential helpers (and podman's auth.json).
-    let credentials = CredentialChain::explicit_then_docker(StaticCredentials::new())?;
+    let credentials = CredentialChain::explicit_then_auth_files(StaticCredentials::new(), None)?;
     let client = Client::new(
         ClientConfig::builder()
             .credentials(Arc::new(credentials))

@@ -13,8 +13,8 @@
 //! use std::sync::Arc;
 //!
 //! # async fn run() -> Result<(), registry_client::Error> {
-//! // Credentials as docker has them (config.json, credential helpers).
-//! let credentials = CredentialChain::explicit_then_docker(StaticCredentials::new())?;
+//! // Credentials as docker and podman store them (auth files, credential helpers).
+//! let credentials = CredentialChain::explicit_then_auth_files(StaticCredentials::new(), None)?;
 //! let client = Client::new(ClientConfig::builder().credentials(Arc::new(credentials)).build())?;
 //!
 //! let reference = Reference::parse("ghcr.io/oras-project/oras:v1.2.0")?;

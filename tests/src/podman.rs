@@ -183,34 +183,30 @@ pub struct Inspected {
 impl Inspected {
     pub fn of(v: &Value) -> Inspected {
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-        let list = |x: &Value| -> Vec<String> {
-            let mut l: Vec<String> = x
-                .as_array()
+        // The strings of a JSON array, in order (layers) or sorted (names).
+        let strings = |x: &Value| -> Vec<String> {
+            x.as_array()
                 .map(|a| {
                     a.iter()
                         .filter_map(|e| e.as_str().map(String::from))
                         .collect()
                 })
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        let sorted = |x: &Value| {
+            let mut l = strings(x);
             l.sort();
             l
         };
-        let layers = v["RootFS"]["Layers"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let layers = strings(&v["RootFS"]["Layers"]);
         Inspected {
             id: s("Id"),
             digest: s("Digest"),
             layers,
             os: s("Os"),
             architecture: s("Architecture"),
-            repo_tags: list(&v["RepoTags"]),
-            repo_digests: list(&v["RepoDigests"]),
+            repo_tags: sorted(&v["RepoTags"]),
+            repo_digests: sorted(&v["RepoDigests"]),
         }
     }
 }

@@ -208,14 +208,16 @@ pub async fn run_config(
         say!("warning: {w}");
     }
 
-    say_login_hints(
-        report
-            .images
-            .iter()
-            .filter(|i| i.error_kind == Some(ErrorKind::Auth))
-            .filter_map(|i| i.error.as_deref()),
-        &[(&registry_hosts(&report), output.login_flags.to_string())],
-    );
+    if report.any_auth_failure() {
+        say_login_hints(
+            report
+                .images
+                .iter()
+                .filter(|i| i.error_kind == Some(ErrorKind::Auth))
+                .filter_map(|i| i.error.as_deref()),
+            &[(&registry_hosts(&report), output.login_flags.to_string())],
+        );
+    }
 
     let mut code = match exit_code(&report) {
         exit::CHANGED => output.changes_exit_code,

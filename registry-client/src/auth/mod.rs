@@ -214,12 +214,6 @@ impl CredentialChain {
             Arc::new(AuthFiles::named_or_discovered(auth_file)?),
         ]))
     }
-
-    /// [`CredentialChain::explicit_then_auth_files`] with no file named:
-    /// every auth file podman, skopeo and docker write, not docker's alone.
-    pub fn explicit_then_docker(explicit: StaticCredentials) -> Result<Self, Error> {
-        Self::explicit_then_auth_files(explicit, None)
-    }
 }
 
 impl CredentialStore for CredentialChain {
