@@ -644,16 +644,10 @@ impl std::fmt::Debug for ArmClient {
     }
 }
 
-/// A `reqwest` client fit for ARM when the caller has none: rustls with
-/// the system's roots, bounded connect and request times, no redirects.
+/// A `reqwest` client fit for ARM when the caller has none: no proxy
+/// (see [`super::entra::http_client`] for one through a proxy).
 pub fn default_http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(20))
-        .timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("mirror/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("building the HTTP client for Azure Resource Manager: {e}"))
+    super::entra::http_client(&registry_client::Proxy::none())
 }
 
 impl ArmClient {

@@ -113,6 +113,18 @@ impl TokenSource {
         tenant: Option<&str>,
         proxy: &Proxy,
     ) -> Result<Secret, TokenError> {
+        self.token_for(ACR_SCOPE, tenant, proxy).await
+    }
+
+    /// An access token for `scope` (Resource Manager's, say), the SDK's
+    /// requests through `proxy`. A token from `env:VAR` is taken as it is:
+    /// its audience is the giver's business.
+    pub async fn token_for(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        proxy: &Proxy,
+    ) -> Result<Secret, TokenError> {
         let fail = |message: String| self.fail(message);
         let credential: Arc<dyn TokenCredential> = match self {
             TokenSource::Env(var) => {
@@ -130,7 +142,7 @@ impl TokenSource {
             TokenSource::AzureSdk => sdk_chain(proxy).map_err(fail)?,
         };
         let token = credential
-            .get_token(&[ACR_SCOPE], None)
+            .get_token(&[scope], None)
             .await
             .map_err(|e| fail(first_line(&e.to_string())))?;
         Ok(Secret::new(token.token.secret()))
@@ -252,29 +264,38 @@ struct ReqwestTransport(reqwest::Client);
 
 impl ReqwestTransport {
     fn new(proxy: &Proxy) -> Result<Self, String> {
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(20))
-            .timeout(std::time::Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none());
-        for path in proxy.ca_files() {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("the proxy's CA file {}: {e}", path.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("the proxy's CA file {}: {e}", path.display()))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        b = if proxy.is_none() {
-            b.no_proxy()
-        } else {
-            let p = proxy.clone();
-            b.proxy(reqwest::Proxy::custom(move |url| p.route(url)))
-        };
-        b.build()
-            .map(ReqwestTransport)
-            .map_err(|e| format!("building the HTTP client: {e}"))
+        http_client(proxy).map(ReqwestTransport)
     }
+}
+
+/// The HTTP client for Azure's own endpoints (Entra, the managed identity
+/// endpoint, Resource Manager): rustls with the system's roots and the
+/// proxy's CA files, through `proxy` as the registry client's requests
+/// go, bounded connect and request times, no redirects (a bearer token
+/// never follows one).
+pub fn http_client(proxy: &Proxy) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(20))
+        .timeout(std::time::Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mirror/", env!("CARGO_PKG_VERSION")));
+    for path in proxy.ca_files() {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("the proxy's CA file {}: {e}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("the proxy's CA file {}: {e}", path.display()))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b = if proxy.is_none() {
+        b.no_proxy()
+    } else {
+        let p = proxy.clone();
+        b.proxy(reqwest::Proxy::custom(move |url| p.route(url)))
+    };
+    b.build()
+        .map_err(|e| format!("building the HTTP client for Azure: {e}"))
 }
 
 #[async_trait::async_trait]
@@ -386,7 +407,12 @@ mod tests {
             asked.starts_with("CONNECT login.microsoftonline.com:443 HTTP/1.1"),
             "{asked}"
         );
-        assert!(asked.contains("Proxy-Authorization: Basic"), "{asked}");
+        assert!(
+            asked
+                .to_ascii_lowercase()
+                .contains("proxy-authorization: basic"),
+            "{asked}"
+        );
         assert!(!format!("{err:?}").contains("pw-entra"), "{err:?}");
 
         // With no proxy, nothing reaches the listener's address.

@@ -33,20 +33,105 @@ pub fn workspace_id(
 /// is an [`ArmErrorKind::NoRegistry`] error (the caller asks for the
 /// target instead).
 pub async fn resolve(arm: &ArmClient, id: &ResourceId) -> Result<WorkspaceTarget, ArmError> {
-    let workspace = arm.workspace(id).await?;
-    let Some(registry_id) = workspace.container_registry.clone() else {
-        return Err(ArmError::new(
-            id.describe("workspace"),
-            ArmErrorKind::NoRegistry,
-            "it has no container registry attached (properties.containerRegistry is empty), so it names no registry to mirror into",
-        ));
+    let (workspace, registry) = read(arm, id).await?;
+    let Some(registry) = registry else {
+        return Err(no_registry(id));
     };
-    let registry = arm.registry(&registry_id).await?;
     Ok(WorkspaceTarget {
         region: region_of(&workspace.location),
         workspace,
         registry,
     })
+}
+
+/// Reads the workspace, then its registry when one is attached.
+pub async fn read(
+    arm: &ArmClient,
+    id: &ResourceId,
+) -> Result<(Workspace, Option<Registry>), ArmError> {
+    let workspace = arm.workspace(id).await?;
+    let registry = match &workspace.container_registry {
+        Some(registry_id) => Some(arm.registry(registry_id).await?),
+        None => None,
+    };
+    Ok((workspace, registry))
+}
+
+const NO_REGISTRY: &str = "it has no container registry attached (properties.containerRegistry is empty), so it names no registry to mirror into";
+
+fn no_registry(id: &ResourceId) -> ArmError {
+    ArmError::new(
+        id.describe("workspace"),
+        ArmErrorKind::NoRegistry,
+        NO_REGISTRY,
+    )
+}
+
+/// The region and the target registry host a run uses, from the
+/// workspace and what was given beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub region: String,
+    /// The registry host to mirror into.
+    pub target: String,
+    /// The workspace's registry, when it has one (it is the target then).
+    pub registry: Option<Registry>,
+}
+
+/// Settles the region and the target: the workspace's, a given one
+/// agreeing with it, or (a workspace with no registry attached) the given
+/// `target`, without which there is none to mirror into.
+pub fn settle(
+    workspace: Workspace,
+    registry: Option<Registry>,
+    region: Option<&str>,
+    target: Option<&str>,
+) -> Result<Settled, String> {
+    let ws_region = checked_region(&workspace, region)?;
+    match registry {
+        Some(registry) => {
+            let found = WorkspaceTarget {
+                region: ws_region,
+                workspace,
+                registry,
+            };
+            found.agrees_with(None, target)?;
+            Ok(Settled {
+                region: found.region,
+                target: found.registry.login_server.clone(),
+                registry: Some(found.registry),
+            })
+        }
+        None => match target {
+            Some(host) => Ok(Settled {
+                region: ws_region,
+                target: host.trim().to_ascii_lowercase(),
+                registry: None,
+            }),
+            None => Err(format!(
+                "{}: {NO_REGISTRY}: give the registry to mirror into with --target",
+                workspace.id.describe("workspace")
+            )),
+        },
+    }
+}
+
+/// The workspace's region, checked against one given beside it.
+pub fn checked_region(workspace: &Workspace, given: Option<&str>) -> Result<String, String> {
+    let region = region_of(&workspace.location);
+    match given {
+        Some(r) if region_of(r) != region => Err(region_disagrees(r, workspace, &region)),
+        _ => Ok(region),
+    }
+}
+
+fn region_disagrees(given: &str, workspace: &Workspace, region: &str) -> String {
+    format!(
+        "the region {:?} disagrees with workspace {} (resource group {}), which is in {region}: leave the region out, or name the right workspace",
+        one_line(given, 80),
+        workspace.id.name,
+        workspace.id.resource_group,
+    )
 }
 
 /// A location as a region name: `East US 2` → `eastus2`; one this build
@@ -74,13 +159,7 @@ impl WorkspaceTarget {
         let ws = &self.workspace.id;
         if let Some(r) = region {
             if region_of(r) != self.region {
-                return Err(format!(
-                    "the region {:?} disagrees with workspace {} (resource group {}), which is in {}: leave the region out, or name the right workspace",
-                    one_line(r, 80),
-                    ws.name,
-                    ws.resource_group,
-                    self.region
-                ));
+                return Err(region_disagrees(r, &self.workspace, &self.region));
             }
         }
         if let Some(t) = target_registry {
@@ -317,6 +396,41 @@ mod tests {
             err.contains("whose registry is contoso.azurecr.io"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_workspace_settles_the_region_and_the_target_or_asks_for_the_target() {
+        let t = target();
+        let settled = settle(t.workspace.clone(), Some(t.registry.clone()), None, None).unwrap();
+        assert_eq!(
+            (settled.region.as_str(), settled.target.as_str()),
+            ("eastus", "contoso.azurecr.io")
+        );
+        assert!(settle(
+            t.workspace.clone(),
+            Some(t.registry.clone()),
+            None,
+            Some("fabrikam.azurecr.io")
+        )
+        .unwrap_err()
+        .contains("disagrees"));
+
+        // No registry attached: the given target, the workspace's region.
+        let bare = Workspace {
+            container_registry: None,
+            ..t.workspace.clone()
+        };
+        let err = settle(bare.clone(), None, None, None).unwrap_err();
+        assert!(
+            err.contains("no container registry attached") && err.contains("--target"),
+            "{err}"
+        );
+        let settled = settle(bare.clone(), None, None, Some("Fabrikam.azurecr.io")).unwrap();
+        assert_eq!(settled.target, "fabrikam.azurecr.io");
+        assert_eq!(settled.region, "eastus");
+        assert!(settled.registry.is_none());
+        let err = settle(bare, None, Some("westus"), Some("fabrikam.azurecr.io")).unwrap_err();
+        assert!(err.contains("which is in eastus"), "{err}");
     }
 
     #[test]

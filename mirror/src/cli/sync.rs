@@ -198,6 +198,14 @@ pub async fn run_config(
     };
     ticker.abort();
     renderer.finish();
+    let code = conclude(&report, args, output)?;
+    Ok((code, report))
+}
+
+/// After a sync (streaming or server-side): the warnings and any login
+/// hint on standard error, the `--report` file, the report, and the exit
+/// code the report means.
+pub fn conclude(report: &SyncReport, args: &RunArgs, output: Report) -> Result<i32, Failure> {
     // On standard error too: a scheduled job's log shows it whatever the
     // report's format and destination.
     for w in report
@@ -215,22 +223,22 @@ pub async fn run_config(
                 .iter()
                 .filter(|i| i.error_kind == Some(ErrorKind::Auth))
                 .filter_map(|i| i.error.as_deref()),
-            &[(&registry_hosts(&report), output.login_flags.to_string())],
+            &[(&registry_hosts(report), output.login_flags.to_string())],
         );
     }
 
-    let mut code = match exit_code(&report) {
+    let mut code = match exit_code(report) {
         exit::CHANGED => output.changes_exit_code,
         c => c,
     };
     if let Some(path) = &args.report {
-        if let Err(e) = write_report(path, &report) {
+        if let Err(e) = write_report(path, report) {
             say!("error: writing the report {}: {e}", path.display());
             code = code.max(exit::FAILED);
         }
     }
-    out::write(output.to, &out::render(output.format, &report, summary)?)?;
-    Ok((code, report))
+    out::write(output.to, &out::render(output.format, report, summary)?)?;
+    Ok(code)
 }
 
 fn load(args: &SyncArgs) -> Result<(SyncConfig, PathBuf), String> {
@@ -318,6 +326,14 @@ fn summary(report: &SyncReport) -> String {
                     out += &format!("            note: digest changed: {why}\n");
                 }
             }
+            Status::Imported => {
+                out += &format!(
+                    "imported    {} → {} {} (by the registry, server-side)\n",
+                    i.source,
+                    i.target,
+                    digest(&i.target_digest)
+                );
+            }
             Status::WouldCopy => {
                 out += &format!(
                     "would copy  {} → {} {} ({} missing at the target)\n",
@@ -358,11 +374,19 @@ fn summary(report: &SyncReport) -> String {
             report.failed
         );
     } else {
+        let imported = report
+            .images
+            .iter()
+            .filter(|i| i.status == Status::Imported)
+            .count();
+        let copied = match imported {
+            0 => format!("{} copied", report.copied),
+            n => format!("{} imported", n),
+        };
         out += &format!(
-            "{} images: {} current, {} copied, {} failed{warned}; {} moved in {:.1}s\n",
+            "{} images: {} current, {copied}, {} failed{warned}; {} moved in {:.1}s\n",
             report.images.len(),
             report.current,
-            report.copied,
             report.failed,
             human_bytes(report.bytes_copied),
             report.seconds

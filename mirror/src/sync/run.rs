@@ -25,6 +25,9 @@ pub enum Status {
     Current,
     /// The target tag was created or moved.
     Copied,
+    /// The target registry imported it (`mirror azureml sync
+    /// --server-side`): no bytes went through this machine.
+    Imported,
     /// A dry run: it would be copied.
     WouldCopy,
     Failed,
@@ -83,6 +86,25 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
+    /// The report of these images, counted (an import counts as a copy:
+    /// the target changed).
+    pub fn of(images: Vec<SyncImage>, dry_run: bool, seconds: f64) -> SyncReport {
+        let count = |s: Status| images.iter().filter(|i| i.status == s).count();
+        SyncReport {
+            dry_run,
+            shard: None,
+            warnings: Vec::new(),
+            current: count(Status::Current),
+            copied: count(Status::Copied) + count(Status::Imported),
+            would_copy: count(Status::WouldCopy),
+            failed: count(Status::Failed),
+            bytes_copied: images.iter().map(|i| i.bytes_copied).sum(),
+            bytes_missing: dry_run.then(|| images.iter().filter_map(|i| i.bytes_missing).sum()),
+            seconds,
+            images,
+        }
+    }
+
     pub fn any_auth_failure(&self) -> bool {
         self.images
             .iter()
@@ -91,23 +113,30 @@ impl SyncReport {
 }
 
 fn image(it: &Job, status: Status) -> SyncImage {
-    SyncImage {
-        source: it.source_label.clone(),
-        target: it.target_label.clone(),
-        status,
-        source_digest: None,
-        previous_target_digest: None,
-        target_digest: None,
-        digest_changed: None,
-        warnings: Vec::new(),
-        referrers: 0,
-        blobs_copied: 0,
-        blobs_present: 0,
-        blobs_mounted: 0,
-        bytes_copied: 0,
-        bytes_missing: None,
-        error: None,
-        error_kind: None,
+    SyncImage::new(it.source_label.clone(), it.target_label.clone(), status)
+}
+
+impl SyncImage {
+    /// `source → target` with `status`, nothing else known yet.
+    pub fn new(source: String, target: String, status: Status) -> SyncImage {
+        SyncImage {
+            source,
+            target,
+            status,
+            source_digest: None,
+            previous_target_digest: None,
+            target_digest: None,
+            digest_changed: None,
+            warnings: Vec::new(),
+            referrers: 0,
+            blobs_copied: 0,
+            blobs_present: 0,
+            blobs_mounted: 0,
+            bytes_copied: 0,
+            bytes_missing: None,
+            error: None,
+            error_kind: None,
+        }
     }
 }
 
@@ -235,18 +264,8 @@ fn report(
         }
     }
 
-    let count = |s: Status| images.iter().filter(|i| i.status == s).count();
-    SyncReport {
-        dry_run,
-        shard: options.shard.map(|s| s.to_string()),
-        warnings,
-        current: count(Status::Current),
-        copied: count(Status::Copied),
-        would_copy: count(Status::WouldCopy),
-        failed: count(Status::Failed),
-        bytes_copied: images.iter().map(|i| i.bytes_copied).sum(),
-        bytes_missing: dry_run.then(|| images.iter().filter_map(|i| i.bytes_missing).sum()),
-        seconds: started.elapsed().as_secs_f64(),
-        images,
-    }
+    let mut report = SyncReport::of(images, dry_run, started.elapsed().as_secs_f64());
+    report.shard = options.shard.map(|s| s.to_string());
+    report.warnings = warnings;
+    report
 }

@@ -36,15 +36,13 @@ pub struct CheckArgs {
 }
 
 pub async fn run(args: CheckArgs) -> CommandResult {
-    let preset = args.preset.preset().map_err(Failure::usage)?;
+    let proxy = args.registries.resolved_proxy().map_err(Failure::usage)?;
+    let preset = args.preset.plan(&args.logins.entra(), &proxy).await?.preset;
     let Resolved {
         target,
         source,
         job,
-    } = args
-        .logins
-        .resolve(&args.registries.resolved_proxy().map_err(Failure::usage)?)
-        .await?;
+    } = args.logins.resolve(&proxy).await?;
     let job = match job {
         Some(j) => Some(j),
         None => job_from_environment(&preset).map_err(Failure::usage)?,

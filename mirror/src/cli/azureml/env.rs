@@ -6,16 +6,25 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::workspace::EntraLogin;
 use crate::cli::credentials::secret;
+use crate::cli::error::Failure;
 use crate::cli::out::say;
+use mirror::azureml::preset::Location;
 use mirror::azureml::variables::{Format, JobVariables};
+use mirror::settings::ClientSettings;
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
     /// The customer's registry, optionally with the images' prefix:
-    /// `contoso.azurecr.io` or `contoso.azurecr.io/azureml`.
-    #[arg(long, value_name = "HOST[/PREFIX]")]
-    target: String,
+    /// `contoso.azurecr.io` or `contoso.azurecr.io/azureml`; with
+    /// --workspace, the registry attached to it.
+    #[arg(
+        long,
+        value_name = "HOST[/PREFIX]",
+        required_unless_present = "workspace"
+    )]
+    target: Option<String>,
     /// The user the runtime pulls as (an ACR token or the admin user).
     #[arg(long, value_name = "NAME")]
     username: String,
@@ -34,6 +43,10 @@ pub struct EnvArgs {
     regional_tags: bool,
     #[command(flatten)]
     out: VariablesOut,
+    #[command(flatten)]
+    workspace: super::workspace::WorkspaceArgs,
+    #[command(flatten)]
+    proxy: crate::cli::ProxyArgs,
 }
 
 /// Where and how the job variables are written.
@@ -51,16 +64,45 @@ pub struct VariablesOut {
     out: Option<PathBuf>,
 }
 
-pub fn env(args: EnvArgs) -> Result<(), String> {
+pub async fn env(args: EnvArgs) -> Result<(), Failure> {
     let password = secret(
         args.password_env.as_deref(),
         args.password_stdin,
         "--password-stdin",
-    )?
-    .ok_or(
-        "give the password with --password-env VAR or --password-stdin (never on the command line)",
-    )?;
-    let target = super::target_location(&args.target, args.prefix.as_deref())?;
+    )
+    .map_err(Failure::usage)?
+    .ok_or_else(|| {
+        Failure::usage(
+            "give the password with --password-env VAR or --password-stdin (never on the command line)",
+        )
+    })?;
+    let mut target = match &args.target {
+        Some(t) => Some(super::target_location(t, args.prefix.as_deref()).map_err(Failure::usage)?),
+        None => None,
+    };
+    if args.workspace.workspace.is_some() {
+        let proxy = ClientSettings {
+            proxy: args.proxy.proxy.clone(),
+            proxy_ca_files: args.proxy.proxy_ca_files.clone(),
+            ..ClientSettings::default()
+        }
+        .proxy()
+        .map_err(Failure::usage)?;
+        let arm = args.workspace.arm(&EntraLogin::NONE, &proxy)?;
+        let given = target.as_ref().map(|l| l.registry.as_str());
+        if let Some(settled) = args.workspace.settle(&arm, None, given).await? {
+            let prefix = match target {
+                Some(l) => l.prefix,
+                None => args.prefix.clone(),
+            };
+            target = Some(Location {
+                registry: settled.target,
+                prefix,
+            });
+        }
+    }
+    let target = target
+        .ok_or_else(|| Failure::usage("give --target, or --workspace and --resource-group"))?;
     let vars = JobVariables {
         registry: target.registry,
         username: args.username.clone(),
@@ -68,7 +110,7 @@ pub fn env(args: EnvArgs) -> Result<(), String> {
         repo_prefix: target.prefix,
         regional_tag_prefix: args.regional_tags,
     };
-    args.out.write(&vars)
+    args.out.write(&vars).map_err(Failure::usage)
 }
 
 impl VariablesOut {

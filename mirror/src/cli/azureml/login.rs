@@ -55,6 +55,15 @@ pub struct Resolved {
 }
 
 impl Logins {
+    /// The target's Entra token source, which Resource Manager asks too
+    /// (unless `--arm-token` says otherwise).
+    pub fn entra(&self) -> super::workspace::EntraLogin<'_> {
+        super::workspace::EntraLogin {
+            source: self.target.entra_token.as_ref(),
+            tenant: self.target.tenant.as_deref(),
+        }
+    }
+
     /// Read the secrets and fetch any Entra token, the Azure SDK's
     /// requests going through `proxy` as the registries' do.
     pub async fn resolve(&self, proxy: &Proxy) -> Result<Resolved, LoginError> {

@@ -6,14 +6,19 @@
 mod check;
 mod env;
 mod login;
+mod server_side;
 mod sync;
+pub mod workspace;
 
 use clap::{Args, Subcommand};
+use registry_client::Proxy;
 
 use super::error::{CommandResult, Failure};
 use super::exit;
+use mirror::azureml::arm::{ArmClient, Registry};
 use mirror::azureml::preset::{Location, Preset};
 use mirror::azureml::regions;
+use workspace::{EntraLogin, WorkspaceArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum AzuremlCommand {
@@ -33,7 +38,7 @@ pub async fn run(command: AzuremlCommand) -> CommandResult {
         AzuremlCommand::Sync(args) => sync::run(args).await,
         AzuremlCommand::Check(args) => check::run(args).await,
         AzuremlCommand::Env(args) => {
-            env::env(args).map_err(Failure::usage)?;
+            env::env(args).await?;
             Ok(exit::OK)
         }
     }
@@ -43,13 +48,18 @@ pub async fn run(command: AzuremlCommand) -> CommandResult {
 #[derive(Debug, Args)]
 pub struct PresetArgs {
     /// The Azure region whose runtime tags to mirror (`eastus` takes the
-    /// `eastus-stable` tags).
-    #[arg(long, value_name = "REGION")]
-    region: String,
+    /// `eastus-stable` tags); with --workspace, its location.
+    #[arg(long, value_name = "REGION", required_unless_present = "workspace")]
+    region: Option<String>,
     /// The customer's registry, optionally with a prefix for the images:
-    /// `contoso.azurecr.io` or `contoso.azurecr.io/azureml`.
-    #[arg(long, value_name = "HOST[/PREFIX]")]
-    target: String,
+    /// `contoso.azurecr.io` or `contoso.azurecr.io/azureml`; with
+    /// --workspace, the registry attached to it.
+    #[arg(
+        long,
+        value_name = "HOST[/PREFIX]",
+        required_unless_present = "workspace"
+    )]
+    target: Option<String>,
     /// Put the images under this prefix in the target (the same as
     /// --target HOST/PREFIX).
     #[arg(long, value_name = "PREFIX")]
@@ -73,6 +83,18 @@ pub struct PresetArgs {
     /// do, so a signature policy on the target finds the source's.
     #[arg(long)]
     no_referrers: bool,
+    #[command(flatten)]
+    workspace: WorkspaceArgs,
+}
+
+/// The preset, and what Resource Manager said when the workspace was
+/// asked.
+pub struct Planned {
+    pub preset: Preset,
+    /// The client that asked (for server-side imports).
+    pub arm: Option<ArmClient>,
+    /// The workspace's registry, when it is the target.
+    pub registry: Option<Registry>,
 }
 
 /// `--target HOST[/PREFIX]` with `--prefix PREFIX`: the one reading of the
@@ -90,23 +112,67 @@ pub fn target_location(target: &str, prefix: Option<&str>) -> Result<Location, S
 }
 
 impl PresetArgs {
-    pub fn preset(&self) -> Result<Preset, String> {
-        let region = regions::check(&self.region).map_err(|e| e.to_string())?;
-        let target = target_location(&self.target, self.prefix.as_deref())?;
+    /// The preset from the flags, the workspace's region and registry
+    /// filling in (and checking) the region and the target; Resource
+    /// Manager asked with `login`'s token source, through `proxy`.
+    pub async fn plan(&self, login: &EntraLogin<'_>, proxy: &Proxy) -> Result<Planned, Failure> {
+        let given = self
+            .target
+            .as_deref()
+            .map(|t| target_location(t, self.prefix.as_deref()))
+            .transpose()
+            .map_err(Failure::usage)?;
+        let given_region = self
+            .region
+            .as_deref()
+            .map(regions::check)
+            .transpose()
+            .map_err(Failure::usage)?;
         let source = match &self.source {
-            Some(s) => Location::parse(s).map_err(|e| format!("--source {e}"))?,
+            Some(s) => Location::parse(s).map_err(|e| Failure::usage(format!("--source {e}")))?,
             None => Location::mcr(),
         };
+        let (region, target, arm, registry) = match (given_region, given) {
+            (Some(region), Some(target)) if self.workspace.workspace.is_none() => {
+                (region.to_string(), target, None, None)
+            }
+            (given_region, given) => {
+                let arm = self.workspace.arm(login, proxy)?;
+                let given_host = given.as_ref().map(|l| l.registry.as_str());
+                let settled = self
+                    .workspace
+                    .settle(&arm, given_region, given_host)
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::usage(
+                            "give --region and --target, or --workspace and --resource-group",
+                        )
+                    })?;
+                let prefix = match given {
+                    Some(l) => l.prefix,
+                    None => self.prefix.clone(),
+                };
+                let target = Location {
+                    registry: settled.target,
+                    prefix,
+                };
+                (settled.region, target, Some(arm), settled.registry)
+            }
+        };
         let preset = Preset {
-            region: region.to_string(),
+            region,
             source,
             target,
             regional_tags: self.regional_tags,
             extra: self.extra.clone(),
             referrers: !self.no_referrers,
         };
-        // Bad repository names are usage errors, found before any request.
-        preset.images()?;
-        Ok(preset)
+        // Bad repository names are usage errors, found before any copy.
+        preset.images().map_err(Failure::usage)?;
+        Ok(Planned {
+            preset,
+            arm,
+            registry,
+        })
     }
 }

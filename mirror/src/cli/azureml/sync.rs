@@ -14,6 +14,7 @@ use clap::Args;
 use super::check::job_client;
 use super::env::VariablesOut;
 use super::login::{Logins, Resolved};
+use super::server_side::{self, ServerSideArgs};
 use super::PresetArgs;
 use crate::cli::error::{CommandResult, Failure};
 use crate::cli::out::{say, Stream};
@@ -44,18 +45,19 @@ pub struct SyncArgs {
     /// $XDG_RUNTIME_DIR or the temporary directory, named after the target).
     #[arg(long, value_name = "PATH")]
     lock_file: Option<PathBuf>,
+    #[command(flatten)]
+    server_side: ServerSideArgs,
 }
 
 pub async fn run(args: SyncArgs) -> CommandResult {
-    let preset = args.preset.preset().map_err(Failure::usage)?;
+    let proxy = args.registries.resolved_proxy().map_err(Failure::usage)?;
+    let planned = args.preset.plan(&args.logins.entra(), &proxy).await?;
+    let preset = planned.preset.clone();
     let Resolved {
         target: target_credential,
         source: source_credential,
         job,
-    } = args
-        .logins
-        .resolve(&args.registries.resolved_proxy().map_err(Failure::usage)?)
-        .await?;
+    } = args.logins.resolve(&proxy).await?;
     let job = job.or_else(|| match &target_credential {
         Some(Credential::Basic { username, password }) => {
             say!(
@@ -65,38 +67,6 @@ pub async fn run(args: SyncArgs) -> CommandResult {
         }
         _ => None,
     });
-
-    let mut registries = vec![args
-        .registries
-        .registry_settings(&preset.target.registry, target_credential)];
-    if preset.source.registry != preset.target.registry {
-        registries.push(
-            args.registries
-                .registry_settings(&preset.source.registry, source_credential),
-        );
-    }
-    let mut config = preset
-        .sync_config(registries, args.run.jobs.map(usize::from))
-        .map_err(Failure::usage)?;
-    config.max_requests_per_host = args.registries.max_requests_per_host.map(usize::from);
-    config.read_timeout = args.registries.read_timeout;
-    config.http = args.registries.http;
-    args.registries.proxy.apply_to(&mut config);
-
-    say!(
-        "mirroring {} runtime images{} for {}: {} → {} ({} → {})",
-        config.entries.len(),
-        if preset.referrers {
-            " and their referrers"
-        } else {
-            ""
-        },
-        preset.region,
-        preset.source,
-        preset.target,
-        mirror::azureml::images::source_tag(&preset.region),
-        mirror::azureml::images::target_tag(&preset.region, preset.regional_tags),
-    );
     let lock_path = args.lock_file.clone().unwrap_or_else(|| {
         default_lock_path(
             Path::new("/mirror/azureml"),
@@ -104,19 +74,65 @@ pub async fn run(args: SyncArgs) -> CommandResult {
             None,
         )
     });
-    let (code, report) = run_config(
-        &config,
-        &args.run,
-        None,
-        &lock_path,
-        Report {
-            format: OutputFormat::Text,
-            to: Stream::Stderr,
-            changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
-            login_flags: AZUREML_LOGIN,
-        },
-    )
-    .await?;
+    let output = Report {
+        format: OutputFormat::Text,
+        to: Stream::Stderr,
+        changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
+        login_flags: AZUREML_LOGIN,
+    };
+
+    let (code, report) = if args.server_side.server_side {
+        let logins = server_side::Logins {
+            target: target_credential,
+            source: source_credential,
+            proxy: &proxy,
+            entra: args.logins.entra(),
+        };
+        server_side::run(
+            &args.server_side,
+            planned,
+            &args.preset,
+            logins,
+            &args.registries,
+            &args.run,
+            &lock_path,
+            output,
+        )
+        .await?
+    } else {
+        let mut registries = vec![args
+            .registries
+            .registry_settings(&preset.target.registry, target_credential)];
+        if preset.source.registry != preset.target.registry {
+            registries.push(
+                args.registries
+                    .registry_settings(&preset.source.registry, source_credential),
+            );
+        }
+        let mut config = preset
+            .sync_config(registries, args.run.jobs.map(usize::from))
+            .map_err(Failure::usage)?;
+        config.max_requests_per_host = args.registries.max_requests_per_host.map(usize::from);
+        config.read_timeout = args.registries.read_timeout;
+        config.http = args.registries.http;
+        args.registries.proxy.apply_to(&mut config);
+
+        say!(
+            "mirroring {} runtime images{} for {}: {} → {} ({} → {})",
+            config.entries.len(),
+            if preset.referrers {
+                " and their referrers"
+            } else {
+                ""
+            },
+            preset.region,
+            preset.source,
+            preset.target,
+            mirror::azureml::images::source_tag(&preset.region),
+            mirror::azureml::images::target_tag(&preset.region, preset.regional_tags),
+        );
+        run_config(&config, &args.run, None, &lock_path, output).await?
+    };
     if report.failed > 0 {
         say!(
             "not printing the job variables: {} of {} images are not in place",
