@@ -4,6 +4,11 @@
 //! verified, blobs shared by several repositories are mounted, and every
 //! manifest is copied as bytes. For an unchanged re-run, the bound is one
 //! HEAD per tag at each side.
+//!
+//! On a WAN profile the limit is a bound, not a run: the slower of the link
+//! (each unique byte once, at the rate: down from the source and up to the
+//! target overlap) and this machine (the raw limit measured on loopback),
+//! plus the fewest round trips the work needs one after another.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::scenario::Image;
+use crate::shaper::WanProfile;
 
 /// What the limit process is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,4 +191,85 @@ async fn pipe_blob(
         .await?;
     anyhow::ensure!(r.status().as_u16() == 201, "PUT {digest}: {}", r.status());
     Ok(())
+}
+
+/// The fewest round trips one after another that the work needs, with as
+/// much concurrency as it likes: a connection, then for a copy the tag's
+/// manifest (and an index's children), a blob's GET with its upload
+/// streamed behind it (the upload's session opened meanwhile), and the
+/// manifests pushed, children first; for an unchanged re-run one HEAD at
+/// each side at once.
+pub fn round_trips(images: &[Image], heads_only: bool) -> u32 {
+    if heads_only {
+        return 2;
+    }
+    let depth = images
+        .iter()
+        .map(|i| i.manifests.len().clamp(1, 2) as u32)
+        .max()
+        .unwrap_or(1);
+    let blobs = if images.iter().any(|i| !i.blobs.is_empty()) {
+        2
+    } else {
+        0
+    };
+    1 + depth + blobs + depth
+}
+
+/// Blob bytes of the images, each unique blob once.
+pub fn unique_bytes(images: &[Image]) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    images
+        .iter()
+        .flat_map(|i| &i.blobs)
+        .filter(|(d, _)| seen.insert(d.clone()))
+        .map(|(_, s)| s)
+        .sum()
+}
+
+/// The limit on a WAN profile (see the module's comment).
+pub fn wan_bound(
+    loopback: std::time::Duration,
+    bytes: u64,
+    profile: &WanProfile,
+    round_trips: u32,
+) -> std::time::Duration {
+    loopback.max(profile.transfer_time(bytes)) + profile.rtt * round_trips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn image(manifests: usize, blobs: &[u64]) -> Image {
+        let d = |i: u64| Digest::sha256_of(&i.to_le_bytes());
+        Image {
+            repository: "r".into(),
+            tag: "t".into(),
+            manifests: (0..manifests as u64)
+                .map(|i| (d(100 + i), "m".into()))
+                .collect(),
+            blobs: blobs.iter().map(|&s| (d(s), s)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_wan_bound_adds_round_trips_to_the_slower_of_link_and_machine() {
+        let p: WanProfile = "40ms,200mbit".parse().unwrap();
+        // An image: connect, manifest, blob GET, upload, manifest PUT.
+        let single = [image(1, &[25_000_000, 25_000_000])];
+        assert_eq!(round_trips(&single, false), 5);
+        // The two blobs are one (same size, same digest): 25 MB at 25 MB/s.
+        assert_eq!(unique_bytes(&single), 25_000_000);
+        let b = wan_bound(Duration::from_millis(300), 25_000_000, &p, 5);
+        assert_eq!(b, Duration::from_millis(1200));
+        // A machine slower than the link decides.
+        let b = wan_bound(Duration::from_secs(3), 25_000_000, &p, 5);
+        assert_eq!(b, Duration::from_millis(3200));
+        // An index: its children's manifests are one more level each way.
+        assert_eq!(round_trips(&[image(3, &[1])], false), 7);
+        // An unchanged re-run: connect, then HEAD at both sides at once.
+        assert_eq!(round_trips(&single, true), 2);
+    }
 }
