@@ -1,6 +1,7 @@
 //! The contenders, each as a command that copies a scenario from the
 //! source registry to the target: mirror, skopeo (per repository with
-//! `sync`, or per tag with `copy`), and the raw limit.
+//! `sync`, or per tag with `copy`), crane (per repository), regsync (one
+//! config of every repository), and the raw limit.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -19,6 +20,11 @@ pub enum Copier {
     SkopeoSync,
     /// `skopeo copy --all`, one call per tag.
     SkopeoCopy,
+    /// `crane copy --all-tags`, one call per repository.
+    Crane,
+    /// `regsync once` over one config of every repository, its per-host
+    /// request limits raised (see `peers.rs`).
+    Regsync,
     /// The raw limit (see `limit.rs`): six keep-alive streams, no verification.
     Limit,
 }
@@ -30,9 +36,29 @@ impl Copier {
             Copier::MirrorSync => "mirror sync",
             Copier::SkopeoSync => "skopeo sync",
             Copier::SkopeoCopy => "skopeo copy",
+            Copier::Crane => "crane",
+            Copier::Regsync => "regsync",
             Copier::Limit => "limit",
         }
     }
+
+    /// The peer binary this contender needs, if it is a peer.
+    pub fn peer_binary(self) -> Option<&'static str> {
+        match self {
+            Copier::SkopeoSync | Copier::SkopeoCopy => Some("skopeo"),
+            Copier::Crane => Some("crane"),
+            Copier::Regsync => Some("regsync"),
+            Copier::Mirror | Copier::MirrorSync | Copier::Limit => None,
+        }
+    }
+}
+
+/// A peer's binary, found as `peers.rs` says.
+fn peer(name: &str) -> anyhow::Result<String> {
+    let path = crate::peers::find(name).ok_or_else(|| {
+        anyhow::anyhow!("{name} is not installed (see ../shared/peers/README.md)")
+    })?;
+    Ok(path.display().to_string())
 }
 
 /// A contender in the table: a copier, or mirror with other settings (a
@@ -87,6 +113,17 @@ pub struct Job {
     /// Extra arguments for mirror's commands (settings under study, TLS).
     pub mirror_args: Vec<String>,
     pub work: PathBuf,
+    /// Both registries speak TLS (the peers then skip verifying them).
+    pub tls: bool,
+}
+
+impl Job {
+    fn repositories(&self) -> Vec<&str> {
+        let mut repos: Vec<&str> = self.images.iter().map(|i| i.repository.as_str()).collect();
+        repos.sort();
+        repos.dedup();
+        repos
+    }
 }
 
 /// Streams of the raw limit.
@@ -141,28 +178,48 @@ impl Copier {
                 c
             }
             Copier::SkopeoSync => {
-                let mut repos: Vec<&str> = job.images.iter().map(|i| i.repository.as_str()).collect();
-                repos.sort();
-                repos.dedup();
+                let skopeo = peer("skopeo")?;
                 // skopeo sync puts SRC/a/b/c at DST/c: give it DST/a/b.
-                shell(repos.iter().map(|r| {
+                shell(job.repositories().into_iter().map(|r| {
                     let parent = r.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
                     format!(
-                        "skopeo sync --all --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false {src}/{r} {dst}/{parent}",
+                        "{skopeo} sync --all --src docker --dest docker --src-tls-verify=false --dest-tls-verify=false {src}/{r} {dst}/{parent}",
                         src = job.source,
                         dst = job.target
                     )
                 }))
             }
-            Copier::SkopeoCopy => shell(job.images.iter().map(|i| {
-                format!(
-                    "skopeo copy --all --src-tls-verify=false --dest-tls-verify=false docker://{src}/{r}:{t} docker://{dst}/{r}:{t}",
-                    src = job.source,
-                    dst = job.target,
-                    r = i.repository,
-                    t = i.tag
-                )
-            })),
+            Copier::SkopeoCopy => {
+                let skopeo = peer("skopeo")?;
+                shell(job.images.iter().map(|i| {
+                    format!(
+                        "{skopeo} copy --all --src-tls-verify=false --dest-tls-verify=false docker://{src}/{r}:{t} docker://{dst}/{r}:{t}",
+                        src = job.source,
+                        dst = job.target,
+                        r = i.repository,
+                        t = i.tag
+                    )
+                }))
+            }
+            Copier::Crane => {
+                // --insecure: plain HTTP, or TLS without verifying.
+                let crane = peer("crane")?;
+                shell(job.repositories().into_iter().map(|r| {
+                    format!(
+                        "{crane} copy --insecure --all-tags {src}/{r} {dst}/{r}",
+                        src = job.source,
+                        dst = job.target
+                    )
+                }))
+            }
+            Copier::Regsync => {
+                let file = job.work.join("regsync.yaml");
+                std::fs::write(&file, regsync_config(job))?;
+                let mut c = Command::new(peer("regsync")?);
+                c.args(["once", "--verbosity", "warn", "--config"])
+                    .arg(&file);
+                c
+            }
             Copier::Limit => {
                 let plan = Plan {
                     source: job.source.clone(),
@@ -179,6 +236,30 @@ impl Copier {
             }
         })
     }
+}
+
+/// One regsync config: both registries with their limits raised, every
+/// repository as a `repository` sync (all its tags).
+fn regsync_config(job: &Job) -> String {
+    use crate::peers::{REGSYNC_PARALLEL, REGSYNC_REQ_CONCURRENT, REGSYNC_REQ_PER_SEC};
+    let tls = if job.tls { "insecure" } else { "disabled" };
+    let mut config = String::from("version: 1\ncreds:\n");
+    for host in [&job.source, &job.target] {
+        let _ = writeln!(
+            config,
+            "  - registry: '{host}'\n    tls: {tls}\n    reqPerSec: {REGSYNC_REQ_PER_SEC}\n    reqConcurrent: {REGSYNC_REQ_CONCURRENT}"
+        );
+    }
+    let _ = writeln!(config, "defaults:\n  parallel: {REGSYNC_PARALLEL}\nsync:");
+    for r in job.repositories() {
+        let _ = writeln!(
+            config,
+            "  - source: '{src}/{r}'\n    target: '{dst}/{r}'\n    type: repository",
+            src = job.source,
+            dst = job.target
+        );
+    }
+    config
 }
 
 /// `mirror sync` takes registry settings from its config, not flags: the
