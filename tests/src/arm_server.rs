@@ -73,6 +73,8 @@ pub struct ArmScript {
     /// Refuse every request: 401 (`InvalidAuthenticationToken`) or 403
     /// (`AuthorizationFailed`).
     pub reject: Option<u16>,
+    /// ... only requests whose path contains this (every one when empty).
+    pub reject_path: String,
     /// Answer this many requests 401 `ExpiredAuthenticationToken`, as ARM
     /// does when a token outlives its hour.
     pub expire: usize,
@@ -351,7 +353,10 @@ impl State {
                 );
             }
         }
-        match script.reject {
+        let reject = script
+            .reject
+            .filter(|_| script.reject_path.is_empty() || path.contains(&script.reject_path));
+        match reject {
             Some(401) => {
                 return error(
                     StatusCode::UNAUTHORIZED,

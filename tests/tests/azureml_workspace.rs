@@ -487,6 +487,37 @@ async fn a_failed_import_is_named_while_the_others_land_and_no_variables_are_pri
 }
 
 #[tokio::test]
+async fn an_import_the_identity_may_not_make_exits_3_naming_the_role() {
+    let w = world().await;
+    w.arm.script(|s| {
+        s.reject = Some(403);
+        s.reject_path = "importImage".into();
+    });
+    let mut args = vec!["--server-side"];
+    args.extend_from_slice(&PULL);
+    let run = w.run("sync", &args).await;
+    run.assert_code(3);
+    assert!(
+        !run.stderr.contains("docker login"),
+        "no registry login hint for Resource Manager's refusal: {}",
+        run.stderr
+    );
+    assert_no_secret(&run);
+    assert_eq!(run.stdout, "", "no job variables");
+    assert!(
+        run.stderr.contains("AuthorizationFailed")
+            && run
+                .stderr
+                .contains("6 images: 0 current, 0 copied, 6 failed")
+            && run
+                .stderr
+                .contains("Microsoft.ContainerRegistry/registries/importImage/action on contoso"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
 async fn throttled_polls_wait_as_told_and_an_import_past_its_deadline_fails_named() {
     let w = world().await;
     w.arm.script(|s| {

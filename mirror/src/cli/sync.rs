@@ -116,7 +116,7 @@ pub async fn run(args: SyncArgs, limits: &[String]) -> CommandResult {
             to: Stream::Stdout,
             // Success is 0 unless the caller asks to tell changes apart.
             changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
-            login_flags: CONFIG_LOGIN,
+            login_flags: Some(CONFIG_LOGIN),
         },
     )
     .await?;
@@ -132,8 +132,10 @@ pub struct Report {
     pub to: Stream,
     /// The exit code for "all succeeded, something changed".
     pub changes_exit_code: i32,
-    /// How this command takes a login, for the hint after an auth failure.
-    pub login_flags: &'static str,
+    /// How this command takes a login, for the hint after an auth failure;
+    /// `None` when the refusals were not the registries' (Resource
+    /// Manager's, for server-side imports: that run gives its own hint).
+    pub login_flags: Option<&'static str>,
 }
 
 /// A sync config's way to give a registry its login.
@@ -216,14 +218,14 @@ pub fn conclude(report: &SyncReport, args: &RunArgs, output: Report) -> Result<i
         say!("warning: {w}");
     }
 
-    if report.any_auth_failure() {
+    if let (true, Some(flags)) = (report.any_auth_failure(), output.login_flags) {
         say_login_hints(
             report
                 .images
                 .iter()
                 .filter(|i| i.error_kind == Some(ErrorKind::Auth))
                 .filter_map(|i| i.error.as_deref()),
-            &[(&registry_hosts(report), output.login_flags.to_string())],
+            &[(&registry_hosts(report), flags.to_string())],
         );
     }
 

@@ -220,6 +220,12 @@ pub async fn run(
         }
     }
     let report = SyncReport::of(rows, false, started.elapsed().as_secs_f64());
+    // Refused by Resource Manager, not by a registry: this hint, not the
+    // registries' login hint.
+    let output = Report {
+        login_flags: None,
+        ..output
+    };
     if report.any_auth_failure() {
         say!(
             "hint: Resource Manager refused an import: the identity needs a role that allows \

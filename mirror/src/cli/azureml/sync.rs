@@ -5,7 +5,8 @@
 //! manifest at the source when an image is copied; `--no-referrers` turns
 //! them off), then one pull tried with the job's credentials, then the job
 //! variables on standard output (none when that pull is refused: exit 3);
-//! progress and the summary go to standard error.
+//! progress and the summary go to standard error. With `--server-side`
+//! the target registry imports the images instead (see `server_side`).
 
 use std::path::{Path, PathBuf};
 
@@ -78,7 +79,7 @@ pub async fn run(args: SyncArgs) -> CommandResult {
         format: OutputFormat::Text,
         to: Stream::Stderr,
         changes_exit_code: args.run.changes_exit_code.unwrap_or(exit::OK),
-        login_flags: AZUREML_LOGIN,
+        login_flags: Some(AZUREML_LOGIN),
     };
 
     let (code, report) = if args.server_side.server_side {
