@@ -578,6 +578,17 @@ async fn a_dry_run_asks_for_no_import_and_a_source_out_of_reach_is_noted() {
     );
     assert!(w.target_digest(RUNTIME[0], "stable").await.is_none());
 
+    // Another run holding the lock: exit 4, nothing asked.
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("azureml.lock");
+    let held = mirror::sync::lock::RunLock::acquire(&lock).unwrap();
+    let mut locked = vec!["--server-side", "--lock-file", lock.to_str().unwrap()];
+    locked.extend_from_slice(&PULL);
+    let run = w.run("sync", &locked).await;
+    run.assert_code(4);
+    assert!(w.posts().is_empty());
+    drop(held);
+
     // This machine cannot reach the source (its only way out is a proxy
     // that is not there; ARM and the target are reached directly): the
     // source side is skipped with a note, and the imports still land.
@@ -730,4 +741,78 @@ async fn without_a_workspace_the_registry_is_named_by_its_resource_group() {
         );
     }
     assert!(w.posts()[0].path.contains("/resourceGroups/acr-rg/"));
+}
+
+/// A stand-in for the Azure CLI: logs its arguments, prints the token ARM
+/// takes.
+fn fake_az(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("az");
+    let log = dir.join("az.log");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nprintf '{{\"accessToken\": \"{ARM_TOKEN}\", \"expires_on\": %s, \"tokenType\": \"Bearer\"}}' $(( $(date +%s) + 3600 ))\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    log
+}
+
+#[tokio::test]
+async fn resource_manager_asks_the_entra_login_s_source_for_its_own_scope() {
+    let w = world().await;
+    let bin = tempfile::tempdir().unwrap();
+    let az_log = fake_az(bin.path());
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let endpoint = w.arm.endpoint();
+    let source = w.source.host();
+    let run = mirror(
+        &[
+            "azureml",
+            "check",
+            "--workspace",
+            "ws",
+            "--resource-group",
+            RG,
+            "--subscription",
+            SUB,
+            "--cloud",
+            &endpoint,
+            "--entra-token",
+            "azure-cli",
+            "--tenant",
+            "contoso-tenant",
+            "--source",
+            &source,
+            "--source-username",
+            "workspace",
+            "--source-password-env",
+            "SOURCE_PW",
+        ],
+        &[("PATH", path.as_str()), ("SOURCE_PW", SOURCE_PASSWORD)],
+    )
+    .await;
+    // Nothing mirrored yet: every image missing (exit 1), but the
+    // workspace was read with the Azure CLI's token.
+    run.assert_code(1);
+    assert_no_secret(&run);
+    assert!(run.stdout.contains("6 missing"), "{}", run.stdout);
+    let calls = std::fs::read_to_string(&az_log).unwrap();
+    let arm_call = calls
+        .lines()
+        .find(|l| l.contains(&format!("--scope {endpoint}/.default")))
+        .unwrap_or_else(|| panic!("no token for Resource Manager's scope: {calls}"));
+    assert!(
+        arm_call.contains("account get-access-token")
+            && arm_call.contains("--tenant contoso-tenant"),
+        "{arm_call}"
+    );
+    assert_eq!(w.arm.requests().len(), 2);
 }
