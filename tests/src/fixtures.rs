@@ -1011,6 +1011,19 @@ pub async fn push(
     Ok(p.stats)
 }
 
+/// [`push`] to a test registry as `credential` (anonymous when `None`): a setup step, so a
+/// failure panics.
+pub async fn push_as(
+    registry: &crate::Registry,
+    credential: Option<registry_client::Credential>,
+    images: &[GeneratedImage],
+) {
+    let host = registry.host();
+    push(&crate::images::client(&host, credential), &host, images)
+        .await
+        .expect("pushing the fixture images");
+}
+
 /// Push an index: each child's blobs and manifest (by digest), then the index under its
 /// tag.
 pub async fn push_index(

@@ -18,6 +18,7 @@
 //! cleans up on `Drop`, so tests can run in parallel.
 
 pub mod arm_server;
+pub mod azure_cli;
 pub mod cli;
 pub mod fault_proxy;
 pub mod files;

@@ -19,7 +19,7 @@ use mirror::azureml::server_side::{
 };
 use mirror::azureml::workspace::{resolve, workspace_id};
 use mirror_tests::arm_server::{ArmRequest, ArmServer, PollHeaders};
-use mirror_tests::fixtures::{self, azureml_images, GeneratedImage, Scale};
+use mirror_tests::fixtures::{self, azureml_images, push_as, GeneratedImage, Scale};
 use mirror_tests::images::client;
 use mirror_tests::{Fault, FaultProxy, Registry, Rule};
 use registry_client::{Credential, Digest, Reference, Secret};
@@ -39,12 +39,6 @@ fn runtime_images() -> Vec<GeneratedImage> {
     fixtures::generate_all(&specs)
 }
 
-async fn push(reg: &Registry, credential: Option<Credential>, images: &[GeneratedImage]) {
-    fixtures::push(&client(&reg.host(), credential), &reg.host(), images)
-        .await
-        .expect("push");
-}
-
 /// A source standing in for MCR, the customer's registry (empty), and
 /// ARM knowing a workspace `ws` with that registry attached (`contoso`)
 /// and a workspace `bare` without one.
@@ -57,7 +51,7 @@ struct World {
 
 async fn world() -> World {
     let source = Registry::start_open().await.unwrap();
-    push(&source, None, &runtime_images()).await;
+    push_as(&source, None, &runtime_images()).await;
     world_with(source).await
 }
 
@@ -666,7 +660,7 @@ async fn a_private_source_is_read_with_its_credentials_and_no_secret_is_shown() 
     let source = Registry::start_htpasswd(&[("workspace", SOURCE_PASSWORD)])
         .await
         .unwrap();
-    push(
+    push_as(
         &source,
         Some(Credential::basic("workspace", SOURCE_PASSWORD)),
         &runtime_images(),

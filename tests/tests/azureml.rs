@@ -4,8 +4,9 @@
 //! repositories under `azureml/runtime`, anonymous) and a customer's ACR
 //! (token auth with a push user, a pull-only token and Entra exchange).
 
+use mirror_tests::azure_cli::{fake_az, path_with};
 use mirror_tests::cli::{images_with_status, mirror, mirror_with_stdin, Run};
-use mirror_tests::fixtures::{self, azureml_images, GeneratedImage, Scale};
+use mirror_tests::fixtures::{self, azureml_images, push_as, GeneratedImage, Scale};
 use mirror_tests::images::client;
 use mirror_tests::{Grant, Registry, TokenServer, TokenServerOptions};
 use registry_client::{Credential, Digest, Reference};
@@ -28,12 +29,6 @@ fn runtime_images(region: &str, prefix: Option<&str>) -> Vec<GeneratedImage> {
     fixtures::generate_all(&specs)
 }
 
-async fn push(reg: &Registry, credential: Option<Credential>, images: &[GeneratedImage]) {
-    fixtures::push(&client(&reg.host(), credential), &reg.host(), images)
-        .await
-        .expect("push");
-}
-
 /// The system registry: token auth, the workspace's user.
 async fn system_registry() -> (Registry, TokenServer) {
     let (reg, tokens) = Registry::start_with_token_auth(
@@ -43,8 +38,8 @@ async fn system_registry() -> (Registry, TokenServer) {
     .await
     .unwrap();
     let cred = Some(Credential::basic("workspace", WORKSPACE_PASSWORD));
-    push(&reg, cred.clone(), &runtime_images("eastus", None)).await;
-    push(&reg, cred, &runtime_images("westus", None)).await;
+    push_as(&reg, cred.clone(), &runtime_images("eastus", None)).await;
+    push_as(&reg, cred, &runtime_images("westus", None)).await;
     (reg, tokens)
 }
 
@@ -107,7 +102,7 @@ async fn push_extra(source: &Registry) {
         })
         .take(1)
         .collect::<Vec<_>>();
-    push(source, None, &fixtures::generate_all(&extra)).await;
+    push_as(source, None, &fixtures::generate_all(&extra)).await;
 }
 
 #[tokio::test]
@@ -214,7 +209,7 @@ async fn system_registry_to_customer_registry_then_an_unchanged_rerun_costs_a_he
 #[tokio::test]
 async fn from_mcr_under_its_prefix_into_a_prefix_keeping_regional_tags() {
     let mcr = Registry::start_open().await.unwrap();
-    push(
+    push_as(
         &mcr,
         None,
         &runtime_images("westeurope", Some("azureml/runtime")),
@@ -315,27 +310,10 @@ async fn from_mcr_under_its_prefix_into_a_prefix_keeping_regional_tags() {
     );
 }
 
-/// A stand-in for the Azure CLI: logs its arguments, prints a token.
-fn fake_az(dir: &std::path::Path) -> std::path::PathBuf {
-    let script = dir.join("az");
-    let log = dir.join("az.log");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> '{}'\nprintf '{{\"accessToken\": \"{AAD_TOKEN}\", \"expires_on\": %s, \"tokenType\": \"Bearer\"}}' $(( $(date +%s) + 3600 ))\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    log
-}
-
 #[tokio::test]
 async fn an_entra_token_from_a_variable_the_azure_cli_or_a_managed_identity_is_exchanged() {
     let mcr = Registry::start_open().await.unwrap();
-    push(
+    push_as(
         &mcr,
         None,
         &runtime_images("eastus", Some("azureml/runtime")),
@@ -343,12 +321,8 @@ async fn an_entra_token_from_a_variable_the_azure_cli_or_a_managed_identity_is_e
     .await;
     let source = format!("{}/azureml/runtime", mcr.host());
     let bin = tempfile::tempdir().unwrap();
-    let az_log = fake_az(bin.path());
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap()
-    );
+    let az_log = fake_az(bin.path(), AAD_TOKEN);
+    let path = path_with(bin.path());
 
     for from in ["env:AAD", "azure-cli", "azure-sdk"] {
         let (customer, tokens) = customer_registry(&["*"]).await;
@@ -426,7 +400,7 @@ async fn a_failed_image_is_reported_while_the_others_land_and_no_variables_are_p
     let source = Registry::start_open().await.unwrap();
     let images = runtime_images("eastus", None);
     // The region lacks one image.
-    push(&source, None, &images[..5]).await;
+    push_as(&source, None, &images[..5]).await;
     let target = Registry::start_open().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
@@ -490,7 +464,7 @@ fn row<'a>(rows: &'a [Value], image: &str) -> &'a Value {
 #[tokio::test]
 async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_well() {
     let source = Registry::start_open().await.unwrap();
-    push(&source, None, &runtime_images("eastus", None)).await;
+    push_as(&source, None, &runtime_images("eastus", None)).await;
     // The job's token can pull every runtime image but hosttools.
     let pullable: Vec<&str> = RUNTIME[..5].to_vec();
     let (customer, _tokens) = customer_registry(&pullable).await;
@@ -517,7 +491,7 @@ async fn check_finds_stale_missing_and_unpullable_images_and_passes_once_all_is_
     // that was never mirrored.
     let mut newer = azureml_images("eastus", Scale::Fixture);
     newer[1].layers[1].seed += 1000;
-    push(&source, None, &fixtures::generate_all(&newer[1..2])).await;
+    push_as(&source, None, &fixtures::generate_all(&newer[1..2])).await;
     push_extra(&source).await;
 
     let mut args = login.to_vec();
@@ -677,7 +651,7 @@ async fn bad_input_is_refused_with_a_clear_error_before_any_request() {
 /// with htpasswd auth (basic, no token server): a push user and a pull user.
 async fn open_source_and_htpasswd_customer() -> (Registry, Registry) {
     let source = Registry::start_open().await.unwrap();
-    push(&source, None, &runtime_images("eastus", None)).await;
+    push_as(&source, None, &runtime_images("eastus", None)).await;
     let customer =
         Registry::start_htpasswd(&[("pusher", PUSH_PASSWORD), ("puller", PULL_PASSWORD)])
             .await

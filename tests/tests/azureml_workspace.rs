@@ -2,14 +2,15 @@
 //! command line, against the ARM stand-in (`mirror_tests::arm_server`,
 //! which imports for real with skopeo) and real docker-registry servers:
 //! the workspace names the region and the registry; the registry imports
-//! each image itself; the report, exit codes, dry run and job variables are
-//! the streaming sync's; no secret reaches any output.
+//! each image itself; the report, exit codes, dry run, lock and job
+//! variables are the streaming sync's; no secret reaches any output.
 
 use std::time::Duration;
 
 use mirror_tests::arm_server::{ArmRequest, ArmServer};
+use mirror_tests::azure_cli::{fake_az, path_with};
 use mirror_tests::cli::{images_with_status, mirror, Run};
-use mirror_tests::fixtures::{self, azureml_images, GeneratedImage, Scale};
+use mirror_tests::fixtures::{self, azureml_images, push_as, Scale};
 use mirror_tests::images::client;
 use mirror_tests::{Registry, TokenServer, TokenServerOptions};
 use registry_client::{Credential, Digest, Reference};
@@ -23,22 +24,20 @@ const SOURCE_PASSWORD: &str = "source-SECRET-2";
 // The job variables carry it by design: no SECRET in it.
 const PULL_PASSWORD: &str = "pull-pw-3";
 
-/// The runtime images for eastus at the root of a registry (as the AzureML
-/// system registry holds them).
-fn runtime_images() -> Vec<GeneratedImage> {
-    fixtures::generate_all(&azureml_images("eastus", Scale::Fixture))
-}
-
-async fn push(reg: &Registry, credential: Option<Credential>, images: &[GeneratedImage]) {
-    fixtures::push(&client(&reg.host(), credential), &reg.host(), images)
-        .await
-        .expect("push");
-}
+/// The job's login and the variables as JSON.
+const PULL: [&str; 6] = [
+    "--pull-username",
+    "puller",
+    "--pull-password-env",
+    "PULL_PW",
+    "--format",
+    "json",
+];
 
 /// A private source (the system registry: token auth, the workspace's
-/// user), the customer's registry (open), and ARM knowing workspace `ws`
-/// in East US with that registry attached (`contoso`), and `bare`, in
-/// westus, without one.
+/// user, eastus's runtime images at its root), the customer's registry
+/// (open), and ARM knowing workspace `ws` in East US with that registry
+/// attached (`contoso`), and `bare`, in westus, without one.
 struct World {
     source: Registry,
     _source_tokens: TokenServer,
@@ -53,8 +52,13 @@ async fn world() -> World {
     )
     .await
     .unwrap();
-    let cred = Credential::basic("workspace", SOURCE_PASSWORD);
-    push(&source, Some(cred), &runtime_images()).await;
+    let images = fixtures::generate_all(&azureml_images("eastus", Scale::Fixture));
+    push_as(
+        &source,
+        Some(Credential::basic("workspace", SOURCE_PASSWORD)),
+        &images,
+    )
+    .await;
     let target = Registry::start_open().await.unwrap();
     let arm = ArmServer::start(ARM_TOKEN).await.unwrap();
     let id = arm.add_registry(SUB, RG, "contoso", &target.host());
@@ -68,61 +72,84 @@ async fn world() -> World {
     }
 }
 
+/// Owned words from borrowed ones.
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 impl World {
-    /// `azureml SUBCOMMAND` for workspace `ws` from the private source,
-    /// then `extra`.
-    async fn run(&self, subcommand: &str, extra: &[&str]) -> Run {
-        let source = self.source.host();
-        let endpoint = self.arm.endpoint();
-        let mut args = vec![
-            "azureml",
-            subcommand,
-            "--workspace",
-            "ws",
-            "--resource-group",
-            RG,
+    /// Resource Manager's flags: the stand-in's endpoint, the token from
+    /// `$ARM_TOKEN`.
+    fn arm_flags(&self) -> Vec<String> {
+        words(&[
             "--subscription",
             SUB,
             "--cloud",
-            &endpoint,
+            &self.arm.endpoint(),
             "--arm-token",
             "env:ARM_TOKEN",
+        ])
+    }
+
+    /// `--workspace NAME --resource-group RG` and Resource Manager's flags.
+    fn workspace(&self, name: &str) -> Vec<String> {
+        let mut all = words(&["--workspace", name, "--resource-group", RG]);
+        all.extend(self.arm_flags());
+        all
+    }
+
+    /// The private source and its login.
+    fn private_source(&self) -> Vec<String> {
+        words(&[
             "--source",
-            &source,
+            &self.source.host(),
             "--source-username",
             "workspace",
             "--source-password-env",
             "SOURCE_PW",
+        ])
+    }
+
+    /// `mirror WORDS…` with every secret's variable set, and `env`.
+    async fn mirror(&self, words: &[String], env: &[(&str, &str)]) -> Run {
+        let args: Vec<&str> = words.iter().map(String::as_str).collect();
+        let mut all = vec![
+            ("ARM_TOKEN", ARM_TOKEN),
+            ("SOURCE_PW", SOURCE_PASSWORD),
+            ("PULL_PW", PULL_PASSWORD),
         ];
-        args.extend_from_slice(extra);
-        mirror(
-            &args,
-            &[
-                ("ARM_TOKEN", ARM_TOKEN),
-                ("SOURCE_PW", SOURCE_PASSWORD),
-                ("PULL_PW", PULL_PASSWORD),
-            ],
-        )
-        .await
+        all.extend_from_slice(env);
+        mirror(&args, &all).await
+    }
+
+    /// `azureml SUBCOMMAND` for workspace `ws` from the private source,
+    /// then `extra`.
+    async fn run(&self, subcommand: &str, extra: &[&str]) -> Run {
+        let mut all = words(&["azureml", subcommand]);
+        all.extend(self.workspace("ws"));
+        all.extend(self.private_source());
+        all.extend(words(extra));
+        self.mirror(&all, &[]).await
     }
 
     async fn target_digest(&self, repo: &str, tag: &str) -> Option<Digest> {
-        head(
-            &self.target.host(),
-            None,
-            &format!("{}/{repo}:{tag}", self.target.host()),
-        )
-        .await
+        let host = self.target.host();
+        head(&host, None, &format!("{host}/{repo}:{tag}")).await
     }
 
     async fn source_digest(&self, repo: &str) -> Option<Digest> {
+        let host = self.source.host();
         let cred = Credential::basic("workspace", SOURCE_PASSWORD);
-        head(
-            &self.source.host(),
-            Some(cred),
-            &format!("{}/{repo}:eastus-stable", self.source.host()),
-        )
-        .await
+        head(&host, Some(cred), &format!("{host}/{repo}:eastus-stable")).await
+    }
+
+    /// Every runtime image's target tag holds the source's digest.
+    async fn assert_all_landed(&self) {
+        for repo in RUNTIME {
+            let source = self.source_digest(repo).await;
+            assert!(source.is_some(), "{repo}");
+            assert_eq!(self.target_digest(repo, "stable").await, source, "{repo}");
+        }
     }
 
     fn posts(&self) -> Vec<ArmRequest> {
@@ -148,29 +175,31 @@ fn assert_no_secret(run: &Run) {
     }
 }
 
-/// The override inside the JSON job variables.
-fn override_of(run: &Run) -> Value {
+#[track_caller]
+fn assert_said(run: &Run, texts: &[&str]) {
+    for t in texts {
+        assert!(run.stderr.contains(t), "{t:?} not in: {}", run.stderr);
+    }
+}
+
+/// The registry the job variables point at.
+fn job_registry(run: &Run) -> String {
     let vars: Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("variables are JSON ({e}): {}\n{}", run.stdout, run.stderr));
-    serde_json::from_str(
+    let over: Value = serde_json::from_str(
         vars["AZUREML_CR_BOOTSTRAPPER_CONFIG_OVERRIDE"]
             .as_str()
             .unwrap(),
     )
-    .unwrap()
+    .unwrap();
+    over["capabilities_registry"]["registry"]["url"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
-const PULL: [&str; 6] = [
-    "--pull-username",
-    "puller",
-    "--pull-password-env",
-    "PULL_PW",
-    "--format",
-    "json",
-];
-
 #[tokio::test]
-async fn the_workspace_gives_the_region_and_the_target_to_a_streaming_sync_check_and_env() {
+async fn the_workspace_gives_the_region_and_the_target_to_a_streaming_sync_and_check() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
@@ -179,26 +208,18 @@ async fn the_workspace_gives_the_region_and_the_target_to_a_streaming_sync_check
     let run = w.run("sync", &args).await;
     run.assert_code(0);
     assert_no_secret(&run);
-    assert!(
-        run.stderr.contains(&format!(
+    assert_said(
+        &run,
+        &[&format!(
             "workspace ws (resource group {RG}): region eastus, registry contoso ({})",
             w.target.host()
-        )),
-        "{}",
-        run.stderr
+        )],
     );
     // East US's tags, streamed into the workspace's registry as `stable`.
-    for repo in RUNTIME {
-        let source = w.source_digest(repo).await;
-        assert!(source.is_some(), "{repo}");
-        assert_eq!(w.target_digest(repo, "stable").await, source, "{repo}");
-    }
+    w.assert_all_landed().await;
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["copied"], 6, "{report:#}");
-    assert_eq!(
-        override_of(&run)["capabilities_registry"]["registry"]["url"],
-        w.target.host().as_str()
-    );
+    assert_eq!(job_registry(&run), w.target.host());
     // Two GETs (workspace, registry), with the token, and nothing else.
     let requests = w.arm.requests();
     assert_eq!(requests.len(), 2, "{requests:#?}");
@@ -220,20 +241,7 @@ async fn the_workspace_gives_the_region_and_the_target_to_a_streaming_sync_check
 #[tokio::test]
 async fn env_and_export_take_the_workspace_too() {
     let w = world().await;
-    let endpoint = w.arm.endpoint();
-    let ws = [
-        "--workspace",
-        "ws",
-        "--resource-group",
-        RG,
-        "--subscription",
-        SUB,
-        "--cloud",
-        &endpoint,
-        "--arm-token",
-        "env:ARM_TOKEN",
-    ];
-    let mut args = vec![
+    let mut args = words(&[
         "azureml",
         "env",
         "--username",
@@ -242,43 +250,37 @@ async fn env_and_export_take_the_workspace_too() {
         "PULL_PW",
         "--format",
         "json",
-    ];
-    args.extend_from_slice(&ws);
-    let run = mirror(
-        &args,
-        &[("ARM_TOKEN", ARM_TOKEN), ("PULL_PW", PULL_PASSWORD)],
-    )
-    .await;
+    ]);
+    args.extend(w.workspace("ws"));
+    let run = w.mirror(&args, &[]).await;
     run.assert_code(0);
-    assert_eq!(
-        override_of(&run)["capabilities_registry"]["registry"]["url"],
-        w.target.host().as_str()
-    );
+    assert_eq!(job_registry(&run), w.target.host());
 
     // An export of East US's tags from the source.
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle.tar");
-    let mut args = vec!["export"];
-    args.extend_from_slice(&ws);
-    let source = w.source.host();
-    args.extend([
-        "--source",
-        &source,
+    let mut args = words(&[
+        "export",
         "--to",
         bundle.to_str().unwrap(),
         "--progress",
         "none",
     ]);
-    let auth = dir.path().join("auth.json");
-    std::fs::write(
-        &auth,
-        serde_json::json!({"auths": {source.clone(): {"auth": base64_of(&format!("workspace:{SOURCE_PASSWORD}"))}}})
-            .to_string(),
-    )
-    .unwrap();
-    args.extend(["--authfile", auth.to_str().unwrap()]);
-    let run = mirror(&args, &[("ARM_TOKEN", ARM_TOKEN)]).await;
+    args.extend(w.workspace("ws"));
+    args.extend(words(&[
+        "--source",
+        &w.source.host(),
+        "--src-username",
+        "workspace",
+        "--src-password-env",
+        "SOURCE_PW",
+    ]));
+    let run = w.mirror(&args, &[]).await;
     run.assert_code(0);
+    assert_said(
+        &run,
+        &["workspace ws (resource group ml-rg): region eastus"],
+    );
     let verify = mirror(&["verify", bundle.to_str().unwrap()], &[]).await;
     verify.assert_code(0);
     for repo in RUNTIME {
@@ -290,109 +292,115 @@ async fn env_and_export_take_the_workspace_too() {
     }
 }
 
-fn base64_of(text: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
 #[tokio::test]
 async fn a_workspace_without_a_registry_needs_the_target_and_flags_must_agree_with_it() {
     let w = world().await;
-    let endpoint = w.arm.endpoint();
-    let base = |name: &'static str| {
-        vec![
-            "azureml".to_string(),
-            "sync".into(),
-            "--workspace".into(),
-            name.into(),
-            "--resource-group".into(),
-            RG.into(),
-            "--subscription".into(),
-            SUB.into(),
-            "--cloud".into(),
-            endpoint.clone(),
-            "--arm-token".into(),
-            "env:ARM_TOKEN".into(),
-            "--progress".into(),
-            "none".into(),
-        ]
-    };
-    let run_with = |mut args: Vec<String>, extra: &[&str]| {
-        args.extend(extra.iter().map(|s| s.to_string()));
-        async move {
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            mirror(&refs, &[("ARM_TOKEN", ARM_TOKEN)]).await
-        }
+    let sync = |name: &str, extra: &[&str]| {
+        let mut all = words(&["azureml", "sync", "--progress", "none"]);
+        all.extend(w.workspace(name));
+        all.extend(words(extra));
+        all
     };
 
-    let run = run_with(base("bare"), &[]).await;
+    let run = w.mirror(&sync("bare", &[]), &[]).await;
     run.assert_code(2);
-    assert!(
-        run.stderr
-            .contains("workspace bare in resource group ml-rg")
-            && run.stderr.contains("no container registry attached")
-            && run.stderr.contains("--target"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &[
+            "workspace bare in resource group ml-rg",
+            "no container registry attached",
+            "--target",
+        ],
     );
 
     // With --target, the workspace still names the region: westus's tags
     // are looked for (the source has eastus's only: nothing to copy).
-    let run = run_with(
-        base("bare"),
-        &["--target", &w.target.host(), "--source", &w.source.host()],
-    )
-    .await;
-    assert!(
-        run.stderr.contains("region westus") && run.stderr.contains("westus-stable"),
-        "{}",
-        run.stderr
-    );
+    let target = w.target.host();
+    let run = w
+        .mirror(
+            &sync("bare", &["--target", &target, "--source", &w.source.host()]),
+            &[],
+        )
+        .await;
+    assert_said(&run, &["region westus", "westus-stable"]);
 
-    let run = run_with(base("ws"), &["--region", "westus"]).await;
+    let run = w.mirror(&sync("ws", &["--region", "westus"]), &[]).await;
     run.assert_code(2);
-    assert!(
-        run.stderr
-            .contains("\"westus\" disagrees with workspace ws")
-            && run.stderr.contains("which is in eastus"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &[
+            "\"westus\" disagrees with workspace ws",
+            "which is in eastus",
+        ],
     );
-    let run = run_with(base("ws"), &["--target", "fabrikam.azurecr.io/azureml"]).await;
+    let run = w
+        .mirror(
+            &sync("ws", &["--target", "fabrikam.azurecr.io/azureml"]),
+            &[],
+        )
+        .await;
     run.assert_code(2);
-    assert!(
-        run.stderr
-            .contains(&format!("whose registry is {} (contoso)", w.target.host())),
-        "{}",
-        run.stderr
-    );
+    assert_said(&run, &[&format!("whose registry is {target} (contoso)")]);
 
-    let run = run_with(base("nope"), &[]).await;
+    let run = w.mirror(&sync("nope", &[]), &[]).await;
     run.assert_code(2);
-    assert!(
-        run.stderr
-            .contains("workspace nope in resource group ml-rg")
-            && run.stderr.contains("404"),
-        "{}",
-        run.stderr
-    );
+    assert_said(&run, &["workspace nope in resource group ml-rg", "404"]);
 
     // A refused token exits 3, naming ARM's code, never the token.
-    let mut args = base("ws");
+    let mut args = sync("ws", &[]);
     for a in args.iter_mut().filter(|a| *a == "env:ARM_TOKEN") {
         *a = "env:WRONG".into();
     }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = mirror(&refs, &[("WRONG", "wrong-SECRET-token")]).await;
+    let run = w.mirror(&args, &[("WRONG", "wrong-SECRET-token")]).await;
     run.assert_code(3);
-    assert!(
-        run.stderr.contains("InvalidAuthenticationToken"),
-        "{}",
-        run.stderr
-    );
+    assert_said(&run, &["InvalidAuthenticationToken"]);
     assert_no_secret(&run);
     // No POST was ever made: lookups only.
     assert!(w.posts().is_empty());
+}
+
+#[tokio::test]
+async fn resource_manager_asks_the_entra_login_s_source_for_its_own_scope() {
+    let w = world().await;
+    let bin = tempfile::tempdir().unwrap();
+    let az_log = fake_az(bin.path(), ARM_TOKEN);
+    let endpoint = w.arm.endpoint();
+    let mut args = words(&[
+        "azureml",
+        "check",
+        "--workspace",
+        "ws",
+        "--resource-group",
+        RG,
+    ]);
+    args.extend(words(&[
+        "--subscription",
+        SUB,
+        "--cloud",
+        &endpoint,
+        "--entra-token",
+        "azure-cli",
+        "--tenant",
+        "contoso-tenant",
+    ]));
+    args.extend(w.private_source());
+    let run = w.mirror(&args, &[("PATH", &path_with(bin.path()))]).await;
+    // Nothing mirrored yet: every image missing (exit 1), but the
+    // workspace was read with the Azure CLI's token.
+    run.assert_code(1);
+    assert_no_secret(&run);
+    assert!(run.stdout.contains("6 missing"), "{}", run.stdout);
+    let calls = std::fs::read_to_string(&az_log).unwrap();
+    let arm_call = calls
+        .lines()
+        .find(|l| l.contains(&format!("--scope {endpoint}/.default")))
+        .unwrap_or_else(|| panic!("no token for Resource Manager's scope: {calls}"));
+    assert!(
+        arm_call.contains("account get-access-token")
+            && arm_call.contains("--tenant contoso-tenant"),
+        "{arm_call}"
+    );
+    assert_eq!(w.arm.requests().len(), 2);
 }
 
 #[tokio::test]
@@ -405,30 +413,19 @@ async fn six_server_side_imports_land_then_a_rerun_imports_none() {
     let run = w.run("sync", &args).await;
     run.assert_code(0);
     assert_no_secret(&run);
-    for repo in RUNTIME {
-        let source = w.source_digest(repo).await;
-        assert!(source.is_some(), "{repo}");
-        assert_eq!(w.target_digest(repo, "stable").await, source, "{repo}");
-    }
+    w.assert_all_landed().await;
     let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(images_with_status(&json, "imported").len(), 6, "{json:#}");
     assert_eq!(json["copied"], 6, "{json:#}");
-    assert!(
-        run.stderr
-            .contains("6 images: 0 current, 6 imported, 0 failed"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("importImage copies no referrers"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &[
+            "6 images: 0 current, 6 imported, 0 failed",
+            "importImage copies no referrers",
+        ],
     );
     // The job variables, after the job's pull was tried.
-    assert_eq!(
-        override_of(&run)["capabilities_registry"]["registry"]["url"],
-        w.target.host().as_str()
-    );
+    assert_eq!(job_registry(&run), w.target.host());
     // Six imports, each naming the source by its address with the
     // workspace's credentials (ARM got the password; no output did).
     let posts = w.posts();
@@ -442,12 +439,7 @@ async fn six_server_side_imports_land_then_a_rerun_imports_none() {
     w.arm.clear_requests();
     let run = w.run("sync", &args).await;
     run.assert_code(0);
-    assert!(
-        run.stderr
-            .contains("6 images: 6 current, 0 copied, 0 failed"),
-        "{}",
-        run.stderr
-    );
+    assert_said(&run, &["6 images: 6 current, 0 copied, 0 failed"]);
     assert!(w.posts().is_empty(), "{:#?}", w.posts());
 }
 
@@ -467,18 +459,14 @@ async fn a_failed_import_is_named_while_the_others_land_and_no_variables_are_pri
     run.assert_code(1);
     assert_no_secret(&run);
     assert_eq!(run.stdout, "", "no job variables when an image failed");
-    assert!(
-        run.stderr.contains("FAILED")
-            && run.stderr.contains(RUNTIME[2])
-            && run.stderr.contains("ImportSourceNotFound")
-            && run.stderr.contains("The source image was not found."),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("5 imported, 1 failed"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &[
+            &format!("FAILED      {}/{}", w.source.host(), RUNTIME[2]),
+            "ImportSourceNotFound",
+            "The source image was not found.",
+            "5 imported, 1 failed",
+        ],
     );
     for (i, repo) in RUNTIME.iter().enumerate() {
         let landed = w.target_digest(repo, "stable").await;
@@ -497,22 +485,19 @@ async fn an_import_the_identity_may_not_make_exits_3_naming_the_role() {
     args.extend_from_slice(&PULL);
     let run = w.run("sync", &args).await;
     run.assert_code(3);
+    assert_no_secret(&run);
+    assert_eq!(run.stdout, "", "no job variables");
+    assert_said(
+        &run,
+        &[
+            "AuthorizationFailed",
+            "6 images: 0 current, 0 copied, 6 failed",
+            "Microsoft.ContainerRegistry/registries/importImage/action on contoso",
+        ],
+    );
     assert!(
         !run.stderr.contains("docker login"),
         "no registry login hint for Resource Manager's refusal: {}",
-        run.stderr
-    );
-    assert_no_secret(&run);
-    assert_eq!(run.stdout, "", "no job variables");
-    assert!(
-        run.stderr.contains("AuthorizationFailed")
-            && run
-                .stderr
-                .contains("6 images: 0 current, 0 copied, 6 failed")
-            && run
-                .stderr
-                .contains("Microsoft.ContainerRegistry/registries/importImage/action on contoso"),
-        "{}",
         run.stderr
     );
 }
@@ -528,19 +513,15 @@ async fn throttled_polls_wait_as_told_and_an_import_past_its_deadline_fails_name
     });
     let mut args = vec!["--server-side", "--import-timeout", "6s"];
     args.extend_from_slice(&PULL);
-    let started = std::time::Instant::now();
     let run = w.run("sync", &args).await;
     run.assert_code(1);
-    assert!(started.elapsed() < Duration::from_secs(60));
-    assert!(
-        run.stderr.contains(RUNTIME[4]) && run.stderr.contains("still InProgress at the deadline"),
-        "the deadline is named: {}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("5 imported, 1 failed"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &[
+            &format!("{}:stable: importing", RUNTIME[4]),
+            "still InProgress at the deadline",
+            "5 imported, 1 failed",
+        ],
     );
     // After each 429 the next status request waited its Retry-After.
     let requests = w.arm.requests();
@@ -561,109 +542,71 @@ async fn throttled_polls_wait_as_told_and_an_import_past_its_deadline_fails_name
 }
 
 #[tokio::test]
-async fn a_dry_run_asks_for_no_import_and_a_source_out_of_reach_is_noted() {
+async fn a_dry_run_or_a_held_lock_asks_for_nothing() {
     let w = world().await;
     let mut args = vec!["--server-side", "--dry-run"];
     args.extend_from_slice(&PULL);
     let run = w.run("sync", &args).await;
     run.assert_code(0);
     assert!(w.posts().is_empty());
-    assert!(
-        run.stderr.contains("dry run: would ask contoso to import")
-            && run
-                .stderr
-                .contains("dry run: 6 images: 0 current, 6 to copy"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &[
+            "dry run: would ask contoso to import",
+            "dry run: 6 images: 0 current, 6 to copy",
+        ],
     );
     assert!(w.target_digest(RUNTIME[0], "stable").await.is_none());
 
     // Another run holding the lock: exit 4, nothing asked.
     let dir = tempfile::tempdir().unwrap();
     let lock = dir.path().join("azureml.lock");
-    let held = mirror::sync::lock::RunLock::acquire(&lock).unwrap();
-    let mut locked = vec!["--server-side", "--lock-file", lock.to_str().unwrap()];
-    locked.extend_from_slice(&PULL);
-    let run = w.run("sync", &locked).await;
+    let _held = mirror::sync::lock::RunLock::acquire(&lock).unwrap();
+    let mut args = vec!["--server-side", "--lock-file", lock.to_str().unwrap()];
+    args.extend_from_slice(&PULL);
+    let run = w.run("sync", &args).await;
     run.assert_code(4);
     assert!(w.posts().is_empty());
-    drop(held);
+}
 
-    // This machine cannot reach the source (its only way out is a proxy
-    // that is not there; ARM and the target are reached directly): the
-    // source side is skipped with a note, and the imports still land.
+#[tokio::test]
+async fn a_source_this_machine_cannot_reach_is_skipped_with_a_note() {
+    let w = world().await;
+    // Its only way out is a proxy that is not there; ARM and the target
+    // are reached directly.
     let no_proxy = format!(
         "{},{}",
         w.arm.endpoint().trim_start_matches("http://"),
         w.target.host()
     );
     let env = [
-        ("ARM_TOKEN", ARM_TOKEN),
-        ("SOURCE_PW", SOURCE_PASSWORD),
-        ("PULL_PW", PULL_PASSWORD),
         ("NO_PROXY", no_proxy.as_str()),
         ("HTTPS_PROXY", "http://127.0.0.1:9"),
         ("HTTP_PROXY", "http://127.0.0.1:9"),
     ];
-    let source = w.source.host();
-    let endpoint = w.arm.endpoint();
-    let base = [
-        "azureml",
-        "sync",
-        "--workspace",
-        "ws",
-        "--resource-group",
-        RG,
-        "--subscription",
-        SUB,
-        "--cloud",
-        &endpoint,
-        "--arm-token",
-        "env:ARM_TOKEN",
-        "--source",
-        &source,
-        "--source-username",
-        "workspace",
-        "--source-password-env",
-        "SOURCE_PW",
-        "--server-side",
-    ];
-    let mut args = base.to_vec();
-    args.extend_from_slice(&PULL);
-    let run = mirror(&args, &env).await;
+    let mut args = words(&["azureml", "sync", "--server-side"]);
+    args.extend(w.workspace("ws"));
+    args.extend(w.private_source());
+    args.extend(words(&PULL));
+    let run = w.mirror(&args, &env).await;
     run.assert_code(0);
     assert_no_secret(&run);
-    assert!(
-        run.stderr
-            .contains("source not reachable from here, only the target checked"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &[
+            "source not reachable from here, only the target checked",
+            "6 imported, 0 failed",
+        ],
     );
-    assert!(
-        run.stderr.contains("6 imported, 0 failed"),
-        "{}",
-        run.stderr
-    );
-    for repo in RUNTIME {
-        assert_eq!(
-            w.target_digest(repo, "stable").await,
-            w.source_digest(repo).await,
-            "{repo}"
-        );
-    }
+    w.assert_all_landed().await;
 
     // --no-source-check: not even tried; every image is imported again,
     // since nothing here can tell it is current.
     w.arm.clear_requests();
-    args.push("--no-source-check");
-    let run = mirror(&args, &env).await;
+    args.push("--no-source-check".into());
+    let run = w.mirror(&args, &env).await;
     run.assert_code(0);
-    assert!(
-        run.stderr
-            .contains("source not asked: this machine does not reach"),
-        "{}",
-        run.stderr
-    );
+    assert_said(&run, &["source not asked: this machine does not reach"]);
     assert_eq!(w.posts().len(), 6);
 }
 
@@ -674,145 +617,40 @@ async fn without_a_workspace_the_registry_is_named_by_its_resource_group() {
     let host = w.target.host();
     let name = host.split('.').next().unwrap();
     w.arm.add_registry(SUB, "acr-rg", name, &host);
-    let (source, endpoint) = (w.source.host(), w.arm.endpoint());
-    let args = |extra: &[&'static str]| {
-        let mut all: Vec<String> = [
+    let sync = |extra: &[&str]| {
+        let mut all = words(&[
             "azureml",
             "sync",
+            "--server-side",
             "--region",
             "eastus",
             "--target",
             &host,
-            "--source",
-            &source,
-            "--source-username",
-            "workspace",
-            "--source-password-env",
-            "SOURCE_PW",
-            "--subscription",
-            SUB,
-            "--cloud",
-            &endpoint,
-            "--arm-token",
-            "env:ARM_TOKEN",
-            "--server-side",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        all.extend(extra.iter().map(|s| s.to_string()));
+        ]);
+        all.extend(w.arm_flags());
+        all.extend(w.private_source());
+        all.extend(words(extra));
         all
     };
-    let env = [("ARM_TOKEN", ARM_TOKEN), ("SOURCE_PW", SOURCE_PASSWORD)];
-    let run_args = |a: Vec<String>| async move {
-        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-        mirror(&refs, &env).await
-    };
 
-    let run = run_args(args(&[])).await;
+    let run = w.mirror(&sync(&[]), &[]).await;
     run.assert_code(2);
-    assert!(
-        run.stderr.contains("--registry-resource-group GROUP"),
-        "{}",
-        run.stderr
-    );
-    let run = run_args(args(&["--registry-resource-group", "wrong-rg"])).await;
+    assert_said(&run, &["--registry-resource-group GROUP"]);
+    let run = w
+        .mirror(&sync(&["--registry-resource-group", "wrong-rg"]), &[])
+        .await;
     run.assert_code(2);
-    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+    assert_said(&run, &["not found"]);
 
-    let run = run_args(args(&["--registry-resource-group", "acr-rg"])).await;
+    let run = w
+        .mirror(&sync(&["--registry-resource-group", "acr-rg"]), &[])
+        .await;
     run.assert_code(0);
     assert_no_secret(&run);
-    assert!(
-        run.stderr.contains("6 imported, 0 failed"),
-        "{}",
-        run.stderr
+    assert_said(
+        &run,
+        &["6 imported, 0 failed", "warning: no pull credentials given"],
     );
-    assert!(
-        run.stderr.contains("warning: no pull credentials given"),
-        "{}",
-        run.stderr
-    );
-    for repo in RUNTIME {
-        assert_eq!(
-            w.target_digest(repo, "stable").await,
-            w.source_digest(repo).await,
-            "{repo}"
-        );
-    }
+    w.assert_all_landed().await;
     assert!(w.posts()[0].path.contains("/resourceGroups/acr-rg/"));
-}
-
-/// A stand-in for the Azure CLI: logs its arguments, prints the token ARM
-/// takes.
-fn fake_az(dir: &std::path::Path) -> std::path::PathBuf {
-    let script = dir.join("az");
-    let log = dir.join("az.log");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> '{}'\nprintf '{{\"accessToken\": \"{ARM_TOKEN}\", \"expires_on\": %s, \"tokenType\": \"Bearer\"}}' $(( $(date +%s) + 3600 ))\n",
-            log.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    log
-}
-
-#[tokio::test]
-async fn resource_manager_asks_the_entra_login_s_source_for_its_own_scope() {
-    let w = world().await;
-    let bin = tempfile::tempdir().unwrap();
-    let az_log = fake_az(bin.path());
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap()
-    );
-    let endpoint = w.arm.endpoint();
-    let source = w.source.host();
-    let run = mirror(
-        &[
-            "azureml",
-            "check",
-            "--workspace",
-            "ws",
-            "--resource-group",
-            RG,
-            "--subscription",
-            SUB,
-            "--cloud",
-            &endpoint,
-            "--entra-token",
-            "azure-cli",
-            "--tenant",
-            "contoso-tenant",
-            "--source",
-            &source,
-            "--source-username",
-            "workspace",
-            "--source-password-env",
-            "SOURCE_PW",
-        ],
-        &[("PATH", path.as_str()), ("SOURCE_PW", SOURCE_PASSWORD)],
-    )
-    .await;
-    // Nothing mirrored yet: every image missing (exit 1), but the
-    // workspace was read with the Azure CLI's token.
-    run.assert_code(1);
-    assert_no_secret(&run);
-    assert!(run.stdout.contains("6 missing"), "{}", run.stdout);
-    let calls = std::fs::read_to_string(&az_log).unwrap();
-    let arm_call = calls
-        .lines()
-        .find(|l| l.contains(&format!("--scope {endpoint}/.default")))
-        .unwrap_or_else(|| panic!("no token for Resource Manager's scope: {calls}"));
-    assert!(
-        arm_call.contains("account get-access-token")
-            && arm_call.contains("--tenant contoso-tenant"),
-        "{arm_call}"
-    );
-    assert_eq!(w.arm.requests().len(), 2);
 }
