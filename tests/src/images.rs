@@ -244,8 +244,18 @@ pub async fn push_index(
 
 /// The digest `host/name:tag` names, if the tag exists (asked anonymously).
 pub async fn tag_digest(host: &str, name: &str, tag: &str) -> Option<Digest> {
-    let r = Reference::parse(&format!("{host}/{name}:{tag}")).unwrap();
-    client(host, None)
+    digest_as(host, None, &format!("{host}/{name}:{tag}")).await
+}
+
+/// The digest `reference` (at `host`) names, if it exists, asked as
+/// `credential` (anonymously when `None`).
+pub async fn digest_as(
+    host: &str,
+    credential: Option<Credential>,
+    reference: &str,
+) -> Option<Digest> {
+    let r = Reference::parse(reference).unwrap();
+    client(host, credential)
         .head_manifest(&r)
         .await
         .unwrap()

@@ -20,9 +20,9 @@ use mirror::azureml::server_side::{
 use mirror::azureml::workspace::{resolve, workspace_id};
 use mirror_tests::arm_server::{ArmRequest, ArmServer, PollHeaders};
 use mirror_tests::fixtures::{self, azureml_images, push_as, GeneratedImage, Scale};
-use mirror_tests::images::client;
+use mirror_tests::images::{client, digest_as};
 use mirror_tests::{Fault, FaultProxy, Registry, Rule};
-use registry_client::{Credential, Digest, Reference, Secret};
+use registry_client::{Credential, Secret};
 
 const SUB: &str = "00000000-1111-2222-3333-444444444444";
 const RG: &str = "ml-rg";
@@ -104,14 +104,6 @@ fn preset(w: &World) -> Vec<PresetImage> {
     }
     .images()
     .unwrap()
-}
-
-async fn digest(host: &str, cred: Option<Credential>, reference: &str) -> Option<Digest> {
-    client(host, cred)
-        .head_manifest(&Reference::parse(reference).unwrap())
-        .await
-        .unwrap()
-        .map(|m| m.digest)
 }
 
 /// A token provider that counts its calls and keeps the scopes asked for.
@@ -266,13 +258,13 @@ async fn six_server_side_imports_land_with_the_source_digests() {
         assert!(done.polls >= 1);
     }
     for image in &images {
-        let source = digest(
+        let source = digest_as(
             &w.source.host(),
             None,
             &format!("{}:{}", image.source, image.source_tag),
         )
         .await;
-        let target = digest(&w.target.host(), None, &format!("{}:stable", image.target)).await;
+        let target = digest_as(&w.target.host(), None, &format!("{}:stable", image.target)).await;
         assert!(source.is_some());
         assert_eq!(target, source, "{}", image.name);
     }

@@ -11,9 +11,9 @@ use mirror_tests::arm_server::{ArmRequest, ArmServer};
 use mirror_tests::azure_cli::{fake_az, path_with};
 use mirror_tests::cli::{images_with_status, mirror, Run};
 use mirror_tests::fixtures::{self, azureml_images, push_as, Scale};
-use mirror_tests::images::client;
+use mirror_tests::images::digest_as;
 use mirror_tests::{Registry, TokenServer, TokenServerOptions};
-use registry_client::{Credential, Digest, Reference};
+use registry_client::{Credential, Digest};
 use serde_json::Value;
 
 const RUNTIME: [&str; 6] = mirror::azureml::images::RUNTIME_REPOSITORIES;
@@ -134,13 +134,13 @@ impl World {
 
     async fn target_digest(&self, repo: &str, tag: &str) -> Option<Digest> {
         let host = self.target.host();
-        head(&host, None, &format!("{host}/{repo}:{tag}")).await
+        digest_as(&host, None, &format!("{host}/{repo}:{tag}")).await
     }
 
     async fn source_digest(&self, repo: &str) -> Option<Digest> {
         let host = self.source.host();
         let cred = Credential::basic("workspace", SOURCE_PASSWORD);
-        head(&host, Some(cred), &format!("{host}/{repo}:eastus-stable")).await
+        digest_as(&host, Some(cred), &format!("{host}/{repo}:eastus-stable")).await
     }
 
     /// Every runtime image's target tag holds the source's digest.
@@ -159,14 +159,6 @@ impl World {
             .filter(|r| r.method == "POST")
             .collect()
     }
-}
-
-async fn head(host: &str, cred: Option<Credential>, reference: &str) -> Option<Digest> {
-    client(host, cred)
-        .head_manifest(&Reference::parse(reference).unwrap())
-        .await
-        .unwrap()
-        .map(|m| m.digest)
 }
 
 fn assert_no_secret(run: &Run) {
