@@ -1101,3 +1101,44 @@ async fn the_help_gives_the_spool_threshold_the_code_uses() {
         assert!(described.contains(&default), "{command}: {described}");
     }
 }
+
+/// An unchanged image's two HEADs go at once: the target's is asked while
+/// the source's answer is still held back (one round trip, not two, on a
+/// link with latency).
+#[tokio::test]
+async fn the_source_and_target_heads_of_a_tag_go_at_once() {
+    let (src, src_proxy) = open_registry_behind_proxy().await;
+    let (dst, dst_proxy) = open_registry_behind_proxy().await;
+    push_tags(&src, "app/img", &["v1"], 30).await;
+    push_tags(&dst, "app/img", &["v1"], 30).await;
+    let hold = std::time::Duration::from_millis(1500);
+    src_proxy.add_rule(
+        Rule::new(Fault::Delay(hold))
+            .method(http::Method::HEAD)
+            .path_contains("/manifests/"),
+    );
+    let scratch = Scratch::new();
+    let (p, d) = (src_proxy.host(), dst_proxy.host());
+    let config = scratch.write(
+        "sync.yaml",
+        &format!("sync:\n  - {{source: {p}/app/img, target: {d}/app/img, tags: [v1]}}\n"),
+    );
+    let (run, report) = scratch.sync(&[config.to_str().unwrap()]).await;
+    run.assert_code(0);
+    assert_eq!(report["current"], 1, "{report:#}");
+    let heads = |proxy: &mirror_tests::FaultProxy| {
+        proxy
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == http::Method::HEAD && r.path.contains("/manifests/"))
+            .map(|r| r.arrived)
+            .collect::<Vec<_>>()
+    };
+    let (source, target) = (heads(&src_proxy), heads(&dst_proxy));
+    assert_eq!((source.len(), target.len()), (1, 1));
+    // Asked before the source could have answered.
+    assert!(
+        target[0] < source[0] + hold,
+        "the target's HEAD waited for the source's answer"
+    );
+}

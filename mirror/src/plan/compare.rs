@@ -79,42 +79,52 @@ async fn compare_one(it: &Job) -> State {
         error: format!("{what}: {e}"),
         kind: e.kind(),
     };
-    let (source_digest, expected) = if it.selection.platforms.is_empty() {
-        match source.resolve_digest(&it.source_ref).await {
-            Ok(Some(d)) => (d.clone(), d),
-            Ok(None) => {
-                return State::Failed {
+    // A target tag does not depend on the source's answer: both HEADs go
+    // at once, one round trip instead of two. A target by digest waits
+    // for the digest.
+    let source_side = async {
+        if it.selection.platforms.is_empty() {
+            match source.resolve_digest(&it.source_ref).await {
+                Ok(Some(d)) => Ok((d.clone(), d)),
+                Ok(None) => Err(State::Failed {
                     error: format!("{} not found at the source", it.source_label),
                     kind: ErrorKind::NotFound,
+                }),
+                Err(e) => Err(fail(format!("reading {}", it.source_label), e)),
+            }
+        } else {
+            // The digest the engine gives the root under this selection; a
+            // filter that keeps nothing fails when the image is copied.
+            match source.resolve(&it.source_ref).await {
+                Ok(m) => {
+                    let expected = graph::select_root(&m, &it.selection)
+                        .map(|(root, _, _)| root.digest)
+                        .unwrap_or_else(|_| m.digest.clone());
+                    Ok((m.digest, expected))
                 }
+                Err(e) => Err(fail(format!("reading {}", it.source_label), e)),
             }
-            Err(e) => return fail(format!("reading {}", it.source_label), e),
-        }
-    } else {
-        // The digest the engine gives the root under this selection; a
-        // filter that keeps nothing fails when the image is copied.
-        match source.resolve(&it.source_ref).await {
-            Ok(m) => {
-                let expected = graph::select_root(&m, &it.selection)
-                    .map(|(root, _, _)| root.digest)
-                    .unwrap_or_else(|_| m.digest.clone());
-                (m.digest, expected)
-            }
-            Err(e) => return fail(format!("reading {}", it.source_label), e),
         }
     };
-    let target_before = match &it.target {
-        None => None,
-        Some(t) => {
-            let at = match &it.target_tag {
-                Some(tag) => ImageRef::Tag(tag.clone()),
-                None => ImageRef::Digest(expected.clone()),
-            };
-            match t.current(&at).await {
-                Ok(d) => d,
-                Err(e) => return fail(format!("reading {}", it.target_label), e),
-            }
+    let target_tag = async {
+        match (&it.target, &it.target_tag) {
+            (Some(t), Some(tag)) => Some(t.current(&ImageRef::Tag(tag.clone())).await),
+            _ => None,
         }
+    };
+    let (source_side, target_tag) = tokio::join!(source_side, target_tag);
+    let (source_digest, expected) = match source_side {
+        Ok(digests) => digests,
+        Err(failed) => return failed,
+    };
+    let target_before = match (target_tag, &it.target) {
+        (Some(answer), _) => answer,
+        (None, Some(t)) => t.current(&ImageRef::Digest(expected.clone())).await,
+        (None, None) => Ok(None),
+    };
+    let target_before = match target_before {
+        Ok(d) => d,
+        Err(e) => return fail(format!("reading {}", it.target_label), e),
     };
     if target_before.as_ref() == Some(&expected) {
         match new_referrers(it, &source_digest, &expected).await {
