@@ -72,6 +72,10 @@ struct Args {
     /// limit speaks plain HTTP only and is left out.
     #[arg(long)]
     tls: bool,
+    /// The mirror binary to measure (default: `target/release/mirror`,
+    /// built now), so several invocations measure one build.
+    #[arg(long, value_name = "PATH")]
+    mirror_bin: Option<PathBuf>,
     /// (cargo bench passes this)
     #[arg(long, hide = true)]
     bench: bool,
@@ -184,7 +188,10 @@ async fn bench(
     out: PathBuf,
     cache: PathBuf,
 ) -> anyhow::Result<()> {
-    let mirror_bin = build_mirror()?;
+    let mirror_bin = match &args.mirror_bin {
+        Some(bin) => bin.clone(),
+        None => build_mirror()?,
+    };
     std::fs::create_dir_all(&cache)?;
     let ca = if args.tls { Some(TestCa::new()?) } else { None };
     let setup = Setup {
@@ -245,6 +252,7 @@ async fn bench(
                 let bench = Bench {
                     setup: &setup,
                     src: &src,
+                    storage: &storage,
                     src_front: src_front.as_ref(),
                     link: link.clone(),
                     prepared: &prepared,
@@ -336,6 +344,8 @@ fn addr(r: &Registry) -> anyhow::Result<SocketAddr> {
 struct Bench<'a> {
     setup: &'a Setup<'a>,
     src: &'a Registry,
+    /// The source's storage as prepared, before any update.
+    storage: &'a std::path::Path,
     src_front: Option<&'a Shaper>,
     link: Option<Arc<Link>>,
     prepared: &'a Prepared,
@@ -376,10 +386,12 @@ impl Bench<'_> {
         };
         let client = setup.client(&src.host());
         if phase != Phase::Cold {
-            // The target as a cold copy leaves it: the source's storage.
+            // The target as a cold copy leaves it: the source's storage as
+            // prepared (not as updates have left it: it would hold their
+            // blobs).
             let repos = prepared.repositories();
             tokio::task::block_in_place(|| {
-                seed::clone_storage(src.storage_dir(), dst.storage_dir(), Some(&repos))
+                seed::clone_storage(self.storage, dst.storage_dir(), Some(&repos))
             })?;
         }
         let mut images = prepared.images.clone();
@@ -406,16 +418,27 @@ impl Bench<'_> {
         let requests = || src.access_log().len() + dst.access_log().len();
         let requests_before = requests();
         let measured = measure::run(&mut copier.command(&job(&images, heads_only))?);
+        // Counted before the source is restored (its pushes are not the run's).
+        let (source_bytes, requests) = (
+            src.response_bytes("GET", "/blobs/") - before,
+            (requests() - requests_before) as u64,
+        );
         if let Some(u) = update {
             push_layout(&client, &src.host(), &u.restore).await?;
         }
         let mut sample = measured?;
-        sample.source_bytes = src.response_bytes("GET", "/blobs/") - before;
-        sample.requests = (requests() - requests_before) as u64;
+        sample.source_bytes = source_bytes;
+        sample.requests = requests;
         if let (Some(link), Copier::Limit) = (&self.link, copier) {
+            // An unchanged re-run moves no blob.
+            let bytes = if heads_only {
+                0
+            } else {
+                limit::unique_bytes(&images)
+            };
             sample.wall = limit::wan_bound(
                 sample.wall,
-                limit::unique_bytes(&images),
+                bytes,
                 &link.profile,
                 limit::round_trips(&images, heads_only),
             );

@@ -70,7 +70,12 @@ pub fn svg(title: &str, panels: &[Panel]) -> String {
         .iter()
         .map(|p| p.groups.iter().map(group_width).sum::<f64>())
         .fold(0.0, f64::max);
-    let width = (LEFT + plot_width + RIGHT).max(480.0);
+    let legend_width: f64 = names
+        .iter()
+        .map(|n| 20.0 + 6.0 * n.chars().count() as f64)
+        .sum::<f64>()
+        + 50.0;
+    let width = (LEFT + plot_width.max(legend_width) + RIGHT).max(480.0);
     let panel_height = ABOVE + PLOT + BELOW;
     let height = 30.0 + LEGEND + panel_height * panels.len() as f64;
 
