@@ -1,6 +1,13 @@
-//! Blob uploads: sessions, monolithic streaming PUT, chunked PATCH that
-//! resumes from the server's upload status, finish, cancel, and
-//! cross-repository mount.
+//! Blob uploads: sessions, monolithic streaming PUT, chunked PATCHes (each
+//! body streamed from a source that can be read again from an offset, or
+//! a buffered chunk) that resume from the server's upload status, finish,
+//! cancel, and cross-repository mount.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -226,9 +233,14 @@ impl UploadSession {
         if chunk.is_empty() {
             return Ok(self.offset);
         }
+        let len = chunk.len() as u64;
+        self.patch_body(reqwest::Body::from(chunk), len).await
+    }
+
+    /// A `PATCH` of the next `len` (> 0) bytes, `body` sent once.
+    async fn patch_body(&mut self, body: reqwest::Body, len: u64) -> Result<u64, Error> {
         let start = self.offset;
-        let end = start + chunk.len() as u64 - 1;
-        let len = chunk.len().to_string();
+        let end = start + len - 1;
         let call = Call::new(
             Method::PATCH,
             self.location.clone(),
@@ -237,9 +249,9 @@ impl UploadSession {
         )
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CONTENT_RANGE, &format!("{start}-{end}"))
-        .header(header::CONTENT_LENGTH, &len)
+        .header(header::CONTENT_LENGTH, &len.to_string())
         // A one-shot body: a failed PATCH is continued from the status.
-        .body(Body::Stream(Some(reqwest::Body::from(chunk))));
+        .body(Body::Stream(Some(body)));
         let resp = self.client.send(call).await?;
         self.location = location(&self.location, &resp, "PATCH")?;
         self.offset = end + 1;
@@ -262,8 +274,10 @@ impl UploadSession {
     }
 
     /// Upload a stream in chunks of `chunk_size` (raised to the registry's
-    /// minimum). Memory holds one chunk. A PATCH that fails is resumed: the
-    /// session status says how much arrived and the rest of the chunk follows.
+    /// minimum). Memory holds one chunk, to send again what a failed PATCH
+    /// did not deliver: the session status says how much arrived and the
+    /// rest of the chunk follows. A source that can be read again from an
+    /// offset holds none with [`UploadSession::upload_chunked_from`].
     /// Returns the bytes the session holds; close it with
     /// [`UploadSession::finish`].
     ///
@@ -277,35 +291,7 @@ impl UploadSession {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: Into<Error>,
     {
-        self.upload_chunked_with(stream, chunk_size, |_| {}).await
-    }
-
-    /// [`UploadSession::upload_chunked`], calling `confirmed` after every
-    /// chunk the registry accepted (to persist the session's location and
-    /// offset, which change with each chunk).
-    pub async fn upload_chunked_with<S, E, F>(
-        &mut self,
-        stream: S,
-        chunk_size: usize,
-        mut confirmed: F,
-    ) -> Result<u64, Error>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: Into<Error>,
-        F: FnMut(&UploadSession),
-    {
-        let min_chunk = self.min_chunk.unwrap_or(0);
-        if min_chunk > MAX_SERVER_CHUNK {
-            return Err(Error::TooLarge {
-                what: format!(
-                    "the upload chunk the registry asks for (OCI-Chunk-Min-Length {min_chunk})"
-                ),
-                url: redact_url(&self.location),
-                limit: MAX_SERVER_CHUNK,
-            });
-        }
-        // Within the bound, so it fits a usize on every supported target.
-        let chunk_size = chunk_size.max(min_chunk as usize).max(1);
+        let chunk_size = self.chunk_len(chunk_size)?;
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(chunk_size);
         loop {
@@ -318,12 +304,98 @@ impl UploadSession {
                 let n = buf.len().min(chunk_size);
                 let chunk = buf.split_to(n).freeze();
                 self.patch_resuming(chunk).await?;
-                confirmed(self);
             }
             if at_end {
                 return Ok(self.offset);
             }
         }
+    }
+
+    /// Upload a blob of `size` bytes in chunks of `chunk_size` (raised to
+    /// the registry's minimum), each PATCH's body streamed from the source:
+    /// memory holds no chunk, only the pieces in flight. `open(offset)`
+    /// gives the blob's bytes from `offset` to its end. It is called for the
+    /// first chunk at the session's offset, and again after a PATCH that
+    /// failed: the session status says how much arrived, and the upload
+    /// continues from there (a bounded number of times per chunk). The last
+    /// stream is read to its end, so a verifying stream has checked the
+    /// digest before this returns. `confirmed` is called after every chunk
+    /// the registry accepted (to persist the session's location and
+    /// offset, which change with each chunk). Close the session with
+    /// [`UploadSession::finish`].
+    ///
+    /// # Errors
+    ///
+    /// The source's own, from `open` or its stream (a chunk that broke
+    /// because its source did is not resumed); [`Error::Io`] for a stream
+    /// that ends before `size` bytes or runs past them; [`Error::TooLarge`]
+    /// for a registry minimum past [`crate::limits::MAX_SERVER_CHUNK`]; a
+    /// PATCH failure that resuming did not cure.
+    pub async fn upload_chunked_from<O, Fut, S, F>(
+        &mut self,
+        size: u64,
+        chunk_size: usize,
+        mut open: O,
+        mut confirmed: F,
+    ) -> Result<u64, Error>
+    where
+        O: FnMut(u64) -> Fut,
+        Fut: Future<Output = Result<S, Error>>,
+        S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
+        F: FnMut(&UploadSession),
+    {
+        let chunk_size = self.chunk_len(chunk_size)? as u64;
+        let source: Shared = Arc::default();
+        while self.offset < size {
+            let start = self.offset;
+            let end = start.saturating_add(chunk_size).min(size);
+            let mut resumes = 0;
+            loop {
+                source_at(&source, self.offset, &mut open).await?;
+                let len = end - self.offset;
+                let body = ChunkBody::next(&source, len);
+                let sent = self.patch_body(reqwest::Body::wrap_stream(body), len).await;
+                let source_failed = ChunkSource::end_turn(&source);
+                match sent {
+                    Ok(_) => break,
+                    Err(e) => {
+                        if let Some(failed) = source_failed {
+                            return Err(failed);
+                        }
+                        if !resumable(&e) || resumes >= PATCH_RESUMES {
+                            return Err(e);
+                        }
+                        resumes += 1;
+                        if self.resume_point(&e, start, end, resumes).await? == end {
+                            break;
+                        }
+                    }
+                }
+            }
+            confirmed(self);
+        }
+        // The stream is read to its end, where a verifying stream checks
+        // the digest (for a session continued whole, that is all of it).
+        source_at(&source, self.offset, &mut open).await?;
+        ChunkSource::read_to_end(&source, size).await?;
+        Ok(self.offset)
+    }
+
+    /// The chunk size to use: `asked`, raised to the registry's minimum
+    /// when that is within [`MAX_SERVER_CHUNK`].
+    fn chunk_len(&self, asked: usize) -> Result<usize, Error> {
+        let min_chunk = self.min_chunk.unwrap_or(0);
+        if min_chunk > MAX_SERVER_CHUNK {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "the upload chunk the registry asks for (OCI-Chunk-Min-Length {min_chunk})"
+                ),
+                url: redact_url(&self.location),
+                limit: MAX_SERVER_CHUNK,
+            });
+        }
+        // Within the bound, so it fits a usize on every supported target.
+        Ok(asked.max(min_chunk as usize).max(1))
     }
 
     async fn patch_resuming(&mut self, chunk: Bytes) -> Result<(), Error> {
@@ -335,30 +407,40 @@ impl UploadSession {
             let rest = chunk.slice((sent_from - start) as usize..);
             match self.patch(rest).await {
                 Ok(_) => return Ok(()),
-                Err(e)
-                    if (e.is_retryable() || e.kind() == crate::ErrorKind::Protocol)
-                        && resumes < PATCH_RESUMES =>
-                {
+                Err(e) if resumable(&e) && resumes < PATCH_RESUMES => {
                     resumes += 1;
-                    tracing::debug!(error = %e, "PATCH failed; asking the registry how much arrived");
-                    tokio::time::sleep(self.client.config().retry.backoff(resumes)).await;
-                    let have = self.status().await?;
-                    if have < start || have > end {
-                        return Err(Error::Protocol {
-                            method: "PATCH".into(),
-                            url: redact_url(&self.location),
-                            reason: format!(
-                                "after a failed chunk the registry holds {have} bytes, outside the chunk {start}..{end}"
-                            ),
-                        });
-                    }
-                    if have == end {
+                    if self.resume_point(&e, start, end, resumes).await? == end {
                         return Ok(());
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// After a failed PATCH of the chunk `start..end`: wait out the
+    /// backoff, then ask the registry how much it holds, which must lie in
+    /// the chunk. The session's offset is then that amount.
+    async fn resume_point(
+        &mut self,
+        error: &Error,
+        start: u64,
+        end: u64,
+        resumes: u32,
+    ) -> Result<u64, Error> {
+        tracing::debug!(error = %error, "PATCH failed; asking the registry how much arrived");
+        tokio::time::sleep(self.client.config().retry.backoff(resumes)).await;
+        let have = self.status().await?;
+        if have < start || have > end {
+            return Err(Error::Protocol {
+                method: "PATCH".into(),
+                url: redact_url(&self.location),
+                reason: format!(
+                    "after a failed chunk the registry holds {have} bytes, outside the chunk {start}..{end}"
+                ),
+            });
+        }
+        Ok(have)
     }
 
     /// Close the session: `PUT ?digest=`. The registry verifies the digest.
@@ -451,6 +533,177 @@ impl UploadSession {
     }
 }
 
+/// Whether a failed PATCH is worth asking the session's status about: a
+/// transient failure, or a registry whose account of the session differs
+/// from ours.
+fn resumable(e: &Error) -> bool {
+    e.is_retryable() || e.kind() == crate::ErrorKind::Protocol
+}
+
+type SourceStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
+type Shared = Arc<Mutex<ChunkSource>>;
+
+/// A blob's bytes as the bodies of its chunks take them, from one stream.
+#[derive(Default)]
+struct ChunkSource {
+    stream: Option<SourceStream>,
+    /// The blob offset of the next byte handed out.
+    at: u64,
+    /// Read past the last chunk's end: the next chunk's first bytes.
+    spare: Bytes,
+    /// The stream's own failure: the chunk it broke is not resumed.
+    failed: Option<Error>,
+    /// Which body may read. A connection may hold on to a body after its
+    /// PATCH ended; that body must not take the next chunk's bytes.
+    turn: u64,
+}
+
+fn lock(source: &Shared) -> std::sync::MutexGuard<'_, ChunkSource> {
+    source.lock().expect("chunk source")
+}
+
+/// Make `source` give the blob's bytes from `offset`: with the stream it
+/// has when that stands there, else with a new one from `open`.
+async fn source_at<O, Fut, S>(source: &Shared, offset: u64, open: &mut O) -> Result<(), Error>
+where
+    O: FnMut(u64) -> Fut,
+    Fut: Future<Output = Result<S, Error>>,
+    S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
+{
+    let old = {
+        let mut s = lock(source);
+        if s.stream.is_some() && s.at == offset {
+            return Ok(());
+        }
+        s.spare = Bytes::new();
+        s.stream.take()
+    };
+    // The old stream goes first: it may hold a host permit, or a spool
+    // file that the new one reads.
+    drop(old);
+    let stream = open(offset).await?;
+    let mut s = lock(source);
+    s.stream = Some(Box::pin(stream));
+    s.at = offset;
+    s.failed = None;
+    Ok(())
+}
+
+impl ChunkSource {
+    /// The PATCH of the current body ended: no body reads until the next
+    /// one. Returns the source's failure if that broke the body.
+    fn end_turn(source: &Shared) -> Option<Error> {
+        let mut s = lock(source);
+        s.turn += 1;
+        s.failed.take()
+    }
+
+    /// Read the rest of the stream, which must hold no more bytes: a
+    /// verifying stream reports a wrong digest at its end.
+    async fn read_to_end(source: &Shared, size: u64) -> Result<(), Error> {
+        let (stream, spare) = {
+            let mut s = lock(source);
+            (s.stream.take(), std::mem::take(&mut s.spare))
+        };
+        let too_long = || {
+            Error::io(
+                "reading the blob to upload",
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the source has more than the blob's {size} bytes"),
+                ),
+            )
+        };
+        if !spare.is_empty() {
+            return Err(too_long());
+        }
+        let Some(mut stream) = stream else {
+            return Ok(());
+        };
+        while let Some(item) = stream.next().await {
+            if !item?.is_empty() {
+                return Err(too_long());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One PATCH's body: the next `left` bytes of the source, passed through
+/// as they arrive.
+struct ChunkBody {
+    source: Shared,
+    turn: u64,
+    left: u64,
+}
+
+impl ChunkBody {
+    /// The body of the next chunk, `len` bytes; it takes the turn.
+    fn next(source: &Shared, len: u64) -> Self {
+        let mut s = lock(source);
+        s.turn += 1;
+        ChunkBody {
+            source: source.clone(),
+            turn: s.turn,
+            left: len,
+        }
+    }
+}
+
+impl Stream for ChunkBody {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.left == 0 {
+            return Poll::Ready(None);
+        }
+        let mut guard = lock(&this.source);
+        let s = &mut *guard;
+        if s.turn != this.turn {
+            return Poll::Ready(Some(Err(io::Error::other("this chunk's PATCH has ended"))));
+        }
+        loop {
+            let mut piece = if s.spare.is_empty() {
+                let Some(stream) = s.stream.as_mut() else {
+                    return Poll::Ready(Some(Err(io::Error::other("the source has failed"))));
+                };
+                match stream.as_mut().poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(piece))) => piece,
+                    Poll::Ready(Some(Err(e))) => {
+                        let shown = io::Error::other(e.to_string());
+                        s.failed = Some(e);
+                        s.stream = None;
+                        return Poll::Ready(Some(Err(shown)));
+                    }
+                    Poll::Ready(None) => {
+                        let e = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the source ended at byte {}, inside a chunk", s.at),
+                        );
+                        let shown = io::Error::new(e.kind(), e.to_string());
+                        s.failed = Some(Error::io("reading the blob to upload", e));
+                        s.stream = None;
+                        return Poll::Ready(Some(Err(shown)));
+                    }
+                }
+            } else {
+                std::mem::take(&mut s.spare)
+            };
+            if piece.is_empty() {
+                continue;
+            }
+            if piece.len() as u64 > this.left {
+                s.spare = piece.split_off(this.left as usize);
+            }
+            s.at += piece.len() as u64;
+            this.left -= piece.len() as u64;
+            return Poll::Ready(Some(Ok(piece)));
+        }
+    }
+}
+
 /// The session URL from a `Location` header, resolved against the request.
 /// It must stay on the request's origin (scheme, host and port): the blob
 /// and the session's state go where it points, and a registry naming
@@ -525,7 +778,86 @@ mod tests {
             let err = session.upload_chunked(data, 1024).await.unwrap_err();
             assert!(matches!(err, Error::TooLarge { .. }), "{err}");
             assert!(err.to_string().contains(&asked.to_string()), "{err}");
+            let mut opened = 0;
+            let open = |_| {
+                opened += 1;
+                async { Ok(futures::stream::empty::<Result<Bytes, Error>>()) }
+            };
+            let err = session
+                .upload_chunked_from(10_000, 1024, open, |_| {})
+                .await
+                .unwrap_err();
+            assert_eq!(opened, 0, "nothing is read for a refused chunk size");
+            assert!(matches!(err, Error::TooLarge { .. }), "{err}");
         }
+    }
+
+    fn shared_source(pieces: &[&'static [u8]]) -> Shared {
+        let items: Vec<Result<Bytes, Error>> =
+            pieces.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        let source: Shared = Arc::default();
+        lock(&source).stream = Some(Box::pin(futures::stream::iter(items)));
+        source
+    }
+
+    async fn body_bytes(body: ChunkBody) -> Result<Vec<u8>, io::Error> {
+        let pieces: Vec<Bytes> = futures::TryStreamExt::try_collect(body).await?;
+        Ok(pieces.concat())
+    }
+
+    #[tokio::test]
+    async fn chunk_bodies_pass_the_source_through_split_at_chunk_ends() {
+        let source = shared_source(&[b"abc", b"defgh", b"ijkl"]);
+        let mut got = Vec::new();
+        for len in [4, 4, 4] {
+            got.push(body_bytes(ChunkBody::next(&source, len)).await.unwrap());
+            assert!(ChunkSource::end_turn(&source).is_none());
+        }
+        assert_eq!(got, [&b"abcd"[..], b"efgh", b"ijkl"]);
+        assert_eq!(lock(&source).at, 12);
+        ChunkSource::read_to_end(&source, 12).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_whose_patch_ended_takes_nothing_from_the_next_chunk() {
+        let source = shared_source(&[b"abcd", b"efgh"]);
+        let stale = ChunkBody::next(&source, 4);
+        ChunkSource::end_turn(&source);
+        let current = ChunkBody::next(&source, 4);
+        assert!(body_bytes(stale).await.is_err());
+        assert_eq!(body_bytes(current).await.unwrap(), b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_source_that_breaks_or_ends_inside_a_chunk_is_the_error() {
+        let items = vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(Error::io(
+                "reading the source",
+                io::Error::other("disk gone"),
+            )),
+        ];
+        let source: Shared = Arc::default();
+        lock(&source).stream = Some(Box::pin(futures::stream::iter(items)));
+        assert!(body_bytes(ChunkBody::next(&source, 4)).await.is_err());
+        let failed = ChunkSource::end_turn(&source).expect("the source's failure");
+        assert!(failed.to_string().contains("disk gone"), "{failed}");
+
+        let short = shared_source(&[b"ab"]);
+        assert!(body_bytes(ChunkBody::next(&short, 4)).await.is_err());
+        let failed = ChunkSource::end_turn(&short).expect("the early end");
+        assert!(failed.to_string().contains("ended at byte 2"), "{failed}");
+    }
+
+    #[tokio::test]
+    async fn a_source_longer_than_the_blob_is_refused_at_its_end() {
+        let source = shared_source(&[b"abcdef"]);
+        body_bytes(ChunkBody::next(&source, 4)).await.unwrap();
+        let err = ChunkSource::read_to_end(&source, 4).await.unwrap_err();
+        assert!(
+            err.to_string().contains("more than the blob's 4 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

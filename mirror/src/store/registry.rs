@@ -12,15 +12,16 @@ use super::sessions::{UploadRecord, UploadSessions};
 use super::{BlobFeed, BlobStream, ImageRef, ImageSource, ImageTarget, Store, StoreError, StoreId};
 
 /// How blobs are uploaded: one streamed PUT up to `chunk_threshold` bytes,
-/// chunked PATCHes of `chunk_size` above it (memory holds one chunk per
-/// upload).
+/// chunked PATCHes of `chunk_size` above it (each chunk's body streamed:
+/// the size costs no memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadPolicy {
     pub chunk_threshold: u64,
     pub chunk_size: usize,
 }
 
-/// Chunk size when chunking: 8 upload streams hold 64 MiB at most.
+/// Chunk size when chunking. Chunk bodies stream, so it decides how many
+/// PATCHes a blob takes and how much a failed one sends again, not memory.
 pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
 
 impl UploadPolicy {
@@ -101,19 +102,23 @@ impl RegistryStore {
         session: UploadSession,
         data: BlobStream,
     ) -> Result<(), StoreError> {
-        let (body, source_error) = keep_source_error(data);
+        let source_error = SourceError::default();
+        let body = source_error.watch(data);
         let result = session.put_whole(body, desc.size, &desc.digest).await;
         source_error.take_or(result.map(|_| ()).map_err(StoreError::from))
     }
 
-    /// `PATCH`es of `chunk_size`, then the closing `PUT`. With a journal the
-    /// session is recorded after each chunk and kept when the transfer
-    /// broke in a way another try can continue.
+    /// `PATCH`es of `chunk_size`, then the closing `PUT`. Each PATCH's body
+    /// streams from `feed`, so memory holds no chunk; a chunk that fails is
+    /// sent again from where the registry's status says it stopped, with
+    /// the feed's bytes from there (the spool's, or the source's read
+    /// again). With a journal the session is recorded after each chunk and
+    /// kept when the transfer broke in a way another try can continue.
     async fn upload_chunked(
         &self,
         desc: &Descriptor,
         mut session: UploadSession,
-        data: BlobStream,
+        feed: &dyn BlobFeed,
         journal: Option<&dyn UploadSessions>,
     ) -> Result<(), StoreError> {
         let record = |s: &UploadSession| UploadRecord {
@@ -126,15 +131,26 @@ impl RegistryStore {
         if let Some(j) = journal {
             j.save(&record(&session));
         }
-        let (body, source_error) = keep_source_error(data);
-        let body = body.map(|r| {
-            r.map_err(|e| registry_client::Error::Io {
-                context: "reading the source".into(),
-                source: e,
-            })
-        });
+        let source_error = SourceError::default();
+        let open = |offset| {
+            let kept = source_error.clone();
+            async move {
+                match feed.open(offset).await {
+                    Ok(data) => Ok(kept.watch(data).map(|r| {
+                        r.map_err(|e| registry_client::Error::Io {
+                            context: "reading the source".into(),
+                            source: e,
+                        })
+                    })),
+                    Err(e) => Err(registry_client::Error::Io {
+                        context: "reading the source".into(),
+                        source: kept.keep(e),
+                    }),
+                }
+            }
+        };
         let sent = session
-            .upload_chunked_with(Box::pin(body), self.uploads.chunk_size, |s| {
+            .upload_chunked_from(desc.size, self.uploads.chunk_size, open, |s| {
                 if let Some(j) = journal {
                     j.save(&record(s));
                 }
@@ -329,30 +345,34 @@ impl ImageTarget for RegistryStore {
     async fn write_blob(&self, desc: &Descriptor, data: BlobStream) -> Result<(), StoreError> {
         let session = self.client.start_upload(&self.repo).await?;
         if desc.size > self.uploads.chunk_threshold {
-            self.upload_chunked(desc, session, data, None).await
+            self.upload_chunked(desc, session, &OneShot::new(data), None)
+                .await
         } else {
             self.upload_whole(desc, session, data).await
         }
     }
 
-    /// Chunked uploads are recorded in the state directory after every
-    /// chunk, and continued from the offset the registry confirms.
+    /// Chunked uploads stream each chunk from the feed, and are recorded
+    /// in the state directory after every chunk, to be continued from the
+    /// offset the registry confirms.
     async fn write_blob_from(
         &self,
         desc: &Descriptor,
         feed: &dyn BlobFeed,
     ) -> Result<(), StoreError> {
-        let journal = match &self.sessions {
-            Some(j) if desc.size > self.uploads.chunk_threshold => j.as_ref(),
-            _ => return self.write_blob(desc, feed.open(0).await?).await,
+        if desc.size <= self.uploads.chunk_threshold {
+            return self.write_blob(desc, feed.open(0).await?).await;
+        }
+        let journal = self.sessions.as_deref();
+        let continued = match journal {
+            Some(j) => self.continue_session(desc, j).await?,
+            None => None,
         };
-        let session = match self.continue_session(desc, journal).await? {
+        let session = match continued {
             Some(s) => s,
             None => self.client.start_upload(&self.repo).await?,
         };
-        let data = feed.open(session.offset()).await?;
-        self.upload_chunked(desc, session, data, Some(journal))
-            .await
+        self.upload_chunked(desc, session, feed, journal).await
     }
 
     async fn mount_blob(&self, desc: &Descriptor, from: &Repository) -> Result<bool, StoreError> {
@@ -381,7 +401,8 @@ fn keeps_session(journal: Option<&dyn UploadSessions>, result: &Result<(), Store
 }
 
 /// The source's own error, kept aside while the upload sees only its
-/// message: it says more than the broken upload it caused.
+/// message: it says more than the broken upload it caused. Clones share it.
+#[derive(Clone, Default)]
 struct SourceError(Arc<Mutex<Option<StoreError>>>);
 
 impl SourceError {
@@ -391,25 +412,46 @@ impl SourceError {
             None => result,
         }
     }
+
+    /// Keep `e` (unless an earlier error is kept); its message for the upload.
+    fn keep(&self, e: StoreError) -> std::io::Error {
+        let msg = e.to_string();
+        self.0.lock().expect("source error").get_or_insert(e);
+        std::io::Error::other(msg)
+    }
+
+    /// A blob stream as an upload body, its first error kept here.
+    fn watch(
+        &self,
+        data: BlobStream,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+        let kept = self.clone();
+        data.map(move |r| r.map_err(|e| kept.keep(e)))
+    }
 }
 
-/// A blob stream as an upload body, its first error kept in [`SourceError`].
-fn keep_source_error(
-    data: BlobStream,
-) -> (
-    impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
-    SourceError,
-) {
-    let slot = Arc::new(Mutex::new(None));
-    let kept = slot.clone();
-    let body = data.map(move |r| {
-        r.map_err(|e| {
-            let msg = e.to_string();
-            kept.lock().expect("source error").get_or_insert(e);
-            std::io::Error::other(msg)
-        })
-    });
-    (body, SourceError(slot))
+/// A blob stream as a feed that serves it once, from its start: a chunk
+/// the registry did not take cannot be sent again from it.
+struct OneShot(Mutex<Option<BlobStream>>);
+
+impl OneShot {
+    fn new(data: BlobStream) -> Self {
+        OneShot(Mutex::new(Some(data)))
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobFeed for OneShot {
+    async fn open(&self, offset: u64) -> Result<BlobStream, StoreError> {
+        let data = self.0.lock().expect("one-shot feed").take();
+        match data {
+            Some(data) if offset == 0 => Ok(data),
+            _ => Err(StoreError::invalid(
+                "a blob stream read once",
+                format!("cannot send its bytes again from offset {offset}"),
+            )),
+        }
+    }
 }
 
 /// How many times one blob read continues after a dropped connection.
