@@ -30,3 +30,11 @@ pub fn peak_kib() -> u64 {
 pub fn reset_peak() {
     std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS");
 }
+
+/// Another process's peak resident memory, in KiB: `None` once it has
+/// exited (its `/proc` entry is gone), so a sampler keeps the last reading.
+pub fn peak_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -112,7 +112,7 @@ async fn run_measured(args: &[&str]) -> (Run, u64) {
     let mut done = tokio::spawn(child.wait_with_output());
     let mut peak_kib = 0;
     let out = loop {
-        if let Some(kib) = peak_of(pid) {
+        if let Some(kib) = mirror_tests::memory::peak_of(pid) {
             peak_kib = peak_kib.max(kib);
         }
         tokio::select! {
@@ -126,11 +126,4 @@ async fn run_measured(args: &[&str]) -> (Run, u64) {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
     (run, peak_kib)
-}
-
-/// `VmHWM` of a running process, in KiB.
-fn peak_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -596,7 +596,7 @@ async fn run_bounded(args: &[String], env: &[(&str, String)]) -> Outcome {
     });
     let mut peak_kib = 0;
     let status = loop {
-        if let Some(kib) = peak_of(pid) {
+        if let Some(kib) = mirror_tests::memory::peak_of(pid) {
             peak_kib = peak_kib.max(kib);
         }
         match tokio::time::timeout(Duration::from_millis(20), child.wait()).await {
@@ -616,13 +616,6 @@ async fn run_bounded(args: &[String], env: &[(&str, String)]) -> Outcome {
         peak_kib,
         elapsed: started.elapsed(),
     }
-}
-
-/// `VmHWM` of a running process, in KiB.
-fn peak_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The names `index.json` of a layout gives its images (none when there
