@@ -231,6 +231,21 @@ impl ArmServer {
             .insert(id.to_ascii_lowercase(), body);
     }
 
+    /// The AzureML tests' fixtures: registry `contoso` (whose login server
+    /// is `login_server`), workspace `ws` in East US with it attached, and
+    /// workspace `bare` in westus without one. Returns the registry's id.
+    pub fn add_contoso_workspaces(
+        &self,
+        subscription: &str,
+        rg: &str,
+        login_server: &str,
+    ) -> String {
+        let id = self.add_registry(subscription, rg, "contoso", login_server);
+        self.add_workspace(subscription, rg, "ws", "East US", Some(&id));
+        self.add_workspace(subscription, rg, "bare", "westus", None);
+        id
+    }
+
     /// Changes what it does from the next request on.
     pub fn script(&self, change: impl FnOnce(&mut ArmScript)) {
         change(&mut self.state.script.lock().unwrap());

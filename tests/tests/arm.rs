@@ -58,9 +58,7 @@ async fn world() -> World {
 async fn world_with(source: Registry) -> World {
     let target = Registry::start_open().await.unwrap();
     let arm = ArmServer::start(ARM_TOKEN).await.unwrap();
-    let id = arm.add_registry(SUB, RG, "contoso", &target.host());
-    arm.add_workspace(SUB, RG, "ws", "East US", Some(&id));
-    arm.add_workspace(SUB, RG, "bare", "westus", None);
+    let id = arm.add_contoso_workspaces(SUB, RG, &target.host());
     World {
         source,
         target,

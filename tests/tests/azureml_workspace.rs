@@ -61,9 +61,7 @@ async fn world() -> World {
     .await;
     let target = Registry::start_open().await.unwrap();
     let arm = ArmServer::start(ARM_TOKEN).await.unwrap();
-    let id = arm.add_registry(SUB, RG, "contoso", &target.host());
-    arm.add_workspace(SUB, RG, "ws", "East US", Some(&id));
-    arm.add_workspace(SUB, RG, "bare", "westus", None);
+    arm.add_contoso_workspaces(SUB, RG, &target.host());
     World {
         source,
         _source_tokens: tokens,

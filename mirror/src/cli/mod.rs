@@ -136,6 +136,18 @@ pub struct ProxyArgs {
 }
 
 impl ProxyArgs {
+    /// The proxy: --proxy, else the environment's, trusting
+    /// --proxy-ca-file (for requests the registry client does not make:
+    /// Entra tokens, Resource Manager).
+    pub fn resolved(&self) -> Result<registry_client::Proxy, registry_client::Error> {
+        ClientSettings {
+            proxy: self.proxy.clone(),
+            proxy_ca_files: self.proxy_ca_files.clone(),
+            ..ClientSettings::default()
+        }
+        .proxy()
+    }
+
     /// The flags over a sync config's `proxy:` and `proxy_ca_file:`:
     /// each given flag replaces its key.
     pub fn apply_to(&self, config: &mut mirror::sync::SyncConfig) {
@@ -282,11 +294,9 @@ impl RegistryArgs {
         settings
     }
 
-    /// The proxy (--proxy, else the environment's, trusting
-    /// --proxy-ca-file), for requests the registry client does not make
-    /// (Entra tokens).
+    /// [`ProxyArgs::resolved`].
     pub fn resolved_proxy(&self) -> Result<registry_client::Proxy, registry_client::Error> {
-        self.settings().proxy()
+        self.proxy.resolved()
     }
 
     /// These settings for one registry, as a sync config holds them.

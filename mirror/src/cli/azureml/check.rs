@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use clap::Args;
-use registry_client::{Client, Credential, CredentialChain, Secret, StaticCredentials};
+use registry_client::{Client, Credential, Secret, StaticCredentials};
 
 use super::login::{Logins, Resolved};
 use super::PresetArgs;
@@ -48,16 +48,13 @@ pub async fn run(args: CheckArgs) -> CommandResult {
         None => job_from_environment(&preset).map_err(Failure::usage)?,
     };
 
-    let mut explicit = StaticCredentials::new();
-    if let Some(c) = target {
-        explicit.insert(&preset.target.registry, c);
-    }
-    if let Some(c) = source {
-        explicit.insert(&preset.source.registry, c);
-    }
-    let client =
-        CredentialChain::explicit_then_auth_files(explicit, args.authfile.authfile.as_deref())
-            .and_then(|chain| args.registries.client_with(Arc::new(chain)));
+    let client = super::preset_client(
+        &args.registries,
+        &preset,
+        target,
+        source,
+        args.authfile.authfile.as_deref(),
+    );
     let job_client =
         job.map(|(user, password)| job_client(&args.registries, &preset, user, password));
     let client = client.map_err(Failure::usage)?;

@@ -10,9 +10,7 @@ use super::workspace::EntraLogin;
 use crate::cli::credentials::secret;
 use crate::cli::error::Failure;
 use crate::cli::out::say;
-use mirror::azureml::preset::Location;
 use mirror::azureml::variables::{Format, JobVariables};
-use mirror::settings::ClientSettings;
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
@@ -81,24 +79,15 @@ pub async fn env(args: EnvArgs) -> Result<(), Failure> {
         None => None,
     };
     if args.workspace.workspace.is_some() {
-        let proxy = ClientSettings {
-            proxy: args.proxy.proxy.clone(),
-            proxy_ca_files: args.proxy.proxy_ca_files.clone(),
-            ..ClientSettings::default()
-        }
-        .proxy()
-        .map_err(Failure::usage)?;
+        let proxy = args.proxy.resolved().map_err(Failure::usage)?;
         let arm = args.workspace.arm(&EntraLogin::NONE, &proxy)?;
         let given = target.as_ref().map(|l| l.registry.as_str());
         if let Some(settled) = args.workspace.settle(&arm, None, given).await? {
-            let prefix = match target {
-                Some(l) => l.prefix,
-                None => args.prefix.clone(),
-            };
-            target = Some(Location {
-                registry: settled.target,
-                prefix,
-            });
+            target = Some(super::settled_target(
+                settled.target,
+                target,
+                args.prefix.as_deref(),
+            ));
         }
     }
     let target = target

@@ -11,7 +11,7 @@ mod sync;
 pub mod workspace;
 
 use clap::{Args, Subcommand};
-use registry_client::Proxy;
+use registry_client::{Client, Credential, CredentialChain, Proxy, StaticCredentials};
 
 use super::error::{CommandResult, Failure};
 use super::exit;
@@ -97,6 +97,38 @@ pub struct Planned {
     pub registry: Option<Registry>,
 }
 
+/// A client for the preset's two registries: each given login for its own
+/// registry, then the auth files (`authfile` alone when given).
+pub fn preset_client(
+    registries: &super::RegistryArgs,
+    preset: &Preset,
+    target: Option<Credential>,
+    source: Option<Credential>,
+    authfile: Option<&std::path::Path>,
+) -> Result<Client, registry_client::Error> {
+    let mut explicit = StaticCredentials::new();
+    if let Some(c) = target {
+        explicit.insert(&preset.target.registry, c);
+    }
+    if let Some(c) = source {
+        explicit.insert(&preset.source.registry, c);
+    }
+    let chain = CredentialChain::explicit_then_auth_files(explicit, authfile)?;
+    registries.client_with(std::sync::Arc::new(chain))
+}
+
+/// The target a workspace settled (`host`), under the prefix given with
+/// `--target HOST/PREFIX` or `--prefix`.
+pub fn settled_target(host: String, given: Option<Location>, prefix: Option<&str>) -> Location {
+    Location {
+        registry: host,
+        prefix: match given {
+            Some(l) => l.prefix,
+            None => prefix.map(str::to_string),
+        },
+    }
+}
+
 /// `--target HOST[/PREFIX]` with `--prefix PREFIX`: the one reading of the
 /// customer's registry, for every azureml command (the job variables split
 /// it into `url` and `repo_prefix`).
@@ -148,14 +180,7 @@ impl PresetArgs {
                             "give --region and --target, or --workspace and --resource-group",
                         )
                     })?;
-                let prefix = match given {
-                    Some(l) => l.prefix,
-                    None => self.prefix.clone(),
-                };
-                let target = Location {
-                    registry: settled.target,
-                    prefix,
-                };
+                let target = settled_target(settled.target, given, self.prefix.as_deref());
                 (settled.region, target, Some(arm), settled.registry)
             }
         };

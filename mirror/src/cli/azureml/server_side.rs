@@ -7,11 +7,10 @@
 //! exit codes, lock and job variables as the streaming sync.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use registry_client::{Credential, CredentialChain, ErrorKind, Proxy, StaticCredentials};
+use registry_client::{Credential, ErrorKind, Proxy};
 
 use super::workspace::{arm_failure, EntraLogin};
 use super::{Planned, PresetArgs};
@@ -114,7 +113,14 @@ pub async fn run(
     }
 
     let _lock = RunLock::acquire(lock_path)?;
-    let client = data_plane_client(registries, &preset, logins.target, logins.source, run)?;
+    let client = super::preset_client(
+        registries,
+        &preset,
+        logins.target,
+        logins.source,
+        run.authfile.authfile.as_deref(),
+    )
+    .map_err(Failure::usage)?;
     let side = if args.no_source_check {
         SourceSide::Skip
     } else {
@@ -274,25 +280,4 @@ async fn registry_by_group(
         )));
     }
     Ok(registry)
-}
-
-/// The client for the HEADs around the imports: the given logins for
-/// their registries, then the auth files.
-fn data_plane_client(
-    registries: &RegistryArgs,
-    preset: &Preset,
-    target: Option<Credential>,
-    source: Option<Credential>,
-    run: &RunArgs,
-) -> Result<registry_client::Client, Failure> {
-    let mut explicit = StaticCredentials::new();
-    if let Some(c) = target {
-        explicit.insert(&preset.target.registry, c);
-    }
-    if let Some(c) = source {
-        explicit.insert(&preset.source.registry, c);
-    }
-    CredentialChain::explicit_then_auth_files(explicit, run.authfile.authfile.as_deref())
-        .and_then(|chain| registries.client_with(Arc::new(chain)))
-        .map_err(Failure::usage)
 }
