@@ -47,6 +47,14 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
+    /// Unless a cap is set, allow each host the requests a run of `jobs`
+    /// blob streams sends at once (`transfer::request_budget`).
+    pub fn for_jobs(mut self, jobs: usize) -> Self {
+        self.max_requests_per_host
+            .get_or_insert(crate::transfer::request_budget(jobs));
+        self
+    }
+
     /// The settings of one host, created empty when first asked for.
     pub fn registry_mut(&mut self, host: &str) -> &mut RegistrySettings {
         let i = match self.registries.iter().position(|r| r.host == host) {

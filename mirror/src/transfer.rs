@@ -46,7 +46,8 @@ pub struct CopyJob {
 
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
-    /// Requests and blob streams in flight at once, across all images.
+    /// Blob streams in flight at once, across all images; small requests
+    /// (manifests, HEADs, mounts, tags) get `request_budget(jobs)`.
     pub jobs: usize,
     /// How large one image's graph may be.
     pub bounds: Bounds,
@@ -111,7 +112,10 @@ struct Inner {
     options: CopyOptions,
     progress: Arc<dyn Progress>,
     ledger: Ledger,
-    permits: Semaphore,
+    /// Blob streams in flight: what costs memory and link.
+    streams: Semaphore,
+    /// Small requests in flight: what a round trip costs.
+    requests: Semaphore,
     next_mover: AtomicU64,
     retries_left: AtomicU32,
     /// Every target of the runs so far: where a blob the source lacks
@@ -121,14 +125,16 @@ struct Inner {
 
 impl Engine {
     pub fn new(options: CopyOptions, progress: Arc<dyn Progress>) -> Self {
-        let permits = Semaphore::new(options.jobs.max(1));
+        let streams = Semaphore::new(options.jobs.max(1));
+        let requests = Semaphore::new(request_budget(options.jobs));
         let retries_left = AtomicU32::new(options.run_retries);
         Engine {
             inner: Arc::new(Inner {
                 options,
                 progress,
                 ledger: Ledger::default(),
-                permits,
+                streams,
+                requests,
                 next_mover: AtomicU64::new(1),
                 retries_left,
                 targets: Default::default(),
@@ -155,16 +161,25 @@ impl Engine {
             .write()
             .expect("targets lock")
             .extend(targets.iter().cloned());
+        // A bounded window of images in flight, enough to keep every
+        // request permit busy: each one holds its manifests and blob tasks,
+        // so 10,000 started at once held them all (181 MiB on `huge`).
+        let window = images_in_flight(self.inner.options.jobs);
+        let mut pending = jobs.into_iter().enumerate();
         let mut set = JoinSet::new();
-        for (i, job) in jobs.into_iter().enumerate() {
-            let engine = self.clone();
-            set.spawn(async move { (i, engine.copy_image(i, job).await) });
-        }
         let mut images: Vec<(usize, ImageReport)> = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(r) => images.push(r),
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
+        loop {
+            while set.len() < window {
+                let Some((i, job)) = pending.next() else {
+                    break;
+                };
+                let engine = self.clone();
+                set.spawn(async move { (i, engine.copy_image(i, job).await) });
+            }
+            match set.join_next().await {
+                Some(Ok(r)) => images.push(r),
+                Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+                None => break,
             }
         }
         images.sort_by_key(|(i, _)| *i);
@@ -414,9 +429,19 @@ impl Engine {
         ))
     }
 
+    /// A permit for one small request (a manifest, a HEAD, a mount, a tag).
     async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.inner
-            .permits
+            .requests
+            .acquire()
+            .await
+            .expect("semaphore never closed")
+    }
+
+    /// A permit for one blob stream, held while its bytes move.
+    async fn stream_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.inner
+            .streams
             .acquire()
             .await
             .expect("semaphore never closed")
@@ -469,26 +494,29 @@ impl Engine {
         let cell = self.inner.ledger.cell(&domain, digest);
         let placed = cell
             .get_or_try_init(|| async {
-                let _p = self.permit().await;
                 let placed = |outcome| Placed {
                     home: here.clone(),
                     mover: me,
                     outcome,
                 };
-                if self.present_at(desc, target).await.context(ctx)? {
-                    return Ok(placed(BlobOutcome::Present));
-                }
-                // Within one registry, a mount moves no bytes.
-                if let Some(from) = source.repository() {
-                    if source.blob_domain() == domain
-                        && target.mount_blob(desc, from).await.context(ctx)?
-                    {
-                        return Ok(placed(BlobOutcome::Mounted));
+                {
+                    let _p = self.permit().await;
+                    if self.present_at(desc, target).await.context(ctx)? {
+                        return Ok(placed(BlobOutcome::Present));
+                    }
+                    // Within one registry, a mount moves no bytes.
+                    if let Some(from) = source.repository() {
+                        if source.blob_domain() == domain
+                            && target.mount_blob(desc, from).await.context(ctx)?
+                        {
+                            return Ok(placed(BlobOutcome::Mounted));
+                        }
                     }
                 }
                 match self.stream_blob(image, desc, source, target).await {
                     Ok(()) => Ok::<_, CopyError>(placed(BlobOutcome::Copied)),
                     Err(e) if e.kind() == ErrorKind::NotFound => {
+                        let _p = self.permit().await;
                         if self.mount_from_sibling(desc, target).await.context(ctx)? {
                             Ok(placed(BlobOutcome::Mounted))
                         } else {
@@ -508,15 +536,17 @@ impl Engine {
             Some(r) if Some(r) == target.repository() => return Ok(BlobOutcome::Present),
             Some(from) => from.clone(),
         };
-        let _p = self.permit().await;
-        // Found rather than moved by this run: it may be here too.
-        if placed.outcome == BlobOutcome::Present
-            && self.present_at(desc, target).await.context(ctx)?
         {
-            return Ok(BlobOutcome::Present);
-        }
-        if target.mount_blob(desc, &from).await.context(ctx)? {
-            return Ok(BlobOutcome::Mounted);
+            let _p = self.permit().await;
+            // Found rather than moved by this run: it may be here too.
+            if placed.outcome == BlobOutcome::Present
+                && self.present_at(desc, target).await.context(ctx)?
+            {
+                return Ok(BlobOutcome::Present);
+            }
+            if target.mount_blob(desc, &from).await.context(ctx)? {
+                return Ok(BlobOutcome::Mounted);
+            }
         }
         self.stream_blob(image, desc, source, target).await?;
         Ok(BlobOutcome::Copied)
@@ -627,6 +657,7 @@ impl Engine {
                 target.describe()
             )
         };
+        let _s = self.stream_permit().await;
         self.emit(Event::BlobStarted {
             image,
             digest: desc.digest.clone(),
@@ -698,6 +729,21 @@ fn worth_retrying(e: &StoreError) -> bool {
     e.kind() == ErrorKind::Retryable
         || e.has_registry_code(&ErrorCode::BlobUploadInvalid)
         || e.has_registry_code(&ErrorCode::BlobUploadUnknown)
+}
+
+/// Small requests (manifests, HEADs, mounts, tags) in flight for `jobs`
+/// blob streams. Across a network each one costs a round trip, not memory:
+/// `many` at 100 ms took 26.5 s with 8 in flight, 10.9 s with 32.
+pub fn request_budget(jobs: usize) -> usize {
+    jobs.max(1) * REQUESTS_PER_STREAM
+}
+
+const REQUESTS_PER_STREAM: usize = 4;
+
+/// Images started and not finished at once: twice the request budget, so
+/// every permit has work waiting while memory stays flat in the tag count.
+fn images_in_flight(jobs: usize) -> usize {
+    2 * request_budget(jobs)
 }
 
 /// How often a manifest write is tried when the registry still calls a

@@ -5,16 +5,18 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{engine, for_platforms, job, options};
 use mirror::graph::successors;
+use mirror::progress::{Event, Progress};
 use mirror::store::{ImageRef, ImageStore};
 use mirror::testing::faulty::{refused, retryable};
 use mirror::testing::images::{foreign_layer, image, index, index_of, layer};
 use mirror::testing::{Fault, Faulty, Image, MemoryStore, Op, Request, When, Written};
-use mirror::transfer::CopyOptions;
+use mirror::transfer::{request_budget, CopyOptions, Engine};
 use registry_client::ErrorKind;
 
 /// A source holding `images` under their tags, and an empty target.
@@ -539,8 +541,9 @@ async fn a_deeply_nested_index_chain_fails_with_a_bound_error() {
     assert!(source.count(Request::Manifest) <= 8);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_concurrency_budget_is_never_exceeded() {
+/// Six tagged images of four layers each, in a source and target that
+/// answer after `latency`.
+fn six_images(latency: Duration) -> (Vec<String>, Arc<MemoryStore>, Arc<MemoryStore>) {
     let images: Vec<Image> = (0..6)
         .map(|i| {
             image(
@@ -557,28 +560,45 @@ async fn the_concurrency_budget_is_never_exceeded() {
         .collect();
     let (source, target) = stores(&seeded);
     for s in [&source, &target] {
-        s.set_latency(Duration::from_millis(3));
+        s.set_latency(latency);
     }
+    (tags, source, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_concurrency_budget_is_never_exceeded() {
+    let (tags, source, target) = six_images(Duration::from_millis(3));
     let (s, t) = (dyn_store(&source), dyn_store(&target));
     let report = engine(options(3))
         .run(tags.iter().map(|tag| job(&s, &t, tag)).collect())
         .await;
     assert_eq!(report.failed, 0);
+    // Three blob streams; small requests (manifests, HEADs, tags) have
+    // their own budget of four times that.
+    let streams = 3;
+    let requests = request_budget(streams);
+    for (name, store) in [("source", &source), ("target", &target)] {
+        assert!(
+            store.max_streams_in_flight() <= streams,
+            "{name}: {} streams",
+            store.max_streams_in_flight()
+        );
+        assert!(
+            store.max_in_flight() <= requests + streams,
+            "{name}: {} requests",
+            store.max_in_flight()
+        );
+    }
+    // Both budgets were used, not just kept.
     assert!(
-        source.max_in_flight() <= 3,
-        "source: {}",
-        source.max_in_flight()
+        source.max_streams_in_flight() > 1,
+        "source: {} streams",
+        source.max_streams_in_flight()
     );
     assert!(
-        target.max_in_flight() <= 3,
-        "target: {}",
+        target.max_in_flight() > 2 * streams,
+        "target: small requests held to the streams' budget ({})",
         target.max_in_flight()
-    );
-    // The budget was used, not just kept.
-    assert!(
-        source.max_in_flight() > 1,
-        "source: {}",
-        source.max_in_flight()
     );
     let distinct: HashSet<_> = report
         .images
@@ -586,6 +606,56 @@ async fn the_concurrency_budget_is_never_exceeded() {
         .map(|r| r.target_digest.clone())
         .collect();
     assert_eq!(distinct.len(), 6);
+}
+
+/// Images started and not yet finished: now, and the most at once.
+#[derive(Default)]
+struct ImagesInFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Progress for ImagesInFlight {
+    fn event(&self, event: Event) {
+        match event {
+            Event::ImageStarted { .. } => {
+                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max.fetch_max(now, Ordering::SeqCst);
+            }
+            Event::ImageFinished { .. } => {
+                self.now.fetch_sub(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_start_in_a_bounded_window_however_many_a_run_holds() {
+    // Each image in flight holds its manifests and blob tasks: ten
+    // thousand started at once held them all.
+    let images: Vec<Image> = (0..200).map(|i| image(i, [layer(i, 100)])).collect();
+    let tags: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+    let seeded: Vec<(&Image, &str)> = images
+        .iter()
+        .zip(&tags)
+        .map(|(i, t)| (i, t.as_str()))
+        .collect();
+    let (source, target) = stores(&seeded);
+    source.set_latency(Duration::from_millis(1));
+    let (s, t) = (dyn_store(&source), dyn_store(&target));
+    let progress = Arc::new(ImagesInFlight::default());
+    let report = Engine::new(options(1), progress.clone())
+        .run(tags.iter().map(|tag| job(&s, &t, tag)).collect())
+        .await;
+    assert_eq!((report.failed, report.images.len()), (0, 200));
+    let most = progress.max.load(Ordering::SeqCst);
+    // Twice the request budget of one stream.
+    assert!(most <= 8, "{most} images in flight at once");
+    assert!(most > 1, "one image at a time: the window was not used");
+    for (img, tag) in images.iter().zip(&tags) {
+        assert_eq!(target.tag(tag).as_ref(), Some(img.digest()), "{tag}");
+    }
 }
 
 #[tokio::test]

@@ -47,6 +47,69 @@ fn layer_digest(img: &TestImage, i: usize) -> Digest {
 
 // ---- throttling and the per-host cap ------------------------------------
 
+/// The most arrivals among `times` within any `window` after one of them.
+fn most_within(times: &[std::time::Instant], window: Duration) -> usize {
+    times
+        .iter()
+        .map(|t| {
+            times
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn jobs_bounds_blob_streams_while_small_requests_get_four_times_as_many() {
+    // Across a network a HEAD costs a round trip, not memory: at --jobs 1
+    // the digests of eight tags are still asked four at a time, while blob
+    // bytes move one stream at a time.
+    let (src, proxy) = open_registry_behind_proxy().await;
+    let dst = Registry::start_open().await.unwrap();
+    let mut pairs = Vec::new();
+    for i in 0..8 {
+        let img = image(400 + i, &[20_000], false);
+        push_to(&src.host(), "budget/img", &format!("t{i}"), &img).await;
+        pairs.push(format!("{}/budget/img:t{i}", proxy.host()));
+        pairs.push(format!("{}/budget/img:t{i}", dst.host()));
+    }
+    let pause = Duration::from_millis(300);
+    proxy.add_rule(Rule::new(Fault::Delay(pause)).method(Method::HEAD));
+    proxy.add_rule(
+        Rule::new(Fault::Delay(pause))
+            .method(Method::GET)
+            .path_contains("/blobs/"),
+    );
+    let mut args = vec!["--jobs", "1"];
+    args.extend(pairs.iter().map(String::as_str));
+    copy_json(&args).await.assert_code(0);
+
+    let reqs = proxy.requests();
+    let arrivals = |method: Method, part: &str| -> Vec<std::time::Instant> {
+        reqs.iter()
+            .filter(|q| q.method == method && q.path.contains(part))
+            .map(|q| q.arrived)
+            .collect()
+    };
+    let heads = arrivals(Method::HEAD, "/manifests/");
+    assert_eq!(heads.len(), 8, "one digest asked per tag");
+    assert!(
+        most_within(&heads, pause - Duration::from_millis(50)) >= 4,
+        "the source's HEADs went one at a time: {heads:?}"
+    );
+    let mut blobs = arrivals(Method::GET, "/blobs/");
+    assert_eq!(blobs.len(), 16, "a layer and a config per image");
+    blobs.sort();
+    for pair in blobs.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= pause - Duration::from_millis(50),
+            "two blob streams at once at --jobs 1"
+        );
+    }
+}
+
 #[tokio::test]
 async fn max_requests_per_host_caps_what_is_in_flight_at_the_source() {
     let (src, proxy) = open_registry_behind_proxy().await;
@@ -130,7 +193,18 @@ async fn a_429_storm_pauses_the_host_halves_what_is_in_flight_and_the_copy_compl
     mirror_bin(); // built before the clock starts
     let src_ref = format!("{}/storm/img:v1", proxy.host());
     let dst_ref = format!("{}/storm/img", dst.host());
-    let run = tokio::spawn(async move { copy_json(&["--jobs", "8", &src_ref, &dst_ref]).await });
+    // The host's cap at eight, the blob streams' budget, so the cut shows.
+    let run = tokio::spawn(async move {
+        copy_json(&[
+            "--jobs",
+            "8",
+            "--max-requests-per-host",
+            "8",
+            &src_ref,
+            &dst_ref,
+        ])
+        .await
+    });
     // Once the storm has passed and the reads sent before it are answered,
     // measure what is in flight while the host is under its halved limit.
     let started = std::time::Instant::now();

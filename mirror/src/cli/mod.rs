@@ -98,7 +98,7 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size)]
     chunk_size: Option<u64>,
     /// Requests in flight at once to one registry host, reads and writes
-    /// each (default: --jobs). Halved when the host throttles (429, 503),
+    /// each (default: 4 × --jobs). Halved when the host throttles (429, 503),
     /// grown back by one after a run of successes.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_requests_per_host: Option<u16>,
@@ -249,18 +249,16 @@ impl RegistryArgs {
     }
 
     /// A client asking `credentials` for each registry (see
-    /// `credentials::Logins`), allowing `jobs` requests per host unless
-    /// `--max-requests-per-host` says otherwise.
+    /// `credentials::Logins`), allowing the request budget of `jobs` per
+    /// host unless `--max-requests-per-host` says otherwise.
     pub fn client_asking(
         &self,
         jobs: u16,
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<Client, registry_client::Error> {
-        let mut settings = self.settings();
-        settings
-            .max_requests_per_host
-            .get_or_insert(usize::from(jobs));
-        settings.client_with(credentials)
+        self.settings()
+            .for_jobs(usize::from(jobs))
+            .client_with(credentials)
     }
 
     /// A client asking `credentials` for each registry.

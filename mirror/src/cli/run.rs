@@ -19,7 +19,8 @@ use registry_client::Client;
 /// by `copy`, `export` and `import`.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Requests and blob streams in flight at once, across all images.
+    /// Blob streams in flight at once, across all images, with four times
+    /// as many small requests (manifests, HEADs, mounts).
     #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]

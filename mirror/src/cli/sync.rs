@@ -78,8 +78,8 @@ pub struct RunArgs {
     /// they stream from a registry (default 64M).
     #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size, requires = "state_dir")]
     pub spool_threshold: Option<u64>,
-    /// Requests and blob streams in flight at once (default: the config's
-    /// `jobs`, else 8).
+    /// Blob streams in flight at once, with four times as many small
+    /// requests (default: the config's `jobs`, else 8).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
     /// The exit code for "everything succeeded and something was copied"
@@ -162,15 +162,16 @@ pub async fn run_config(
         }
         _ => None,
     };
-    let client = config
-        .client_settings()
-        .client_with_auth_file(args.authfile.authfile.as_deref())
-        .map_err(Failure::usage)?;
     let jobs = args
         .jobs
         .map(usize::from)
         .or(config.jobs)
         .unwrap_or(CopyOptions::default().jobs);
+    let client = config
+        .client_settings()
+        .for_jobs(jobs)
+        .client_with_auth_file(args.authfile.authfile.as_deref())
+        .map_err(Failure::usage)?;
     let options = SyncOptions {
         jobs,
         dry_run: args.dry_run,

@@ -11,9 +11,10 @@ use registry_client::{Digest, ErrorKind};
 use super::{Job, State};
 use crate::graph::{self, StoreReader};
 use crate::store::{ImageRef, StoreError};
+use crate::transfer::request_budget;
 
-/// Compare every pending job's source and target digests, `jobs` at a
-/// time: two HEAD requests each (a GET for the source when a platform
+/// Compare every pending job's source and target digests, the request
+/// budget of `jobs` at a time: two HEAD requests each (a GET for the source when a platform
 /// filter decides what the target holds). With `estimate`, also count the
 /// blob bytes missing at the target for what would be copied.
 pub async fn compare(items: &mut [Job], jobs: usize, estimate: bool) {
@@ -35,7 +36,7 @@ pub async fn compare(items: &mut [Job], jobs: usize, estimate: bool) {
         let shared: &[Job] = items;
         let results: Vec<(usize, State)> = stream::iter(batch)
             .map(|i| async move { (i, compare_one(&shared[i]).await) })
-            .buffer_unordered(jobs.max(1))
+            .buffer_unordered(request_budget(jobs))
             .collect()
             .await;
         for (i, s) in results {
@@ -50,7 +51,7 @@ pub async fn compare(items: &mut [Job], jobs: usize, estimate: bool) {
                 let counted = &counted;
                 async move { (i, missing_bytes(it, counted, jobs).await) }
             })
-            .buffer_unordered(jobs.max(1))
+            .buffer_unordered(request_budget(jobs))
             .collect()
             .await;
         for (i, r) in results {

@@ -58,19 +58,24 @@ struct Gauge {
     max: AtomicUsize,
 }
 
-struct InFlight(Arc<Gauge>);
+/// One request on every gauge it counts on.
+struct InFlight(Vec<Arc<Gauge>>);
 
 impl InFlight {
-    fn start(gauge: &Arc<Gauge>) -> Self {
-        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
-        gauge.max.fetch_max(now, Ordering::SeqCst);
-        InFlight(gauge.clone())
+    fn start(gauges: Vec<Arc<Gauge>>) -> Self {
+        for gauge in &gauges {
+            let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
+            gauge.max.fetch_max(now, Ordering::SeqCst);
+        }
+        InFlight(gauges)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.now.fetch_sub(1, Ordering::SeqCst);
+        for gauge in &self.0 {
+            gauge.now.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -83,6 +88,8 @@ pub struct MemoryStore {
     latency: Mutex<Duration>,
     content: Mutex<Content>,
     gauge: Arc<Gauge>,
+    /// Blob reads and writes only.
+    streams: Arc<Gauge>,
 }
 
 impl MemoryStore {
@@ -94,6 +101,7 @@ impl MemoryStore {
             latency: Mutex::new(Duration::ZERO),
             content: Mutex::default(),
             gauge: Arc::default(),
+            streams: Arc::default(),
         }
     }
 
@@ -199,11 +207,17 @@ impl MemoryStore {
         c.per_digest.clear();
         c.writes.clear();
         self.gauge.max.store(0, Ordering::SeqCst);
+        self.streams.max.store(0, Ordering::SeqCst);
     }
 
     /// The most requests (and open blob streams) seen in flight at once.
     pub fn max_in_flight(&self) -> usize {
         self.gauge.max.load(Ordering::SeqCst)
+    }
+
+    /// The most blob reads and writes seen open at once.
+    pub fn max_streams_in_flight(&self) -> usize {
+        self.streams.max.load(Ordering::SeqCst)
     }
 
     // --- internals ---
@@ -221,7 +235,11 @@ impl MemoryStore {
                 *c.per_digest.entry((request, d.clone())).or_default() += 1;
             }
         }
-        let guard = InFlight::start(&self.gauge);
+        let mut gauges = vec![self.gauge.clone()];
+        if matches!(request, Request::ReadBlob | Request::WriteBlob) {
+            gauges.push(self.streams.clone());
+        }
+        let guard = InFlight::start(gauges);
         let latency = *self.latency.lock().expect("latency");
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
