@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::gauge::{Gauge, InFlight};
 use crate::server::{self, Body, BoxError, Server};
 
 /// What to do to a request that a [`Rule`] picked.
@@ -168,45 +169,6 @@ struct Shared {
     gauge: Arc<Gauge>,
 }
 
-/// Requests in flight at the proxy: from arrival until the last byte of the response
-/// body is handed on (or the exchange fails). The end is counted before the client can
-/// see it, so a client that waits for one answer before sending the next request is
-/// never counted twice.
-#[derive(Default)]
-struct Gauge {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-/// One request's place in the [`Gauge`]; leaves it once, at the end or on drop.
-struct InFlight {
-    gauge: Arc<Gauge>,
-    done: AtomicBool,
-}
-
-impl InFlight {
-    fn enter(gauge: &Arc<Gauge>) -> Self {
-        let now = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
-        gauge.max.fetch_max(now, Ordering::SeqCst);
-        InFlight {
-            gauge: gauge.clone(),
-            done: AtomicBool::new(false),
-        }
-    }
-
-    fn leave(&self) {
-        if !self.done.swap(true, Ordering::SeqCst) {
-            self.gauge.now.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.leave();
-    }
-}
-
 struct Record {
     method: Method,
     path: String,
@@ -298,18 +260,17 @@ impl FaultProxy {
     /// The most requests in flight at once since the start (or the last reset): each
     /// counted from its arrival until its response body was fully handed on.
     pub fn max_in_flight(&self) -> usize {
-        self.shared.gauge.max.load(Ordering::SeqCst)
+        self.shared.gauge.max()
     }
 
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
-        self.shared.gauge.now.load(Ordering::SeqCst)
+        self.shared.gauge.now()
     }
 
     /// Start counting [`max_in_flight`](Self::max_in_flight) again from now.
     pub fn reset_max_in_flight(&self) {
-        let g = &self.shared.gauge;
-        g.max.store(g.now.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.shared.gauge.reset_max();
     }
 
     /// How many requests with this method whose path and query contain `path_substring`.

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod fault_proxy;
 pub mod files;
 pub mod fixtures;
+mod gauge;
 pub mod hostile_registry;
 pub mod images;
 pub mod memory;

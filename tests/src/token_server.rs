@@ -23,6 +23,7 @@ use p256::pkcs8::DecodePrivateKey;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::gauge::{Gauge, InFlight};
 use crate::registry::RegistryAuth;
 use crate::server::{self, BoxError, Server};
 
@@ -47,6 +48,9 @@ pub struct TokenServerOptions {
     /// managed identity endpoint does (`IDENTITY_ENDPOINT`), to callers
     /// sending this secret in `X-IDENTITY-HEADER` (`IDENTITY_HEADER`).
     pub managed_identity_secret: Option<String>,
+    /// How long each answer takes, as a token endpoint across a network
+    /// does: long enough that fetches a client makes at once overlap here.
+    pub answer_delay: std::time::Duration,
 }
 
 impl Default for TokenServerOptions {
@@ -59,6 +63,7 @@ impl Default for TokenServerOptions {
             expires_in: 300,
             aad_token: None,
             managed_identity_secret: None,
+            answer_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -103,6 +108,11 @@ impl TokenServerOptions {
     /// [`TokenServer::managed_identity_endpoint`]).
     pub fn with_managed_identity(mut self, secret: &str) -> Self {
         self.managed_identity_secret = Some(secret.into());
+        self
+    }
+
+    pub fn with_answer_delay(mut self, delay: std::time::Duration) -> Self {
+        self.answer_delay = delay;
         self
     }
 }
@@ -200,6 +210,7 @@ struct State {
     refresh_tokens: Mutex<HashMap<String, Identity>>,
     requests: Mutex<Vec<TokenRequest>>,
     issued: AtomicUsize,
+    in_flight: Arc<Gauge>,
 }
 
 /// A running token server; stops on drop.
@@ -238,6 +249,7 @@ impl TokenServer {
             refresh_tokens: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             issued: AtomicUsize::new(0),
+            in_flight: Arc::default(),
         });
         let listener = server::bind_loopback().await?;
         let handler_state = state.clone();
@@ -301,6 +313,12 @@ impl TokenServer {
         self.state.requests.lock().unwrap().clear();
     }
 
+    /// The most requests it was answering at once (see
+    /// [`TokenServerOptions::answer_delay`]).
+    pub fn max_in_flight(&self) -> usize {
+        self.state.in_flight.max()
+    }
+
     /// How many access tokens (JWTs) were issued.
     pub fn tokens_issued(&self) -> usize {
         self.state.issued.load(Ordering::SeqCst)
@@ -322,6 +340,8 @@ fn oauth_error(status: StatusCode, error: &str) -> Reply {
 
 impl State {
     async fn handle(&self, req: Request<Incoming>) -> Result<Response<server::Body>, BoxError> {
+        let _in_flight = InFlight::enter(&self.in_flight);
+        tokio::time::sleep(self.opts.answer_delay).await;
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let authorization = req

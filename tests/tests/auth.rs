@@ -447,3 +447,66 @@ async fn a_burst_of_first_requests_asks_the_token_endpoint_once() {
     }
     assert_eq!(tokens.tokens_issued(), 1, "{:?}", tokens.requests());
 }
+
+/// HEADs of a blob in `repositories` repositories, two per repository,
+/// all at once: each repository's first requests need a token of their own.
+async fn heads_at_once(c: &Client, host: &str, repositories: usize) {
+    let mut tasks = Vec::new();
+    for i in 0..repositories * 2 {
+        let (c, r) = (
+            c.clone(),
+            repo(host, &format!("burst/repo{}", i % repositories)),
+        );
+        tasks.push(tokio::spawn(async move {
+            c.head_blob(&r, &registry_client::Digest::sha256_of(&[i as u8]))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_for_different_repositories_are_fetched_at_once_and_each_once() {
+    // A token endpoint across a network takes a round trip: fetched one
+    // after another, a run over 1,000 repositories waits 1,000 of them.
+    let (reg, tokens) = Registry::start_with_token_auth(
+        RegistryOptions::default(),
+        TokenServerOptions::default()
+            .with_user("bob", PASSWORD)
+            .with_answer_delay(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let c = client(&reg.host(), Some(Credential::basic("bob", PASSWORD)));
+    heads_at_once(&c, &reg.host(), 4).await;
+    assert_eq!(tokens.tokens_issued(), 4, "{:?}", tokens.requests());
+    assert!(
+        tokens.max_in_flight() >= 2,
+        "token fetches for different repositories went one at a time: {:?}",
+        tokens.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entra_token_is_exchanged_once_however_many_repositories_ask_at_once() {
+    let (reg, tokens) = Registry::start_with_token_auth(
+        RegistryOptions::default(),
+        TokenServerOptions::default()
+            .with_aad_token("aad-access-token-SECRET")
+            .with_answer_delay(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap();
+    let cred = Credential::AcrAccessToken {
+        tenant: None,
+        token: Secret::new("aad-access-token-SECRET"),
+    };
+    let c = client(&reg.host(), Some(cred));
+    heads_at_once(&c, &reg.host(), 4).await;
+    let reqs = tokens.requests();
+    let exchanges = reqs.iter().filter(|q| q.path == "/oauth2/exchange").count();
+    assert_eq!(exchanges, 1, "{reqs:?}");
+    assert_eq!(tokens.tokens_issued(), 4, "{reqs:?}");
+}
