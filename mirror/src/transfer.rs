@@ -3,7 +3,7 @@
 //! byte verified as it streams, children pushed before parents and tags
 //! moved last. It reports through events and never prints.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -148,13 +148,16 @@ impl Engine {
         let started = Instant::now();
         // Each distinct target is finished once at the end (an archive is
         // written out then); which image went to which target, for errors.
-        let target_of: Vec<String> = jobs.iter().map(|j| j.target.describe()).collect();
-        let mut seen = HashSet::new();
-        let targets: Vec<Arc<dyn ImageTarget>> = jobs
+        let mut target_index: HashMap<String, usize> = HashMap::new();
+        let mut targets: Vec<Arc<dyn ImageTarget>> = Vec::new();
+        let target_of: Vec<usize> = jobs
             .iter()
-            .zip(&target_of)
-            .filter(|(_, name)| seen.insert(name.as_str()))
-            .map(|(j, _)| j.target.clone())
+            .map(|j| {
+                *target_index.entry(j.target.describe()).or_insert_with(|| {
+                    targets.push(j.target.clone());
+                    targets.len() - 1
+                })
+            })
             .collect();
         self.inner
             .targets
@@ -167,7 +170,7 @@ impl Engine {
         let window = images_in_flight(self.inner.options.jobs);
         let mut pending = jobs.into_iter().enumerate();
         let mut set = JoinSet::new();
-        let mut images: Vec<(usize, ImageReport)> = Vec::new();
+        let mut images: Vec<(usize, ImageReport)> = Vec::with_capacity(target_of.len());
         loop {
             while set.len() < window {
                 let Some((i, job)) = pending.next() else {
@@ -182,13 +185,14 @@ impl Engine {
                 None => break,
             }
         }
-        images.sort_by_key(|(i, _)| *i);
-        for target in targets {
+        // Indexes are unique: no stable sort's buffer needed.
+        images.sort_unstable_by_key(|(i, _)| *i);
+        for (t, target) in targets.into_iter().enumerate() {
             let name = target.describe();
             if let Err(e) = target.finish().await {
                 // The images bound for it are not where they were meant to be.
                 for (i, report) in images.iter_mut() {
-                    if target_of[*i] == name && report.error.is_none() {
+                    if target_of[*i] == t && report.error.is_none() {
                         report.error = Some(format!("finishing {name}: {e}"));
                         report.error_kind = Some(e.kind());
                         report.target_digest = None;

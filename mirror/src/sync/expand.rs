@@ -123,6 +123,8 @@ pub async fn expand(
     if let Some(s) = shard {
         items.retain(|it| s.owns(&shard_key(it)));
     }
+    // The plan lives for the whole run: not the room doubling left.
+    items.shrink_to_fit();
     Expansion {
         jobs: items,
         warnings,
