@@ -541,6 +541,18 @@ async fn a_deeply_nested_index_chain_fails_with_a_bound_error() {
     assert!(source.count(Request::Manifest) <= 8);
 }
 
+/// `images` tagged `t0`, `t1`, … at the source, and an empty target.
+fn tagged_stores(images: &[Image]) -> (Vec<String>, Arc<MemoryStore>, Arc<MemoryStore>) {
+    let tags: Vec<String> = (0..images.len()).map(|i| format!("t{i}")).collect();
+    let seeded: Vec<(&Image, &str)> = images
+        .iter()
+        .zip(&tags)
+        .map(|(i, t)| (i, t.as_str()))
+        .collect();
+    let (source, target) = stores(&seeded);
+    (tags, source, target)
+}
+
 /// Six tagged images of four layers each, in a source and target that
 /// answer after `latency`.
 fn six_images(latency: Duration) -> (Vec<String>, Arc<MemoryStore>, Arc<MemoryStore>) {
@@ -552,13 +564,7 @@ fn six_images(latency: Duration) -> (Vec<String>, Arc<MemoryStore>, Arc<MemorySt
             )
         })
         .collect();
-    let tags: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
-    let seeded: Vec<(&Image, &str)> = images
-        .iter()
-        .zip(&tags)
-        .map(|(i, t)| (i, t.as_str()))
-        .collect();
-    let (source, target) = stores(&seeded);
+    let (tags, source, target) = tagged_stores(&images);
     for s in [&source, &target] {
         s.set_latency(latency);
     }
@@ -635,13 +641,7 @@ async fn images_start_in_a_bounded_window_however_many_a_run_holds() {
     // Each image in flight holds its manifests and blob tasks: ten
     // thousand started at once held them all.
     let images: Vec<Image> = (0..200).map(|i| image(i, [layer(i, 100)])).collect();
-    let tags: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
-    let seeded: Vec<(&Image, &str)> = images
-        .iter()
-        .zip(&tags)
-        .map(|(i, t)| (i, t.as_str()))
-        .collect();
-    let (source, target) = stores(&seeded);
+    let (tags, source, target) = tagged_stores(&images);
     source.set_latency(Duration::from_millis(1));
     let (s, t) = (dyn_store(&source), dyn_store(&target));
     let progress = Arc::new(ImagesInFlight::default());
