@@ -111,6 +111,53 @@ async fn jobs_bounds_blob_streams_while_small_requests_get_four_times_as_many() 
 }
 
 #[tokio::test]
+async fn a_blobs_upload_session_opens_while_the_source_answers() {
+    // Across a network each step one after another is a round trip: the
+    // target's POST need not wait for the source's GET to answer.
+    let (src, src_proxy) = open_registry_behind_proxy().await;
+    let (_dst, dst_proxy) = open_registry_behind_proxy().await;
+    let img = image(450, &[30_000], false);
+    push_to(&src.host(), "overlap/img", "v1", &img).await;
+    let pause = Duration::from_millis(400);
+    src_proxy.add_rule(
+        Rule::new(Fault::Delay(pause))
+            .method(Method::GET)
+            .path_contains("/blobs/"),
+    );
+    copy_json(&[
+        "--jobs",
+        "1",
+        &format!("{}/overlap/img:v1", src_proxy.host()),
+        &format!("{}/overlap/img:v1", dst_proxy.host()),
+    ])
+    .await
+    .assert_code(0);
+
+    let mut gets: Vec<_> = src_proxy
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == Method::GET && q.path.contains("/blobs/"))
+        .map(|q| q.arrived)
+        .collect();
+    let mut posts: Vec<_> = dst_proxy
+        .requests()
+        .into_iter()
+        .filter(|q| q.method == Method::POST && q.path.contains("/blobs/uploads/"))
+        .map(|q| q.arrived)
+        .collect();
+    assert_eq!((gets.len(), posts.len()), (2, 2), "a layer and a config");
+    gets.sort();
+    posts.sort();
+    for (get, post) in gets.iter().zip(&posts) {
+        let waited = post.saturating_duration_since(*get);
+        assert!(
+            waited < pause - Duration::from_millis(100),
+            "the upload session waited {waited:?} for the source's answer"
+        );
+    }
+}
+
+#[tokio::test]
 async fn max_requests_per_host_caps_what_is_in_flight_at_the_source() {
     let (src, proxy) = open_registry_behind_proxy().await;
     let mut imgs = Vec::new();

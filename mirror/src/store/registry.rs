@@ -361,7 +361,20 @@ impl ImageTarget for RegistryStore {
         feed: &dyn BlobFeed,
     ) -> Result<(), StoreError> {
         if desc.size <= self.uploads.chunk_threshold {
-            return self.write_blob(desc, feed.open(0).await?).await;
+            // The upload session and the source's answer at once: across a
+            // network one round trip before the bytes flow, not two.
+            let (session, data) = tokio::join!(self.client.start_upload(&self.repo), feed.open(0));
+            return match (session, data) {
+                (Ok(session), Ok(data)) => self.upload_whole(desc, session, data).await,
+                // The source's failure says more, as when it was asked first.
+                (session, Err(e)) => {
+                    if let Ok(session) = session {
+                        let _ = session.cancel().await;
+                    }
+                    Err(e)
+                }
+                (Err(e), Ok(_)) => Err(e.into()),
+            };
         }
         let journal = self.sessions.as_deref();
         let continued = match journal {
