@@ -280,6 +280,18 @@ impl FaultProxy {
             .filter(|r| r.method == *method && r.path.contains(path_substring))
             .count()
     }
+
+    /// When each of those requests arrived, earliest first.
+    pub fn arrivals(&self, method: &Method, path_substring: &str) -> Vec<Instant> {
+        let mut at: Vec<Instant> = self
+            .requests()
+            .iter()
+            .filter(|r| r.method == *method && r.path.contains(path_substring))
+            .map(|r| r.arrived)
+            .collect();
+        at.sort();
+        at
+    }
 }
 
 const HOP_BY_HOP: [&str; 8] = [

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -50,7 +50,7 @@ pub struct TokenServerOptions {
     pub managed_identity_secret: Option<String>,
     /// How long each answer takes, as a token endpoint across a network
     /// does: long enough that fetches a client makes at once overlap here.
-    pub answer_delay: std::time::Duration,
+    pub answer_delay: Duration,
 }
 
 impl Default for TokenServerOptions {
@@ -63,7 +63,7 @@ impl Default for TokenServerOptions {
             expires_in: 300,
             aad_token: None,
             managed_identity_secret: None,
-            answer_delay: std::time::Duration::ZERO,
+            answer_delay: Duration::ZERO,
         }
     }
 }
@@ -111,7 +111,7 @@ impl TokenServerOptions {
         self
     }
 
-    pub fn with_answer_delay(mut self, delay: std::time::Duration) -> Self {
+    pub fn with_answer_delay(mut self, delay: Duration) -> Self {
         self.answer_delay = delay;
         self
     }

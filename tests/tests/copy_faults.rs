@@ -86,22 +86,14 @@ async fn jobs_bounds_blob_streams_while_small_requests_get_four_times_as_many() 
     args.extend(pairs.iter().map(String::as_str));
     copy_json(&args).await.assert_code(0);
 
-    let reqs = proxy.requests();
-    let arrivals = |method: Method, part: &str| -> Vec<std::time::Instant> {
-        reqs.iter()
-            .filter(|q| q.method == method && q.path.contains(part))
-            .map(|q| q.arrived)
-            .collect()
-    };
-    let heads = arrivals(Method::HEAD, "/manifests/");
+    let heads = proxy.arrivals(&Method::HEAD, "/manifests/");
     assert_eq!(heads.len(), 8, "one digest asked per tag");
     assert!(
         most_within(&heads, pause - Duration::from_millis(50)) >= 4,
         "the source's HEADs went one at a time: {heads:?}"
     );
-    let mut blobs = arrivals(Method::GET, "/blobs/");
+    let blobs = proxy.arrivals(&Method::GET, "/blobs/");
     assert_eq!(blobs.len(), 16, "a layer and a config per image");
-    blobs.sort();
     for pair in blobs.windows(2) {
         assert!(
             pair[1] - pair[0] >= pause - Duration::from_millis(50),
@@ -133,21 +125,9 @@ async fn a_blobs_upload_session_opens_while_the_source_answers() {
     .await
     .assert_code(0);
 
-    let mut gets: Vec<_> = src_proxy
-        .requests()
-        .into_iter()
-        .filter(|q| q.method == Method::GET && q.path.contains("/blobs/"))
-        .map(|q| q.arrived)
-        .collect();
-    let mut posts: Vec<_> = dst_proxy
-        .requests()
-        .into_iter()
-        .filter(|q| q.method == Method::POST && q.path.contains("/blobs/uploads/"))
-        .map(|q| q.arrived)
-        .collect();
+    let gets = src_proxy.arrivals(&Method::GET, "/blobs/");
+    let posts = dst_proxy.arrivals(&Method::POST, "/blobs/uploads/");
     assert_eq!((gets.len(), posts.len()), (2, 2), "a layer and a config");
-    gets.sort();
-    posts.sort();
     for (get, post) in gets.iter().zip(&posts) {
         let waited = post.saturating_duration_since(*get);
         assert!(

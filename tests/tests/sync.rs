@@ -1126,14 +1126,8 @@ async fn the_source_and_target_heads_of_a_tag_go_at_once() {
     let (run, report) = scratch.sync(&[config.to_str().unwrap()]).await;
     run.assert_code(0);
     assert_eq!(report["current"], 1, "{report:#}");
-    let heads = |proxy: &mirror_tests::FaultProxy| {
-        proxy
-            .requests()
-            .into_iter()
-            .filter(|r| r.method == http::Method::HEAD && r.path.contains("/manifests/"))
-            .map(|r| r.arrived)
-            .collect::<Vec<_>>()
-    };
+    let heads =
+        |proxy: &mirror_tests::FaultProxy| proxy.arrivals(&http::Method::HEAD, "/manifests/");
     let (source, target) = (heads(&src_proxy), heads(&dst_proxy));
     assert_eq!((source.len(), target.len()), (1, 1));
     // Asked before the source could have answered.
