@@ -3,7 +3,7 @@
 //! through WAN profiles. See `--help`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -68,6 +68,11 @@ struct Args {
     /// `mirror [jobs 4]`.
     #[arg(long = "variant", value_name = "LABEL=ARGS", value_parser = Contender::variant, allow_hyphen_values = true)]
     variants: Vec<Contender>,
+    /// Also run `mirror copy` of another build, in the same rotation
+    /// (repeatable): `--build 'main=/tmp/mirror-main'` measures a change
+    /// against the code before it. Its row is `mirror [main]`.
+    #[arg(long = "build", value_name = "LABEL=PATH [ARGS]", value_parser = Contender::build, allow_hyphen_values = true)]
+    builds: Vec<Contender>,
     /// Both registries speak TLS (HTTP/2 is then negotiated); the raw
     /// limit speaks plain HTTP only and is left out.
     #[arg(long)]
@@ -270,6 +275,7 @@ async fn bench(
                         let mut order: Vec<Contender> =
                             copiers.iter().map(|c| Contender::plain(*c)).collect();
                         order.extend(args.variants.iter().cloned());
+                        order.extend(args.builds.iter().cloned());
                         let n = order.len();
                         order.rotate_left(run % n);
                         for contender in order {
@@ -379,7 +385,7 @@ impl Bench<'_> {
             target: target.clone(),
             images: images.to_vec(),
             heads_only,
-            mirror_bin: setup.mirror_bin.clone(),
+            mirror_bin: contender.bin.clone().unwrap_or(setup.mirror_bin.clone()),
             mirror_args: setup.mirror_args_for(&[&source, &target], &contender.args),
             work: work.path().to_path_buf(),
             tls: setup.ca.is_some(),
@@ -495,6 +501,14 @@ fn header(args: &Args, profiles: &[Option<WanProfile>], notes: &[String]) -> Str
     let mut h = machine();
     if !args.mirror_args.is_empty() {
         h += &format!(" mirror ran with `{}`.", args.mirror_args.join(" "));
+    }
+    for b in &args.builds {
+        let bin = b.bin.as_deref().unwrap_or(Path::new("?"));
+        h += &format!(
+            " `mirror [{}]` is another build, {}.",
+            b.label,
+            bin.display()
+        );
     }
     if args.tls {
         h += " Both registries spoke TLS (crane and regsync without verifying).";

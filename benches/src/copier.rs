@@ -70,6 +70,9 @@ pub struct Contender {
     pub label: String,
     /// Extra arguments for mirror.
     pub args: Vec<String>,
+    /// Another mirror binary (the code before a change) instead of the
+    /// one measured.
+    pub bin: Option<PathBuf>,
 }
 
 impl Contender {
@@ -78,6 +81,7 @@ impl Contender {
             copier,
             label: String::new(),
             args: Vec::new(),
+            bin: None,
         }
     }
 
@@ -90,7 +94,24 @@ impl Contender {
             copier: Copier::Mirror,
             label: label.to_string(),
             args: args.split_whitespace().map(str::to_string).collect(),
+            bin: None,
         })
+    }
+
+    /// `LABEL=PATH [ARGS]`: `mirror copy` of another build, with ARGS.
+    pub fn build(spec: &str) -> Result<Self, String> {
+        let mut c = Self::variant(spec)?;
+        if c.args.is_empty() {
+            return Err(format!(
+                "{spec:?}: use LABEL=PATH [ARGS], e.g. 'main=/tmp/mirror-main'"
+            ));
+        }
+        let bin = PathBuf::from(c.args.remove(0));
+        if !bin.is_absolute() || !bin.is_file() {
+            return Err(format!("{}: not an absolute path to a file", bin.display()));
+        }
+        c.bin = Some(bin);
+        Ok(c)
     }
 
     pub fn name(&self) -> String {
