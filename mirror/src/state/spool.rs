@@ -1,6 +1,5 @@
 //! Partial downloads kept on disk. A blob read from a registry is written
-//! here as it streams (in batches, off the async workers, one written
-//! while the next arrives); every
+//! here as it streams (in batches, off the async workers); every
 //! [`CHECKPOINT`] bytes the offset written is recorded. A rerun hashes what
 //! is on disk once, serves it, and asks the source only for the rest, the
 //! hash continuing from there, so no byte crosses the network twice and
@@ -35,8 +34,7 @@ pub const CHECKPOINT: u64 = 8 * 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Received bytes are written in batches of this size, each by a blocking
-/// task, so a slow disk never stalls the async workers. One is in flight
-/// while the next fills: a blob spooled holds at most two in memory.
+/// task, so a slow disk never stalls the async workers.
 const WRITE_BATCH: usize = 1024 * 1024;
 
 /// The `downloads/` part of the state directory. Runs share it; each
@@ -299,7 +297,16 @@ impl BlobFeed for SpoolFeed {
                     .read_blob_from(&self.desc, hasher.clone())
                     .await?
             };
-            let writer = SpoolWriter::new(file, self.paths.clone(), self.desc.clone(), held);
+            let writer = SpoolWriter {
+                file: Arc::new(file),
+                paths: self.paths.clone(),
+                desc: self.desc.clone(),
+                written: held,
+                pending: Vec::new(),
+                pending_len: 0,
+                since_checkpoint: 0,
+                done: false,
+            };
             parts.push(tee(source, writer, offset));
         }
         Ok(Box::pin(futures::stream::iter(parts).flatten()))
@@ -357,134 +364,67 @@ fn read_range(path: PathBuf, from: u64, to: u64) -> BlobStream {
 }
 
 /// Appends what the source sends to the spool, checkpointing as it goes.
-/// One batch is written while the next arrives, so the stream waits for
-/// the disk only when it falls a whole batch behind.
 struct SpoolWriter {
     file: Arc<File>,
     paths: Arc<Paths>,
     desc: Descriptor,
-    /// Bytes in the file once the write in flight is done.
+    /// Bytes in the file.
     written: u64,
     /// Received, not yet written (less than [`WRITE_BATCH`]).
     pending: Vec<Bytes>,
     pending_len: usize,
     since_checkpoint: u64,
-    /// The batch being written, if any.
-    in_flight: Option<BatchWrite>,
     /// Nothing more is written or recorded: the blob ended, its bytes
     /// were bad, or the disk refused them.
     done: bool,
 }
 
-/// One batch's write on a blocking thread.
-struct BatchWrite {
-    task: tokio::task::JoinHandle<io::Result<()>>,
-    /// Says whether the write succeeded; disconnected without a word when
-    /// the task never ran (the runtime shutting down). For `Drop`, which
-    /// cannot await the task.
-    outcome: std::sync::mpsc::Receiver<bool>,
-}
-
-impl BatchWrite {
-    /// Wait for the write, blocking the thread: only for `Drop`, and for
-    /// at most one batch.
-    fn wait_blocking(self) -> bool {
-        self.outcome.recv().unwrap_or(false)
-    }
-}
-
 impl SpoolWriter {
-    fn new(file: File, paths: Arc<Paths>, desc: Descriptor, written: u64) -> Self {
-        SpoolWriter {
-            file: Arc::new(file),
-            paths,
-            desc,
-            written,
-            pending: Vec::new(),
-            pending_len: 0,
-            since_checkpoint: 0,
-            in_flight: None,
-            done: false,
-        }
-    }
-
-    /// Take a chunk; start writing a batch when one is full.
+    /// Take a chunk; write a batch when one is full.
     async fn keep(&mut self, chunk: &Bytes) -> io::Result<()> {
         self.pending_len += chunk.len();
         self.pending.push(chunk.clone());
         if self.pending_len >= WRITE_BATCH {
-            self.settle().await?;
-            self.start_write(false);
+            self.write(false).await?;
         }
         Ok(())
     }
 
-    /// Everything received written, and recorded in the checkpoint.
-    async fn flush(&mut self) -> io::Result<()> {
-        self.settle().await?;
-        self.start_write(true);
-        self.settle().await
-    }
-
-    /// Wait for the write in flight.
-    async fn settle(&mut self) -> io::Result<()> {
-        match self.in_flight.take() {
-            Some(w) => w.task.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-
-    /// Write what is pending on a blocking thread, and a checkpoint every
-    /// [`CHECKPOINT`] bytes or when `checkpoint` asks. Nothing may be in
-    /// flight: writes go in order through the file's cursor.
-    fn start_write(&mut self, checkpoint: bool) {
-        debug_assert!(self.in_flight.is_none());
+    /// Write what is pending, and a checkpoint every [`CHECKPOINT`] bytes
+    /// or when `checkpoint` asks.
+    async fn write(&mut self, checkpoint: bool) -> io::Result<()> {
         let batch = std::mem::take(&mut self.pending);
         let len = std::mem::take(&mut self.pending_len) as u64;
         self.since_checkpoint += len;
-        self.written += len;
+        let offset = self.written + len;
         let record = checkpoint || self.since_checkpoint >= CHECKPOINT;
+        let (file, paths, desc) = (self.file.clone(), self.paths.clone(), self.desc.clone());
+        tokio::task::spawn_blocking(move || {
+            for b in &batch {
+                (&*file).write_all(b)?;
+            }
+            if record {
+                write_checkpoint(&paths.checkpoint, &desc, offset)?;
+            }
+            Ok::<_, io::Error>(())
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.written = offset;
         if record {
             self.since_checkpoint = 0;
         }
-        let (file, paths, desc) = (self.file.clone(), self.paths.clone(), self.desc.clone());
-        let offset = self.written;
-        let (tell, outcome) = std::sync::mpsc::sync_channel(1);
-        let task = tokio::task::spawn_blocking(move || {
-            let result = write_batch(&file, &batch).and_then(|()| {
-                if record {
-                    write_checkpoint(&paths.checkpoint, &desc, offset)?;
-                }
-                Ok(())
-            });
-            let _ = tell.send(result.is_ok());
-            result
-        });
-        self.in_flight = Some(BatchWrite { task, outcome });
+        Ok(())
     }
-}
-
-fn write_batch(mut file: &File, batch: &[Bytes]) -> io::Result<()> {
-    for b in batch {
-        file.write_all(b)?;
-    }
-    Ok(())
 }
 
 impl Drop for SpoolWriter {
-    /// Stopped mid-way (Ctrl-C, the target failed, a retry): keep what
-    /// arrived. The batch in flight is waited for, so what follows lands
-    /// after it and the checkpoint claims only bytes in the file.
+    /// Stopped mid-way (Ctrl-C, the target failed): keep what arrived.
     fn drop(&mut self) {
         if self.done {
             return;
         }
         let mut offset = self.written;
-        if let Some(w) = self.in_flight.take() {
-            if !w.wait_blocking() {
-                return;
-            }
-        }
         for b in &self.pending {
             if (&*self.file).write_all(b).is_err() {
                 break;
@@ -535,11 +475,6 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
                         return Some((Ok(chunk), Some((source, writer, pos))));
                     }
                     Some(Err(e)) => {
-                        // The write in flight ends first, so what is
-                        // discarded or recorded next comes after it.
-                        if writer.settle().await.is_err() {
-                            writer.done = true;
-                        }
                         // A digest that does not match at full length means
                         // wrong bytes somewhere: none are kept. A stream cut
                         // short says nothing against what arrived.
@@ -556,7 +491,7 @@ fn tee(source: BlobStream, writer: SpoolWriter, offset: u64) -> BlobStream {
                     None => {
                         // Verified to the end: record it whole, so a target
                         // that fails now can be fed from disk next time.
-                        if !writer.done && writer.flush().await.is_err() {
+                        if !writer.done && writer.write(true).await.is_err() {
                             writer.paths.discard();
                         }
                         writer.done = true;
@@ -830,78 +765,6 @@ mod tests {
             "finish leaves nothing, the lock file included"
         );
         assert!(first_run.claim(&desc).is_some(), "free after finish");
-    }
-
-    /// A runtime whose one blocking thread (the spool's disk) can be held.
-    fn runtime_with_one_disk_thread() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .max_blocking_threads(1)
-            .build()
-            .unwrap()
-    }
-
-    /// Holds the blocking thread until the sender is used or dropped.
-    fn stall_the_disk() -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (release, stalled) = std::sync::mpsc::channel::<()>();
-        let held = tokio::task::spawn_blocking(move || {
-            let _ = stalled.recv();
-        });
-        (release, held)
-    }
-
-    /// Read from the stream until `want` bytes came, failing if it stops.
-    async fn read_at_least(stream: &mut BlobStream, want: usize) -> usize {
-        let mut got = 0;
-        while got < want {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), stream.next()).await {
-                Ok(Some(Ok(c))) => got += c.len(),
-                other => panic!("the stream stopped after {got} bytes: {other:?}"),
-            }
-        }
-        got
-    }
-
-    #[test]
-    fn the_stream_runs_a_batch_ahead_of_a_slow_disk() {
-        runtime_with_one_disk_thread().block_on(async {
-            let (_dir, spools, desc, source) = setup(3 * WRITE_BATCH);
-            let spool = spools.claim(&desc).unwrap();
-            let mut stream = spool.feed(source.clone()).open(0).await.unwrap();
-            let (release, disk) = stall_the_disk();
-            // The first batch's write waits for the disk; its bytes and
-            // the next batch's still reach the target.
-            let mut got = read_at_least(&mut stream, WRITE_BATCH + WRITE_BATCH / 2).await;
-            release.send(()).unwrap();
-            disk.await.unwrap();
-            while let Some(c) = stream.next().await {
-                got += c.unwrap().len();
-            }
-            assert_eq!(got as u64, desc.size);
-            drop(stream);
-            assert_eq!(spool.held(), desc.size, "every batch written, in order");
-        });
-    }
-
-    #[test]
-    fn a_stream_dropped_with_a_write_in_flight_keeps_every_byte_received() {
-        runtime_with_one_disk_thread().block_on(async {
-            let (_dir, spools, desc, source) = setup(3 * WRITE_BATCH);
-            let spool = spools.claim(&desc).unwrap();
-            let mut stream = spool.feed(source.clone()).open(0).await.unwrap();
-            let (release, _disk) = stall_the_disk();
-            let got = read_at_least(&mut stream, WRITE_BATCH + WRITE_BATCH / 2).await;
-            // Dropped (Ctrl-C) while the first batch waits for the disk:
-            // the drop waits for it, then writes the rest after it.
-            std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                let _ = release.send(());
-            });
-            drop(stream);
-            assert_eq!(spool.held(), got as u64);
-            let data = fs::read(&spool.paths.data).unwrap();
-            assert_eq!(data, source.data[..got], "in order");
-        });
     }
 
     #[test]
