@@ -3,7 +3,7 @@
 //! through WAN profiles. See `--help`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -385,7 +385,7 @@ impl Bench<'_> {
             target: target.clone(),
             images: images.to_vec(),
             heads_only,
-            mirror_bin: contender.bin.clone().unwrap_or(setup.mirror_bin.clone()),
+            mirror_bin: contender.bin.as_ref().unwrap_or(&setup.mirror_bin).clone(),
             mirror_args: setup.mirror_args_for(&[&source, &target], &contender.args),
             work: work.path().to_path_buf(),
             tls: setup.ca.is_some(),
@@ -503,12 +503,13 @@ fn header(args: &Args, profiles: &[Option<WanProfile>], notes: &[String]) -> Str
         h += &format!(" mirror ran with `{}`.", args.mirror_args.join(" "));
     }
     for b in &args.builds {
-        let bin = b.bin.as_deref().unwrap_or(Path::new("?"));
-        h += &format!(
-            " `mirror [{}]` is another build, {}.",
-            b.label,
-            bin.display()
-        );
+        if let Some(bin) = &b.bin {
+            h += &format!(
+                " `mirror [{}]` is another build, {}.",
+                b.label,
+                bin.display()
+            );
+        }
     }
     if args.tls {
         h += " Both registries spoke TLS (crane and regsync without verifying).";
