@@ -170,7 +170,10 @@ impl Engine {
         let window = images_in_flight(self.inner.options.jobs);
         let mut pending = jobs.into_iter().enumerate();
         let mut set = JoinSet::new();
-        let mut images: Vec<(usize, ImageReport)> = Vec::with_capacity(target_of.len());
+        // Each report goes straight to its image's slot: one vector for the
+        // run, in order, however the images finish.
+        let mut images: Vec<ImageReport> = Vec::new();
+        images.resize_with(target_of.len(), ImageReport::default);
         loop {
             while set.len() < window {
                 let Some((i, job)) = pending.next() else {
@@ -180,19 +183,17 @@ impl Engine {
                 set.spawn(async move { (i, engine.copy_image(i, job).await) });
             }
             match set.join_next().await {
-                Some(Ok(r)) => images.push(r),
+                Some(Ok((i, report))) => images[i] = report,
                 Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
                 None => break,
             }
         }
-        // Indexes are unique: no stable sort's buffer needed.
-        images.sort_unstable_by_key(|(i, _)| *i);
         for (t, target) in targets.into_iter().enumerate() {
             let name = target.describe();
             if let Err(e) = target.finish().await {
                 // The images bound for it are not where they were meant to be.
-                for (i, report) in images.iter_mut() {
-                    if target_of[*i] == t && report.error.is_none() {
+                for (i, report) in images.iter_mut().enumerate() {
+                    if target_of[i] == t && report.error.is_none() {
                         report.error = Some(format!("finishing {name}: {e}"));
                         report.error_kind = Some(e.kind());
                         report.target_digest = None;
@@ -200,10 +201,7 @@ impl Engine {
                 }
             }
         }
-        RunReport::new(
-            images.into_iter().map(|(_, r)| r).collect(),
-            started.elapsed(),
-        )
+        RunReport::new(images, started.elapsed())
     }
 
     fn emit(&self, event: Event) {

@@ -40,34 +40,37 @@ pub async fn execute(jobs: &[Job], engine: &Engine) -> RunReport {
         });
         ran.push(i);
     }
+    // The engine reports the jobs it ran, in their order: each goes to its
+    // job's place as the report is built, with no second vector by index.
     let mut run = engine.run(to_run).await.images.into_iter();
-    let mut from_engine: Vec<Option<ImageReport>> = vec![None; jobs.len()];
-    for i in ran {
-        from_engine[i] = run.next();
-    }
+    let mut ran = ran.into_iter().peekable();
     let images = jobs
         .iter()
-        .zip(from_engine)
-        .map(|(job, report)| {
+        .enumerate()
+        .map(|(i, job)| {
+            if ran.next_if_eq(&i).is_some() {
+                if let Some(report) = run.next() {
+                    return report;
+                }
+            }
             let base = ImageReport {
                 source: job.source_label.clone(),
                 target: job.target_label.clone(),
                 ..ImageReport::default()
             };
-            match (&job.state, report) {
-                (_, Some(r)) => r,
-                (State::Current { digest }, None) => ImageReport {
+            match &job.state {
+                State::Current { digest } => ImageReport {
                     source_digest: Some(digest.clone()),
                     target_digest: Some(digest.clone()),
                     current: true,
                     ..base
                 },
-                (State::Failed { error, kind }, None) => ImageReport {
+                State::Failed { error, kind } => ImageReport {
                     error: Some(error.clone()),
                     error_kind: Some(*kind),
                     ..base
                 },
-                (_, None) => ImageReport {
+                State::Copy { .. } | State::Pending => ImageReport {
                     error: Some("the target was not opened".into()),
                     error_kind: Some(registry_client::ErrorKind::InvalidInput),
                     ..base
