@@ -112,7 +112,8 @@ struct Inner {
     options: CopyOptions,
     progress: Arc<dyn Progress>,
     ledger: Ledger,
-    /// Blob streams in flight: what costs memory and link.
+    /// Blob streams in flight, in quarters of a stream (see
+    /// [`stream_share`]): what costs memory and link.
     streams: Semaphore,
     /// Small requests in flight: what a round trip costs.
     requests: Semaphore,
@@ -125,7 +126,7 @@ struct Inner {
 
 impl Engine {
     pub fn new(options: CopyOptions, progress: Arc<dyn Progress>) -> Self {
-        let streams = Semaphore::new(options.jobs.max(1));
+        let streams = Semaphore::new(options.jobs.max(1) * SHARES_PER_STREAM as usize);
         let requests = Semaphore::new(request_budget(options.jobs));
         let retries_left = AtomicU32::new(options.run_retries);
         Engine {
@@ -440,11 +441,12 @@ impl Engine {
             .expect("semaphore never closed")
     }
 
-    /// A permit for one blob stream, held while its bytes move.
-    async fn stream_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+    /// A permit for one blob stream, held while its bytes move: the share
+    /// of a stream that a blob of this size takes.
+    async fn stream_permit(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
         self.inner
             .streams
-            .acquire()
+            .acquire_many(stream_share(size))
             .await
             .expect("semaphore never closed")
     }
@@ -659,7 +661,7 @@ impl Engine {
                 target.describe()
             )
         };
-        let _s = self.stream_permit().await;
+        let _s = self.stream_permit(desc.size).await;
         self.emit(Event::BlobStarted {
             image,
             digest: desc.digest.clone(),
@@ -741,6 +743,18 @@ pub fn request_budget(jobs: usize) -> usize {
 }
 
 const REQUESTS_PER_STREAM: usize = 4;
+
+/// How much of a blob stream a blob of `size` bytes takes, in quarters (a
+/// whole one above 3 MiB). What a stream costs is its HTTP buffers, which a
+/// small blob never fills, and round trips, which every blob pays alike:
+/// so `--jobs 8` streams up to 32 blobs of 1 MiB, or 8 large ones.
+fn stream_share(size: u64) -> u32 {
+    size.div_ceil(STREAM_SHARE_BYTES)
+        .clamp(1, u64::from(SHARES_PER_STREAM)) as u32
+}
+
+const SHARES_PER_STREAM: u32 = 4;
+const STREAM_SHARE_BYTES: u64 = 1024 * 1024;
 
 /// Images started and not finished at once: twice the request budget, so
 /// every permit has work waiting while memory stays flat in the tag count.

@@ -62,18 +62,28 @@ fn most_within(times: &[std::time::Instant], window: Duration) -> usize {
 }
 
 #[tokio::test]
-async fn jobs_bounds_blob_streams_while_small_requests_get_four_times_as_many() {
-    // Across a network a HEAD costs a round trip, not memory: at --jobs 1
-    // the digests of eight tags are still asked four at a time, while blob
-    // bytes move one stream at a time.
+async fn jobs_bounds_blob_streams_by_size_while_small_requests_get_four_times_as_many() {
+    // Across a network a HEAD or a small blob costs a round trip, not
+    // memory: at --jobs 1 the digests of ten tags are still asked four at
+    // a time and small blobs stream up to four at once, while large blobs
+    // move one stream at a time.
     let (src, proxy) = open_registry_behind_proxy().await;
     let dst = Registry::start_open().await.unwrap();
     let mut pairs = Vec::new();
-    for i in 0..8 {
-        let img = image(400 + i, &[20_000], false);
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    for i in 0..10 {
+        let big = i >= 8;
+        let img = image(400 + i, &[if big { 4 << 20 } else { 20_000 }], false);
         push_to(&src.host(), "budget/img", &format!("t{i}"), &img).await;
         pairs.push(format!("{}/budget/img:t{i}", proxy.host()));
         pairs.push(format!("{}/budget/img:t{i}", dst.host()));
+        small.push(Digest::sha256_of(&img.config));
+        if big {
+            large.push(layer_digest(&img, 0));
+        } else {
+            small.push(layer_digest(&img, 0));
+        }
     }
     let pause = Duration::from_millis(300);
     proxy.add_rule(Rule::new(Fault::Delay(pause)).method(Method::HEAD));
@@ -87,19 +97,32 @@ async fn jobs_bounds_blob_streams_while_small_requests_get_four_times_as_many() 
     copy_json(&args).await.assert_code(0);
 
     let heads = proxy.arrivals(&Method::HEAD, "/manifests/");
-    assert_eq!(heads.len(), 8, "one digest asked per tag");
+    assert_eq!(heads.len(), 10, "one digest asked per tag");
     assert!(
         most_within(&heads, pause - Duration::from_millis(50)) >= 4,
         "the source's HEADs went one at a time: {heads:?}"
     );
-    let blobs = proxy.arrivals(&Method::GET, "/blobs/");
-    assert_eq!(blobs.len(), 16, "a layer and a config per image");
-    for pair in blobs.windows(2) {
-        assert!(
-            pair[1] - pair[0] >= pause - Duration::from_millis(50),
-            "two blob streams at once at --jobs 1"
-        );
-    }
+    let arrivals = |digests: &[Digest]| {
+        let mut times: Vec<_> = digests
+            .iter()
+            .flat_map(|d| proxy.arrivals(&Method::GET, &d.to_string()))
+            .collect();
+        times.sort();
+        times
+    };
+    let small = arrivals(&small);
+    assert_eq!(small.len(), 18, "eight layers and ten configs");
+    let at_once = most_within(&small, pause - Duration::from_millis(50));
+    assert!(
+        (2..=4).contains(&at_once),
+        "{at_once} small blobs streamed at once at --jobs 1: {small:?}"
+    );
+    let large = arrivals(&large);
+    assert_eq!(large.len(), 2);
+    assert!(
+        large[1] - large[0] >= pause - Duration::from_millis(50),
+        "two large blob streams at once at --jobs 1"
+    );
 }
 
 #[tokio::test]
