@@ -46,8 +46,9 @@ pub struct CopyJob {
 
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
-    /// Blob streams in flight at once, across all images; small requests
-    /// (manifests, HEADs, mounts, tags) get `request_budget(jobs)`.
+    /// Blob streams in flight at once, across all images, a small blob
+    /// taking a share of one (`stream_share`); small requests (manifests,
+    /// HEADs, mounts, tags) get `request_budget(jobs)`.
     pub jobs: usize,
     /// How large one image's graph may be.
     pub bounds: Bounds,

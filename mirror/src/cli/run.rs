@@ -19,8 +19,9 @@ use registry_client::Client;
 /// by `copy`, `export` and `import`.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Blob streams in flight at once, across all images, with four times
-    /// as many small requests (manifests, HEADs, mounts).
+    /// Blob streams in flight at once, across all images (a blob of up to
+    /// 1 MiB takes a quarter of one), with four times as many small
+    /// requests (manifests, HEADs, mounts).
     #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]

@@ -78,8 +78,9 @@ pub struct RunArgs {
     /// they stream from a registry (default 64M).
     #[arg(long, value_name = "SIZE", value_parser = mirror::units::parse_size, requires = "state_dir")]
     pub spool_threshold: Option<u64>,
-    /// Blob streams in flight at once, with four times as many small
-    /// requests (default: the config's `jobs`, else 8).
+    /// Blob streams in flight at once (a blob of up to 1 MiB takes a
+    /// quarter of one), with four times as many small requests (default:
+    /// the config's `jobs`, else 8).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
     /// The exit code for "everything succeeded and something was copied"
