@@ -839,3 +839,19 @@ impl ManifestReader for PermittedReader<'_> {
         graph::tagged_in(self.source, tag).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_takes_a_quarter_of_a_stream_per_mib_and_a_whole_one_above_3_mib() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(stream_share(0), 1);
+        assert_eq!(stream_share(MIB), 1);
+        assert_eq!(stream_share(MIB + 1), 2);
+        assert_eq!(stream_share(3 * MIB), 3);
+        assert_eq!(stream_share(3 * MIB + 1), SHARES_PER_STREAM);
+        assert_eq!(stream_share(u64::MAX), SHARES_PER_STREAM);
+    }
+}
