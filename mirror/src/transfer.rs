@@ -174,8 +174,7 @@ impl Engine {
         let mut set = JoinSet::new();
         // Each report goes straight to its image's slot: one vector for the
         // run, in order, however the images finish.
-        let mut images: Vec<ImageReport> = Vec::new();
-        images.resize_with(target_of.len(), ImageReport::default);
+        let mut images = vec![ImageReport::default(); target_of.len()];
         loop {
             while set.len() < window {
                 let Some((i, job)) = pending.next() else {

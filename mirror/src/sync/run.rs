@@ -206,65 +206,63 @@ fn report(
     started: Instant,
 ) -> SyncReport {
     let dry_run = options.dry_run;
-    // One engine report per item, in order (none for a dry run): its
-    // strings move into the sync report rather than being copied.
-    let mut ran = run.map(|r| r.images.into_iter());
-    let images: Vec<SyncImage> = items
+    let mut images: Vec<SyncImage> = items
         .iter()
-        .map(|it| {
-            let r = ran.as_mut().and_then(Iterator::next);
-            let mut img = match &it.state {
-                State::Pending => unreachable!("items are compared before they run"),
-                State::Current { digest } => SyncImage {
-                    source_digest: Some(digest.clone()),
-                    previous_target_digest: Some(digest.clone()),
-                    target_digest: Some(digest.clone()),
-                    ..image(it, Status::Current)
-                },
-                State::Copy {
-                    source_digest,
-                    target_before,
-                    bytes_missing,
-                } => SyncImage {
-                    source_digest: Some(source_digest.clone()),
-                    previous_target_digest: target_before.clone(),
-                    target_digest: target_before.clone(),
-                    bytes_missing: *bytes_missing,
-                    ..image(
-                        it,
-                        if dry_run {
-                            Status::WouldCopy
-                        } else {
-                            Status::Copied
-                        },
-                    )
-                },
-                State::Failed { error, kind } => SyncImage {
-                    error: Some(error.clone()),
-                    error_kind: Some(*kind),
-                    ..image(it, Status::Failed)
-                },
-            };
-            if let (Some(r), State::Copy { .. }) = (r, &it.state) {
-                img.blobs_copied = r.blobs_copied;
-                img.blobs_present = r.blobs_present;
-                img.blobs_mounted = r.blobs_mounted;
-                img.bytes_copied = r.bytes_copied;
-                img.digest_changed = r.digest_changed;
-                img.warnings = r.warnings;
-                img.referrers = r.referrers;
-                match r.error {
-                    None => img.target_digest = r.target_digest,
-                    Some(e) => {
-                        img.status = Status::Failed;
-                        img.error = Some(e);
-                        img.error_kind = r.error_kind;
-                    }
-                }
-            }
-            img
+        .map(|it| match &it.state {
+            State::Pending => unreachable!("items are compared before they run"),
+            State::Current { digest } => SyncImage {
+                source_digest: Some(digest.clone()),
+                previous_target_digest: Some(digest.clone()),
+                target_digest: Some(digest.clone()),
+                ..image(it, Status::Current)
+            },
+            State::Copy {
+                source_digest,
+                target_before,
+                bytes_missing,
+            } => SyncImage {
+                source_digest: Some(source_digest.clone()),
+                previous_target_digest: target_before.clone(),
+                target_digest: target_before.clone(),
+                bytes_missing: *bytes_missing,
+                ..image(
+                    it,
+                    if dry_run {
+                        Status::WouldCopy
+                    } else {
+                        Status::Copied
+                    },
+                )
+            },
+            State::Failed { error, kind } => SyncImage {
+                error: Some(error.clone()),
+                error_kind: Some(*kind),
+                ..image(it, Status::Failed)
+            },
         })
         .collect();
+    if let Some(run) = run {
+        for ((img, it), r) in images.iter_mut().zip(items).zip(run.images) {
+            if !matches!(it.state, State::Copy { .. }) {
+                continue;
+            }
+            img.blobs_copied = r.blobs_copied;
+            img.blobs_present = r.blobs_present;
+            img.blobs_mounted = r.blobs_mounted;
+            img.bytes_copied = r.bytes_copied;
+            img.digest_changed = r.digest_changed;
+            img.warnings = r.warnings;
+            img.referrers = r.referrers;
+            match r.error {
+                None => img.target_digest = r.target_digest,
+                Some(e) => {
+                    img.status = Status::Failed;
+                    img.error = Some(e);
+                    img.error_kind = r.error_kind;
+                }
+            }
+        }
+    }
 
     let mut report = SyncReport::of(images, dry_run, started.elapsed().as_secs_f64());
     report.shard = options.shard.map(|s| s.to_string());
